@@ -1,0 +1,249 @@
+"""Configuration: a TOML file parsed into frozen dataclasses.
+
+Every key is declared here with its default, so a typo is an error that names the key rather
+than a silently ignored setting (the Red-DiscordBot lesson). The Discord token is deliberately
+not a config key: it comes from the environment so it never lands in a file someone commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+TOKEN_ENV = "DISCORD_TOKEN"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model by hub id or local path; the same (id, revision) is loaded once and shared."""
+
+    id: str
+    revision: str = "main"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.id, self.revision)
+
+    def __str__(self) -> str:
+        return self.id if self.revision == "main" else f"{self.id}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    mask: ModelSpec = ModelSpec("distilbert/distilbert-base-cased")
+    qa: ModelSpec = ModelSpec("distilbert/distilbert-base-cased-distilled-squad")
+    generate: ModelSpec = ModelSpec("openai-community/gpt2")
+    #: Encoder for `/sentiment` features. The default is the `/mask` model, so its weights are
+    #: shared rather than loaded twice.
+    features: ModelSpec = ModelSpec("distilbert/distilbert-base-cased")
+    #: Load every model in the background at start, so the first student does not wait.
+    load_at_start: bool = True
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    #: Worker threads. Two single-threaded workers let a GPT-2 batch and a DistilBERT batch
+    #: progress side by side without fighting over the two cores.
+    workers: int = 2
+    #: torch intra-op threads. 1 per worker: measured here, 2 threads per forward slowed 2.5-3x
+    #: as soon as anything else was busy.
+    torch_threads: int = 1
+    max_batch_size: int = 32
+    #: How long the batcher waits for company after the first request of a batch.
+    max_wait_ms: float = 10.0
+    #: Requests waiting per model before new ones get `Overloaded`.
+    queue_size: int = 128
+    request_timeout_s: float = 120.0
+    #: Generated sequences decoded together; GPT-2 batches are costlier than encoder batches.
+    max_generate_batch: int = 16
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_text_chars: int = 1000
+    max_context_chars: int = 4000
+    max_question_chars: int = 300
+    #: Longest answer span QA considers, in tokens (SQuAD convention).
+    max_answer_tokens: int = 30
+    #: Overlap between QA windows when a context is longer than the model's window.
+    qa_stride: int = 64
+    max_new_tokens: int = 100
+    max_return_sequences: int = 5
+    max_mask_top_k: int = 10
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: str = "tlm-bot.db"
+    #: full: store the text; hashed: a salted SHA-256 of it; none: metadata only.
+    log_inputs: Literal["full", "hashed", "none"] = "full"
+    default_retention_days: int = 90
+    #: How often old rows are purged.
+    purge_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class SentimentConfig:
+    classifier_dir: str = "classifiers/sentiment"
+    pooling: Literal["cls", "mean"] = "cls"
+    #: Limits for `/sentiment train` attachments.
+    max_upload_bytes: int = 2_000_000
+    max_upload_rows: int = 10_000
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    #: If set, commands are copied to this guild at start (instant updates while developing).
+    dev_guild: int | None = None
+    #: Discord user ids allowed to run owner-only commands (besides the application owner).
+    owner_ids: tuple[int, ...] = ()
+    #: Per-user cooldown applied to every student command unless a moderator sets another.
+    default_cooldown_uses: int = 5
+    default_cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    #: Where relative paths in the file are resolved from (the config file's folder).
+    base_dir: Path = field(default=Path("."), compare=False)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+#: Ranges checked after parsing: (section, key) -> (min, max); None = unbounded.
+_RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("engine", "workers"): (1, 16),
+    ("engine", "torch_threads"): (1, 64),
+    ("engine", "max_batch_size"): (1, 256),
+    ("engine", "max_wait_ms"): (0, 1000),
+    ("engine", "queue_size"): (1, 100_000),
+    ("engine", "request_timeout_s"): (1, 3600),
+    ("engine", "max_generate_batch"): (1, 64),
+    ("limits", "max_text_chars"): (1, 100_000),
+    ("limits", "max_context_chars"): (1, 1_000_000),
+    ("limits", "max_question_chars"): (1, 10_000),
+    ("limits", "max_answer_tokens"): (1, 512),
+    ("limits", "qa_stride"): (0, 256),
+    ("limits", "max_new_tokens"): (1, 1000),
+    ("limits", "max_return_sequences"): (1, 10),
+    ("limits", "max_mask_top_k"): (1, 50),
+    ("database", "default_retention_days"): (1, 36500),
+    ("database", "purge_interval_s"): (1, None),
+    ("sentiment", "max_upload_bytes"): (1, 50_000_000),
+    ("sentiment", "max_upload_rows"): (2, 1_000_000),
+    ("discord", "default_cooldown_uses"): (0, 1000),
+    ("discord", "default_cooldown_seconds"): (0, 86400),
+}
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Read a config file; `None` gives the defaults (handy for `tlm-bot ask`)."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(raw, base_dir=path.resolve().parent)
+
+
+def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
+    config = _build(Config, {k: v for k, v in raw.items()}, prefix="")
+    config = dataclasses.replace(config, base_dir=base_dir)
+    for (section, key), (low, high) in _RANGES.items():
+        value = getattr(getattr(config, section), key)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{section}.{key} must be {bounds}, got {value!r}")
+    if config.discord.dev_guild is not None and config.discord.dev_guild <= 0:
+        raise ConfigError("discord.dev_guild must be a positive guild id")
+    return config
+
+
+def discord_token(environ: typing.Mapping[str, str] | None = None) -> str | None:
+    token = (environ if environ is not None else os.environ).get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+def mask_secret(secret: str | None) -> str:
+    """Enough to tell two tokens apart, never enough to use one."""
+    if not secret:
+        return "(not set)"
+    return f"{secret[:4]}…({len(secret)} chars)" if len(secret) > 12 else "****"
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known keys here: {known})")
+    values = {name: _convert(hints[name], raw[name], f"{prefix}{name}") for name in raw}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if hint is ModelSpec and isinstance(value, str):
+            value = {"id": value}
+        return _build(hint, value, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(repr(c) for c in typing.get_args(hint))
+            raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported setting type {hint!r}")  # pragma: no cover

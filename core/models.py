@@ -1,0 +1,184 @@
+"""The model registry: each (model id, revision) is loaded once and shared by every task using it.
+
+`/mask`, `/tokens` and the sentiment features all name DistilBERT by default; loading it three
+times would cost ~250 MB each and three cold starts. So the registry first collects which
+*heads* each model needs (masked LM, QA, causal LM), loads one module per head, and serves the
+bare encoder as that module's `base_model` instead of a second copy.
+
+Loading runs in a background thread so the bot can acknowledge commands while weights arrive;
+callers await `ModelRegistry.get`, which waits for a load in progress instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.config import ModelSpec
+from core.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+#: transformers builds models on the meta device and then materialises them; two loads at once
+#: in different threads were seen here to leave tied weights on `meta` (GPT-2's lm_head), so
+#: loads take turns. Inference in other threads is not affected.
+_LOAD_LOCK = threading.Lock()
+
+
+class Head(enum.Enum):
+    """What a task needs from a model. ENCODER and TOKENIZER ride on any other head."""
+
+    MASKED_LM = "masked-lm"
+    QA = "question-answering"
+    CAUSAL_LM = "causal-lm"
+    ENCODER = "encoder"
+    TOKENIZER = "tokenizer"
+
+
+_AUTO_CLASSES = {
+    Head.MASKED_LM: "AutoModelForMaskedLM",
+    Head.QA: "AutoModelForQuestionAnswering",
+    Head.CAUSAL_LM: "AutoModelForCausalLM",
+    Head.ENCODER: "AutoModel",
+}
+
+
+class LoadState(enum.Enum):
+    PENDING = "pending"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass
+class LoadedModel:
+    """A tokenizer and the modules loaded for one model spec."""
+
+    spec: ModelSpec
+    tokenizer: Any
+    modules: dict[Head, Any] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    def module(self, head: Head) -> Any:
+        if head in self.modules:
+            return self.modules[head]
+        if head is Head.ENCODER:
+            # Any head model carries the encoder it was built on: share it, never reload it.
+            for module in self.modules.values():
+                return module.base_model
+        raise KeyError(f"{self.spec} was not loaded with a {head.value} head")
+
+    @property
+    def max_length(self) -> int:
+        """The longest input the model accepts, in tokens (tokenizers often say 1e30)."""
+        limits = [int(self.tokenizer.model_max_length)]
+        for module in self.modules.values():
+            config = module.config
+            for name in ("max_position_embeddings", "n_positions"):
+                value = getattr(config, name, None)
+                if isinstance(value, int):
+                    limits.append(value)
+        return min(limits)
+
+
+def load_model(spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
+    """Load a tokenizer and one module per head, blocking. Runs in a worker thread.
+
+    `trust_remote_code` is pinned off: a model id typed into a config must never run code.
+    """
+    import transformers
+
+    with _LOAD_LOCK:
+        return _load_model_locked(transformers, spec, heads)
+
+
+def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
+    started = time.perf_counter()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        spec.id, revision=spec.revision, trust_remote_code=False
+    )
+    wanted = set(heads) - {Head.TOKENIZER}
+    if wanted - {Head.ENCODER}:
+        wanted.discard(Head.ENCODER)  # served from another head's base_model
+    modules: dict[Head, Any] = {}
+    for head in sorted(wanted, key=lambda h: h.value):
+        auto = getattr(transformers, _AUTO_CLASSES[head])
+        module = auto.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=False)
+        module.eval()
+        module.requires_grad_(False)
+        modules[head] = module
+    if Head.CAUSAL_LM in modules and tokenizer.pad_token is None:
+        # GPT-2 ships without a pad token; batching needs one and EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(spec, tokenizer, modules, time.perf_counter() - started)
+
+
+class ModelRegistry:
+    """Owns every model's load state; `get` waits for a load in progress."""
+
+    def __init__(self, needs: dict[ModelSpec, set[Head]]) -> None:
+        self._heads = {spec: frozenset(heads) for spec, heads in needs.items()}
+        self._state = {spec: LoadState.PENDING for spec in self._heads}
+        self._errors: dict[ModelSpec, str] = {}
+        self._loads: dict[ModelSpec, asyncio.Future[LoadedModel]] = {}
+
+    @property
+    def specs(self) -> list[ModelSpec]:
+        return list(self._heads)
+
+    def state(self, spec: ModelSpec) -> LoadState:
+        return self._state[spec]
+
+    def error(self, spec: ModelSpec) -> str | None:
+        return self._errors.get(spec)
+
+    def start_all(self) -> None:
+        """Begin loading every model in the background (one after another, see `_load`)."""
+        for spec in self._heads:
+            self._start(spec)
+
+    async def get(self, spec: ModelSpec) -> LoadedModel:
+        return await asyncio.shield(self._start(spec))
+
+    def _start(self, spec: ModelSpec) -> asyncio.Future[LoadedModel]:
+        if spec not in self._loads:
+            self._loads[spec] = asyncio.ensure_future(self._load(spec))
+        return self._loads[spec]
+
+    async def _load(self, spec: ModelSpec) -> LoadedModel:
+        self._state[spec] = LoadState.LOADING
+        log.info("loading %s (%s)", spec, ", ".join(sorted(h.value for h in self._heads[spec])))
+        try:
+            loaded = await asyncio.to_thread(load_model, spec, self._heads[spec])
+        except Exception as exc:  # any failure is reported as unavailable; the bot lives on
+            reason = _load_failure_reason(spec, exc)
+            log.error("could not load %s: %s", spec, reason, exc_info=exc)
+            self._state[spec] = LoadState.FAILED
+            self._errors[spec] = reason
+            raise ModelUnavailable(f"The model `{spec}` could not be loaded: {reason}") from exc
+        self._state[spec] = LoadState.READY
+        log.info("loaded %s in %.1fs", spec, loaded.load_seconds)
+        return loaded
+
+    async def aclose(self) -> None:
+        for load in self._loads.values():
+            if not load.done():
+                load.cancel()
+        for load in self._loads.values():
+            try:
+                await load
+            except BaseException:  # noqa: B036 - failures were already logged at load time
+                pass
+
+
+def _load_failure_reason(spec: ModelSpec, exc: Exception) -> str:
+    """One line a moderator can act on; the traceback goes to the log."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "offline" in text.lower() or "connect" in text.lower():
+        return f"it is not in the local cache and the hub cannot be reached ({text[:200]})"
+    return text[:300]

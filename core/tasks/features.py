@@ -1,0 +1,72 @@
+"""`features`: one vector per text from a frozen encoder, for the sentiment classifier.
+
+The course notebook feeds the `[CLS]` vector (position 0 of the last hidden state) to a
+LogisticRegression; mean pooling over real tokens is offered because sentence encoders such as
+MiniLM were trained for it. Texts longer than the model's window are truncated (and flagged):
+a sentiment of the first 512 tokens is still useful, an error would not be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from core.config import ModelSpec
+from core.errors import InvalidInput
+from core.models import Head, LoadedModel
+from core.tasks.base import Emit, Task, Timings, clean_text
+
+Pooling = Literal["cls", "mean"]
+
+
+@dataclass(frozen=True)
+class FeaturesRequest:
+    text: str
+    pooling: Pooling = "cls"
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    model_id: str
+    pooling: Pooling
+    vector: np.ndarray = field(compare=False, repr=False)
+    truncated: bool = False
+    timings: Timings | None = None
+
+
+class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
+    name = "features"
+    head = Head.ENCODER
+    request_type = FeaturesRequest
+
+    def spec(self, request: FeaturesRequest) -> ModelSpec:
+        return self.models.features
+
+    def validate(self, request: FeaturesRequest) -> FeaturesRequest:
+        if request.pooling not in ("cls", "mean"):
+            raise InvalidInput(f"pooling must be 'cls' or 'mean', got {request.pooling!r}")
+        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        return FeaturesRequest(text, request.pooling)
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[FeaturesRequest], emit: Emit) -> None:
+        tokenizer = model.tokenizer
+        texts = [r.text for r in requests]
+        lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        batch = tokenizer(
+            texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt"
+        )
+        encoder = model.module(Head.ENCODER)
+        hidden = encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state.float()
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        cls = hidden[:, 0]
+        for i, request in enumerate(requests):
+            vector = (cls if request.pooling == "cls" else mean)[i].numpy().copy()
+            emit(i, FeaturesResult(
+                str(model.spec), request.pooling, vector, truncated=lengths[i] > model.max_length
+            ))

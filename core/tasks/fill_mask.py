@@ -1,0 +1,124 @@
+"""`/mask`: the top-k fillers of one `[MASK]`, with scores.
+
+The forward is hand-batched: the encoder runs on the padded batch, but the vocabulary
+projection (dim x 28996 for DistilBERT, the costliest layer per position) runs only at the mask
+positions. Measured here on 2 cores that doubles throughput over `pipeline(list, batch_size=32)`,
+and an equivalence test checks the answers against the pipeline run one request at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from core.config import ModelSpec
+from core.errors import InputTooLong, InvalidInput
+from core.models import Head, LoadedModel
+from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+
+#: What students type for the mask; normalised to the model's own mask token.
+_MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FillMaskRequest:
+    text: str
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class MaskFiller:
+    token_id: int
+    token: str
+    score: float
+    #: The text with the mask replaced by this filler.
+    sequence: str
+
+
+@dataclass(frozen=True)
+class FillMaskResult:
+    model_id: str
+    text: str
+    mask_token: str
+    fillers: tuple[MaskFiller, ...]
+    timings: Timings | None = None
+
+
+class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
+    name = "mask"
+    head = Head.MASKED_LM
+    request_type = FillMaskRequest
+
+    def spec(self, request: FillMaskRequest) -> ModelSpec:
+        return self.models.mask
+
+    def validate(self, request: FillMaskRequest) -> FillMaskRequest:
+        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        check_range("top_k", request.top_k, 1, self.limits.max_mask_top_k)
+        masks = len(_MASK_SPELLINGS.findall(text))
+        if masks != 1:
+            found = "no [MASK]" if masks == 0 else f"{masks} masks"
+            raise InvalidInput(
+                f"Your text has {found}. Put exactly one `[MASK]` where the missing word goes, "
+                "e.g. `Paris is the [MASK] of France.`"
+            )
+        return FillMaskRequest(text, int(request.top_k))
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[FillMaskRequest], emit: Emit) -> None:
+        tokenizer = model.tokenizer
+        mask_token = tokenizer.mask_token
+        texts = [_MASK_SPELLINGS.sub(mask_token, r.text) for r in requests]
+        rows: list[int] = []
+        for i, text in enumerate(texts):
+            ids = tokenizer(text)["input_ids"]
+            if len(ids) > model.max_length:
+                emit(i, InputTooLong(
+                    f"That text is {len(ids)} tokens; the model reads at most {model.max_length}."
+                ))
+            else:
+                rows.append(i)
+        if not rows:
+            return
+        batch = tokenizer([texts[i] for i in rows], padding=True, return_tensors="pt")
+        positions = (batch["input_ids"] == tokenizer.mask_token_id).nonzero()
+        mlm = model.module(Head.MASKED_LM)
+        hidden = mlm.base_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
+        probs = logits.float().softmax(dim=-1)
+        top_k = max(requests[i].top_k for i in rows)
+        scores, token_ids = probs.topk(top_k, dim=-1)
+        for (row, position), row_scores, row_ids in zip(positions.tolist(), scores, token_ids):
+            index = rows[row]
+            k = requests[index].top_k
+            input_ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
+            fillers = []
+            for score, token_id in zip(row_scores[:k].tolist(), row_ids[:k].tolist()):
+                filled = input_ids.clone()
+                filled[position] = token_id
+                fillers.append(MaskFiller(
+                    token_id=token_id,
+                    token=tokenizer.decode([token_id]),
+                    score=score,
+                    sequence=tokenizer.decode(filled, skip_special_tokens=True),
+                ))
+            emit(index, FillMaskResult(str(model.spec), requests[index].text, mask_token,
+                                       tuple(fillers)))
+
+
+def _mlm_head(mlm) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The layers between the encoder's hidden state and the vocabulary logits."""
+    if all(hasattr(mlm, n) for n in ("vocab_transform", "vocab_layer_norm", "vocab_projector")):
+        # DistilBERT: mirrors DistilBertForMaskedLM.forward after the encoder.
+        return lambda h: mlm.vocab_projector(
+            mlm.vocab_layer_norm(mlm.activation(mlm.vocab_transform(h)))
+        )
+    if hasattr(mlm, "cls"):  # BERT
+        return mlm.cls
+    if hasattr(mlm, "lm_head"):  # RoBERTa and friends
+        return mlm.lm_head
+    raise TypeError(f"no known masked-LM head on {type(mlm).__name__}")

@@ -1,0 +1,140 @@
+"""`/qa`: extract the answer span of a question from a context.
+
+transformers 5 removed the extractive question-answering pipeline, so span decoding is ours. It
+follows the old pipeline's rules: the context is cut into overlapping windows (stride) so a long
+context never crashes or loses its end; in each window only context tokens may start or end an
+answer, start <= end, at most `max_answer_tokens` long; the score of a span is
+p(start) * p(end) with the softmax taken over the window's context tokens; the best span over all
+windows wins. Every window of every request in a batch goes through one padded forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from core.config import ModelSpec
+from core.errors import InputTooLong
+from core.models import Head, LoadedModel
+from core.tasks.base import Emit, Task, Timings, clean_text
+
+
+@dataclass(frozen=True)
+class QARequest:
+    question: str
+    context: str
+
+
+@dataclass(frozen=True)
+class QAResult:
+    model_id: str
+    question: str
+    context: str
+    answer: str
+    score: float
+    #: Character offsets of the answer in `context`.
+    start: int
+    end: int
+    windows: int = 1
+    timings: Timings | None = None
+
+
+class QATask(Task[QARequest, QAResult]):
+    name = "qa"
+    head = Head.QA
+    request_type = QARequest
+
+    def spec(self, request: QARequest) -> ModelSpec:
+        return self.models.qa
+
+    def validate(self, request: QARequest) -> QARequest:
+        question = clean_text(
+            request.question, what="question", max_chars=self.limits.max_question_chars
+        )
+        context = clean_text(request.context, what="context", max_chars=self.limits.max_context_chars)
+        return QARequest(question, context)
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[QARequest], emit: Emit) -> None:
+        tokenizer = model.tokenizer
+        max_length = model.max_length
+        # The window overlap must leave each window mostly new context (tiny test models have
+        # 128-token windows), and the question must leave room for a useful slice of context.
+        stride = min(self.limits.qa_stride, max_length // 4)
+        question_lengths = [len(tokenizer(r.question)["input_ids"]) for r in requests]
+        rows = []
+        for i, length in enumerate(question_lengths):
+            if length > max_length // 2:
+                emit(i, InputTooLong(
+                    "The question is too long for the model to also read the context. "
+                    "Try a shorter question."
+                ))
+            else:
+                rows.append(i)
+        if not rows:
+            return
+        enc = tokenizer(
+            [requests[i].question for i in rows],
+            [requests[i].context for i in rows],
+            truncation="only_second",
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        qa = model.module(Head.QA)
+        out = qa(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        starts, ends = out.start_logits.float(), out.end_logits.float()
+        best: dict[int, tuple[float, int, int]] = {}
+        windows: dict[int, int] = {}
+        for window, sample in enumerate(enc["overflow_to_sample_mapping"].tolist()):
+            in_context = torch.tensor(
+                [s == 1 for s in enc.sequence_ids(window)], dtype=torch.bool
+            )
+            span = _best_span(
+                starts[window], ends[window], in_context, self.limits.max_answer_tokens
+            )
+            windows[sample] = windows.get(sample, 0) + 1
+            if span is None:
+                continue
+            score, s, e = span
+            offsets = enc["offset_mapping"][window]
+            char_span = (int(offsets[s][0]), int(offsets[e][1]))
+            if sample not in best or score > best[sample][0]:
+                best[sample] = (score, *char_span)
+        for sample, index in enumerate(rows):
+            request = requests[index]
+            score, start, end = best.get(sample, (0.0, 0, 0))
+            emit(index, QAResult(
+                model_id=str(model.spec),
+                question=request.question,
+                context=request.context,
+                answer=request.context[start:end],
+                score=score,
+                start=start,
+                end=end,
+                windows=windows.get(sample, 1),
+            ))
+
+
+def _best_span(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: torch.Tensor, max_tokens: int
+) -> tuple[float, int, int] | None:
+    """Best (score, start, end) token span inside the context, or None if it has no tokens."""
+    if not bool(in_context.any()):
+        return None
+    neg = torch.finfo(start_logits.dtype).min
+    p_start = start_logits.masked_fill(~in_context, neg).softmax(-1)
+    p_end = end_logits.masked_fill(~in_context, neg).softmax(-1)
+    scores = p_start[:, None] * p_end[None, :]
+    n = scores.shape[0]
+    # Keep start <= end <= start + max_tokens - 1: an upper band of the outer product.
+    band = torch.ones(n, n, dtype=torch.bool).triu().tril(max_tokens - 1)
+    allowed = band & in_context[:, None] & in_context[None, :]
+    scores = scores.masked_fill(~allowed, -1.0)
+    flat = int(scores.argmax())
+    s, e = divmod(flat, n)
+    return float(scores[s, e]), s, e

@@ -1,0 +1,108 @@
+"""`/tokens`: how a text is cut into pieces, the first lesson of the course.
+
+WordPiece (DistilBERT) marks word continuations with `##` and adds [CLS]/[SEP]; byte-level BPE
+(GPT-2) marks a leading space with `Ġ` and adds nothing. Showing both side by side is the point,
+so pieces are reported exactly as the tokenizer has them, plus flags a renderer can colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from core.config import ModelSpec
+from core.errors import InputTooLong
+from core.models import Head, LoadedModel
+from core.tasks.base import Emit, Task, Timings, clean_text
+
+TokenizerChoice = Literal["wordpiece", "bpe"]
+
+
+@dataclass(frozen=True)
+class TokensRequest:
+    text: str
+    tokenizer: TokenizerChoice = "wordpiece"
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    piece: str
+    special: bool
+    #: WordPiece `##` continuation, or a BPE piece that does not start a word.
+    continuation: bool
+    unknown: bool
+    #: Character span in the input; None for special tokens.
+    start: int | None
+    end: int | None
+
+
+@dataclass(frozen=True)
+class TokensResult:
+    model_id: str
+    algorithm: str
+    text: str
+    tokens: tuple[Token, ...]
+    timings: Timings | None = None
+
+
+class TokensTask(Task[TokensRequest, TokensResult]):
+    name = "tokens"
+    head = Head.TOKENIZER
+    request_type = TokensRequest
+
+    def spec(self, request: TokensRequest) -> ModelSpec:
+        return self.models.mask if request.tokenizer == "wordpiece" else self.models.generate
+
+    def validate(self, request: TokensRequest) -> TokensRequest:
+        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        return TokensRequest(text, request.tokenizer)
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[TokensRequest], emit: Emit) -> None:
+        tokenizer = model.tokenizer
+        encodings = tokenizer(
+            [r.text for r in requests], return_offsets_mapping=True, return_special_tokens_mask=True
+        )
+        algorithm = _algorithm(tokenizer)
+        for i, request in enumerate(requests):
+            ids = encodings["input_ids"][i]
+            if len(ids) > model.max_length:
+                emit(i, InputTooLong(
+                    f"That text is {len(ids)} tokens; `{model.spec}` reads at most "
+                    f"{model.max_length}. The pieces are still worth seeing: try a shorter text."
+                ))
+                continue
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            specials = encodings["special_tokens_mask"][i]
+            offsets = encodings["offset_mapping"][i]
+            tokens = tuple(
+                _token(tokenizer, algorithm, token_id, piece, bool(special), span)
+                for token_id, piece, special, span in zip(ids, pieces, specials, offsets)
+            )
+            emit(i, TokensResult(str(model.spec), algorithm, request.text, tokens))
+
+
+def _algorithm(tokenizer) -> str:
+    model_type = type(tokenizer.backend_tokenizer.model).__name__
+    return {"WordPiece": "WordPiece", "BPE": "BPE", "Unigram": "Unigram"}.get(model_type, model_type)
+
+
+def _token(tokenizer, algorithm: str, token_id: int, piece: str, special: bool, span) -> Token:
+    if algorithm == "WordPiece":
+        continuation = piece.startswith("##")
+    elif algorithm == "BPE":
+        # Byte-level BPE marks a word start with "Ġ" (a space); anything else continues a word.
+        continuation = not special and not piece.startswith("Ġ") and span[0] > 0
+    else:
+        continuation = not piece.startswith("▁")
+    start, end = (None, None) if special else (int(span[0]), int(span[1]))
+    return Token(
+        id=int(token_id),
+        piece=piece,
+        special=special,
+        continuation=continuation,
+        unknown=token_id == tokenizer.unk_token_id and not special,
+        start=start,
+        end=end,
+    )
