@@ -176,20 +176,42 @@ def _choose(requests: list[GenerateRequest], generators: list[torch.Generator],
     sampled = [j for j, r in enumerate(requests) if not r.is_greedy]
     if not sampled:
         return chosen
-    k = min(max(requests[j].top_k for j in sampled), logits.shape[-1])
-    index = torch.tensor(sampled)
-    temperature = torch.tensor([requests[j].temperature for j in sampled])[:, None]
-    values, ids = (logits[index] / temperature).topk(k, dim=-1)  # sorted, best first
-    row_k = torch.tensor([requests[j].top_k for j in sampled])[:, None]
-    values = values.masked_fill(torch.arange(k)[None, :] >= row_k, float("-inf"))
-    probs = values.softmax(dim=-1)
-    top_p = torch.tensor([requests[j].top_p for j in sampled])[:, None]
-    # Drop a candidate once the better ones already cover top_p (the best always stays).
-    probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    probs, ids = sampling_candidates(
+        logits[torch.tensor(sampled)],
+        [requests[j].temperature for j in sampled],
+        [requests[j].top_k for j in sampled],
+        [requests[j].top_p for j in sampled],
+    )
     for n, j in enumerate(sampled):
-        pick = torch.multinomial(probs[n], 1, generator=generators[j])
+        # Sample from this row's own top_k only: how many random numbers multinomial draws
+        # depends on the vector's length, so the batch-wide k would make a seed's text depend
+        # on which other requests shared the batch.
+        pick = torch.multinomial(probs[n, : requests[j].top_k], 1, generator=generators[j])
         chosen[j] = ids[n, pick]
     return chosen
+
+
+def sampling_candidates(
+    logits: torch.Tensor, temperatures: Sequence[float], top_ks: Sequence[int],
+    top_ps: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's sampling candidates after temperature -> top-k -> top-p, best first.
+
+    The one definition of the knobs: `/generate` samples from it and `/nexttoken` draws it, so
+    what students see is what sampling does. Returns `(weights, ids)`, both `[rows, max top_k]`:
+    a softmax over the row's top-k, with candidates beyond its own top_k or dropped by top-p set
+    to 0, not renormalised (`torch.multinomial` does not need it).
+    """
+    k = min(max(top_ks), logits.shape[-1])
+    temperature = torch.tensor(temperatures)[:, None]
+    values, ids = (logits / temperature).topk(k, dim=-1)  # sorted, best first
+    row_k = torch.tensor(top_ks)[:, None]
+    values = values.masked_fill(torch.arange(k)[None, :] >= row_k, float("-inf"))
+    probs = values.softmax(dim=-1)
+    top_p = torch.tensor(top_ps)[:, None]
+    # Drop a candidate once the better ones already cover top_p (the best always stays).
+    probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    return probs, ids
 
 
 def _result(model: LoadedModel, request: GenerateRequest, index: int,

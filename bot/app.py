@@ -1,0 +1,135 @@
+"""Lifetimes: open the database, the query log, the inference core and the bot, in that order,
+and close them in reverse, whatever happens (nested `async with`, as in discord.py's
+`advanced_startup.py`). A clean stop therefore flushes every query-log row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import discord
+
+from bot.client import EXTENSIONS, TLMBot
+from core.config import Config
+from core.database import Database
+from core.engine import InferenceEngine
+from core.policy import Policy
+from core.querylog import QueryLog
+from core.sentiment_service import SentimentService
+from core.settings import Cooldown, SettingsStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything the bot needs besides Discord, opened together and closed together."""
+
+    config: Config
+    db: Database
+    querylog: QueryLog
+    settings: SettingsStore
+    policy: Policy
+    engine: InferenceEngine
+    sentiment: SentimentService
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIterator[Services]:
+    db_path = config.resolve_path(config.database.path)
+    async with await Database.open(db_path) as db:
+        querylog = QueryLog(
+            db,
+            log_inputs=config.database.log_inputs,
+            hash_salt=_salt(db_path),
+            default_retention_days=config.database.default_retention_days,
+        )
+        async with querylog:
+            settings = SettingsStore(db, default_retention_days=config.database.default_retention_days)
+            d = config.discord
+            policy = Policy(settings, default_cooldown=Cooldown(
+                "*", d.default_cooldown_uses, d.default_cooldown_seconds
+            ) if d.default_cooldown_uses else None)
+            engine = InferenceEngine(config)
+            if start_engine:
+                await engine.start()
+            try:
+                sentiment = SentimentService(engine, config)
+                yield Services(config, db, querylog, settings, policy, engine, sentiment)
+            finally:
+                await engine.aclose()
+
+
+def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS) -> TLMBot:
+    return TLMBot(
+        services.config,
+        engine=services.engine,
+        querylog=services.querylog,
+        settings=services.settings,
+        policy=services.policy,
+        sentiment=services.sentiment,
+        extensions=extensions,
+    )
+
+
+async def run_bot(config: Config, token: str) -> None:
+    """Serve until stopped (Ctrl+C or SIGTERM), then shut down in order."""
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # not on Windows
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    async with open_services(config) as services:
+        purge = asyncio.create_task(_purge_forever(services))
+        try:
+            async with make_bot(services) as bot:
+                await bot.start(token)
+        finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+
+
+async def sync_commands(config: Config, token: str, guild_id: int | None) -> list[str]:
+    """Register the slash commands with Discord (globally, or to one guild), then log out."""
+    async with open_services(config, start_engine=False) as services:
+        async with make_bot(services) as bot:
+            await bot.login(token)
+            guild = discord.Object(id=guild_id) if guild_id else None
+            if guild is not None:
+                bot.tree.copy_global_to(guild=guild)
+            synced = await bot.tree.sync(guild=guild)
+            return [command.name for command in synced]
+
+
+async def _purge_forever(services: Services) -> None:
+    """Apply each guild's retention on a schedule (and once at start)."""
+    while True:
+        try:
+            removed = await services.querylog.purge()
+            if removed:
+                log.info("retention: purged %d old query-log rows", removed)
+        except Exception:
+            log.exception("retention purge failed")
+        await asyncio.sleep(services.config.database.purge_interval_s)
+
+
+def _salt(db_path: Path) -> bytes:
+    """A per-installation salt for `log_inputs = "hashed"`, kept beside the database.
+
+    Without a salt, a hash of a short input is reversed by simply hashing guesses.
+    """
+    path = db_path.with_name(db_path.name + ".salt")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+    return path.read_bytes()

@@ -1,0 +1,178 @@
+"""The discord.py Bot subclass and its command tree.
+
+The bot receives every collaborator (config, inference engine, query log, policy) in its
+constructor, like discord.py's `advanced_startup.py`: nothing is a module global, so a test can
+build one against a loopback Discord and tiny models. Lifetimes belong to `bot.app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.respond import APOLOGY, send_error
+from core.config import Config
+from core.engine import InferenceEngine
+from core.errors import UserError
+from core.policy import Actor, Decision, Policy
+from core.querylog import QueryLog, QueryRecord
+from core.sentiment_service import SentimentService
+from core.settings import SettingsStore
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: Sequence[str] = (
+    "cogs.inference",
+    "cogs.sentiment",
+    "cogs.owner",
+)
+
+
+class Refused(app_commands.CheckFailure):
+    """A moderator rule, the pause switch or a cooldown said no."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+def command_kind(command: app_commands.Command | app_commands.ContextMenu | None) -> str:
+    """Who a command is for; set with `extras={"kind": ...}` (a group's extras count too)."""
+    while command is not None:
+        kind = getattr(command, "extras", {}).get("kind")
+        if kind:
+            return kind
+        command = getattr(command, "parent", None)
+    return "student"
+
+
+def policy_name(command: app_commands.Command | app_commands.ContextMenu) -> str:
+    """The name rules are written against: the top-level command (`logs`, not `logs recent`)."""
+    return command.qualified_name.split()[0]
+
+
+def actor_of(interaction: discord.Interaction) -> Actor:
+    user = interaction.user
+    if isinstance(user, discord.Member):
+        # Discord's @everyone role has the guild's id; include it so rules on it apply.
+        return Actor(
+            user_id=user.id,
+            role_ids=frozenset(role.id for role in user.roles) | {user.guild.id},
+            is_moderator=user.guild_permissions.manage_guild,
+        )
+    return Actor(user_id=user.id)
+
+
+class TLMTree(app_commands.CommandTree):
+    """Holds the global gate (moderator rules, cooldowns) and the one error handler."""
+
+    client: TLMBot
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        command = interaction.command
+        if command is None or interaction.type is not discord.InteractionType.application_command:
+            return True
+        decision = await self.client.policy.check(
+            interaction.guild_id, interaction.channel_id, actor_of(interaction),
+            policy_name(command), command_kind(command),
+        )
+        if not decision.allowed:
+            raise Refused(decision)
+        return True
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
+        command = interaction.command.qualified_name if interaction.command else "?"
+        original = getattr(error, "original", error)
+        status, code = "failed", type(original).__name__
+        if isinstance(error, Refused):
+            message = error.decision.reason
+            status, code = "refused", "cooldown" if error.decision.retry_after else "refused"
+        elif isinstance(original, UserError):
+            message, status, code = original.message, "user_error", original.code
+        elif isinstance(error, app_commands.CheckFailure):
+            message, status, code = "You can't use this command here.", "refused", "check_failure"
+        elif isinstance(error, app_commands.TransformerError):
+            message, status, code = (
+                f"That value doesn't fit this option: {discord.utils.escape_mentions(str(error.value))[:100]}",
+                "user_error", "bad_option",
+            )
+        else:
+            log.error("unhandled error in /%s", command, exc_info=original)
+            message = APOLOGY
+        await send_error(interaction, message)
+        await self.client.record_query(QueryRecord(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            command=command,
+            options=_options(interaction),
+            input_text="",
+            status=status,
+            error=code,
+        ))
+
+
+class TLMBot(commands.Bot):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        engine: InferenceEngine,
+        querylog: QueryLog,
+        settings: SettingsStore,
+        policy: Policy,
+        sentiment: SentimentService,
+        extensions: Sequence[str] = EXTENSIONS,
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels and roles for rules; slash commands need nothing else
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            tree_cls=TLMTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            owner_ids=set(config.discord.owner_ids) or None,
+            help_command=None,
+        )
+        self.config = config
+        self.engine = engine
+        self.querylog = querylog
+        self.settings = settings
+        self.policy = policy
+        self.sentiment = sentiment
+        self._extensions = extensions
+
+    async def setup_hook(self) -> None:
+        for name in self._extensions:
+            await self.load_extension(name)
+        guild_id = self.config.discord.dev_guild
+        if guild_id:
+            # Guild commands update instantly: handy while developing, never global spam.
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+
+    async def record_query(self, record: QueryRecord) -> None:
+        """Never raises: a failed log write must not cost a student their answer."""
+        try:
+            await self.querylog.record(record)
+        except Exception:
+            log.exception("query log write failed")
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+
+
+def _options(interaction: discord.Interaction) -> dict[str, Any]:
+    data: Any = interaction.data or {}
+    options = data.get("options", [])
+    while options and options[0].get("type") in (1, 2):  # sub-command (group): descend
+        options = options[0].get("options", [])
+    return {o["name"]: o.get("value") for o in options if "name" in o}

@@ -1,0 +1,208 @@
+"""Pure functions from core results to what Discord shows.
+
+Everything a student or a model wrote is untrusted: it may hold `@everyone`, role mentions,
+markdown that swallows the rest of the message, or code fences. So every piece of it passes
+through `safe` (mentions defused, markdown escaped) or `code` (fences defused), and every
+message is cut to Discord's limits here, by construction, rather than hoping it fits.
+Mentions are also disabled at the API level (`AllowedMentions.none()`); this is the second lock.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import discord
+
+from core.tasks.fill_mask import FillMaskResult
+from core.tasks.generate import GenerateResult
+from core.tasks.qa import QAResult
+from core.tasks.tokens import TokensResult
+
+# Discord's limits (https://discord.com/developers/docs/resources/message).
+CONTENT_LIMIT = 2000
+EMBED_DESCRIPTION_LIMIT = 4096
+EMBED_FIELD_LIMIT = 1024
+EMBED_TOTAL_LIMIT = 6000
+EMBED_TITLE_LIMIT = 256
+
+COLOUR = discord.Colour.blurple()
+ERROR_COLOUR = discord.Colour.red()
+
+
+@dataclass
+class Reply:
+    """One message: what `send`/`edit` receive. `files` are (filename, bytes)."""
+
+    content: str | None = None
+    embeds: list[discord.Embed] = field(default_factory=list)
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    #: A short line for the query log ("top: capital 0.41").
+    summary: str = ""
+
+    def discord_files(self) -> list[discord.File]:
+        return [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+
+    def as_text(self) -> str:
+        """The same reply as plain text, for `tlm-bot ask` and logs."""
+        parts = [self.content or ""]
+        for embed in self.embeds:
+            parts += [embed.title or "", embed.description or ""]
+            parts += [f"{f.name}\n{f.value}" for f in embed.fields]
+            if embed.footer and embed.footer.text:
+                parts.append(embed.footer.text)
+        parts += [f"[attachment: {name}, {len(data)} bytes]" for name, data in self.files]
+        return "\n".join(p for p in parts if p).strip()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Drop control and bidi-override characters a model or a student may produce."""
+    return _CONTROL.sub("", text.replace("\r\n", "\n"))
+
+
+def safe(text: str, limit: int | None = None) -> str:
+    """Untrusted text as inline markdown: no mentions, no formatting, within `limit`."""
+    text = discord.utils.escape_mentions(printable(text))
+    text = discord.utils.escape_markdown(text)
+    return clip(text, limit) if limit else text
+
+
+def code(text: str, limit: int, lang: str = "") -> str:
+    """Untrusted text in a code block that it cannot break out of."""
+    body = printable(text).replace("```", "`\u200b`\u200b`")
+    body = discord.utils.escape_mentions(body)
+    overhead = len(lang) + 8
+    return f"```{lang}\n{clip(body, limit - overhead)}\n```"
+
+
+def clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)] + "…"
+
+
+def bar(score: float, width: int = 12) -> str:
+    filled = max(0, min(width, round(score * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def error_reply(message: str) -> Reply:
+    return Reply(embeds=[discord.Embed(description=clip(message, 4000), colour=ERROR_COLOUR)])
+
+
+def footer(model_id: str, timings) -> str:
+    text = f"model: {model_id}"
+    if timings is not None:
+        text += f" · {timings.queued_ms + timings.inference_ms:.0f} ms"
+        if timings.batch_size > 1:
+            text += f" (batched with {timings.batch_size - 1} other)"
+    return clip(text, 2048)
+
+
+def render_fill_mask(result: FillMaskResult) -> Reply:
+    lines = []
+    for rank, filler in enumerate(result.fillers, 1):
+        token = safe(filler.token.strip() or repr(filler.token), 60)
+        lines.append(f"`{rank:>2}` {bar(filler.score)} **{token}** — {filler.score:.3f}")
+    embed = discord.Embed(
+        title=clip(f"Fillers for {result.mask_token}", EMBED_TITLE_LIMIT),
+        description=clip(safe(result.text, 1000) + "\n\n" + "\n".join(lines), 4000),
+        colour=COLOUR,
+    )
+    best = result.fillers[0]
+    embed.add_field(name="Best sentence", value=safe(best.sequence, EMBED_FIELD_LIMIT), inline=False)
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    return Reply(embeds=[embed], summary=f"top: {best.token.strip()} {best.score:.3f}")
+
+
+def render_qa(result: QAResult) -> Reply:
+    before = result.context[: result.start]
+    after = result.context[result.end :]
+    # Show the answer in its context, trimmed around it so long contexts stay readable.
+    window = 700
+    if len(before) > window:
+        before = "…" + before[-window:]
+    if len(after) > window:
+        after = after[:window] + "…"
+    highlighted = f"{safe(before)}__**{safe(result.answer)}**__{safe(after)}"
+    embed = discord.Embed(title=clip("Answer: " + printable(result.answer), EMBED_TITLE_LIMIT),
+                          colour=COLOUR)
+    embed.description = clip(f"**Q:** {safe(result.question, 400)}\n\n{highlighted}", 4000)
+    embed.add_field(name="Score", value=f"{bar(result.score)} {result.score:.3f}")
+    embed.add_field(name="Position", value=f"characters {result.start}–{result.end}")
+    if result.windows > 1:
+        embed.add_field(name="Windows", value=f"context read in {result.windows} overlapping parts")
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    return Reply(embeds=[embed], summary=f"{result.answer[:80]} {result.score:.3f}")
+
+
+def render_generate(result: GenerateResult) -> Reply:
+    options = "greedy" if result.greedy else "sampled"
+    if result.seed is not None:
+        options += f", seed {result.seed}"
+    blocks = []
+    for i, text in enumerate(result.continuations, 1):
+        head = f"**{i}.** " if len(result.continuations) > 1 else ""
+        blocks.append(f"{head}**{safe(result.prompt)}**{safe(text)}")
+    body = "\n\n".join(blocks)
+    foot = footer(result.model_id, result.timings) + f" · {options}"
+    summary = result.continuations[0][:120]
+    if len(body) <= EMBED_DESCRIPTION_LIMIT - 10:
+        embed = discord.Embed(description=body, colour=COLOUR)
+        embed.set_footer(text=foot)
+        return Reply(embeds=[embed], summary=summary)
+    # Too long for one embed: a short preview plus the full text as a file.
+    full = "\n\n".join(
+        f"--- {i} ---\n{printable(result.prompt + t)}" for i, t in enumerate(result.continuations, 1)
+    )
+    embed = discord.Embed(description=clip(body, 1500), colour=COLOUR)
+    embed.set_footer(text=foot + " · full text attached")
+    return Reply(embeds=[embed], files=[("generated.txt", full.encode())], summary=summary)
+
+
+def render_tokens(result: TokensResult) -> Reply:
+    rows = [f"{'#':>3}  {'id':>6}  piece"]
+    for i, token in enumerate(result.tokens):
+        marks = []
+        if token.special:
+            marks.append("special")
+        if token.continuation:
+            marks.append("sub-word")
+        if token.unknown:
+            marks.append("UNKNOWN")
+        piece = _show_piece(token.piece)
+        rows.append(f"{i:>3}  {token.id:>6}  {piece}" + (f"   ({', '.join(marks)})" if marks else ""))
+    table = "\n".join(rows)
+    n_special = sum(t.special for t in result.tokens)
+    n_sub = sum(t.continuation for t in result.tokens)
+    n_unk = sum(t.unknown for t in result.tokens)
+    legend = {
+        "WordPiece": "`##` marks a piece that continues the previous word; [CLS] and [SEP] "
+                     "are special tokens the model adds.",
+        "BPE": "`Ġ` marks a piece that starts with a space; GPT-2 adds no special tokens.",
+    }.get(result.algorithm, "")
+    summary = (
+        f"{len(result.tokens)} tokens ({n_special} special, {n_sub} sub-word, {n_unk} unknown) "
+        f"· {result.algorithm}"
+    )
+    embed = discord.Embed(title=f"{result.algorithm} tokens", colour=COLOUR)
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    head = f"{safe(summary)}\n{legend}\n"
+    block = code(table, EMBED_DESCRIPTION_LIMIT - len(head) - 10)
+    if len(code(table, 10**9)) <= EMBED_DESCRIPTION_LIMIT - len(head) - 10:
+        embed.description = head + block
+        return Reply(embeds=[embed], summary=summary)
+    embed.description = head + code("\n".join(rows[:40]) + "\n…", 3000) + "\nFull table attached."
+    return Reply(embeds=[embed], files=[("tokens.txt", table.encode())], summary=summary)
+
+
+def _show_piece(piece: str) -> str:
+    """Make whitespace and unprintable byte pieces visible instead of blank."""
+    shown = "".join(ch if unicodedata.category(ch)[0] not in "CZ" or ch == " " else
+                    f"\\u{ord(ch):04x}" for ch in piece)
+    return shown if shown.strip() else repr(piece)

@@ -1,0 +1,139 @@
+"""The one place that talks back to Discord for a command: defer, answer, fail, log.
+
+Every student command has the same life: validate (instantly, so a typo gets an ephemeral hint
+without a "thinking…" flash) -> defer within Discord's 3 s -> say so if the model is still
+loading -> await the core -> render -> deliver -> one query-log row. Keeping that here means a
+cog is a few lines, and every command answers, fails and logs the same way.
+
+Discord rules this module encodes: a deferred reply's first follow-up *replaces* the public
+"thinking…" message and inherits its visibility, so an error after a public defer deletes that
+message first and then sends an ephemeral follow-up. An interaction token lives 15 minutes;
+if it expired the answer goes to the channel instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from cogs.render import Reply, error_reply
+from core.errors import Overloaded, UserError
+from core.models import LoadState
+from core.querylog import QueryRecord
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+log = logging.getLogger(__name__)
+
+APOLOGY = (
+    "Sorry, something went wrong on our side while answering that. "
+    "It has been logged for the instructors; please try again."
+)
+
+
+async def send_error(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral error, whatever state the interaction is in."""
+    reply = error_reply(message)
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(embeds=reply.embeds, ephemeral=True)
+            return
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            # The public "thinking…" placeholder would otherwise become the error, visibly.
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
+        await interaction.followup.send(embeds=reply.embeds, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not send an error to %s", interaction.user.id, exc_info=True)
+
+
+async def deliver(interaction: discord.Interaction, reply: Reply) -> str:
+    """Send a successful answer; returns the log status ("ok" or "expired")."""
+    try:
+        if interaction.response.is_done():
+            await interaction.edit_original_response(
+                content=reply.content, embeds=reply.embeds, attachments=reply.discord_files()
+            )
+        else:
+            await interaction.response.send_message(
+                content=reply.content, embeds=reply.embeds, files=reply.discord_files()
+            )
+        return "ok"
+    except discord.NotFound:
+        # Token expired (15 min) or the placeholder was deleted: post in the channel instead.
+        channel = interaction.channel
+        if isinstance(channel, discord.abc.Messageable):
+            try:
+                await channel.send(
+                    content=f"Answer for {interaction.user.display_name}:",
+                    embeds=reply.embeds, files=reply.discord_files(),
+                )
+            except discord.HTTPException:
+                log.warning("answer for %s lost: token expired and channel refused",
+                            interaction.user.id, exc_info=True)
+        return "expired"
+
+
+async def answer(
+    bot: TLMBot,
+    interaction: discord.Interaction,
+    *,
+    command: str,
+    options: Mapping[str, Any],
+    input_text: str,
+    run: Callable[[], Awaitable[Any]],
+    render: Callable[[Any], Reply],
+    validate: Callable[[], object] | None = None,
+    model_state: Callable[[], tuple[str, LoadState]] | None = None,
+) -> None:
+    """Run one student command end to end (see the module docstring)."""
+    started = time.perf_counter()
+    row: dict[str, Any] = dict(status="ok")
+    result: Any = None
+    try:
+        if validate is not None:
+            validate()
+        await interaction.response.defer(thinking=True)
+        if model_state is not None:
+            model_id, state = model_state()
+            if state in (LoadState.PENDING, LoadState.LOADING):
+                await interaction.edit_original_response(
+                    content=f"⏳ The model `{model_id}` is still loading. "
+                            "Your answer will appear here as soon as it is ready."
+                )
+        result = await run()
+        reply = render(result)
+        row["output_summary"] = reply.summary
+        row["status"] = await deliver(interaction, reply)
+    except Overloaded as exc:
+        row.update(status="overloaded", error=exc.code)
+        await send_error(interaction, exc.message)
+    except UserError as exc:
+        row.update(status="user_error", error=exc.code)
+        await send_error(interaction, exc.message)
+    except Exception as exc:  # a bug: log it, apologise, never show str(exc)
+        log.exception("/%s failed", command)
+        row.update(status="failed", error=type(exc).__name__)
+        await send_error(interaction, APOLOGY)
+    finally:
+        timings = getattr(result, "timings", None)
+        await bot.record_query(QueryRecord(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            command=command,
+            options=dict(options),
+            input_text=input_text,
+            model_id=getattr(result, "model_id", ""),
+            queue_ms=timings.queued_ms if timings else None,
+            inference_ms=timings.inference_ms if timings else None,
+            total_ms=(time.perf_counter() - started) * 1000,
+            **row,
+        ))

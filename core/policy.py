@@ -1,0 +1,252 @@
+"""Who may run what, where: the moderators' rules turned into one decision per interaction.
+
+Precedence, first match wins:
+
+1. Moderator commands (``kind="moderator"``, e.g. /config) need the Manage Server permission.
+2. Instructor commands (``kind="instructor"``, e.g. /logs) need the guild's instructor role or
+   Manage Server (moderators count as instructors).
+3. Student commands:
+
+   a. Pause: while a guild is paused, students are refused; instructors and moderators are not.
+   b. Channel rule for this channel: a rule for the exact command beats a "*" rule.
+   c. Role rules for the member's roles (exact command first, then "*"): if any of the member's
+      roles allows the command, it is allowed; otherwise, if any denies it, it is denied.
+      (Allow wins so that a moderator can say "deny @everyone, allow @Students".)
+   d. Guild-wide rule (exact command, then "*").
+   e. Otherwise allowed.
+
+   A more specific level always beats a less specific one, even when it is a "*" rule:
+   "everything off in #announcements" holds even if /mask is allowed guild-wide.
+   Rules apply to everyone, staff included (they describe the channel, not the person);
+   a moderator who is refused can change the rule.
+4. Cooldowns apply to allowed student commands, for students only (instructors and moderators
+   are exempt): at most ``uses`` runs per ``per_seconds`` sliding window, per user and command.
+
+Direct messages (guild None) have no rules, no pause and no cooldowns: student commands are
+allowed and staff commands are refused (there is no guild whose staff you could be).
+
+`decide` is pure and synchronous so the table above can be tested row by row; `Policy` adds the
+settings lookup and the cooldown state. Reasons are written for students; they mention channels
+and roles with Discord's ``<#id>`` / ``<@&id>`` syntax, which Discord renders as names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from core.settings import ALL_COMMANDS, Cooldown, GuildSettings, Rule, SettingsStore
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["student", "instructor", "moderator"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The member running a command, reduced to what the policy needs."""
+
+    user_id: int
+    role_ids: frozenset[int] = frozenset()
+    is_moderator: bool = False  # has Manage Server in this guild
+
+    def is_instructor(self, settings: GuildSettings) -> bool:
+        if settings.guild_id is None:
+            return False
+        if self.is_moderator:
+            return True
+        role = settings.instructor_role_id
+        return role is not None and role in self.role_ids
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str  # safe to show the student
+    steps: tuple[str, ...] = ()  # how the decision was reached, for /config why
+    retry_after: float | None = None  # seconds, when refused by a cooldown
+
+
+def decide(
+    settings: GuildSettings,
+    actor: Actor,
+    command: str,
+    channel_id: int | None,
+    *,
+    kind: Kind,
+) -> Decision:
+    """Apply the precedence in the module docstring (everything except cooldowns)."""
+    name = f"/{command}"
+    steps: list[str] = []
+
+    def done(allowed: bool, reason: str) -> Decision:
+        steps.append(("allowed: " if allowed else "refused: ") + reason)
+        return Decision(allowed, reason, tuple(steps))
+
+    in_dm = settings.guild_id is None
+    if kind != "student" and in_dm:
+        steps.append(f"{name} is a {kind} command and this is a direct message")
+        return done(False, f"{name} only works in a server.")
+    if kind == "moderator":
+        steps.append(f"{name} is a moderator command")
+        if actor.is_moderator:
+            return done(True, "you have the Manage Server permission")
+        return done(False, f"Only moderators (Manage Server) can use {name}.")
+    if kind == "instructor":
+        steps.append(f"{name} is an instructor command")
+        if actor.is_moderator:
+            return done(True, "moderators count as instructors")
+        role = settings.instructor_role_id
+        if role is None:
+            return done(
+                False,
+                f"Only moderators can use {name} until a moderator sets an instructor role.",
+            )
+        if role in actor.role_ids:
+            return done(True, f"you have the instructor role <@&{role}>")
+        return done(False, f"Only instructors (<@&{role}>) can use {name}.")
+    if kind != "student":
+        raise ValueError(f"unknown command kind {kind!r}")
+
+    steps.append(f"{name} is a student command")
+    if settings.paused:
+        if actor.is_instructor(settings):
+            steps.append("the bot is paused, but instructors and moderators are exempt")
+        else:
+            steps.append("the bot is paused in this server")
+            return done(False, "The moderators have paused the bot for now; try again later.")
+
+    if channel_id is not None:
+        for cmd in (command, ALL_COMMANDS):
+            rule = settings.rule("channel", channel_id, cmd)
+            if rule is not None:
+                steps.append(f"channel rule in <#{channel_id}> for {_label(cmd)}: {_verb(rule)}")
+                if rule.allow:
+                    return done(True, f"{name} is allowed in <#{channel_id}>")
+                return done(False, f"{name} is turned off in <#{channel_id}> by the moderators.")
+        steps.append(f"no channel rule in <#{channel_id}>")
+
+    for cmd in (command, ALL_COMMANDS):
+        matching = [
+            r for r in settings.rules
+            if r.scope == "role" and r.command == cmd and r.scope_id in actor.role_ids
+        ]  # fmt: skip
+        if matching:
+            listed = ", ".join(f"<@&{r.scope_id}> {_verb(r)}" for r in matching)
+            steps.append(f"role rules for {_label(cmd)}: {listed} (an allowing role wins)")
+            if any(r.allow for r in matching):
+                return done(True, f"{name} is allowed for one of your roles")
+            return done(False, f"{name} is turned off for your roles by the moderators.")
+    steps.append("no role rule for your roles")
+
+    if settings.guild_id is not None:
+        for cmd in (command, ALL_COMMANDS):
+            rule = settings.rule("guild", settings.guild_id, cmd)
+            if rule is not None:
+                steps.append(f"server-wide rule for {_label(cmd)}: {_verb(rule)}")
+                if rule.allow:
+                    return done(True, f"{name} is allowed in this server")
+                return done(False, f"{name} is turned off in this server by the moderators.")
+        steps.append("no server-wide rule")
+    return done(True, "no rule restricts it (default: allowed)")
+
+
+def _label(command: str) -> str:
+    return "all commands (*)" if command == ALL_COMMANDS else f"/{command}"
+
+
+def _verb(rule: Rule) -> str:
+    return "allows" if rule.allow else "denies"
+
+
+class Policy:
+    """`decide` plus the guild's settings and per-user cooldown windows (in memory: a restart
+    forgets them, which only ever errs in the student's favour)."""
+
+    _SWEEP_EVERY = 1000
+
+    def __init__(
+        self,
+        store: SettingsStore,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        default_cooldown: Cooldown | None = None,
+    ):
+        self._store = store
+        self._clock = clock
+        # Applies where a guild set no cooldown of its own, so one student cannot fill the queue.
+        self._default_cooldown = default_cooldown
+        # (guild, user, command) -> times of recent uses, and when the window empties.
+        self._uses: dict[tuple[int | None, int, str], deque[float]] = {}
+        self._expires: dict[tuple[int | None, int, str], float] = {}
+        self._checks = 0
+
+    async def check(
+        self, guild_id: int | None, channel_id: int | None, actor: Actor, command: str,
+        kind: Kind,
+    ) -> Decision:
+        """Decide, and if allowed, count one use against the cooldown."""
+        return await self._evaluate(guild_id, channel_id, actor, command, kind, consume=True)
+
+    async def explain(
+        self, guild_id: int | None, channel_id: int | None, actor: Actor, command: str,
+        kind: Kind,
+    ) -> Decision:
+        """The same decision as `check`, without using up a cooldown slot (/config why)."""
+        return await self._evaluate(guild_id, channel_id, actor, command, kind, consume=False)
+
+    async def _evaluate(
+        self, guild_id: int | None, channel_id: int | None, actor: Actor, command: str,
+        kind: Kind, *, consume: bool,
+    ) -> Decision:
+        settings = await self._store.get(guild_id)
+        decision = decide(settings, actor, command, channel_id, kind=kind)
+        if not decision.allowed or kind != "student":
+            return decision
+        steps = list(decision.steps)
+        if actor.is_instructor(settings):
+            steps.insert(-1, "instructors and moderators have no cooldowns")
+            return replace(decision, steps=tuple(steps))
+        cooldown = settings.cooldown_for(command)
+        if cooldown is None and guild_id is not None:
+            cooldown = self._default_cooldown
+        if cooldown is None or cooldown.uses == 0:
+            steps.insert(-1, f"no cooldown for /{command}")
+            return replace(decision, steps=tuple(steps))
+
+        now = self._clock()
+        self._sweep(now)
+        key = (guild_id, actor.user_id, command)
+        window = self._uses.get(key, deque())
+        while window and window[0] <= now - cooldown.per_seconds:
+            window.popleft()
+        while len(window) > cooldown.uses:  # the limit may have been lowered
+            window.popleft()
+        rate = f"{cooldown.uses} per {cooldown.per_seconds:g} s"
+        if len(window) >= cooldown.uses:
+            retry_after = max(0.0, window[0] + cooldown.per_seconds - now)
+            wait = max(1, math.ceil(retry_after))
+            steps[-1:] = [f"cooldown for /{command}: {rate}, all used"]
+            reason = f"You're using /{command} too fast ({rate}). Try again in {wait} s."
+            steps.append("refused: " + reason)
+            return Decision(False, reason, tuple(steps), retry_after=retry_after)
+        steps.insert(-1, f"cooldown for /{command}: {rate}, {len(window)} used")
+        if consume:
+            window.append(now)
+            self._uses[key] = window
+            self._expires[key] = now + cooldown.per_seconds
+        return replace(decision, steps=tuple(steps))
+
+    def _sweep(self, now: float) -> None:
+        """Forget windows that have emptied, so the dicts do not grow with every user ever."""
+        self._checks += 1
+        if self._checks % self._SWEEP_EVERY:
+            return
+        for key in [k for k, end in self._expires.items() if end <= now]:
+            self._expires.pop(key, None)
+            self._uses.pop(key, None)

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny offline models, a config pointing at them, a running engine.
+
+HF_HUB_OFFLINE is set before anything imports transformers, because huggingface_hub reads it
+once at import: a test that reaches for the network then fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import dataclasses  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from core.config import Config, parse_config  # noqa: E402
+from core.engine import InferenceEngine  # noqa: E402
+from tests.tiny_models import TinyModelPaths, build_tiny_models  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+def tiny_config_dict(paths: TinyModelPaths) -> dict:
+    return {
+        "models": {
+            "mask": str(paths.masked_lm),
+            "qa": str(paths.qa),
+            "generate": str(paths.causal_lm),
+            "features": str(paths.masked_lm),
+        },
+        "engine": {"max_wait_ms": 5.0, "workers": 2, "torch_threads": 1},
+    }
+
+
+@pytest.fixture
+def tiny_config(tiny_models: TinyModelPaths, tmp_path: Path) -> Config:
+    config = parse_config(tiny_config_dict(tiny_models), base_dir=tmp_path)
+    return config
+
+
+@pytest.fixture
+async def engine(tiny_config: Config) -> AsyncIterator[InferenceEngine]:
+    async with InferenceEngine(tiny_config) as engine:
+        yield engine
+
+
+def with_engine(config: Config, **engine_overrides: object) -> Config:
+    return dataclasses.replace(config, engine=dataclasses.replace(config.engine, **engine_overrides))

@@ -1,0 +1,297 @@
+"""Moderator settings (real SQLite) and the policy's precedence, pause, roles and cooldowns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.database import Database
+from core.errors import InvalidInput
+from core.policy import Actor, Policy, decide
+from core.settings import Cooldown, GuildSettings, Rule, SettingsStore
+
+G, CH, OTHER_CH = 10, 100, 101
+STUDENTS, HELPERS, MUTED, TEACHERS = 201, 202, 203, 299
+
+
+class FakeClock:
+    """Time that moves only when the test says so, for exact cooldown arithmetic."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    database = await Database.open(tmp_path / "bot.db")
+    yield database
+    await database.aclose()
+
+
+@pytest.fixture
+def store(db: Database) -> SettingsStore:
+    return SettingsStore(db, default_retention_days=30)
+
+
+def student(*roles: int, user: int = 1) -> Actor:
+    return Actor(user_id=user, role_ids=frozenset(roles))
+
+
+def settings(*rules: Rule, **kw: object) -> GuildSettings:
+    return GuildSettings(guild_id=G, rules=rules, **kw)  # type: ignore[arg-type]
+
+
+def chan(cmd: str, allow: bool, channel: int = CH) -> Rule:
+    return Rule("channel", channel, cmd, allow)
+
+
+def role(role_id: int, cmd: str, allow: bool) -> Rule:
+    return Rule("role", role_id, cmd, allow)
+
+
+def guild(cmd: str, allow: bool) -> Rule:
+    return Rule("guild", G, cmd, allow)
+
+
+# ------------------------------------------------------------------ settings store
+
+
+async def test_settings_defaults_and_round_trip(tmp_path: Path, store: SettingsStore) -> None:
+    empty = await store.get(G)
+    assert empty == GuildSettings(guild_id=G, retention_days=30)
+
+    await store.set_rule(G, "channel", CH, "/generate", False)  # leading slash is tolerated
+    await store.set_rule(G, "role", STUDENTS, "*", True)
+    await store.set_rule(G, "guild", G, "qa", False)
+    await store.set_instructor_role(G, TEACHERS)
+    await store.set_paused(G, True)
+    await store.set_retention(G, 14)
+    await store.set_cooldown(G, "generate", 3, 60)
+    expected = GuildSettings(
+        guild_id=G,
+        rules=(chan("generate", False), guild("qa", False), role(STUDENTS, "*", True)),
+        instructor_role_id=TEACHERS,
+        paused=True,
+        retention_days=14,
+        cooldowns=(Cooldown("generate", 3, 60.0),),
+    )
+    assert await store.get(G) == expected
+    assert await store.get(G + 1) == GuildSettings(guild_id=G + 1, retention_days=30)
+
+    # A fresh store on a reopened file reads the same thing back.
+    async with await Database.open(tmp_path / "bot.db") as db2:
+        assert await SettingsStore(db2, default_retention_days=30).get(G) == expected
+
+
+async def test_writes_take_effect_immediately_despite_cache(store: SettingsStore) -> None:
+    assert (await store.get(G)).paused is False  # now cached
+    await store.set_paused(G, True)
+    assert (await store.get(G)).paused is True
+    await store.set_rule(G, "channel", CH, "mask", False)
+    assert (await store.get(G)).rule("channel", CH, "mask") == chan("mask", False)
+    await store.set_rule(G, "channel", CH, "mask", True)  # replaces, does not duplicate
+    assert (await store.get(G)).rules == (chan("mask", True),)
+    await store.set_rule(G, "channel", CH, "mask", None)  # removes
+    assert (await store.get(G)).rules == ()
+    await store.set_cooldown(G, "mask", 2, 10)
+    await store.set_cooldown(G, "mask", None)
+    assert (await store.get(G)).cooldowns == ()
+    await store.set_retention(G, None)
+    assert (await store.get(G)).retention_days == 30
+
+
+async def test_settings_validation(store: SettingsStore) -> None:
+    with pytest.raises(InvalidInput):
+        await store.set_retention(G, 0)
+    with pytest.raises(InvalidInput):
+        await store.set_cooldown(G, "mask", 0, 10)
+    with pytest.raises(InvalidInput):
+        await store.set_cooldown(G, "mask", 1, 0)
+    with pytest.raises(ValueError):
+        await store.set_rule(G, "user", 5, "mask", True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        await store.set_rule(G, "guild", G + 1, "mask", True)
+    assert await store.get(G) == GuildSettings(guild_id=G, retention_days=30)
+
+
+# ------------------------------------------------------------------ precedence table
+
+PRECEDENCE = [
+    # (rules, actor roles, channel, expected allowed, why)
+    ((), (), CH, True, "no rules: default allow"),
+    ((guild("mask", False),), (), CH, False, "guild deny"),
+    ((guild("*", False),), (), CH, False, "guild deny all"),
+    ((guild("*", False), guild("mask", True)), (), CH, True, "exact beats * (guild)"),
+    ((guild("mask", False), chan("mask", True)), (), CH, True, "channel beats guild"),
+    ((guild("mask", False), chan("mask", True)), (), OTHER_CH, False, "other channel: guild"),
+    ((guild("mask", True), chan("*", False)), (), CH, False, "channel * beats guild exact"),
+    ((chan("*", False), chan("mask", True)), (), CH, True, "exact beats * (channel)"),
+    ((chan("*", True), chan("mask", False)), (), CH, False, "exact deny beats * allow"),
+    ((role(STUDENTS, "mask", False),), (STUDENTS,), CH, False, "role deny"),
+    ((role(STUDENTS, "mask", False),), (HELPERS,), CH, True, "role rule for another role"),
+    ((role(STUDENTS, "mask", False), role(HELPERS, "mask", True)), (STUDENTS, HELPERS), CH,
+     True, "an allowing role wins over a denying one"),
+    ((role(STUDENTS, "*", False), role(HELPERS, "mask", True)), (STUDENTS, HELPERS), CH,
+     True, "exact role rule beats * role rule"),
+    ((role(STUDENTS, "*", True), role(MUTED, "mask", False)), (STUDENTS, MUTED), CH,
+     False, "exact role deny beats * role allow"),
+    ((guild("mask", False), role(STUDENTS, "mask", True)), (STUDENTS,), CH, True,
+     "role beats guild"),
+    ((guild("mask", True), role(MUTED, "*", False)), (MUTED,), CH, False,
+     "role * beats guild exact"),
+    ((chan("mask", False), role(STUDENTS, "mask", True)), (STUDENTS,), CH, False,
+     "channel beats role"),
+    ((chan("mask", True), role(MUTED, "*", False)), (MUTED,), CH, True,
+     "channel allow beats role deny"),
+    ((guild("qa", False), chan("generate", False)), (), CH, True, "rules for other commands"),
+]
+
+
+@pytest.mark.parametrize(("rules", "roles", "channel", "allowed", "why"), PRECEDENCE,
+                         ids=[row[-1] for row in PRECEDENCE])
+def test_precedence_table(rules, roles, channel, allowed, why) -> None:
+    decision = decide(settings(*rules), student(*roles), "mask", channel, kind="student")
+    assert decision.allowed is allowed, (why, decision.steps)
+    assert decision.steps[-1].startswith("allowed" if allowed else "refused")
+
+
+def test_refusal_reasons_name_the_place() -> None:
+    d = decide(settings(chan("generate", False)), student(), "generate", CH, kind="student")
+    assert d.reason == f"/generate is turned off in <#{CH}> by the moderators."
+    d = decide(settings(role(MUTED, "*", False)), student(MUTED), "qa", CH, kind="student")
+    assert d.reason == "/qa is turned off for your roles by the moderators."
+    d = decide(settings(guild("qa", False)), student(), "qa", CH, kind="student")
+    assert d.reason == "/qa is turned off in this server by the moderators."
+
+
+def test_rules_apply_to_staff_too() -> None:
+    mod = Actor(user_id=9, is_moderator=True)
+    assert not decide(settings(chan("*", False)), mod, "mask", CH, kind="student").allowed
+
+
+def test_staff_commands() -> None:
+    s = settings(instructor_role_id=TEACHERS)
+    mod = Actor(user_id=9, is_moderator=True)
+    teacher = student(TEACHERS)
+    for actor, kind, allowed in [
+        (mod, "moderator", True),
+        (teacher, "moderator", False),
+        (student(), "moderator", False),
+        (mod, "instructor", True),
+        (teacher, "instructor", True),
+        (student(STUDENTS), "instructor", False),
+    ]:
+        decision = decide(s, actor, "logs", CH, kind=kind)  # type: ignore[arg-type]
+        assert decision.allowed is allowed, (actor, kind)
+    refused = decide(s, student(), "config", CH, kind="moderator")
+    assert refused.reason == "Only moderators (Manage Server) can use /config."
+    assert f"<@&{TEACHERS}>" in decide(s, student(), "logs", CH, kind="instructor").reason
+    # No instructor role configured: only moderators.
+    assert not decide(settings(), teacher, "logs", CH, kind="instructor").allowed
+    assert decide(settings(), mod, "logs", CH, kind="instructor").allowed
+    # Student-command rules do not touch staff commands.
+    assert decide(settings(chan("*", False)), mod, "config", CH, kind="moderator").allowed
+
+
+def test_pause() -> None:
+    s = settings(paused=True, instructor_role_id=TEACHERS)
+    refused = decide(s, student(STUDENTS), "mask", CH, kind="student")
+    assert not refused.allowed and "paused" in refused.reason
+    assert decide(s, student(TEACHERS), "mask", CH, kind="student").allowed
+    assert decide(s, Actor(9, is_moderator=True), "mask", CH, kind="student").allowed
+    # Pause does not lift the rules for staff.
+    s2 = settings(chan("mask", False), paused=True, instructor_role_id=TEACHERS)
+    assert not decide(s2, student(TEACHERS), "mask", CH, kind="student").allowed
+
+
+def test_direct_messages_use_defaults_only() -> None:
+    dm = GuildSettings(guild_id=None)
+    assert decide(dm, student(), "mask", 555, kind="student").allowed
+    assert not decide(dm, Actor(1, is_moderator=True), "config", 555, kind="moderator").allowed
+    assert not decide(dm, student(), "logs", 555, kind="instructor").allowed
+
+
+# ------------------------------------------------------------------ Policy: store + cooldowns
+
+
+async def test_policy_reads_store_and_changes_apply_immediately(store: SettingsStore) -> None:
+    policy = Policy(store)
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    await store.set_rule(G, "channel", CH, "mask", False)
+    assert not (await policy.check(G, CH, student(), "mask", "student")).allowed
+    assert (await policy.check(None, CH, student(), "mask", "student")).allowed  # DM
+
+
+async def test_cooldown_sliding_window(store: SettingsStore) -> None:
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "generate", 2, 10)
+
+    assert (await policy.check(G, CH, student(), "generate", "student")).allowed
+    clock.now += 4
+    assert (await policy.check(G, CH, student(), "generate", "student")).allowed
+    clock.now += 1
+    refused = await policy.check(G, CH, student(), "generate", "student")
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(5.0)  # the first use leaves the window at +10
+    assert "Try again in 5 s" in refused.reason
+    # A refusal does not consume; other users, other commands and other guilds are separate.
+    assert (await policy.check(G, CH, student(user=2), "generate", "student")).allowed
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    assert (await policy.check(G + 1, CH, student(), "generate", "student")).allowed
+
+    clock.now += 5  # first use slides out
+    assert (await policy.check(G, CH, student(), "generate", "student")).allowed
+    again = await policy.check(G, CH, student(), "generate", "student")
+    assert not again.allowed and again.retry_after == pytest.approx(4.0)
+
+
+async def test_cooldown_exemptions_and_wildcard(store: SettingsStore) -> None:
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "*", 1, 30)
+    await store.set_instructor_role(G, TEACHERS)
+    for _ in range(3):
+        assert (await policy.check(G, CH, student(TEACHERS), "qa", "student")).allowed
+        assert (await policy.check(G, CH, Actor(9, is_moderator=True), "qa", "student")).allowed
+    # "*" is counted per command.
+    assert (await policy.check(G, CH, student(), "qa", "student")).allowed
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    assert not (await policy.check(G, CH, student(), "qa", "student")).allowed
+    # A command's own cooldown overrides "*".
+    await store.set_cooldown(G, "mask", 3, 30)
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+
+
+async def test_explain_does_not_consume_and_lists_steps(store: SettingsStore) -> None:
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "generate", 1, 60)
+    await store.set_rule(G, "guild", G, "*", False)
+    await store.set_rule(G, "role", STUDENTS, "generate", True)
+
+    for _ in range(3):
+        explained = await policy.explain(G, CH, student(STUDENTS), "generate", "student")
+        assert explained.allowed
+    assert explained.steps == (
+        "/generate is a student command",
+        f"no channel rule in <#{CH}>",
+        f"role rules for /generate: <@&{STUDENTS}> allows (an allowing role wins)",
+        "cooldown for /generate: 1 per 60 s, 0 used",
+        "allowed: /generate is allowed for one of your roles",
+    )
+    assert (await policy.check(G, CH, student(STUDENTS), "generate", "student")).allowed
+    after = await policy.explain(G, CH, student(STUDENTS), "generate", "student")
+    assert not after.allowed and after.retry_after == pytest.approx(60.0)
+    assert after.steps[-2] == "cooldown for /generate: 1 per 60 s, all used"
+
+    denied = await policy.explain(G, CH, student(), "mask", "student")
+    assert not denied.allowed
+    assert denied.steps[-2:] == (
+        "server-wide rule for all commands (*): denies",
+        "refused: /mask is turned off in this server by the moderators.",
+    )
