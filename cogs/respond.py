@@ -137,3 +137,38 @@ async def answer(
             total_ms=(time.perf_counter() - started) * 1000,
             **row,
         ))
+
+
+async def staff_reply(
+    bot: TLMBot,
+    interaction: discord.Interaction,
+    reply: Reply,
+    *,
+    command: str,
+    options: Mapping[str, Any],
+) -> None:
+    """An ephemeral answer to a moderator, instructor or privacy command, plus its log row.
+
+    These answers hold rules and other students' queries: they are never public.
+    """
+    started = time.perf_counter()
+    status = "ok"
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(
+                content=reply.content or None, embeds=reply.embeds, files=reply.discord_files(),
+                ephemeral=True,
+            )
+        else:
+            await interaction.response.send_message(
+                content=reply.content, embeds=reply.embeds, files=reply.discord_files(),
+                ephemeral=True,
+            )
+    except discord.NotFound:
+        status = "expired"
+    await bot.record_query(QueryRecord(
+        guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+        user_id=interaction.user.id, command=command, options=dict(options), input_text="",
+        status=status, output_summary=reply.summary,
+        total_ms=(time.perf_counter() - started) * 1000,
+    ))

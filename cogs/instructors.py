@@ -1,0 +1,133 @@
+"""/logs: instructors review what was asked, with what result (always ephemeral).
+
+Every query here is scoped to the guild the command runs in: `QueryFilter` requires a guild
+id, so one server's instructors can never read another server's rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.render import COLOUR, Reply, clip, safe
+from cogs.respond import send_error, staff_reply
+from core.querylog import QueryFilter
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+SINCE = Literal["1h", "24h", "7d", "30d", "all"]
+STATUS = Literal["ok", "user_error", "refused", "overloaded", "failed", "expired"]
+_SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
+          "30d": timedelta(days=30)}
+
+
+def since_time(since: str) -> datetime | None:
+    delta = _SINCE.get(since)
+    return datetime.now(timezone.utc) - delta if delta else None
+
+
+@app_commands.guild_only()
+class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "instructor"}):
+    """Read this server's query log (instructors)."""
+
+    def __init__(self, bot: TLMBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    def _filter(self, interaction: discord.Interaction, user, command, since, status,
+                limit) -> QueryFilter:
+        return QueryFilter(
+            guild_id=interaction.guild_id, user_id=user.id if user else None,
+            command=command or None, status=status, since=since_time(since), limit=limit,
+        )
+
+    @app_commands.command(name="recent")
+    async def recent(self, interaction: discord.Interaction, user: discord.User | None = None,
+                     command: app_commands.Range[str, 1, 32] | None = None,
+                     since: SINCE = "24h", status: STATUS | None = None) -> None:
+        """The latest queries, newest first.
+
+        Parameters
+        ----------
+        user: Only this student.
+        command: Only this command (e.g. mask).
+        since: How far back.
+        status: Only this outcome.
+        """
+        rows = await self.bot.querylog.recent(
+            self._filter(interaction, user, command, since, status, 15)
+        )
+        lines = []
+        for row in rows:
+            when = f"<t:{int(row.created_at.timestamp())}:R>"
+            text = safe(row.input_text.replace("\n", " "), 80) or "—"
+            out = safe(row.output_summary, 60)
+            lines.append(f"{when} <@{row.user_id}> `/{row.command}` **{row.status}** {text}"
+                         + (f" → {out}" if out else ""))
+        embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
+                              description=clip("\n".join(lines) or "No queries match.", 4000))
+        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=f"{len(rows)} rows"),
+                          command="logs recent", options={"since": since, "status": status})
+
+    @app_commands.command(name="stats")
+    async def stats(self, interaction: discord.Interaction, since: SINCE = "7d") -> None:
+        """Counts per command and per student, error rate and latency.
+
+        Parameters
+        ----------
+        since: How far back.
+        """
+        s = await self.bot.querylog.stats(interaction.guild_id, since_time(since))
+        embed = discord.Embed(title=f"Usage ({since})", colour=COLOUR)
+        embed.description = (
+            f"**{s.total}** queries · error rate **{s.error_rate:.1%}** · "
+            + (f"median **{s.median_total_ms:.0f} ms**, p95 **{s.p95_total_ms:.0f} ms**"
+               if s.median_total_ms is not None else "no latency yet")
+        )
+        top = sorted(s.by_command.items(), key=lambda kv: -kv[1])[:20]
+        embed.add_field(name="Per command", value=clip(
+            "\n".join(f"`/{c}` {n}" for c, n in top) or "—", 1024))
+        users = sorted(s.by_user.items(), key=lambda kv: -kv[1])[:20]
+        embed.add_field(name="Per student", value=clip(
+            "\n".join(f"<@{u}> {n}" for u, n in users) or "—", 1024))
+        embed.add_field(name="Outcomes", value=clip(
+            "\n".join(f"{k}: {v}" for k, v in sorted(s.by_status.items())) or "—", 1024))
+        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=f"{s.total} rows"),
+                          command="logs stats", options={"since": since})
+
+    @app_commands.command(name="export")
+    async def export(self, interaction: discord.Interaction, user: discord.User | None = None,
+                     command: app_commands.Range[str, 1, 32] | None = None,
+                     since: SINCE = "all", status: STATUS | None = None) -> None:
+        """Download the query log as a CSV file.
+
+        Parameters
+        ----------
+        user: Only this student.
+        command: Only this command.
+        since: How far back.
+        status: Only this outcome.
+        """
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await self.bot.querylog.export_csv(
+            self._filter(interaction, user, command, since, status, None)
+        )
+        data = text.encode("utf-8")
+        limit = getattr(interaction, "attachment_size_limit", 8 * 1024 * 1024)
+        if len(data) > limit:
+            await send_error(interaction, "The export is larger than Discord allows. Narrow it "
+                                          "with `since` or `user`, or use `tlm-bot logs export`.")
+            return
+        rows = max(0, text.count("\n") - 1)
+        await staff_reply(self.bot, interaction, Reply(
+            content=f"{rows} rows.", files=[(f"queries-{interaction.guild_id}.csv", data)],
+            summary=f"{rows} rows"), command="logs export", options={"since": since})
+
+
+async def setup(bot: TLMBot) -> None:
+    await bot.add_cog(Instructors(bot))

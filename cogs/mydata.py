@@ -1,0 +1,67 @@
+"""/mydata: a student sees, and erases, what the bot logged about them in this server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.render import COLOUR, Reply, clip, safe
+from cogs.respond import send_error, staff_reply
+from core.querylog import QueryFilter
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+
+@app_commands.guild_only()
+class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self"}):
+    """Your own data in tlm-bot's log."""
+
+    def __init__(self, bot: TLMBot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    @app_commands.command(name="show")
+    async def show(self, interaction: discord.Interaction) -> None:
+        """Show what the bot logged about you in this server (latest 20)."""
+        rows = await self.bot.querylog.recent(QueryFilter(
+            guild_id=interaction.guild_id, user_id=interaction.user.id, limit=20))
+        lines = [
+            f"<t:{int(r.created_at.timestamp())}:f> `/{r.command}` {r.status}: "
+            f"{safe(r.input_text.replace(chr(10), ' '), 100) or '—'}"
+            for r in rows
+        ]
+        days = (await self.bot.settings.get(interaction.guild_id)).retention_days
+        embed = discord.Embed(
+            title="Your data", colour=COLOUR,
+            description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
+        )
+        embed.set_footer(text=f"Rows are kept {days} days. /mydata delete erases them now.")
+        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=f"{len(rows)} rows"),
+                          command="mydata show", options={})
+
+    @app_commands.command(name="delete")
+    async def delete(self, interaction: discord.Interaction, confirm: bool) -> None:
+        """Erase every row the bot logged about you in this server.
+
+        Parameters
+        ----------
+        confirm: Must be True: this cannot be undone.
+        """
+        if not confirm:
+            await send_error(interaction, "Nothing deleted. Run it with `confirm: True` to erase "
+                                          "your rows.")
+            return
+        removed = await self.bot.querylog.delete_user(interaction.guild_id, interaction.user.id)
+        # No log row for this one: it would be a fresh record about the user who just asked
+        # for theirs to be erased.
+        await interaction.response.send_message(
+            f"Deleted {removed} rows about you from this server's log.", ephemeral=True
+        )
+
+
+async def setup(bot: TLMBot) -> None:
+    await bot.add_cog(MyData(bot))

@@ -1,0 +1,51 @@
+"""Owner-only maintenance from inside Discord: registering the slash commands.
+
+Commands are deliberately not re-synced on every start (Discord rate-limits syncs and a
+global sync takes up to an hour to spread); `tlm-bot sync` or this command does it on demand.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.render import Reply
+from cogs.respond import send_error, staff_reply
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+
+class Owner(commands.Cog):
+    def __init__(self, bot: TLMBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="sync", extras={"kind": "owner"})
+    @app_commands.default_permissions(administrator=True)
+    async def sync(self, interaction: discord.Interaction,
+                   scope: Literal["this server", "global"] = "this server") -> None:
+        """Register the bot's slash commands (bot owner only).
+
+        Parameters
+        ----------
+        scope: "this server" updates instantly; "global" reaches every server within an hour.
+        """
+        if not await self.bot.is_owner(interaction.user):
+            await send_error(interaction, "Only the bot's owner can sync its commands.")
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        guild = interaction.guild if scope == "this server" else None
+        if guild is not None:
+            self.bot.tree.copy_global_to(guild=guild)
+        synced = await self.bot.tree.sync(guild=guild)
+        names = ", ".join(sorted(f"/{c.name}" for c in synced))
+        await staff_reply(self.bot, interaction, Reply(
+            content=f"Synced {len(synced)} commands ({scope}): {names}"[:2000],
+            summary=f"{len(synced)} commands"), command="sync", options={"scope": scope})
+
+
+async def setup(bot: TLMBot) -> None:
+    await bot.add_cog(Owner(bot))
