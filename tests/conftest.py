@@ -13,6 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -52,6 +53,9 @@ def tiny_config(tiny_models: TinyModelPaths, tmp_path: Path) -> Config:
 @pytest.fixture
 async def engine(tiny_config: Config) -> AsyncIterator[InferenceEngine]:
     async with InferenceEngine(tiny_config) as engine:
+        # Wait for every background load: a test that then loads a reference model itself
+        # must not race them (concurrent from_pretrained calls corrupt tied weights).
+        await asyncio.gather(*(engine.registry.get(spec) for spec in engine.registry.specs))
         yield engine
 
 
