@@ -85,7 +85,7 @@ class Inference(commands.Cog):
         top_k: app_commands.Range[int, 1, MAX_TOP_K] = 50,
         top_p: app_commands.Range[float, 0.01, 1.0] = 1.0,
         num_return_sequences: app_commands.Range[int, 1, 5] = 1,
-        seed: app_commands.Range[int, 0, 2**53] | None = None,
+        seed: app_commands.Range[int, 0, 2**31 - 1] | None = None,
     ) -> None:
         """Let GPT-2 continue your text.
 
