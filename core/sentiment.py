@@ -670,9 +670,7 @@ async def train_classifier(
     )
     classifier = SentimentClassifier.from_sklearn(estimator, encoder, data.label_names)
     # Score the folded weights, not the sklearn object: the report describes what is saved.
-    predicted = np.array(
-        [data.label_names.index(p.label) for p in classifier.predict_features(features[test_idx])]
-    )
+    predicted = (classifier.probabilities(features[test_idx])[:, 1] > 0.5).astype(np.int64)
     report = _report(
         labels[test_idx],
         predicted,

@@ -102,8 +102,11 @@ class SentimentService:
 
     async def featurize(self, texts: Sequence[str]) -> np.ndarray:
         """Many texts through the engine at once, so its batcher packs them together."""
+        # Training data may hold texts longer than a student may type; the encoder truncates
+        # to its window anyway, so cut them here instead of failing the whole training.
+        limit = self.engine.config.limits.max_text_chars
         results = await asyncio.gather(
-            *(self.engine.submit(FeaturesRequest(t, self.encoder.pooling)) for t in texts)
+            *(self.engine.submit(FeaturesRequest(t[:limit], self.encoder.pooling)) for t in texts)
         )
         return np.stack([r.vector for r in results])
 
