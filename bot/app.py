@@ -53,7 +53,9 @@ async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIt
             default_retention_days=config.database.default_retention_days,
         )
         async with querylog:
-            settings = SettingsStore(db, default_retention_days=config.database.default_retention_days)
+            settings = SettingsStore(
+                db, default_retention_days=config.database.default_retention_days
+            )
             d = config.discord
             policy = Policy(settings, default_cooldown=Cooldown(
                 "*", d.default_cooldown_uses, d.default_cooldown_seconds

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from core.config import TOKEN_ENV, Config, ConfigError, discord_token, load_config, mask_secret
-from core.errors import CoreError, UserError
+from core.errors import UserError
 
 log = logging.getLogger("tlm-bot")
 

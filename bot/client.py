@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS: Sequence[str] = (
     "cogs.inference",
     "cogs.sentiment",
+    "cogs.teaching",
     "cogs.moderation",
     "cogs.instructors",
     "cogs.mydata",
@@ -110,7 +111,8 @@ class TLMTree(app_commands.CommandTree):
             message, status, code = "You can't use this command here.", "refused", "check_failure"
         elif isinstance(error, app_commands.TransformerError):
             message, status, code = (
-                f"That value doesn't fit this option: {discord.utils.escape_mentions(str(error.value))[:100]}",
+                "That value doesn't fit this option: "
+                + discord.utils.escape_mentions(str(error.value))[:100],
                 "user_error", "bad_option",
             )
         else:

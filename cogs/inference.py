@@ -7,13 +7,20 @@ the core validates again because a raw API call can send anything.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.render import render_fill_mask, render_generate, render_qa, render_tokens
+from cogs.render import (
+    render_fill_mask,
+    render_generate,
+    render_qa,
+    render_tokens,
+    render_tokens_compare,
+)
 from cogs.respond import answer
 from core.tasks.fill_mask import FillMaskRequest
 from core.tasks.generate import MAX_TOP_K, GenerateRequest
@@ -111,7 +118,7 @@ class Inference(commands.Cog):
 
     @app_commands.command(name="tokens")
     async def tokens(self, interaction: discord.Interaction, text: TEXT,
-                     model: Literal["wordpiece", "bpe"] = "wordpiece") -> None:
+                     model: Literal["wordpiece", "bpe", "compare"] = "wordpiece") -> None:
         """See how a model cuts text into tokens.
 
         Parameters
@@ -119,8 +126,21 @@ class Inference(commands.Cog):
         text: Any text, e.g. "Tokenization is unbelievable!"
         model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (Ġ = space).
         """
-        await self._run(interaction, "tokens", TokensRequest(text, model), render_tokens, text,
-                        {"model": model})
+        if model != "compare":
+            await self._run(interaction, "tokens", TokensRequest(text, model), render_tokens,
+                            text, {"model": model})
+            return
+        engine = self.bot.engine
+        wordpiece, bpe = TokensRequest(text, "wordpiece"), TokensRequest(text, "bpe")
+
+        async def both():
+            return await asyncio.gather(engine.submit(wordpiece), engine.submit(bpe))
+
+        await answer(
+            self.bot, interaction, command="tokens", options={"model": model}, input_text=text,
+            validate=lambda: engine.validate(wordpiece), run=both,
+            render=lambda pair: render_tokens_compare(*pair),
+        )
 
 
 async def setup(bot: TLMBot) -> None:

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 
 import discord
 
+from core.tasks.attention import AttentionResult
+from core.tasks.contextsim import ContextSimResult
 from core.tasks.fill_mask import FillMaskResult
 from core.tasks.generate import GenerateResult
+from core.tasks.maskpair import MaskPairResult
+from core.tasks.nexttoken import NextTokenResult
 from core.tasks.qa import QAResult
 from core.tasks.tokens import TokensResult
 
@@ -41,9 +45,15 @@ class Reply:
     files: list[tuple[str, bytes]] = field(default_factory=list)
     #: A short line for the query log ("top: capital 0.41").
     summary: str = ""
+    #: Alt text per attachment name, for screen readers (Discord's attachment description).
+    alt_text: dict[str, str] = field(default_factory=dict)
 
     def discord_files(self) -> list[discord.File]:
-        return [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+        return [
+            discord.File(io.BytesIO(data), filename=name,
+                         description=self.alt_text.get(name) or None)
+            for name, data in self.files
+        ]
 
     def as_text(self) -> str:
         """The same reply as plain text, for `tlm-bot ask` and logs."""
@@ -115,7 +125,8 @@ def render_fill_mask(result: FillMaskResult) -> Reply:
         colour=COLOUR,
     )
     best = result.fillers[0]
-    embed.add_field(name="Best sentence", value=safe(best.sequence, EMBED_FIELD_LIMIT), inline=False)
+    embed.add_field(name="Best sentence", value=safe(best.sequence, EMBED_FIELD_LIMIT),
+                    inline=False)
     embed.set_footer(text=footer(result.model_id, result.timings))
     return Reply(embeds=[embed], summary=f"top: {best.token.strip()} {best.score:.3f}")
 
@@ -158,7 +169,8 @@ def render_generate(result: GenerateResult) -> Reply:
         return Reply(embeds=[embed], summary=summary)
     # Too long for one embed: a short preview plus the full text as a file.
     full = "\n\n".join(
-        f"--- {i} ---\n{printable(result.prompt + t)}" for i, t in enumerate(result.continuations, 1)
+        f"--- {i} ---\n{printable(result.prompt + t)}"
+        for i, t in enumerate(result.continuations, 1)
     )
     embed = discord.Embed(description=clip(body, 1500), colour=COLOUR)
     embed.set_footer(text=foot + " · full text attached")
@@ -176,7 +188,8 @@ def render_tokens(result: TokensResult) -> Reply:
         if token.unknown:
             marks.append("UNKNOWN")
         piece = _show_piece(token.piece)
-        rows.append(f"{i:>3}  {token.id:>6}  {piece}" + (f"   ({', '.join(marks)})" if marks else ""))
+        note = f"   ({', '.join(marks)})" if marks else ""
+        rows.append(f"{i:>3}  {token.id:>6}  {piece}{note}")
     table = "\n".join(rows)
     n_special = sum(t.special for t in result.tokens)
     n_sub = sum(t.continuation for t in result.tokens)
@@ -206,3 +219,101 @@ def _show_piece(piece: str) -> str:
     shown = "".join(ch if unicodedata.category(ch)[0] not in "CZ" or ch == " " else
                     f"\\u{ord(ch):04x}" for ch in piece)
     return shown if shown.strip() else repr(piece)
+
+
+# ------------------------------------------------------------------------ teaching commands
+
+
+def _picture(embed: discord.Embed, name: str, png: bytes, alt: str, summary: str) -> Reply:
+    """An embed showing its PNG, with the alt text on the attachment and under the picture."""
+    embed.set_image(url=f"attachment://{name}")
+    return Reply(embeds=[embed], files=[(name, png)], summary=summary,
+                 alt_text={name: clip(printable(alt), 1000)})
+
+
+def render_tokens_compare(wordpiece: TokensResult, bpe: TokensResult) -> Reply:
+    """WordPiece and BPE side by side: same text, different cuts."""
+    embed = discord.Embed(title="WordPiece vs BPE", colour=COLOUR,
+                          description=clip(safe(wordpiece.text, 500), 600))
+    for result in (wordpiece, bpe):
+        pieces = " ".join(_show_piece(t.piece) for t in result.tokens)
+        embed.add_field(
+            name=f"{result.algorithm}: {len(result.tokens)} tokens",
+            value=code(pieces, EMBED_FIELD_LIMIT), inline=False,
+        )
+    embed.set_footer(text=clip(f"{wordpiece.model_id} vs {bpe.model_id}", 2048))
+    return Reply(embeds=[embed],
+                 summary=f"wordpiece {len(wordpiece.tokens)} / bpe {len(bpe.tokens)} tokens")
+
+
+def render_attention(result: AttentionResult) -> Reply:
+    head = "average of all heads" if result.head is None else f"head {result.head}"
+    embed = discord.Embed(
+        title=f"Attention · layer {result.layer}/{result.num_layers} · {head}", colour=COLOUR
+    )
+    lines = []
+    for i, top in enumerate(result.top[:25]):
+        targets = ", ".join(f"{result.tokens[j]} {w:.2f}" for j, w in top)
+        lines.append(f"{result.tokens[i]} → {targets}")
+    note = ("GPT-2 only looks back: the upper triangle is empty (causal mask).\n"
+            if result.causal else "")
+    embed.description = clip(note + code("\n".join(lines), 3500), 4000)
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    return _picture(embed, "attention.png", result.png, result.alt_text,
+                    f"layer {result.layer} {head}, {len(result.tokens)} tokens")
+
+
+def render_contextsim(result: ContextSimResult) -> Reply:
+    sims = result.layer_similarities
+    lines = [f"static input embedding: {result.static_similarity:.3f}"]
+    lines += [f"{'embeddings' if i == 0 else f'layer {i}'}: {s:.3f}" for i, s in enumerate(sims)]
+    embed = discord.Embed(
+        title=clip(f"How similar is “{printable(result.word)}” in the two sentences?", 256),
+        colour=COLOUR,
+        description=clip(
+            f"**A:** {safe(result.sentence_a, 500)}\n**B:** {safe(result.sentence_b, 500)}\n"
+            + code("\n".join(lines), 1500)
+            + "\nThe static embedding is the same in both; the layers mix in the context.",
+            4000,
+        ),
+    )
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    return _picture(embed, "contextsim.png", result.png, result.alt_text,
+                    f"last layer {sims[-1]:.3f}, static {result.static_similarity:.3f}")
+
+
+def render_maskpair(result: MaskPairResult) -> Reply:
+    embed = discord.Embed(title=f"Two sentences, one {result.mask_token}", colour=COLOUR)
+    embed.description = clip(
+        f"**A:** {safe(result.sentence_a, 400)}\n**B:** {safe(result.sentence_b, 400)}", 1000
+    )
+    rows = [f"{'token':<14} {'A':>6} {'B':>6} {'B-A':>7}"]
+    for row in result.rows[:20]:
+        token = printable(row.token.strip() or repr(row.token))[:14]
+        mark = " *" if row.target else ""
+        rows.append(f"{token:<14} {row.prob_a:6.3f} {row.prob_b:6.3f} {row.difference:+7.3f}{mark}")
+    embed.add_field(name="Probabilities (* = your targets)", value=code("\n".join(rows), 1024),
+                    inline=False)
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    top_a = result.fillers_a[0].token.strip() if result.fillers_a else ""
+    top_b = result.fillers_b[0].token.strip() if result.fillers_b else ""
+    return _picture(embed, "maskpair.png", result.png, result.alt_text, f"A: {top_a} / B: {top_b}")
+
+
+def render_nexttoken(result: NextTokenResult) -> Reply:
+    knobs = ("greedy (temperature 0)" if result.greedy else
+             f"temperature {result.temperature:g} · top_k {result.top_k} · top_p {result.top_p:g}")
+    embed = discord.Embed(title="What could GPT-2 say next?", colour=COLOUR)
+    rows = [f"{'token':<14} {'model':>6} {'scaled':>6} {'final':>6}"]
+    for c in result.candidates:
+        token = printable(repr(c.token)[1:-1])[:14]
+        rows.append(f"{token:<14} {c.model_prob:6.3f} {c.scaled_prob:6.3f} {c.final_prob:6.3f}")
+    embed.description = clip(
+        f"**{safe(result.prompt, 500)}** …\n{knobs}\n"
+        f"{result.kept} tokens can be sampled; they hold {result.kept_model_mass:.1%} "
+        "of the model's probability.\n" + code("\n".join(rows), 2000), 4000,
+    )
+    embed.set_footer(text=footer(result.model_id, result.timings))
+    best = result.candidates[0].token if result.candidates else ""
+    return _picture(embed, "nexttoken.png", result.png, result.alt_text,
+                    f"top: {best!r}, kept {result.kept}")

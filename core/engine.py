@@ -28,10 +28,14 @@ from typing import Any, TypeVar
 from core.config import Config, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
 from core.models import Head, LoadedModel, LoadState, ModelRegistry
+from core.tasks.attention import AttentionTask
 from core.tasks.base import Task, Timings
+from core.tasks.contextsim import ContextSimTask
 from core.tasks.features import FeaturesTask
 from core.tasks.fill_mask import FillMaskTask
 from core.tasks.generate import GenerateTask
+from core.tasks.maskpair import MaskPairTask
+from core.tasks.nexttoken import NextTokenTask
 from core.tasks.qa import QATask
 from core.tasks.tokens import TokensTask
 
@@ -39,7 +43,11 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-TASK_TYPES: tuple[type[Task], ...] = (TokensTask, FillMaskTask, QATask, FeaturesTask, GenerateTask)
+TASK_TYPES: tuple[type[Task], ...] = (
+    TokensTask, FillMaskTask, QATask, FeaturesTask, GenerateTask,
+    # Teaching pictures; they use the mask and generate models already listed below.
+    AttentionTask, ContextSimTask, MaskPairTask, NextTokenTask,
+)
 
 
 @dataclass(frozen=True)
@@ -215,6 +223,8 @@ class _Lane:
                 except ModelUnavailable as exc:
                     self.fail_queued(exc)
                     break
+                if not self.pending:  # emptied by aclose while the model was loading
+                    break
                 batch = await self._collect()
                 if batch:
                     await self._execute(model, batch)
@@ -283,10 +293,10 @@ def _run_batch(loop: asyncio.AbstractEventLoop, model: LoadedModel, batch: list[
     with torch.inference_mode():
         try:
             task.run_batch(model, [item.request for item in batch], deliver(list(range(len(batch)))))
-        except Exception:
+        except Exception as exc:
             if len(batch) == 1:
                 log.exception("%s failed for one request", task.name)
-                _fail(loop, batch[0], delivered, 0)
+                _fail(loop, batch[0], delivered, 0, exc)
                 return
             log.warning("%s batch of %d failed; retrying one by one", task.name, len(batch),
                         exc_info=True)
@@ -295,17 +305,20 @@ def _run_batch(loop: asyncio.AbstractEventLoop, model: LoadedModel, batch: list[
                     continue
                 try:
                     task.run_batch(model, [batch[position].request], deliver([position]))
-                except Exception:
+                except Exception as exc:
                     log.exception("%s failed for one request", task.name)
-                    _fail(loop, batch[position], delivered, position)
+                    _fail(loop, batch[position], delivered, position, exc)
     for position, item in enumerate(batch):
         if position not in delivered:  # a task bug: never leave a caller waiting forever
             _fail(loop, item, delivered, position)
 
 
-def _fail(loop: asyncio.AbstractEventLoop, item: _Pending, delivered: set[int], position: int) -> None:
+def _fail(loop: asyncio.AbstractEventLoop, item: _Pending, delivered: set[int], position: int,
+          error: Exception | None = None) -> None:
+    """Fail one caller with what the task raised, so a `UserError` still reaches the student."""
     delivered.add(position)
-    error = RuntimeError(f"{item.task.name} produced no result")
+    if error is None:
+        error = RuntimeError(f"{item.task.name} produced no result")
     loop.call_soon_threadsafe(_resolve, item.future, error)
 
 
