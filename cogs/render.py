@@ -141,7 +141,9 @@ def render_qa(result: QAResult) -> Reply:
     if len(after) > window:
         after = after[:window] + "…"
     highlighted = f"{safe(before)}__**{safe(result.answer)}**__{safe(after)}"
-    embed = discord.Embed(title=clip("Answer: " + printable(result.answer), EMBED_TITLE_LIMIT),
+    # Titles never ping, but a raw "@everyone" there still reads like one: defuse it too.
+    answer = discord.utils.escape_mentions(printable(result.answer))
+    embed = discord.Embed(title=clip("Answer: " + answer, EMBED_TITLE_LIMIT),
                           colour=COLOUR)
     embed.description = clip(f"**Q:** {safe(result.question, 400)}\n\n{highlighted}", 4000)
     embed.add_field(name="Score", value=f"{bar(result.score)} {result.score:.3f}")

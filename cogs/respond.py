@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from cogs.render import Reply, error_reply
+from cogs.render import Reply, error_reply, safe
 from core.errors import Overloaded, UserError
 from core.models import LoadState
 from core.querylog import QueryRecord
@@ -56,29 +56,38 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
 
 async def deliver(interaction: discord.Interaction, reply: Reply) -> str:
     """Send a successful answer; returns the log status ("ok" or "expired")."""
-    try:
-        if interaction.response.is_done():
-            await interaction.edit_original_response(
-                content=reply.content, embeds=reply.embeds, attachments=reply.discord_files()
-            )
-        else:
-            await interaction.response.send_message(
-                content=reply.content, embeds=reply.embeds, files=reply.discord_files()
-            )
-        return "ok"
-    except discord.NotFound:
-        # Token expired (15 min) or the placeholder was deleted: post in the channel instead.
-        channel = interaction.channel
-        if isinstance(channel, discord.abc.Messageable):
-            try:
-                await channel.send(
-                    content=f"Answer for {interaction.user.display_name}:",
-                    embeds=reply.embeds, files=reply.discord_files(),
+    if not interaction.is_expired():  # a token past 15 min would only earn a 401
+        try:
+            if interaction.response.is_done():
+                await interaction.edit_original_response(
+                    content=reply.content, embeds=reply.embeds, attachments=reply.discord_files()
                 )
-            except discord.HTTPException:
-                log.warning("answer for %s lost: token expired and channel refused",
-                            interaction.user.id, exc_info=True)
-        return "expired"
+            else:
+                await interaction.response.send_message(
+                    content=reply.content, embeds=reply.embeds, files=reply.discord_files()
+                )
+            return "ok"
+        except discord.HTTPException as exc:
+            if not token_gone(exc):
+                raise
+    # Token expired (15 min) or the placeholder was deleted: post in the channel instead.
+    channel = interaction.channel
+    if isinstance(channel, discord.abc.Messageable):
+        try:
+            await channel.send(
+                content=f"Answer for {safe(interaction.user.display_name, 100)}:",
+                embeds=reply.embeds, files=reply.discord_files(),
+            )
+        except discord.HTTPException:
+            log.warning("answer for %s lost: token expired and channel refused",
+                        interaction.user.id, exc_info=True)
+    return "expired"
+
+
+def token_gone(exc: discord.HTTPException) -> bool:
+    """Discord answers an expired interaction token with 401 Invalid Webhook Token (50027),
+    not 404, and a deleted placeholder with 404 Unknown Message."""
+    return isinstance(exc, discord.NotFound) or exc.status == 401 or exc.code == 50027
 
 
 async def answer(

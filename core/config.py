@@ -205,6 +205,13 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if unknown:
         known = ", ".join(sorted(fields))
         raise ConfigError(f"unknown key {prefix}{unknown[0]} (known keys here: {known})")
+    required = [
+        name for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    for name in required:
+        if name not in raw:  # e.g. a model table without `id`: a TypeError would name nothing
+            raise ConfigError(f"{prefix}{name} is required")
     values = {name: _convert(hints[name], raw[name], f"{prefix}{name}") for name in raw}
     return cls(**values)
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from core import plots
 from core.config import Config, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
 from core.models import Head, LoadedModel, LoadState, ModelRegistry
@@ -116,6 +117,7 @@ class InferenceEngine:
         )
         if self.config.models.load_at_start:
             self.registry.start_all()
+            plots.warm_up()
 
     def task_for(self, request: Any) -> Task:
         try:

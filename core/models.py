@@ -24,10 +24,12 @@ from core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
-#: transformers builds models on the meta device and then materialises them; two loads at once
-#: in different threads were seen here to leave tied weights on `meta` (GPT-2's lm_head), so
-#: loads take turns. Inference in other threads is not affected.
-_LOAD_LOCK = threading.Lock()
+#: `from_pretrained` is not thread-safe: transformers' `no_tie_weights()` swaps
+#: `PreTrainedModel.tie_weights` for a no-op and restores it afterwards, so two overlapping loads
+#: can leave it a no-op for the rest of the process, and every later model keeps its tied
+#: weights (GPT-2's lm_head) on the `meta` device. So loads take turns, and anything else in
+#: the process that loads a model (tests, benchmarks) takes this lock too.
+LOAD_LOCK = threading.Lock()
 
 
 class Head(enum.Enum):
@@ -93,7 +95,7 @@ def load_model(spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
     """
     import transformers
 
-    with _LOAD_LOCK:
+    with LOAD_LOCK:
         return _load_model_locked(transformers, spec, heads)
 
 
@@ -109,6 +111,15 @@ def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head
     for head in sorted(wanted, key=lambda h: h.value):
         auto = getattr(transformers, _AUTO_CLASSES[head])
         module = auto.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=False)
+        if any(p.is_meta for p in module.parameters()):
+            # transformers' `no_tie_weights` patches PreTrainedModel.tie_weights globally and is
+            # not thread-safe: one from_pretrained racing another (outside this lock) can leave
+            # tying disabled for the whole process, and tied heads then stay on `meta`. Refuse
+            # loudly instead of serving a model that fails on every request.
+            raise RuntimeError(
+                f"{type(module).__name__} has weights left on the meta device (tied weights "
+                "were not tied; was a model loaded concurrently outside the registry?)"
+            )
         module.eval()
         module.requires_grad_(False)
         modules[head] = module
@@ -126,6 +137,8 @@ class ModelRegistry:
         self._state = {spec: LoadState.PENDING for spec in self._heads}
         self._errors: dict[ModelSpec, str] = {}
         self._loads: dict[ModelSpec, asyncio.Future[LoadedModel]] = {}
+        self._one_at_a_time = asyncio.Lock()
+        self._in_flight: asyncio.Future[LoadedModel] | None = None
 
     @property
     def specs(self) -> list[ModelSpec]:
@@ -151,10 +164,20 @@ class ModelRegistry:
         return self._loads[spec]
 
     async def _load(self, spec: ModelSpec) -> LoadedModel:
+        async with self._one_at_a_time:  # see LOAD_LOCK; also: no thread starts after aclose
+            return await self._load_now(spec)
+
+    async def _load_now(self, spec: ModelSpec) -> LoadedModel:
         self._state[spec] = LoadState.LOADING
         log.info("loading %s (%s)", spec, ", ".join(sorted(h.value for h in self._heads[spec])))
         try:
-            loaded = await asyncio.to_thread(load_model, spec, self._heads[spec])
+            # Shielded: cancelling a waiter must not orphan the thread; aclose waits for it.
+            self._in_flight = asyncio.ensure_future(
+                asyncio.to_thread(load_model, spec, self._heads[spec])
+            )
+            # Its error is reported through `loaded` below; mark it seen even if nobody waits.
+            self._in_flight.add_done_callback(lambda f: f.cancelled() or f.exception())
+            loaded = await asyncio.shield(self._in_flight)
         except Exception as exc:  # any failure is reported as unavailable; the bot lives on
             reason = _load_failure_reason(spec, exc)
             log.error("could not load %s: %s", spec, reason, exc_info=exc)
@@ -165,15 +188,15 @@ class ModelRegistry:
         log.info("loaded %s in %.1fs", spec, loaded.load_seconds)
         return loaded
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 60.0) -> None:
+        """Cancel loads not yet started; wait (bounded) for the one a thread is running."""
         for load in self._loads.values():
             if not load.done():
                 load.cancel()
-        for load in self._loads.values():
-            try:
-                await load
-            except BaseException:  # noqa: B036 - failures were already logged at load time
-                pass
+        await asyncio.gather(*self._loads.values(), return_exceptions=True)
+        if self._in_flight is not None and not self._in_flight.done():
+            log.info("waiting for a model load to finish before shutting down")
+            await asyncio.wait([self._in_flight], timeout=timeout)
 
 
 def _load_failure_reason(spec: ModelSpec, exc: Exception) -> str:

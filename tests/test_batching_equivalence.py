@@ -15,6 +15,7 @@ import torch
 import transformers
 
 from core.engine import InferenceEngine
+from core.models import LOAD_LOCK
 from core.tasks.features import FeaturesRequest
 from core.tasks.fill_mask import FillMaskRequest
 from core.tasks.generate import GenerateRequest
@@ -55,7 +56,8 @@ async def _batched(engine: InferenceEngine, requests: list) -> list:
 
 async def test_fill_mask_batched_equals_pipeline_one_by_one(engine, tiny_models):
     results = await _batched(engine, [FillMaskRequest(t, top_k=5) for t in MASK_TEXTS])
-    pipe = transformers.pipeline("fill-mask", model=str(tiny_models.masked_lm), top_k=5)
+    with LOAD_LOCK:
+        pipe = transformers.pipeline("fill-mask", model=str(tiny_models.masked_lm), top_k=5)
     for text, result in zip(MASK_TEXTS, results):
         expected = pipe(text)
         assert [f.token_id for f in result.fillers] == [e["token"] for e in expected]
@@ -69,7 +71,8 @@ async def test_fill_mask_batched_equals_pipeline_one_by_one(engine, tiny_models)
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 async def test_features_batched_equal_pipeline_one_by_one(engine, tiny_models, pooling):
     results = await _batched(engine, [FeaturesRequest(t, pooling) for t in FEATURE_TEXTS])
-    pipe = transformers.pipeline("feature-extraction", model=str(tiny_models.masked_lm))
+    with LOAD_LOCK:
+        pipe = transformers.pipeline("feature-extraction", model=str(tiny_models.masked_lm))
     for text, result in zip(FEATURE_TEXTS, results):
         hidden = np.asarray(pipe(text)[0])  # (tokens, dim) for one text, no padding
         expected = hidden[0] if pooling == "cls" else hidden.mean(axis=0)
@@ -92,8 +95,9 @@ async def test_qa_batched_spans_equal_one_by_one(tiny_config):
 async def test_greedy_generation_batched_equals_generate_one_by_one(engine, tiny_models):
     requests = [GenerateRequest(p, max_new_tokens=12, temperature=0) for p in PROMPTS]
     results = await _batched(engine, requests)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_models.causal_lm)
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_models.causal_lm)
+    with LOAD_LOCK:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_models.causal_lm)
+        model = transformers.AutoModelForCausalLM.from_pretrained(tiny_models.causal_lm)
     for prompt, result in zip(PROMPTS, results):
         ids = tokenizer(prompt, return_tensors="pt")
         with torch.inference_mode():

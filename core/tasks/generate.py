@@ -101,9 +101,11 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
                     "Shorten the prompt or ask for fewer tokens."
                 ))
                 continue
-            seed = request.seed if request.seed is not None else secrets.randbits(63)
+            # An unseeded request still gets a seed, reported back, so a student can repeat a
+            # sample they liked; 31 bits fit the slash command's `seed` option.
+            seed = request.seed if request.seed is not None else secrets.randbits(31)
             generator = torch.Generator().manual_seed(seed)
-            rows += [_Row(i, ids, generator) for _ in range(request.num_return_sequences)]
+            rows += [_Row(i, ids, generator, seed) for _ in range(request.num_return_sequences)]
         if rows:
             _decode(model, requests, rows, emit)
 
@@ -115,6 +117,7 @@ class _Row:
     request: int
     prompt_ids: list[int]
     generator: torch.Generator
+    seed: int
     new_ids: list[int] = field(default_factory=list)
     stop: str = ""
 
@@ -235,5 +238,5 @@ def _result(model: LoadedModel, request: GenerateRequest, index: int,
         new_tokens=tuple(len(r.new_ids) for r in mine),
         stop_reasons=tuple(r.stop or "cancelled" for r in mine),
         greedy=request.is_greedy,
-        seed=request.seed,
+        seed=None if request.is_greedy else mine[0].seed,
     )
