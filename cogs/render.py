@@ -84,7 +84,8 @@ def safe(text: str, limit: int | None = None) -> str:
 
 def code(text: str, limit: int, lang: str = "") -> str:
     """Untrusted text in a code block that it cannot break out of."""
-    body = printable(text).replace("```", "`\u200b`\u200b`")
+    # No two backticks may touch: replacing "```" alone turns "`````" into "`\u200b`\u200b```".
+    body = re.sub("`(?=`)", "`\u200b", printable(text))
     body = discord.utils.escape_mentions(body)
     overhead = len(lang) + 8
     return f"```{lang}\n{clip(body, limit - overhead)}\n```"
@@ -141,8 +142,9 @@ def render_qa(result: QAResult) -> Reply:
     if len(after) > window:
         after = after[:window] + "…"
     highlighted = f"{safe(before)}__**{safe(result.answer)}**__{safe(after)}"
-    # Titles never ping, but a raw "@everyone" there still reads like one: defuse it too.
-    answer = discord.utils.escape_mentions(printable(result.answer))
+    # Titles never ping, but a raw "@everyone" there still reads like one, and titles render
+    # markdown: an answer of backticks would open a code span there. Defuse both.
+    answer = safe(result.answer)
     embed = discord.Embed(title=clip("Answer: " + answer, EMBED_TITLE_LIMIT),
                           colour=COLOUR)
     embed.description = clip(f"**Q:** {safe(result.question, 400)}\n\n{highlighted}", 4000)
@@ -205,6 +207,9 @@ def render_tokens(result: TokensResult) -> Reply:
         f"{len(result.tokens)} tokens ({n_special} special, {n_sub} sub-word, {n_unk} unknown) "
         f"· {result.algorithm}"
     )
+    if result.max_length is not None and len(result.tokens) > result.max_length:
+        legend += (f"\n⚠️ The model reads at most {result.max_length} tokens: it would not see "
+                   "the rest of this text.")
     embed = discord.Embed(title=f"{result.algorithm} tokens", colour=COLOUR)
     embed.set_footer(text=footer(result.model_id, result.timings))
     head = f"{safe(summary)}\n{legend}\n"
@@ -270,7 +275,7 @@ def render_contextsim(result: ContextSimResult) -> Reply:
     lines = [f"static input embedding: {result.static_similarity:.3f}"]
     lines += [f"{'embeddings' if i == 0 else f'layer {i}'}: {s:.3f}" for i, s in enumerate(sims)]
     embed = discord.Embed(
-        title=clip(f"How similar is “{printable(result.word)}” in the two sentences?", 256),
+        title=clip(f"How similar is “{safe(result.word, 60)}” in the two sentences?", 256),
         colour=COLOUR,
         description=clip(
             f"**A:** {safe(result.sentence_a, 500)}\n**B:** {safe(result.sentence_b, 500)}\n"

@@ -13,6 +13,7 @@ if it expired the answer goes to the channel instead of being dropped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -106,9 +107,16 @@ async def answer(
     started = time.perf_counter()
     row: dict[str, Any] = dict(status="ok")
     result: Any = None
+    pending: asyncio.Future | None = None
     try:
         if validate is not None:
             validate()
+        # Queue first: a full queue answers "busy" at once, ephemerally, with no public
+        # "thinking…" placeholder flashing up and vanishing.
+        pending = asyncio.ensure_future(run())
+        await asyncio.sleep(0)
+        if pending.done():
+            pending.result()
         await interaction.response.defer(thinking=True)
         if model_state is not None:
             model_id, state = model_state()
@@ -117,7 +125,7 @@ async def answer(
                     content=f"⏳ The model `{model_id}` is still loading. "
                             "Your answer will appear here as soon as it is ready."
                 )
-        result = await run()
+        result = await pending
         reply = render(result)
         row["output_summary"] = reply.summary
         row["status"] = await deliver(interaction, reply)
@@ -132,6 +140,8 @@ async def answer(
         row.update(status="failed", error=type(exc).__name__)
         await send_error(interaction, APOLOGY)
     finally:
+        if pending is not None and not pending.done():
+            pending.cancel()  # the command itself was cancelled: free the queue slot
         timings = getattr(result, "timings", None)
         await bot.record_query(QueryRecord(
             guild_id=interaction.guild_id,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.config import ModelSpec
-from core.errors import InputTooLong
+from core.errors import InvalidInput
 from core.models import Head, LoadedModel
 from core.tasks.base import Emit, Task, Timings, clean_text
 
@@ -44,6 +44,8 @@ class TokensResult:
     algorithm: str
     text: str
     tokens: tuple[Token, ...]
+    #: The most tokens the model reads; a longer text would be cut (or refused) by it.
+    max_length: int | None = None
     timings: Timings | None = None
 
 
@@ -56,23 +58,22 @@ class TokensTask(Task[TokensRequest, TokensResult]):
         return self.models.mask if request.tokenizer == "wordpiece" else self.models.generate
 
     def validate(self, request: TokensRequest) -> TokensRequest:
+        if request.tokenizer not in ("wordpiece", "bpe"):
+            raise InvalidInput("Choose the tokenizer `wordpiece` (DistilBERT) or `bpe` (GPT-2).")
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         return TokensRequest(text, request.tokenizer)
 
     def run_batch(self, model: LoadedModel, requests: Sequence[TokensRequest], emit: Emit) -> None:
         tokenizer = model.tokenizer
         encodings = tokenizer(
-            [r.text for r in requests], return_offsets_mapping=True, return_special_tokens_mask=True
+            [r.text for r in requests], return_offsets_mapping=True,
+            return_special_tokens_mask=True, verbose=False,  # long is fine here, see below
         )
         algorithm = _algorithm(tokenizer)
         for i, request in enumerate(requests):
+            # No length check: cutting text into pieces needs no model window, and seeing
+            # that a text is longer than the model reads is itself a lesson (`max_length`).
             ids = encodings["input_ids"][i]
-            if len(ids) > model.max_length:
-                emit(i, InputTooLong(
-                    f"That text is {len(ids)} tokens; `{model.spec}` reads at most "
-                    f"{model.max_length}. The pieces are still worth seeing: try a shorter text."
-                ))
-                continue
             pieces = tokenizer.convert_ids_to_tokens(ids)
             specials = encodings["special_tokens_mask"][i]
             offsets = encodings["offset_mapping"][i]
@@ -80,7 +81,8 @@ class TokensTask(Task[TokensRequest, TokensResult]):
                 _token(tokenizer, algorithm, token_id, piece, bool(special), span)
                 for token_id, piece, special, span in zip(ids, pieces, specials, offsets)
             )
-            emit(i, TokensResult(str(model.spec), algorithm, request.text, tokens))
+            emit(i, TokensResult(str(model.spec), algorithm, request.text, tokens,
+                                 max_length=model.max_length))
 
 
 def _algorithm(tokenizer) -> str:

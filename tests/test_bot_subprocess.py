@@ -1,0 +1,104 @@
+"""The real entry point, `tlm-bot run`, as a subprocess against the loopback Discord.
+
+Nothing is injected: the child reads a config file that points at the tiny test models, its
+token from DISCORD_TOKEN, and reaches the emulator only through the `sitecustomize` patch that
+`DiscordEmulator.env()` puts on its PYTHONPATH. A clean SIGTERM must exit 0 with every answer's
+query-log row on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.discord_emulator import DiscordEmulator, InteractionRecord
+from tests.tiny_models import TinyModelPaths
+
+ENTRY_POINT = Path(sys.executable).with_name("tlm-bot")
+
+
+async def final_answer(record: InteractionRecord, timeout: float = 60) -> InteractionRecord:
+    """Wait past a "still loading" notice (a cold start) to the answer itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = record.visible_messages
+        if shown and shown[0].get("embeds"):
+            return record
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer; messages: {shown}, errors: {record.errors}")
+        await asyncio.sleep(0.02)
+
+
+def write_config(path: Path, models: TinyModelPaths, guild_id: int) -> Path:
+    path.write_text(f"""
+[models]
+mask = "{models.masked_lm}"
+qa = "{models.qa}"
+generate = "{models.causal_lm}"
+features = "{models.masked_lm}"
+
+[engine]
+max_wait_ms = 5.0
+torch_threads = 1
+
+[database]
+path = "tlm.db"
+
+[sentiment]
+classifier_dir = "classifier"
+
+[discord]
+dev_guild = {guild_id}
+default_cooldown_uses = 0
+""")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
+async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_path):
+    async with DiscordEmulator() as emu:
+        config = write_config(tmp_path / "config.toml", tiny_models, emu.guild_id)
+        env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        env.pop("TLM_CONFIG", None)
+        log_path = tmp_path / "bot.log"
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                str(ENTRY_POINT), "--config", str(config), "run",
+                env=env, cwd=tmp_path, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                await emu.wait_ready(timeout=90)
+                # dev_guild: the bot synced its commands to the guild itself, before READY.
+                synced = {c["name"] for c in emu.synced_commands.get(emu.guild_id, [])}
+                assert {"mask", "qa", "generate", "tokens", "sentiment"} <= synced
+                mask = await emu.invoke("mask", {"text": "Paris is the [MASK] of France."})
+                tokens = await emu.invoke("tokens", {"text": "Tokenization is unbelievable!"})
+                await asyncio.gather(final_answer(mask), final_answer(tokens))
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(proc.wait(), 60)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log
+    assert "Traceback" not in log and " ERROR " not in log, log
+    print(f"\nsubprocess ack latencies: {[round(r.ack_latency or -1, 3) for r in (mask, tokens)]}")
+    for record in (mask, tokens):
+        assert record.ack_latency is not None and record.ack_latency < 1.0, record.ack_latency
+    assert mask.visible_messages[0]["embeds"][0]["title"] == "Fillers for [MASK]"
+    assert tokens.visible_messages[0]["embeds"][0]["title"] == "WordPiece tokens"
+    assert emu.unhandled == [] and emu.violations == []
+    with sqlite3.connect(tmp_path / "tlm.db") as db:
+        rows = db.execute("SELECT command, status, guild_id FROM queries ORDER BY id").fetchall()
+    db.close()
+    assert sorted(rows) == [("mask", "ok", emu.guild_id), ("tokens", "ok", emu.guild_id)]
