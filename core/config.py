@@ -40,6 +40,12 @@ class ModelSpec:
     def __str__(self) -> str:
         return self.id if self.revision == "main" else f"{self.id}@{self.revision}"
 
+    @property
+    def short_name(self) -> str:
+        """For picture titles: a hub id as is, a local folder by its last two parts."""
+        path = Path(self.id)
+        return "/".join(path.parts[-2:]) if path.is_absolute() else self.id
+
 
 @dataclass(frozen=True)
 class ModelsConfig:

@@ -139,7 +139,7 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
             labels = token_labels(model.tokenizer, ids)
             top = _top_attended(weights)
             which = "average of all heads" if head is None else f"head {head} of {num_heads}"
-            title = f"{model.spec}: layer {layer} of {num_layers}, {which}"
+            title = f"{model.spec.short_name}: layer {layer} of {num_layers}, {which}"
             emit(i, AttentionResult(
                 model_id=str(model.spec),
                 text=requests[i].text,

@@ -115,7 +115,7 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
             static_similarity = float(static_sim.clamp(-1, 1))
             pieces = [tuple(token_labels(model.tokenizer, [ids[p] for p in positions]))
                       for ids, positions in found]
-            title = f"'{request.word}' in two sentences ({model.spec})"
+            title = f"'{request.word}' in two sentences ({model.spec.short_name})"
             emit(i, ContextSimResult(
                 model_id=str(model.spec),
                 word=request.word,

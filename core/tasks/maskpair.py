@@ -143,7 +143,7 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
                     [r.token for r in table], [r.prob_a for r in table],
                     [r.prob_b for r in table], name_a=f"A: {request.sentence_a}",
                     name_b=f"B: {request.sentence_b}",
-                    title=f"Fillers for {mask_token} in two sentences ({model.spec})",
+                    title=f"Fillers for {mask_token} in two sentences ({model.spec.short_name})",
                     xlabel="probability of the filler", highlight=[r.target for r in table],
                 ),
                 alt_text=_alt_text(table),
