@@ -7,8 +7,10 @@ build one against a loopback Discord and tiny models. Lifetimes belong to `bot.a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import discord
@@ -160,6 +162,33 @@ class TLMBot(commands.Bot):
         self.policy = policy
         self.sentiment = sentiment
         self._extensions = extensions
+        self._handlers = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Mark a command as in flight (see `close`)."""
+        self._handlers += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._handlers -= 1
+            if self._handlers == 0:
+                self._idle.set()
+
+    async def close(self) -> None:
+        """Shut down without dropping answers: let the core finish the batches it is running
+        (queued requests fail with a polite "restarting"), let the commands in flight deliver
+        their answers and log their rows, and only then close the Discord connection."""
+        if not self.is_closed():
+            await self.engine.aclose()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=15)
+            except asyncio.TimeoutError:
+                log.warning("closing with %d commands still in flight", self._handlers)
+        await super().close()
 
     async def setup_hook(self) -> None:
         for name in self._extensions:

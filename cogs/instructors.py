@@ -6,6 +6,8 @@ id, so one server's instructors can never read another server's rows.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
 
@@ -123,7 +125,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             await send_error(interaction, "The export is larger than Discord allows. Narrow it "
                                           "with `since` or `user`, or use `tlm-bot logs export`.")
             return
-        rows = max(0, text.count("\n") - 1)
+        # Not text.count("\n"): a student's input may itself hold line breaks.
+        rows = max(0, sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1)
         await staff_reply(self.bot, interaction, Reply(
             content=f"{rows} rows.", files=[(f"queries-{interaction.guild_id}.csv", data)],
             summary=f"{rows} rows"), command="logs export", options={"since": since})

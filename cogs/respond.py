@@ -51,7 +51,7 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
             except discord.HTTPException:
                 pass
         await interaction.followup.send(embeds=reply.embeds, ephemeral=True)
-    except discord.HTTPException:
+    except Exception:  # e.g. the HTTP session closing at shutdown: never a second failure
         log.warning("could not send an error to %s", interaction.user.id, exc_info=True)
 
 
@@ -91,7 +91,16 @@ def token_gone(exc: discord.HTTPException) -> bool:
     return isinstance(exc, discord.NotFound) or exc.status == 401 or exc.code == 50027
 
 
-async def answer(
+async def answer(bot: TLMBot, interaction: discord.Interaction, **how: Any) -> None:
+    """Run one student command end to end (see the module docstring and `_answer`).
+
+    The bot counts it as in flight, so a shutdown delivers it before closing the connection.
+    """
+    with bot.handling():
+        await _answer(bot, interaction, **how)
+
+
+async def _answer(
     bot: TLMBot,
     interaction: discord.Interaction,
     *,
@@ -103,7 +112,6 @@ async def answer(
     validate: Callable[[], object] | None = None,
     model_state: Callable[[], tuple[str, LoadState]] | None = None,
 ) -> None:
-    """Run one student command end to end (see the module docstring)."""
     started = time.perf_counter()
     row: dict[str, Any] = dict(status="ok")
     result: Any = None

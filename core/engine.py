@@ -190,7 +190,8 @@ class _Lane:
 
     def put(self, request: Any, task: Task) -> asyncio.Future:
         config = self.engine.config.engine
-        if len(self.pending) >= config.queue_size:
+        # Callers that went away (cancelled, timed out) no longer hold a place in the queue.
+        if sum(1 for p in self.pending if not p.future.done()) >= config.queue_size:
             raise Overloaded(
                 "The bot is very busy right now. Please try again in a moment."
             )

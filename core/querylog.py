@@ -2,8 +2,8 @@
 
 Durability promise: when `QueryLog.record` returns True, the row is committed with
 ``synchronous=FULL`` — it survives a crash or power loss from that moment on. Cogs await
-`record` before (or while) sending the answer, so a student never sees an answer whose row
-could still be lost.
+`record` right after sending the answer (`cogs.respond`), so a ``kill -9`` loses only rows
+whose commit was still running: answers sent in the last ~0.1 s (tests/test_durability.py).
 
 Cost: one fsync per commit would cap us at a few hundred rows a second on a slow disk, so writes
 use group commit. `record` only queues its row and awaits a future; one writer task takes
