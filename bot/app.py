@@ -70,7 +70,8 @@ async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIt
                 await engine.aclose()
 
 
-def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS) -> TLMBot:
+def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
+             **options: float) -> TLMBot:
     return TLMBot(
         services.config,
         engine=services.engine,
@@ -79,6 +80,7 @@ def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS) -> TLMB
         policy=services.policy,
         sentiment=services.sentiment,
         extensions=extensions,
+        **options,
     )
 
 

@@ -144,6 +144,7 @@ class TLMBot(commands.Bot):
         policy: Policy,
         sentiment: SentimentService,
         extensions: Sequence[str] = EXTENSIONS,
+        guild_ready_timeout: float = 2.0,
     ) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channels and roles for rules; slash commands need nothing else
@@ -154,6 +155,7 @@ class TLMBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             owner_ids=set(config.discord.owner_ids) or None,
             help_command=None,
+            guild_ready_timeout=guild_ready_timeout,
         )
         self.config = config
         self.engine = engine
