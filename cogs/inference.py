@@ -8,7 +8,7 @@ the core validates again because a raw API call can send anything.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -21,7 +21,7 @@ from cogs.render import (
     render_tokens,
     render_tokens_compare,
 )
-from cogs.respond import answer
+from cogs.respond import answer, answer_request
 from core.tasks.fill_mask import FillMaskRequest
 from core.tasks.generate import MAX_TOP_K, GenerateRequest
 from core.tasks.qa import QARequest
@@ -40,25 +40,13 @@ class Inference(commands.Cog):
     def __init__(self, bot: TLMBot) -> None:
         self.bot = bot
 
-    async def _run(self, interaction: discord.Interaction, command: str, request: Any,
-                   render, input_text: str, options: dict[str, Any]) -> None:
-        engine = self.bot.engine
-
-        def state():
-            status = engine.status(request)
-            return status.model_id, status.state
-
-        await answer(
-            self.bot, interaction, command=command, options=options, input_text=input_text,
-            validate=lambda: engine.validate(request),
-            model_state=state,
-            run=lambda: engine.submit(request),
-            render=render,
-        )
-
     @app_commands.command(name="mask")
-    async def mask(self, interaction: discord.Interaction, text: TEXT,
-                   top_k: app_commands.Range[int, 1, 10] = 5) -> None:
+    async def mask(
+        self,
+        interaction: discord.Interaction,
+        text: TEXT,
+        top_k: app_commands.Range[int, 1, 10] = 5,
+    ) -> None:
         """Ask DistilBERT which words fit a [MASK].
 
         Parameters
@@ -66,12 +54,20 @@ class Inference(commands.Cog):
         text: A sentence with one [MASK], e.g. "Paris is the [MASK] of France."
         top_k: How many candidate words to show (1-10).
         """
-        await self._run(interaction, "mask", FillMaskRequest(text, top_k), render_fill_mask,
-                        text, {"top_k": top_k})
+        await answer_request(
+            self.bot,
+            interaction,
+            "mask",
+            FillMaskRequest(text, top_k),
+            render_fill_mask,
+            text,
+            {"top_k": top_k},
+        )
 
     @app_commands.command(name="qa")
-    async def qa(self, interaction: discord.Interaction, question: QUESTION,
-                 context: CONTEXT) -> None:
+    async def qa(
+        self, interaction: discord.Interaction, question: QUESTION, context: CONTEXT
+    ) -> None:
         """Find the answer to a question inside a text you give.
 
         Parameters
@@ -79,8 +75,15 @@ class Inference(commands.Cog):
         question: What you want to know, e.g. "What is the capital of France?"
         context: The text that contains the answer.
         """
-        await self._run(interaction, "qa", QARequest(question, context), render_qa,
-                        f"{question}\n---\n{context}", {})
+        await answer_request(
+            self.bot,
+            interaction,
+            "qa",
+            QARequest(question, context),
+            render_qa,
+            f"{question}\n---\n{context}",
+            {},
+        )
 
     @app_commands.command(name="generate")
     async def generate(
@@ -107,18 +110,39 @@ class Inference(commands.Cog):
         seed: Set a number to get the same text again.
         """
         request = GenerateRequest(
-            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-            top_p=top_p, num_return_sequences=num_return_sequences, seed=seed,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            num_return_sequences=num_return_sequences,
+            seed=seed,
         )
         options = {
-            "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
-            "top_p": top_p, "num_return_sequences": num_return_sequences, "seed": seed,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "num_return_sequences": num_return_sequences,
+            "seed": seed,
         }
-        await self._run(interaction, "generate", request, render_generate, prompt, options)
+        await answer_request(
+            self.bot,
+            interaction,
+            "generate",
+            request,
+            render_generate,
+            prompt,
+            options,
+        )
 
     @app_commands.command(name="tokens")
-    async def tokens(self, interaction: discord.Interaction, text: TEXT,
-                     model: Literal["wordpiece", "bpe", "compare"] = "wordpiece") -> None:
+    async def tokens(
+        self,
+        interaction: discord.Interaction,
+        text: TEXT,
+        model: Literal["wordpiece", "bpe", "compare"] = "wordpiece",
+    ) -> None:
         """See how a model cuts text into tokens.
 
         Parameters
@@ -127,8 +151,15 @@ class Inference(commands.Cog):
         model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (Ġ = space).
         """
         if model != "compare":
-            await self._run(interaction, "tokens", TokensRequest(text, model), render_tokens,
-                            text, {"model": model})
+            await answer_request(
+                self.bot,
+                interaction,
+                "tokens",
+                TokensRequest(text, model),
+                render_tokens,
+                text,
+                {"model": model},
+            )
             return
         engine = self.bot.engine
         wordpiece, bpe = TokensRequest(text, "wordpiece"), TokensRequest(text, "bpe")
@@ -137,8 +168,13 @@ class Inference(commands.Cog):
             return await asyncio.gather(engine.submit(wordpiece), engine.submit(bpe))
 
         await answer(
-            self.bot, interaction, command="tokens", options={"model": model}, input_text=text,
-            validate=lambda: engine.validate(wordpiece), run=both,
+            self.bot,
+            interaction,
+            command="tokens",
+            options={"model": model},
+            input_text=text,
+            validate=lambda: engine.validate(wordpiece),
+            run=both,
             render=lambda pair: render_tokens_compare(*pair),
         )
 

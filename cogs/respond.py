@@ -100,6 +100,29 @@ async def answer(bot: TLMBot, interaction: discord.Interaction, **how: Any) -> N
         await _answer(bot, interaction, **how)
 
 
+async def answer_request(
+    bot: TLMBot,
+    interaction: discord.Interaction,
+    command: str,
+    request: Any,
+    render: Callable[[Any], Reply],
+    input_text: str,
+    options: Mapping[str, Any],
+) -> None:
+    """`answer` for the common case: one request to the inference engine."""
+    engine = bot.engine
+
+    def state() -> tuple[str, LoadState]:
+        status = engine.status(request)
+        return status.model_id, status.state
+
+    await answer(
+        bot, interaction, command=command, options=options, input_text=input_text,
+        validate=lambda: engine.validate(request), model_state=state,
+        run=lambda: engine.submit(request), render=render,
+    )
+
+
 async def _answer(
     bot: TLMBot,
     interaction: discord.Interaction,

@@ -6,14 +6,14 @@ loop; this cog only maps options to requests, like `cogs.inference`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from cogs.render import render_attention, render_contextsim, render_maskpair, render_nexttoken
-from cogs.respond import answer
+from cogs.respond import answer_request
 from core.tasks.attention import AttentionRequest
 from core.tasks.contextsim import ContextSimRequest
 from core.tasks.generate import MAX_TOP_K
@@ -30,25 +30,15 @@ class Teaching(commands.Cog):
     def __init__(self, bot: TLMBot) -> None:
         self.bot = bot
 
-    async def _run(self, interaction: discord.Interaction, command: str, request: Any, render,
-                   input_text: str, options: dict[str, Any]) -> None:
-        engine = self.bot.engine
-
-        def state():
-            status = engine.status(request)
-            return status.model_id, status.state
-
-        await answer(
-            self.bot, interaction, command=command, options=options, input_text=input_text,
-            validate=lambda: engine.validate(request), model_state=state,
-            run=lambda: engine.submit(request), render=render,
-        )
-
     @app_commands.command(name="attention")
-    async def attention(self, interaction: discord.Interaction, text: SENTENCE,
-                        model: Literal["distilbert", "gpt2"] = "distilbert",
-                        layer: app_commands.Range[int, 1, 48] | None = None,
-                        head: app_commands.Range[int, 1, 64] | None = None) -> None:
+    async def attention(
+        self,
+        interaction: discord.Interaction,
+        text: SENTENCE,
+        model: Literal["distilbert", "gpt2"] = "distilbert",
+        layer: app_commands.Range[int, 1, 48] | None = None,
+        head: app_commands.Range[int, 1, 64] | None = None,
+    ) -> None:
         """Draw where each token looks: one attention head as a heatmap.
 
         Parameters
@@ -58,15 +48,27 @@ class Teaching(commands.Cog):
         layer: Which layer (default: the last).
         head: Which head (default: the average of all heads).
         """
-        request = AttentionRequest(text, "mask" if model == "distilbert" else "generate",
-                                   layer, head)
-        await self._run(interaction, "attention", request, render_attention, text,
-                        {"model": model, "layer": layer, "head": head})
+        request = AttentionRequest(
+            text, "mask" if model == "distilbert" else "generate", layer, head
+        )
+        await answer_request(
+            self.bot,
+            interaction,
+            "attention",
+            request,
+            render_attention,
+            text,
+            {"model": model, "layer": layer, "head": head},
+        )
 
     @app_commands.command(name="contextsim")
-    async def contextsim(self, interaction: discord.Interaction,
-                         word: app_commands.Range[str, 1, 40], sentence_a: SENTENCE,
-                         sentence_b: SENTENCE) -> None:
+    async def contextsim(
+        self,
+        interaction: discord.Interaction,
+        word: app_commands.Range[str, 1, 40],
+        sentence_a: SENTENCE,
+        sentence_b: SENTENCE,
+    ) -> None:
         """Compare a word's vector in two sentences, layer by layer.
 
         Parameters
@@ -76,13 +78,25 @@ class Teaching(commands.Cog):
         sentence_b: e.g. "I took money out of the bank."
         """
         request = ContextSimRequest(word, sentence_a, sentence_b)
-        await self._run(interaction, "contextsim", request, render_contextsim,
-                        f"{word}\n{sentence_a}\n{sentence_b}", {})
+        await answer_request(
+            self.bot,
+            interaction,
+            "contextsim",
+            request,
+            render_contextsim,
+            f"{word}\n{sentence_a}\n{sentence_b}",
+            {},
+        )
 
     @app_commands.command(name="maskpair")
-    async def maskpair(self, interaction: discord.Interaction, sentence_a: SENTENCE,
-                       sentence_b: SENTENCE, top_k: app_commands.Range[int, 1, 10] = 5,
-                       targets: app_commands.Range[str, 1, 200] | None = None) -> None:
+    async def maskpair(
+        self,
+        interaction: discord.Interaction,
+        sentence_a: SENTENCE,
+        sentence_b: SENTENCE,
+        top_k: app_commands.Range[int, 1, 10] = 5,
+        targets: app_commands.Range[str, 1, 200] | None = None,
+    ) -> None:
         """Two masked sentences side by side, e.g. to probe bias.
 
         Parameters
@@ -93,15 +107,25 @@ class Teaching(commands.Cog):
         targets: Words to always compare, separated by commas, e.g. "nurse, doctor".
         """
         request = MaskPairRequest(sentence_a, sentence_b, top_k, targets or ())
-        await self._run(interaction, "maskpair", request, render_maskpair,
-                        f"{sentence_a}\n{sentence_b}", {"top_k": top_k, "targets": targets})
+        await answer_request(
+            self.bot,
+            interaction,
+            "maskpair",
+            request,
+            render_maskpair,
+            f"{sentence_a}\n{sentence_b}",
+            {"top_k": top_k, "targets": targets},
+        )
 
     @app_commands.command(name="nexttoken")
-    async def nexttoken(self, interaction: discord.Interaction,
-                        prompt: app_commands.Range[str, 1, 1000],
-                        temperature: app_commands.Range[float, 0.0, 2.0] = 1.0,
-                        top_k: app_commands.Range[int, 1, MAX_TOP_K] = 50,
-                        top_p: app_commands.Range[float, 0.01, 1.0] = 1.0) -> None:
+    async def nexttoken(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1000],
+        temperature: app_commands.Range[float, 0.0, 2.0] = 1.0,
+        top_k: app_commands.Range[int, 1, MAX_TOP_K] = 50,
+        top_p: app_commands.Range[float, 0.01, 1.0] = 1.0,
+    ) -> None:
         """See GPT-2's next-token odds, before and after temperature, top-k and top-p.
 
         Parameters
@@ -112,8 +136,15 @@ class Teaching(commands.Cog):
         top_p: Keep the likeliest tokens until they reach this probability.
         """
         request = NextTokenRequest(prompt, temperature, top_k, top_p)
-        await self._run(interaction, "nexttoken", request, render_nexttoken, prompt,
-                        {"temperature": temperature, "top_k": top_k, "top_p": top_p})
+        await answer_request(
+            self.bot,
+            interaction,
+            "nexttoken",
+            request,
+            render_nexttoken,
+            prompt,
+            {"temperature": temperature, "top_k": top_k, "top_p": top_p},
+        )
 
 
 async def setup(bot: TLMBot) -> None:
