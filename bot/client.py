@@ -17,6 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.render import safe
 from cogs.respond import APOLOGY, send_error
 from core.config import Config
 from core.engine import InferenceEngine
@@ -114,7 +115,7 @@ class TLMTree(app_commands.CommandTree):
         elif isinstance(error, app_commands.TransformerError):
             message, status, code = (
                 "That value doesn't fit this option: "
-                + discord.utils.escape_mentions(str(error.value))[:100],
+                + safe(str(error.value), 100),
                 "user_error", "bad_option",
             )
         else:

@@ -75,9 +75,20 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", text.replace("\r\n", "\n"))
 
 
+_MENTION = re.compile(r"@(?=everyone|here|[!&]?\d)")
+
+
+def defuse_mentions(text: str) -> str:
+    """`@everyone`, `@here`, `<@123>`, `<@&123>` with a zero-width space after the `@`.
+
+    Stricter than `discord.utils.escape_mentions`, which only touches ids of 17-20 digits.
+    """
+    return _MENTION.sub("@\u200b", text)
+
+
 def safe(text: str, limit: int | None = None) -> str:
     """Untrusted text as inline markdown: no mentions, no formatting, within `limit`."""
-    text = discord.utils.escape_mentions(printable(text))
+    text = defuse_mentions(printable(text))
     text = discord.utils.escape_markdown(text)
     return clip(text, limit) if limit else text
 
@@ -86,7 +97,7 @@ def code(text: str, limit: int, lang: str = "") -> str:
     """Untrusted text in a code block that it cannot break out of."""
     # No two backticks may touch: replacing "```" alone turns "`````" into "`\u200b`\u200b```".
     body = re.sub("`(?=`)", "`\u200b", printable(text))
-    body = discord.utils.escape_mentions(body)
+    body = defuse_mentions(body)
     overhead = len(lang) + 8
     return f"```{lang}\n{clip(body, limit - overhead)}\n```"
 

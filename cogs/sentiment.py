@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 from discord.ext import commands
-from discord.utils import escape_mentions
 
 from cogs.render import COLOUR, Reply, bar, clip, code, footer, safe
 from cogs.respond import answer, send_error
@@ -36,7 +35,7 @@ def render_sentiment(result: SentimentResult) -> Reply:
         for name, p in zip(result.label_names, result.probabilities)
     ]
     embed = discord.Embed(
-        title=clip(f"{escape_mentions(result.label)} ({result.probability:.0%})", 256),
+        title=clip(f"{safe(result.label, 60)} ({result.probability:.0%})", 256),
         description=clip(safe(result.text, 1500) + "\n\n" + "\n".join(lines), 4000),
         colour=COLOUR,
     )
