@@ -295,7 +295,8 @@ def _run_batch(loop: asyncio.AbstractEventLoop, model: LoadedModel, batch: list[
     task = batch[0].task
     with torch.inference_mode():
         try:
-            task.run_batch(model, [item.request for item in batch], deliver(list(range(len(batch)))))
+            everyone = deliver(list(range(len(batch))))
+            task.run_batch(model, [item.request for item in batch], everyone)
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("%s failed for one request", task.name)

@@ -39,7 +39,9 @@ async def main() -> None:
                                     "qa": str(tiny.qa), "generate": str(tiny.causal_lm),
                                     "load_at_start": False}})
     async with InferenceEngine(real) as engine:
-        attention = await engine.submit(AttentionRequest("the cat sat on the mat because it was tired."))
+        attention = await engine.submit(
+            AttentionRequest("the cat sat on the mat because it was tired.")
+        )
         similarity = await engine.submit(ContextSimRequest(
             "bank", "we sat on the bank of the river.", "i took money out of the bank."))
     toy = parse_config({"models": {"mask": str(tiny.masked_lm), "features": str(tiny.masked_lm),

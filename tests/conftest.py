@@ -60,4 +60,5 @@ async def engine(tiny_config: Config) -> AsyncIterator[InferenceEngine]:
 
 
 def with_engine(config: Config, **engine_overrides: object) -> Config:
-    return dataclasses.replace(config, engine=dataclasses.replace(config.engine, **engine_overrides))
+    engine = dataclasses.replace(config.engine, **engine_overrides)
+    return dataclasses.replace(config, engine=engine)

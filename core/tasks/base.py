@@ -89,7 +89,9 @@ def clean_text(text: str, *, what: str, max_chars: int) -> str:
     return text
 
 
-def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+def check_range(
+    name: str, value: float, low: float, high: float, *, low_open: bool = False
+) -> None:
     ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["

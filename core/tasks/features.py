@@ -18,6 +18,7 @@ from core.config import ModelSpec
 from core.errors import InvalidInput
 from core.models import Head, LoadedModel
 from core.tasks.base import Emit, Task, Timings, clean_text
+from core.tasks.padding import hidden_by_length
 
 Pooling = Literal["cls", "mean"]
 
@@ -51,7 +52,9 @@ class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         return FeaturesRequest(text, request.pooling)
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[FeaturesRequest], emit: Emit) -> None:
+    def run_batch(
+        self, model: LoadedModel, requests: Sequence[FeaturesRequest], emit: Emit
+    ) -> None:
         tokenizer = model.tokenizer
         texts = [r.text for r in requests]
         lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
@@ -59,9 +62,9 @@ class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
             texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt"
         )
         encoder = model.module(Head.ENCODER)
-        hidden = encoder(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state.float()
+        hidden = hidden_by_length(  # rows of similar length share a forward
+            encoder, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
+        ).float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         cls = hidden[:, 0]

@@ -18,6 +18,7 @@ from core.config import ModelSpec
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head, LoadedModel
 from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.tasks.padding import hidden_by_length
 
 #: What students type for the mask; normalised to the model's own mask token.
 _MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>", re.IGNORECASE)
@@ -67,7 +68,9 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
             )
         return FillMaskRequest(text, int(request.top_k))
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[FillMaskRequest], emit: Emit) -> None:
+    def run_batch(
+        self, model: LoadedModel, requests: Sequence[FillMaskRequest], emit: Emit
+    ) -> None:
         tokenizer = model.tokenizer
         mask_token = tokenizer.mask_token
         texts = [_MASK_SPELLINGS.sub(mask_token, r.text) for r in requests]
@@ -85,9 +88,9 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
         batch = tokenizer([texts[i] for i in rows], padding=True, return_tensors="pt")
         positions = (batch["input_ids"] == tokenizer.mask_token_id).nonzero()
         mlm = model.module(Head.MASKED_LM)
-        hidden = mlm.base_model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
+        hidden = hidden_by_length(  # rows of similar length share a forward
+            mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
+        )
         logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
         probs = logits.float().softmax(dim=-1)
         top_k = max(requests[i].top_k for i in rows)

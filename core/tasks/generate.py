@@ -89,7 +89,9 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
             greedy=bool(request.greedy),
         )
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[GenerateRequest], emit: Emit) -> None:
+    def run_batch(
+        self, model: LoadedModel, requests: Sequence[GenerateRequest], emit: Emit
+    ) -> None:
         tokenizer = model.tokenizer
         prompts = tokenizer([r.prompt for r in requests])["input_ids"]
         rows: list[_Row] = []

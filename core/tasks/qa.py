@@ -19,6 +19,7 @@ from core.config import ModelSpec
 from core.errors import InputTooLong
 from core.models import Head, LoadedModel
 from core.tasks.base import Emit, Task, Timings, clean_text
+from core.tasks.padding import length_slices
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class QATask(Task[QARequest, QAResult]):
         question = clean_text(
             request.question, what="question", max_chars=self.limits.max_question_chars
         )
-        context = clean_text(request.context, what="context", max_chars=self.limits.max_context_chars)
+        context = clean_text(
+            request.context, what="context", max_chars=self.limits.max_context_chars
+        )
         return QARequest(question, context)
 
     def run_batch(self, model: LoadedModel, requests: Sequence[QARequest], emit: Emit) -> None:
@@ -151,41 +154,10 @@ def _forward_by_length(
     one padded batch ran *slower* than one by one, and ~1.4x faster split by length. Positions
     a group does not compute stay 0; they are padding, which `_best_span` never considers.
     """
-    lengths = attention_mask.sum(-1).tolist()
     starts = torch.zeros(input_ids.shape, dtype=torch.float32)
     ends = torch.zeros(input_ids.shape, dtype=torch.float32)
-    for group in length_groups(lengths):
-        index = torch.tensor(group)
-        width = max(lengths[i] for i in group)
-        right = padding_side == "right"
-        cols = slice(0, width) if right else slice(input_ids.shape[1] - width, None)
+    for index, cols in length_slices(attention_mask, padding_side):
         out = qa(input_ids=input_ids[index, cols], attention_mask=attention_mask[index, cols])
         starts[index, cols] = out.start_logits.float()
         ends[index, cols] = out.end_logits.float()
     return starts, ends
-
-
-def length_groups(lengths: Sequence[int], *, overhead: int = 64) -> list[list[int]]:
-    """Split rows into sub-batches of similar length; each row index appears once.
-
-    Cost model: a padded forward does about `rows x longest` token positions of work plus a
-    fixed cost per forward (streaming the weights: roughly 64 positions' worth on the 2-core
-    target). Rows sorted by length are cut where another forward is cheaper than the padding it
-    saves (an exact minimum, by dynamic programming over the sorted order; n <= a few dozen).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    n = len(order)
-    best = [0.0] + [float("inf")] * n
-    cut = [0] * (n + 1)
-    for end in range(1, n + 1):
-        longest = lengths[order[end - 1]]
-        for start in range(end):
-            cost = best[start] + overhead + (end - start) * longest
-            if cost < best[end]:
-                best[end], cut[end] = cost, start
-    groups: list[list[int]] = []
-    end = n
-    while end > 0:
-        groups.append(order[cut[end]:end])
-        end = cut[end]
-    return groups[::-1]

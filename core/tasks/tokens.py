@@ -87,7 +87,8 @@ class TokensTask(Task[TokensRequest, TokensResult]):
 
 def _algorithm(tokenizer) -> str:
     model_type = type(tokenizer.backend_tokenizer.model).__name__
-    return {"WordPiece": "WordPiece", "BPE": "BPE", "Unigram": "Unigram"}.get(model_type, model_type)
+    known = {"WordPiece": "WordPiece", "BPE": "BPE", "Unigram": "Unigram"}
+    return known.get(model_type, model_type)
 
 
 def _token(tokenizer, algorithm: str, token_id: int, piece: str, special: bool, span) -> Token:
