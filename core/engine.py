@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import threading
 import time
 from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -112,7 +114,7 @@ class InferenceEngine:
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.engine.workers,
             thread_name_prefix="tlm-worker",
-            initializer=_set_torch_threads,
+            initializer=_start_worker,
             initargs=(threads,),
         )
         if self.config.models.load_at_start:
@@ -340,6 +342,19 @@ def _set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _start_worker(threads: int) -> None:
+    """A worker thread: its torch threads, and a lower CPU priority than the event loop.
+
+    With both cores busy in torch, the loop thread otherwise waits for a core like any other
+    thread; a nicer worker lets the scheduler run the loop first (Linux: per-thread nice).
+    """
+    _set_torch_threads(threads)
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
+    except (AttributeError, OSError):  # not Linux, or not permitted: only slower to react
+        pass
 
 
 __all__ = ["InferenceEngine", "ModelStatus", "TASK_TYPES", "UserError"]
