@@ -91,7 +91,7 @@ class InferenceEngine:
             needs[spec].add(head)
         self.registry = ModelRegistry(dict(needs))
         self._pool: ThreadPoolExecutor | None = None
-        self._lanes: dict[ModelSpec, _Lane] = {}
+        self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
         self._closed = False
 
     def _task_models(self) -> list[tuple[ModelSpec, Head]]:
@@ -147,9 +147,10 @@ class InferenceEngine:
             raise ModelUnavailable(
                 f"The model `{spec}` is not available: {self.registry.error(spec)}"
             )
-        lane = self._lanes.get(spec)
+        key = (spec, task.name if task.own_lane else None)
+        lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[spec] = _Lane(self, spec)
+            lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
         future = lane.put(request, task)
         timeout = self.config.engine.request_timeout_s if timeout is None else timeout
         try:
@@ -182,9 +183,13 @@ class InferenceEngine:
 class _Lane:
     """One model's bounded queue and the batcher that drains it, one batch at a time."""
 
-    def __init__(self, engine: InferenceEngine, spec: ModelSpec) -> None:
+    def __init__(self, engine: InferenceEngine, spec: ModelSpec, *, own_tokenizer: bool = False
+                 ) -> None:
         self.engine = engine
         self.spec = spec
+        #: A lane beside the model's main lane must not share its tokenizer: a fast tokenizer
+        #: used from two threads at once fails ("Already borrowed") when one of them pads.
+        self.own_tokenizer = own_tokenizer
         self.pending: collections.deque[_Pending] = collections.deque()
         self.wakeup = asyncio.Event()
         self.closing = False
@@ -228,6 +233,8 @@ class _Lane:
                 except ModelUnavailable as exc:
                     self.fail_queued(exc)
                     break
+                if self.own_tokenizer:
+                    model = model.with_own_tokenizer()
                 if not self.pending:  # emptied by aclose while the model was loading
                     break
                 batch = await self._collect()

@@ -12,6 +12,7 @@ callers await `ModelRegistry.get`, which waits for a load in progress instead of
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import gc
 import logging
@@ -66,6 +67,15 @@ class LoadedModel:
     tokenizer: Any
     modules: dict[Head, Any] = field(default_factory=dict)
     load_seconds: float = 0.0
+    _tokenizer_view: LoadedModel | None = field(default=None, repr=False, compare=False)
+
+    def with_own_tokenizer(self) -> LoadedModel:
+        """The same modules with a private copy of the tokenizer (made once, then reused)."""
+        if self._tokenizer_view is None:
+            self._tokenizer_view = LoadedModel(
+                self.spec, copy.deepcopy(self.tokenizer), self.modules, self.load_seconds
+            )
+        return self._tokenizer_view
 
     def module(self, head: Head) -> Any:
         if head in self.modules:

@@ -123,7 +123,7 @@ async def test_cancelled_caller_in_flight_does_not_hurt_its_batch(engine):
     await engine.submit(GenerateRequest("Hello", max_new_tokens=1))
     requests = [_long_generate(seed=s, num_return_sequences=2) for s in range(4)]
     callers = [asyncio.create_task(engine.submit(r)) for r in requests]
-    await _wait_until(lambda: not any(engine._lanes[engine.task_for(r).spec(r)].pending
+    await _wait_until(lambda: not any(engine._lanes[(engine.task_for(r).spec(r), None)].pending
                                       for r in requests))
     await asyncio.sleep(0.01)  # decoding has started
     callers[0].cancel()
@@ -177,7 +177,7 @@ async def test_model_that_fails_to_load(tiny_config, tmp_path: Path, caplog):
             await engine.submit(question)
         assert time.perf_counter() - started < 0.05
         assert status.error in again.value.message
-        assert not engine._lanes[missing].pending
+        assert not engine._lanes[(missing, None)].pending
     assert any("could not load" in r.getMessage() for r in caplog.records)
 
 
@@ -225,7 +225,7 @@ async def test_aclose_finishes_the_batch_in_flight_and_fails_the_queue(tiny_conf
     await engine.submit(GenerateRequest("Hello", max_new_tokens=1))
     requests = [_long_generate(seed=s) for s in range(5)]
     callers = [asyncio.create_task(engine.submit(r)) for r in requests]
-    lane = engine._lanes[tiny_config.models.generate]
+    lane = engine._lanes[(tiny_config.models.generate, None)]
     await _wait_until(lambda: len(lane.pending) == 4)  # the first is in a worker now
     await engine.aclose()
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
@@ -384,3 +384,17 @@ async def test_event_loop_stays_responsive_during_a_big_generate_batch(engine):
     assert max(r.timings.batch_size for r in results) == 16
     assert len(gaps) > 5
     assert max(gaps) < 0.25, f"event loop blocked for {max(gaps) * 1000:.0f} ms"
+
+
+async def test_tokens_do_not_wait_behind_the_model_s_forward_passes(engine):
+    """/tokens has a lane (and a tokenizer copy) of its own, so a long generation on the same
+    model does not hold it up, and sharing the model's tokenizer across threads is avoided."""
+    generating = asyncio.gather(*(
+        engine.submit(GenerateRequest(f"Story {i}", max_new_tokens=100, temperature=0))
+        for i in range(8)
+    ))
+    await asyncio.sleep(0.05)  # the generation batch is running now
+    pieces = await engine.submit(TokensRequest("Tokenization while busy", "bpe"))
+    assert not generating.done()
+    assert pieces.tokens and pieces.timings.queued_ms < 1000
+    await generating

@@ -45,6 +45,9 @@ class Task(Generic[Req, Res]):
     name: ClassVar[str]
     head: ClassVar[Head]
     request_type: ClassVar[type]
+    #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
+    #: that waiting behind a forward pass would cost it 100x its own time.
+    own_lane: ClassVar[bool] = False
 
     def __init__(self, models: ModelsConfig, limits: LimitsConfig) -> None:
         self.models = models

@@ -53,6 +53,7 @@ class TokensTask(Task[TokensRequest, TokensResult]):
     name = "tokens"
     head = Head.TOKENIZER
     request_type = TokensRequest
+    own_lane = True  # ~1 ms of work; measured 110-320 ms p50 when queued behind /mask forwards
 
     def spec(self, request: TokensRequest) -> ModelSpec:
         return self.models.mask if request.tokenizer == "wordpiece" else self.models.generate
