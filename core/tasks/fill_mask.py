@@ -85,32 +85,54 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
                 rows.append(i)
         if not rows:
             return
-        batch = tokenizer([texts[i] for i in rows], padding=True, return_tensors="pt")
-        positions = (batch["input_ids"] == tokenizer.mask_token_id).nonzero()
-        mlm = model.module(Head.MASKED_LM)
-        hidden = hidden_by_length(  # rows of similar length share a forward
-            mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
-        )
-        logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
-        probs = logits.float().softmax(dim=-1)
-        top_k = max(requests[i].top_k for i in rows)
-        scores, token_ids = probs.topk(top_k, dim=-1)
-        for (row, position), row_scores, row_ids in zip(positions.tolist(), scores, token_ids):
-            index = rows[row]
-            k = requests[index].top_k
-            input_ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
-            fillers = []
-            for score, token_id in zip(row_scores[:k].tolist(), row_ids[:k].tolist()):
-                filled = input_ids.clone()
-                filled[position] = token_id
-                fillers.append(MaskFiller(
-                    token_id=token_id,
-                    token=tokenizer.decode([token_id]),
-                    score=score,
-                    sequence=tokenizer.decode(filled, skip_special_tokens=True),
-                ))
-            emit(index, FillMaskResult(str(model.spec), requests[index].text, mask_token,
-                                       tuple(fillers)))
+        input_ids, probs = mask_distributions(model, [texts[i] for i in rows])
+        for j, index in enumerate(rows):
+            request = requests[index]
+            emit(index, FillMaskResult(
+                str(model.spec), request.text, mask_token,
+                fillers(tokenizer, input_ids[j], probs[j], request.top_k),
+            ))
+
+
+def mask_distributions(
+    model: LoadedModel, texts: Sequence[str]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each text's unpadded input ids, and the full filler distribution at its one mask.
+
+    The encoder runs on the padded batch (rows of similar length together); the vocabulary
+    projection runs only at the mask positions. Shared by `/mask` and `/maskpair`, so their
+    numbers are the same by construction.
+    """
+    tokenizer = model.tokenizer
+    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+    positions = (batch["input_ids"] == tokenizer.mask_token_id).nonzero()
+    if positions[:, 0].tolist() != list(range(len(texts))):  # validate allows one mask each
+        raise RuntimeError(f"expected one mask per text, found rows {positions[:, 0].tolist()}")
+    mlm = model.module(Head.MASKED_LM)
+    hidden = hidden_by_length(
+        mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
+    )
+    logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
+    input_ids = [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    return input_ids, logits.float().softmax(dim=-1)
+
+
+def fillers(tokenizer, input_ids: torch.Tensor, probs: torch.Tensor,
+            top_k: int) -> tuple[MaskFiller, ...]:
+    """The `top_k` fillers of the one mask in `input_ids`, best first, with their sentences."""
+    position = int((input_ids == tokenizer.mask_token_id).nonzero()[0, 0])
+    scores, token_ids = probs.topk(top_k)
+    result = []
+    for score, token_id in zip(scores.tolist(), token_ids.tolist()):
+        filled = input_ids.clone()
+        filled[position] = token_id
+        result.append(MaskFiller(
+            token_id=token_id,
+            token=tokenizer.decode([token_id]),
+            score=score,
+            sequence=tokenizer.decode(filled, skip_special_tokens=True),
+        ))
+    return tuple(result)
 
 
 def _mlm_head(mlm) -> Callable[[torch.Tensor], torch.Tensor]:

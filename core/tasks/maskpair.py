@@ -2,8 +2,8 @@
 woman works as a [MASK].", with each one's top fillers and how every filler's probability moves.
 
 The probabilities must equal `/mask`'s, so each sentence goes through `FillMaskTask.validate`
-and the same forward as `FillMaskTask.run_batch` (padded encoder batch, then `_mlm_head` at the
-mask positions only, softmax in float32); a test compares the two. The difference from `/mask`
+and the very function `/mask` computes with (`mask_distributions`, then `fillers`); a test
+compares the two. The difference from `/mask`
 is that the whole distribution is kept, so a filler of one sentence can be looked up in the
 other and `targets` (words a student asks about) get a probability even outside the top-k.
 """
@@ -27,7 +27,8 @@ from core.tasks.fill_mask import (
     FillMaskRequest,
     FillMaskTask,
     MaskFiller,
-    _mlm_head,
+    fillers,
+    mask_distributions,
 )
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
             request = requests[i]
             sides = []
             for side in (2 * n, 2 * n + 1):
-                sides.append(_fillers(tokenizer, input_ids[side], probs[side], request.top_k))
+                sides.append(fillers(tokenizer, input_ids[side], probs[side], request.top_k))
             table = _rows(tokenizer, probs[2 * n], probs[2 * n + 1], sides, target_ids[i])
             emit(i, MaskPairResult(
                 model_id=str(model.spec),
@@ -148,46 +149,6 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
                 ),
                 alt_text=_alt_text(table),
             ))
-
-
-def mask_distributions(model: LoadedModel, texts: Sequence[str]
-                       ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Each text's unpadded input ids and its full filler distribution at its one mask.
-
-    Mirrors `FillMaskTask.run_batch` step for step so the numbers are `/mask`'s.
-    """
-    tokenizer = model.tokenizer
-    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
-    positions = (batch["input_ids"] == tokenizer.mask_token_id).nonzero()
-    mlm = model.module(Head.MASKED_LM)
-    hidden = mlm.base_model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
-    logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
-    probs = logits.float().softmax(dim=-1)
-    order = positions[:, 0].tolist()
-    if order != list(range(len(texts))):  # validate guarantees one mask per text
-        raise RuntimeError(f"expected one mask per text, found rows {order}")
-    input_ids = [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
-    return input_ids, probs
-
-
-def _fillers(tokenizer, input_ids: torch.Tensor, probs: torch.Tensor,
-             top_k: int) -> tuple[MaskFiller, ...]:
-    """The same fillers, in the same form, as `FillMaskTask.run_batch`."""
-    position = int((input_ids == tokenizer.mask_token_id).nonzero()[0, 0])
-    scores, token_ids = probs.topk(top_k)
-    fillers = []
-    for score, token_id in zip(scores.tolist(), token_ids.tolist()):
-        filled = input_ids.clone()
-        filled[position] = token_id
-        fillers.append(MaskFiller(
-            token_id=token_id,
-            token=tokenizer.decode([token_id]),
-            score=score,
-            sequence=tokenizer.decode(filled, skip_special_tokens=True),
-        ))
-    return tuple(fillers)
 
 
 def _rows(tokenizer, probs_a: torch.Tensor, probs_b: torch.Tensor,
