@@ -256,6 +256,7 @@ VARIANTS = [
     Variant("engine w1 t1", 1, 1),
     Variant("engine w2 t2", 2, 2),
     Variant("engine w1 t2", 1, 2),
+    Variant("engine w2 auto", 2, 0),
 ]
 NO_BATCHING = Variant("no batching (w1 t1, batch 1)", 1, 1, max_batch_size=1)
 
@@ -295,7 +296,8 @@ def set_threads(n: int) -> None:
 
 def engine_burst(variant: Variant, make_requests: Callable[[], list]) -> Contender:
     async def run() -> float:
-        set_threads(variant.threads)  # torch's setting is process-wide: re-assert it
+        if variant.threads:  # 0 = auto: the engine picks per batch
+            set_threads(variant.threads)  # torch's setting is process-wide: re-assert it
         requests = make_requests()
         started = time.perf_counter()
         await asyncio.gather(*(variant.engine.submit(r) for r in requests))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import dataclasses
+import io
 import logging
 import os
 import sys
@@ -125,6 +127,9 @@ def cmd_download_models(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # the answer is what the user wants
     config = dataclasses.replace(
         config, models=dataclasses.replace(config.models, load_at_start=False)
     )
@@ -203,7 +208,9 @@ async def _export(args: argparse.Namespace, config: Config) -> int:
                                                          limit=None))
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8", newline="")
-        print(f"wrote {text.count(chr(10)) - 1} rows to {args.out}")
+        # Not text.count("\n"): quoted cells hold newlines (every /qa input does).
+        rows = sum(1 for _ in csv.reader(io.StringIO(text))) - 1
+        print(f"wrote {rows} rows to {args.out}")
     else:
         sys.stdout.write(text)
     return 0

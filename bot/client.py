@@ -91,9 +91,12 @@ class TLMTree(app_commands.CommandTree):
             # owner: checked by the command against the application's owner; self: a student's
             # own data must stay reachable even where moderators turned commands off.
             return True
+        kind = command_kind(command)
+        # Students' rules and cooldowns are per command family (`sentiment`); staff commands
+        # are named in full so a refusal says which one (`/sentiment train`).
+        name = policy_name(command) if kind == "student" else command.qualified_name
         decision = await self.client.policy.check(
-            interaction.guild_id, interaction.channel_id, actor_of(interaction),
-            policy_name(command), command_kind(command),
+            interaction.guild_id, interaction.channel_id, actor_of(interaction), name, kind
         )
         if not decision.allowed:
             raise Refused(decision)

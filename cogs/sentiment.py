@@ -87,7 +87,7 @@ class Sentiment(commands.GroupCog, group_name="sentiment"):
         """Show which classifier answers /sentiment and how well it did."""
         classifier = self.bot.sentiment.classifier
         if classifier is None:
-            await send_error(interaction, self.bot.sentiment._problem)
+            await send_error(interaction, self.bot.sentiment.problem)
             return
         report = classifier.report
         body = report.to_text() if report is not None else "(no training report saved)"

@@ -65,7 +65,7 @@ class EngineConfig:
     #: progress side by side without fighting over the two cores.
     workers: int = 2
     #: torch intra-op threads. 1 per worker: measured here, 2 threads per forward slowed 2.5-3x
-    #: as soon as anything else was busy.
+    #: as soon as anything else was busy. 0 = auto (see `InferenceEngine.threads_for_next_batch`).
     torch_threads: int = 1
     max_batch_size: int = 32
     #: How long the batcher waits for company after the first request of a batch.
@@ -140,7 +140,7 @@ class Config:
 #: Ranges checked after parsing: (section, key) -> (min, max); None = unbounded.
 _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("engine", "workers"): (1, 16),
-    ("engine", "torch_threads"): (1, 64),
+    ("engine", "torch_threads"): (0, 64),
     ("engine", "max_batch_size"): (1, 256),
     ("engine", "max_wait_ms"): (0, 1000),
     ("engine", "queue_size"): (1, 100_000),

@@ -93,6 +93,8 @@ class InferenceEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
         self._closed = False
+        #: Batches in worker threads right now (updated on the event loop).
+        self.running_batches = 0
 
     def _task_models(self) -> list[tuple[ModelSpec, Head]]:
         m = self.config.models
@@ -109,8 +111,7 @@ class InferenceEngine:
         await self.aclose()
 
     async def start(self) -> None:
-        threads = self.config.engine.torch_threads
-        _set_torch_threads(threads)
+        threads = self.config.engine.torch_threads or 1
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.engine.workers,
             thread_name_prefix="tlm-worker",
@@ -172,6 +173,19 @@ class InferenceEngine:
         if self._pool is not None:
             # Off the loop: a worker may still be finishing an abandoned batch.
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+    def threads_for_next_batch(self) -> int:
+        """torch threads for a batch about to start.
+
+        A fixed `torch_threads` is used as is. 0 means auto: every core when no other batch
+        is running, one when another is (two lanes then share the cores instead of fighting
+        over them). Measured (benchmarks/RESULTS.md): 2 threads nearly double a lone /mask
+        burst on 2 idle cores, but slow everything 2.5-9x once a neighbour is busy.
+        """
+        fixed = self.config.engine.torch_threads
+        if fixed:
+            return fixed
+        return max(1, (os.cpu_count() or 1) - self.running_batches)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -269,19 +283,27 @@ class _Lane:
 
     async def _execute(self, model: LoadedModel, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
+        threads = self.engine.threads_for_next_batch()
+        self.engine.running_batches += 1
         try:
-            await loop.run_in_executor(self.engine.pool, _run_batch, loop, model, batch)
+            await loop.run_in_executor(self.engine.pool, _run_batch, loop, model, batch, threads)
         except Exception as exc:  # the batcher must outlive anything a batch does
             log.exception("batch for %s failed outside the task", self.spec)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
+        finally:
+            self.engine.running_batches -= 1
 
 
-def _run_batch(loop: asyncio.AbstractEventLoop, model: LoadedModel, batch: list[_Pending]) -> None:
+def _run_batch(
+    loop: asyncio.AbstractEventLoop, model: LoadedModel, batch: list[_Pending], threads: int
+) -> None:
     """Worker thread: run one batch; on an unexpected error, retry its members one by one."""
     import torch
 
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     delivered: set[int] = set()
 

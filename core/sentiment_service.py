@@ -30,11 +30,11 @@ from core.tasks.features import FeaturesRequest
 
 log = logging.getLogger(__name__)
 
-HOW_TO_TRAIN = (
-    "No sentiment classifier has been trained yet. An instructor can train one with "
-    "`/sentiment train` (a CSV with `text` and `label` columns), or on the server with "
-    "`tlm-bot train-sentiment --data FILE`."
+TRAINING_HINT = (
+    "An instructor can train one with `/sentiment train` (a CSV with `text` and `label` "
+    "columns), or on the server with `tlm-bot train-sentiment --data FILE`."
 )
+HOW_TO_TRAIN = "No sentiment classifier has been trained yet. " + TRAINING_HINT
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,19 @@ class SentimentService:
         except UserError as exc:
             self._classifier = None
             missing = not (self.directory / "manifest.json").exists()
-            self._problem = HOW_TO_TRAIN if missing else f"{exc.message} {HOW_TO_TRAIN}"
+            # Not HOW_TO_TRAIN: a classifier that exists but does not fit *was* trained.
+            self._problem = HOW_TO_TRAIN if missing else f"{exc.message} {TRAINING_HINT}"
             if not missing:
                 log.warning("sentiment classifier not loaded: %s", exc.message)
 
     @property
     def classifier(self) -> SentimentClassifier | None:
         return self._classifier
+
+    @property
+    def problem(self) -> str:
+        """Why there is no live classifier, and what to do about it."""
+        return self._problem
 
     @property
     def training(self) -> bool:
