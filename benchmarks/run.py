@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -45,9 +46,9 @@ from benchmarks.models import DEFAULT_CACHE, SST2, BenchModelPaths, build_models
 log = logging.getLogger(__name__)
 
 OUTPUT = Path(__file__).with_name("RESULTS.md")
-#: Torch threads for the baselines: the engine's default. On this shared box 2 threads slowed a
-#: single forward 2.5-9x whenever a neighbour was busy, so 1 is the baseline's best setting too;
-#: the /mask section also reports the pipeline at 2 threads.
+#: Torch threads for the baselines. On this shared box 2 threads slowed a single forward 2.5-9x
+#: whenever a neighbour was busy, so 1 is the baselines' safe setting; the /mask section also
+#: runs the pipeline at 2 threads, since the engine's auto default uses 2 for a lone batch.
 BASELINE_THREADS = 1
 
 
@@ -252,11 +253,11 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("engine w2 t1 (default)", 2, 1),
+    Variant("engine w2 auto (default)", 2, 0),
+    Variant("engine w2 t1", 2, 1),
     Variant("engine w1 t1", 1, 1),
     Variant("engine w2 t2", 2, 2),
     Variant("engine w1 t2", 1, 2),
-    Variant("engine w2 auto", 2, 0),
 ]
 NO_BATCHING = Variant("no batching (w1 t1, batch 1)", 1, 1, max_batch_size=1)
 
@@ -289,15 +290,16 @@ async def started_engines(paths: BenchModelPaths, variants: list[Variant]):
 
 
 def set_threads(n: int) -> None:
+    """Pin torch's threads; 0 (the engine's auto setting) leaves the choice to the engine."""
     import torch
 
-    torch.set_num_threads(n)
+    if n:
+        torch.set_num_threads(n)
 
 
 def engine_burst(variant: Variant, make_requests: Callable[[], list]) -> Contender:
     async def run() -> float:
-        if variant.threads:  # 0 = auto: the engine picks per batch
-            set_threads(variant.threads)  # torch's setting is process-wide: re-assert it
+        set_threads(variant.threads)  # torch's setting is process-wide: re-assert it
         requests = make_requests()
         started = time.perf_counter()
         await asyncio.gather(*(variant.engine.submit(r) for r in requests))
@@ -782,10 +784,11 @@ def _yes(ok: bool) -> str:
 NOTES = """\
 ## Notes: method, and where the time goes
 
-- **Baseline threads.** Baselines run with 1 torch thread, the engine's default. On this shared
-  2-core machine a 2-thread forward slowed 2.5-9x whenever a neighbour was busy (30 greedy
-  GPT-2 tokens: 2.3 s at 1 thread, 19.6 s at 2 threads, load average 5), so 1 thread is the
-  baseline's best setting here too; the /mask table also shows the pipeline at 2 threads.
+- **Baseline threads.** Baselines run with 1 torch thread. On this shared 2-core machine a
+  2-thread forward slowed 2.5-9x whenever a neighbour was busy (30 greedy GPT-2 tokens: 2.3 s at
+  1 thread, 19.6 s at 2 threads, load average 5). The engine's default (`torch_threads = 0`,
+  auto) gives a batch both cores only while no other batch runs, so the /mask targets are also
+  checked against the pipeline at 2 threads, and count as met only if both ratios clear them.
 - **CPU column.** Process CPU seconds around each contender. A neighbour stealing a core
   stretches wall time but not CPU time, so when the two speed-up columns disagree, the CPU one
   is the steadier estimate of the work saved (2-thread rows include spin-waiting).
@@ -849,11 +852,17 @@ def render(r: dict[str, Any], s: Settings, total: float) -> str:
         batch = _ratio(x["times"], "pipeline(list, batch_size=32)", ours)
         one_cpu = _ratio(x["times"], "pipeline one by one", ours, "cpu")
         batch_cpu = _ratio(x["times"], "pipeline(list, batch_size=32)", ours, "cpu")
+        # The default engine may use 2 threads for a lone batch, so it is also held against the
+        # pipeline at 2 threads: the target counts as met only against the faster baseline.
+        one2 = _ratio(x["times"], "pipeline one by one, 2 threads", ours)
+        batch2 = _ratio(x["times"], "pipeline(list, batch_size=32), 2 threads", ours)
         targets += [
             ("32 concurrent /mask vs pipeline one by one",
-             f"{one:.1f}x wall, {one_cpu:.1f}x CPU (>= 6x)", one >= 6),
+             f"{one:.1f}x wall, {one_cpu:.1f}x CPU; vs the 2-thread pipeline {one2:.1f}x "
+             "(>= 6x)", min(one, one2) >= 6),
             ("32 concurrent /mask vs pipeline(list, batch_size=32)",
-             f"{batch:.2f}x wall, {batch_cpu:.2f}x CPU (>= 1.5x)", batch >= 1.5),
+             f"{batch:.2f}x wall, {batch_cpu:.2f}x CPU; vs the 2-thread pipeline {batch2:.2f}x "
+             "(>= 1.5x)", min(batch, batch2) >= 1.5),
         ]
         out += [
             f"## /mask: {x['requests']} concurrent requests arriving together",
@@ -873,7 +882,7 @@ def render(r: dict[str, Any], s: Settings, total: float) -> str:
         ratio = _ratio(x["times"], "one by one (QATask, batch 1)", VARIANTS[0].name)
         cpu = _ratio(x["times"], "one by one (QATask, batch 1)", VARIANTS[0].name, "cpu")
         targets.append(("QA batched vs one by one",
-                        f"{ratio:.2f}x wall, {cpu:.2f}x CPU (>= 1.8x)", ratio >= 1.8))
+                        f"{ratio:.2f}x wall, {cpu:.2f}x CPU (>= 1.8x)", min(ratio, cpu) >= 1.8))
         out += [
             f"## /qa: {x['requests']} concurrent questions",
             "",
@@ -891,7 +900,7 @@ def render(r: dict[str, Any], s: Settings, total: float) -> str:
         ratio = _ratio(x["times"], "one by one (FeaturesTask, batch 1)", VARIANTS[0].name)
         cpu = _ratio(x["times"], "one by one (FeaturesTask, batch 1)", VARIANTS[0].name, "cpu")
         targets.append(("features batched vs one by one",
-                        f"{ratio:.2f}x wall, {cpu:.2f}x CPU (>= 3.5x)", ratio >= 3.5))
+                        f"{ratio:.2f}x wall, {cpu:.2f}x CPU (>= 3.5x)", min(ratio, cpu) >= 3.5))
         out += [
             f"## features (sentiment): {x['requests']} concurrent texts",
             "",
@@ -909,7 +918,7 @@ def render(r: dict[str, Any], s: Settings, total: float) -> str:
         ratio = _ratio(x["times"], names[0], names[1])
         cpu = _ratio(x["times"], names[0], names[1], "cpu")
         targets.append(("16 concurrent /generate vs sequential",
-                        f"{ratio:.1f}x wall, {cpu:.1f}x CPU (>= 5x)", ratio >= 5))
+                        f"{ratio:.1f}x wall, {cpu:.1f}x CPU (>= 5x)", min(ratio, cpu) >= 5))
         targets.append(("greedy batched output identical to unbatched",
                         f"{x['identical_count']} prompts", x["identical"]))
         tokens = x["requests"] * x["new_tokens"]
@@ -1046,12 +1055,25 @@ async def run_all(paths: BenchModelPaths, s: Settings, only: str | None) -> dict
     return results
 
 
+def _int_keys(obj: dict) -> dict:
+    """JSON turned int keys (e.g. GC generations) into strings; turn them back."""
+    return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in obj.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (< 2 min)")
     parser.add_argument("--only", choices=[*SECTIONS, "startup"], help="run one section")
     parser.add_argument("--out", type=Path, default=OUTPUT)
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the table from the last run's raw figures")
     args = parser.parse_args(argv)
+    if args.render_only:
+        saved = json.loads((DEFAULT_CACHE / "last-results.json").read_text(),
+                           object_hook=_int_keys)
+        s = Settings(**saved.pop("settings"))
+        args.out.write_text(render(saved, s, saved.pop("seconds")), encoding="utf-8")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("core").setLevel(logging.WARNING)
     started = time.perf_counter()
@@ -1069,8 +1091,10 @@ def main(argv: list[str] | None = None) -> None:
         results["startup"] = measure_startup(paths)
     if args.only != "startup":
         results.update(asyncio.run(run_all(paths, s, args.only)))
-    text = render(results, s, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    text = render(results, s, seconds)
     args.out.write_text(text, encoding="utf-8")
+    results.update(settings=dataclasses.asdict(s), seconds=seconds)
     # Raw figures next to the models, not in the repo: handy for a re-render or a diff.
     (DEFAULT_CACHE / "last-results.json").write_text(json.dumps(results, indent=1, default=str))
     print(text)

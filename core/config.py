@@ -64,9 +64,11 @@ class EngineConfig:
     #: Worker threads. Two single-threaded workers let a GPT-2 batch and a DistilBERT batch
     #: progress side by side without fighting over the two cores.
     workers: int = 2
-    #: torch intra-op threads. 1 per worker: measured here, 2 threads per forward slowed 2.5-3x
-    #: as soon as anything else was busy. 0 = auto (see `InferenceEngine.threads_for_next_batch`).
-    torch_threads: int = 1
+    #: torch intra-op threads per batch. 0 = auto: all cores for a batch that runs alone, one
+    #: each when two run at once (`InferenceEngine.threads_for_next_batch`). Measured here it
+    #: beat every fixed setting (benchmarks/RESULTS.md); on a machine shared with other busy
+    #: processes set 1: fixed 2-thread forwards ran 2.5-9x slower whenever a neighbour was busy.
+    torch_threads: int = 0
     max_batch_size: int = 32
     #: How long the batcher waits for company after the first request of a batch.
     max_wait_ms: float = 10.0
