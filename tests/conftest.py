@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
+import json  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -62,3 +63,22 @@ async def engine(tiny_config: Config) -> AsyncIterator[InferenceEngine]:
 def with_engine(config: Config, **engine_overrides: object) -> Config:
     engine = dataclasses.replace(config.engine, **engine_overrides)
     return dataclasses.replace(config, engine=engine)
+
+
+def write_tiny_config(path: Path, models: TinyModelPaths, **sections: dict) -> Path:
+    """A config file for the tiny models, its database and classifier beside it: what the CLI
+    and subprocess tests start the real entry points with. `sections` add or override keys."""
+    raw = tiny_config_dict(models)
+    raw["engine"]["torch_threads"] = 1
+    raw["database"] = {"path": str(path.parent / "tlm.db")}
+    raw["sentiment"] = {"classifier_dir": str(path.parent / "classifier")}
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in raw.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            # JSON strings and numbers are valid TOML values; booleans are spelt the same.
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

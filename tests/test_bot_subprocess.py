@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_tiny_config
 from tests.discord_emulator import DiscordEmulator, InteractionRecord
-from tests.tiny_models import TinyModelPaths
 
 ENTRY_POINT = Path(sys.executable).with_name("tlm-bot")
 
@@ -36,36 +36,14 @@ async def final_answer(record: InteractionRecord, timeout: float = 60) -> Intera
         await asyncio.sleep(0.02)
 
 
-def write_config(path: Path, models: TinyModelPaths, guild_id: int) -> Path:
-    path.write_text(f"""
-[models]
-mask = "{models.masked_lm}"
-qa = "{models.qa}"
-generate = "{models.causal_lm}"
-features = "{models.masked_lm}"
-
-[engine]
-max_wait_ms = 5.0
-torch_threads = 1
-
-[database]
-path = "tlm.db"
-
-[sentiment]
-classifier_dir = "classifier"
-
-[discord]
-dev_guild = {guild_id}
-default_cooldown_uses = 0
-""")
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
 async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_path):
     async with DiscordEmulator() as emu:
-        config = write_config(tmp_path / "config.toml", tiny_models, emu.guild_id)
+        config = write_tiny_config(
+            tmp_path / "config.toml", tiny_models,
+            discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
+        )
         env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1",
                "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
         env.pop("TLM_CONFIG", None)

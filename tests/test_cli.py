@@ -23,6 +23,7 @@ import pytest
 from bot.cli import main
 from core.database import Database
 from core.querylog import QueryLog, QueryRecord
+from tests.conftest import write_tiny_config
 from tests.tiny_models import TinyModelPaths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,30 +43,8 @@ def labelled_rows() -> list[tuple[str, int]]:
     return rows
 
 
-def write_config(tmp_path: Path, models: TinyModelPaths, *, pooling: str = "cls",
-                 extra: str = "") -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(f"""
-[models]
-mask = "{models.masked_lm}"
-qa = "{models.qa}"
-generate = "{models.causal_lm}"
-features = "{models.masked_lm}"
-
-[engine]
-max_wait_ms = 5.0
-workers = 2
-torch_threads = 1
-
-[database]
-path = "{tmp_path / 'tlm.db'}"
-
-[sentiment]
-classifier_dir = "{tmp_path / 'classifier'}"
-pooling = "{pooling}"
-{extra}
-""", encoding="utf-8")
-    return path
+def write_config(tmp_path: Path, models: TinyModelPaths, *, pooling: str = "cls") -> Path:
+    return write_tiny_config(tmp_path / "config.toml", models, sentiment={"pooling": pooling})
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.bot_harness import bot_config, running_bot
-from tests.conftest import tiny_config_dict
+from tests.conftest import write_tiny_config
 from tests.discord_emulator import DiscordEmulator, InteractionRecord
 from tests.tiny_models import TinyModelPaths
 
@@ -39,17 +38,6 @@ STOP_AFTER = 40  # answers the emulator has seen when the bot is stopped
 STARTUP_TIMEOUT = 90.0
 #: How long after its answer a row may still be uncommitted (observed: up to ~0.2 s in a burst).
 MAX_COMMIT_LAG_S = 2.0
-
-
-def _toml(sections: dict[str, dict[str, object]]) -> str:
-    """Enough TOML for a config file: JSON strings and numbers are valid TOML values."""
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        for key, value in values.items():
-            text = ("true" if value else "false") if isinstance(value, bool) else json.dumps(value)
-            lines.append(f"{key} = {text}")
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -78,14 +66,11 @@ async def _until(condition: Callable[[], bool], timeout: float, bot: BotProcess,
 async def bot_process(emu: DiscordEmulator, models: TinyModelPaths,
                       tmp_path: Path) -> AsyncIterator[BotProcess]:
     """`python -m bot run` against the emulator, ready (commands synced, model warm)."""
-    raw = tiny_config_dict(models)
-    raw["engine"].update(queue_size=1000)
-    raw["database"] = {"path": str(tmp_path / "tlm.db")}
-    raw["sentiment"] = {"classifier_dir": str(tmp_path / "classifier")}
     # dev_guild: the bot syncs its commands there at start, as a developer's bot would.
-    raw["discord"] = {"dev_guild": emu.guild_id, "default_cooldown_uses": 0}
-    config_path = tmp_path / "config.toml"
-    config_path.write_text(_toml(raw), encoding="utf-8")
+    config_path = write_tiny_config(
+        tmp_path / "config.toml", models, engine={"queue_size": 1000},
+        discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
+    )
     env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "TLM_CONFIG": str(config_path),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     log_path = tmp_path / "bot.log"
