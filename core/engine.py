@@ -185,7 +185,7 @@ class InferenceEngine:
         fixed = self.config.engine.torch_threads
         if fixed:
             return fixed
-        return max(1, (os.cpu_count() or 1) - self.running_batches)
+        return max(1, _usable_cores() - self.running_batches)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -284,7 +284,9 @@ class _Lane:
     async def _execute(self, model: LoadedModel, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         threads = self.engine.threads_for_next_batch()
-        self.engine.running_batches += 1
+        # A tokenizer-only batch takes a millisecond: it should not cost a forward its threads.
+        counted = 0 if self.own_tokenizer else 1
+        self.engine.running_batches += counted
         try:
             await loop.run_in_executor(self.engine.pool, _run_batch, loop, model, batch, threads)
         except Exception as exc:  # the batcher must outlive anything a batch does
@@ -293,7 +295,7 @@ class _Lane:
                 if not item.future.done():
                     item.future.set_exception(exc)
         finally:
-            self.engine.running_batches -= 1
+            self.engine.running_batches -= counted
 
 
 def _run_batch(
@@ -365,6 +367,14 @@ def _resolve(future: asyncio.Future, outcome: Any) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _set_torch_threads(threads: int) -> None:
