@@ -173,6 +173,8 @@ async def _answer(
     finally:
         if pending is not None and not pending.done():
             pending.cancel()  # the command itself was cancelled: free the queue slot
+        elif pending is not None and not pending.cancelled():
+            pending.exception()  # seen, even when delivery failed before we awaited it
         timings = getattr(result, "timings", None)
         await bot.record_query(QueryRecord(
             guild_id=interaction.guild_id,
