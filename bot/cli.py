@@ -180,7 +180,17 @@ async def _train(args: argparse.Namespace, config: Config) -> int:
     from core.sentiment import load_labelled_data
     from core.sentiment_service import SentimentService
 
-    data = load_labelled_data(args.data, limit=args.limit)
+    if args.download:
+        from core.datasets import download_sst2
+
+        def progress(done: int, total: int) -> None:
+            print(f"\rdownloading SST-2: {done / 1e6:.1f} of {total / 1e6:.1f} MB", end="")
+
+        path = download_sst2(progress=progress)
+        print(f"\nSST-2 training split: {path}")
+    else:
+        path = args.data
+    data = load_labelled_data(path, limit=args.limit)
     async with InferenceEngine(config) as engine:
         service = SentimentService(engine, config)
         print(f"training on {len(data.texts)} examples with {service.encoder.describe()} ...")
@@ -277,7 +287,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
 
     p = sub.add_parser("train-sentiment", help="train the /sentiment classifier")
-    p.add_argument("--data", required=True, help="TSV (text<TAB>label) or CSV with a header")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="TSV (text<TAB>label) or CSV with a header")
+    source.add_argument("--download", choices=["sst2"],
+                        help="fetch the SST-2 training split the course notebook used")
     p.add_argument("--limit", type=int, help="use only the first N rows (the notebook used 2000)")
     p.add_argument("--pooling", choices=["cls", "mean"])
     p.set_defaults(handler=cmd_train_sentiment)
