@@ -149,11 +149,9 @@ async def _ask(args: argparse.Namespace, config: Config) -> str:
 
     async with InferenceEngine(config) as engine:
         if args.what == "sentiment":
-            from cogs.sentiment import render_sentiment
-
             service = SentimentService(engine, config)
             service.load()
-            return render_sentiment(await service.predict(args.text)).as_text()
+            return render.render_sentiment(await service.predict(args.text)).as_text()
         request, draw = {
             "mask": lambda: (FillMaskRequest(args.text, args.top_k), render.render_fill_mask),
             "qa": lambda: (QARequest(args.question, args.context), render.render_qa),

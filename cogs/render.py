@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import discord
 
+from core.sentiment_service import SentimentResult
 from core.tasks.attention import AttentionResult
 from core.tasks.contextsim import ContextSimResult
 from core.tasks.fill_mask import FillMaskResult
@@ -237,6 +238,23 @@ def _show_piece(piece: str) -> str:
     shown = "".join(ch if unicodedata.category(ch)[0] not in "CZ" or ch == " " else
                     f"\\u{ord(ch):04x}" for ch in piece)
     return shown if shown.strip() else repr(piece)
+
+
+def render_sentiment(result: SentimentResult) -> Reply:
+    lines = [
+        f"{bar(p)} {safe(name, 40)} {p:.3f}"
+        for name, p in zip(result.label_names, result.probabilities)
+    ]
+    embed = discord.Embed(
+        title=clip(f"{safe(result.label, 60)} ({result.probability:.0%})", 256),
+        description=clip(safe(result.text, 1500) + "\n\n" + "\n".join(lines), 4000),
+        colour=COLOUR,
+    )
+    text = footer(result.model_id, result.timings) + " · [CLS] features + logistic regression"
+    if result.accuracy is not None:
+        text += f" · held-out accuracy {result.accuracy:.1%}"
+    embed.set_footer(text=clip(text, 2048))
+    return Reply(embeds=[embed], summary=f"{result.label} {result.probability:.3f}")
 
 
 # ------------------------------------------------------------------------ teaching commands

@@ -15,35 +15,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.render import COLOUR, Reply, bar, clip, code, footer, safe
+from cogs.render import COLOUR, code, render_sentiment
 from cogs.respond import answer, send_error
 from core.errors import InvalidInput, UserError
 from core.querylog import QueryRecord
 from core.sentiment import parse_labelled_bytes
-from core.sentiment_service import SentimentResult
 from core.tasks.features import FeaturesRequest
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
 
 log = logging.getLogger(__name__)
-
-
-def render_sentiment(result: SentimentResult) -> Reply:
-    lines = [
-        f"{bar(p)} {safe(name, 40)} {p:.3f}"
-        for name, p in zip(result.label_names, result.probabilities)
-    ]
-    embed = discord.Embed(
-        title=clip(f"{safe(result.label, 60)} ({result.probability:.0%})", 256),
-        description=clip(safe(result.text, 1500) + "\n\n" + "\n".join(lines), 4000),
-        colour=COLOUR,
-    )
-    text = footer(result.model_id, result.timings) + " · [CLS] features + logistic regression"
-    if result.accuracy is not None:
-        text += f" · held-out accuracy {result.accuracy:.1%}"
-    embed.set_footer(text=clip(text, 2048))
-    return Reply(embeds=[embed], summary=f"{result.label} {result.probability:.3f}")
 
 
 class Sentiment(commands.GroupCog, group_name="sentiment"):
