@@ -91,15 +91,6 @@ def token_gone(exc: discord.HTTPException) -> bool:
     return isinstance(exc, discord.NotFound) or exc.status == 401 or exc.code == 50027
 
 
-async def answer(bot: TLMBot, interaction: discord.Interaction, **how: Any) -> None:
-    """Run one student command end to end (see the module docstring and `_answer`).
-
-    The bot counts it as in flight, so a shutdown delivers it before closing the connection.
-    """
-    with bot.handling():
-        await _answer(bot, interaction, **how)
-
-
 async def answer_request(
     bot: TLMBot,
     interaction: discord.Interaction,
@@ -123,7 +114,7 @@ async def answer_request(
     )
 
 
-async def _answer(
+async def answer(
     bot: TLMBot,
     interaction: discord.Interaction,
     *,
@@ -135,60 +126,65 @@ async def _answer(
     validate: Callable[[], object] | None = None,
     model_state: Callable[[], tuple[str, LoadState]] | None = None,
 ) -> None:
-    started = time.perf_counter()
-    row: dict[str, Any] = dict(status="ok")
-    result: Any = None
-    pending: asyncio.Future | None = None
-    try:
-        if validate is not None:
-            validate()
-        # Queue first: a full queue answers "busy" at once, ephemerally, with no public
-        # "thinking…" placeholder flashing up and vanishing.
-        pending = asyncio.ensure_future(run())
-        await asyncio.sleep(0)
-        if pending.done():
-            pending.result()
-        await interaction.response.defer(thinking=True)
-        if model_state is not None:
-            model_id, state = model_state()
-            if state in (LoadState.PENDING, LoadState.LOADING):
-                await interaction.edit_original_response(
-                    content=f"⏳ The model `{model_id}` is still loading. "
-                            "Your answer will appear here as soon as it is ready."
-                )
-        result = await pending
-        reply = render(result)
-        row["output_summary"] = reply.summary
-        row["status"] = await deliver(interaction, reply)
-    except Overloaded as exc:
-        row.update(status="overloaded", error=exc.code)
-        await send_error(interaction, exc.message)
-    except UserError as exc:
-        row.update(status="user_error", error=exc.code)
-        await send_error(interaction, exc.message)
-    except Exception as exc:  # a bug: log it, apologise, never show str(exc)
-        log.exception("/%s failed", command)
-        row.update(status="failed", error=type(exc).__name__)
-        await send_error(interaction, APOLOGY)
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()  # the command itself was cancelled: free the queue slot
-        elif pending is not None and not pending.cancelled():
-            pending.exception()  # seen, even when delivery failed before we awaited it
-        timings = getattr(result, "timings", None)
-        await bot.record_query(QueryRecord(
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
-            command=command,
-            options=dict(options),
-            input_text=input_text,
-            model_id=getattr(result, "model_id", ""),
-            queue_ms=timings.queued_ms if timings else None,
-            inference_ms=timings.inference_ms if timings else None,
-            total_ms=(time.perf_counter() - started) * 1000,
-            **row,
-        ))
+    """Run one student command end to end (see the module docstring).
+
+    The bot counts it as in flight, so a shutdown delivers it before closing the connection.
+    """
+    with bot.handling():
+        started = time.perf_counter()
+        row: dict[str, Any] = dict(status="ok")
+        result: Any = None
+        pending: asyncio.Future | None = None
+        try:
+            if validate is not None:
+                validate()
+            # Queue first: a full queue answers "busy" at once, ephemerally, with no public
+            # "thinking…" placeholder flashing up and vanishing.
+            pending = asyncio.ensure_future(run())
+            await asyncio.sleep(0)
+            if pending.done():
+                pending.result()
+            await interaction.response.defer(thinking=True)
+            if model_state is not None:
+                model_id, state = model_state()
+                if state in (LoadState.PENDING, LoadState.LOADING):
+                    await interaction.edit_original_response(
+                        content=f"⏳ The model `{model_id}` is still loading. "
+                                "Your answer will appear here as soon as it is ready."
+                    )
+            result = await pending
+            reply = render(result)
+            row["output_summary"] = reply.summary
+            row["status"] = await deliver(interaction, reply)
+        except Overloaded as exc:
+            row.update(status="overloaded", error=exc.code)
+            await send_error(interaction, exc.message)
+        except UserError as exc:
+            row.update(status="user_error", error=exc.code)
+            await send_error(interaction, exc.message)
+        except Exception as exc:  # a bug: log it, apologise, never show str(exc)
+            log.exception("/%s failed", command)
+            row.update(status="failed", error=type(exc).__name__)
+            await send_error(interaction, APOLOGY)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()  # the command itself was cancelled: free the queue slot
+            elif pending is not None and not pending.cancelled():
+                pending.exception()  # seen, even when delivery failed before we awaited it
+            timings = getattr(result, "timings", None)
+            await bot.record_query(QueryRecord(
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                command=command,
+                options=dict(options),
+                input_text=input_text,
+                model_id=getattr(result, "model_id", ""),
+                queue_ms=timings.queued_ms if timings else None,
+                inference_ms=timings.inference_ms if timings else None,
+                total_ms=(time.perf_counter() - started) * 1000,
+                **row,
+            ))
 
 
 async def staff_reply(
