@@ -537,7 +537,7 @@ def stream_schedule(work: Workload, rate: float, seconds: float, seed: int = 5) 
 
 
 async def run_stream(variant: Variant, schedule: list) -> dict:
-    from core.errors import UserError
+    from core.errors import CoreError as UserError
 
     set_threads(variant.threads)
     engine = variant.engine

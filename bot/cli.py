@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from core.config import TOKEN_ENV, Config, ConfigError, discord_token, load_config, mask_secret
-from core.errors import UserError
+from core.errors import CoreError as UserError  # user and service errors alike
 
 log = logging.getLogger("tlm-bot")
 

@@ -18,10 +18,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.render import safe
-from cogs.respond import APOLOGY, send_error
+from cogs.respond import send_error
 from core.config import Config
 from core.engine import InferenceEngine
-from core.errors import UserError
+from core.errors import CoreError
+from core.outcomes import APOLOGY
 from core.policy import Actor, Decision, Policy
 from core.querylog import QueryLog, QueryRecord
 from core.sentiment_service import SentimentService
@@ -111,8 +112,8 @@ class TLMTree(app_commands.CommandTree):
         if isinstance(error, Refused):
             message = error.decision.reason
             status, code = "refused", "cooldown" if error.decision.retry_after else "refused"
-        elif isinstance(original, UserError):
-            message, status, code = original.message, "user_error", original.code
+        elif isinstance(original, CoreError):
+            message, status, code = original.message, original.status, original.code
         elif isinstance(error, app_commands.CheckFailure):
             message, status, code = "You can't use this command here.", "refused", "check_failure"
         elif isinstance(error, app_commands.TransformerError):

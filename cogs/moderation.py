@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from cogs.render import COLOUR, Reply, clip
 from cogs.respond import send_error, staff_reply
-from core.errors import UserError
+from core.errors import CoreError
 from core.settings import ALL_COMMANDS
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Moderation(commands.GroupCog, group_name="config",
             await self.bot.settings.set_cooldown(
                 interaction.guild_id, command, uses or None, per_seconds
             )
-        except UserError as exc:
+        except CoreError as exc:
             await send_error(interaction, exc.message)
             return
         name = "each command" if command == ALL_COMMANDS else f"/{command}"

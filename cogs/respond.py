@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from cogs.render import Reply, error_reply, safe
-from core.errors import Overloaded, UserError
+from core.errors import CoreError
+from core.outcomes import APOLOGY, outcome_of_error
 from core.models import LoadState
 from core.querylog import QueryRecord
 
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
     from bot.client import TLMBot
 
 log = logging.getLogger(__name__)
-
-APOLOGY = (
-    "Sorry, something went wrong on our side while answering that. "
-    "It has been logged for the instructors; please try again."
-)
 
 
 async def send_error(interaction: discord.Interaction, message: str) -> None:
@@ -156,16 +152,12 @@ async def answer(
             reply = render(result)
             row["output_summary"] = reply.summary
             row["status"] = await deliver(interaction, reply)
-        except Overloaded as exc:
-            row.update(status="overloaded", error=exc.code)
-            await send_error(interaction, exc.message)
-        except UserError as exc:
-            row.update(status="user_error", error=exc.code)
-            await send_error(interaction, exc.message)
         except Exception as exc:  # a bug: log it, apologise, never show str(exc)
-            log.exception("/%s failed", command)
-            row.update(status="failed", error=type(exc).__name__)
-            await send_error(interaction, APOLOGY)
+            if not isinstance(exc, CoreError):
+                log.exception("/%s failed", command)
+            outcome = outcome_of_error(exc)
+            row.update(status=outcome.status.value, error=outcome.error_code)
+            await send_error(interaction, outcome.message)
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()  # the command itself was cancelled: free the queue slot

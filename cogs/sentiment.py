@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from cogs.render import COLOUR, code, render_sentiment
 from cogs.respond import answer, send_error
-from core.errors import InvalidInput, UserError
+from core.errors import CoreError, InvalidInput
 from core.querylog import QueryRecord
 from core.sentiment import parse_labelled_bytes
 from core.tasks.features import FeaturesRequest
@@ -99,7 +99,7 @@ class Sentiment(commands.GroupCog, group_name="sentiment"):
             parsed = parse_labelled_bytes(
                 await data.read(), data.filename, max_rows=limits.max_upload_rows
             )
-        except UserError as exc:
+        except CoreError as exc:
             await send_error(interaction, exc.message)
             await self._log(interaction, data.filename, "user_error", exc.code)
             return
@@ -114,7 +114,7 @@ class Sentiment(commands.GroupCog, group_name="sentiment"):
     async def _train(self, interaction: discord.Interaction, parsed, filename: str) -> None:
         try:
             report = await self.bot.sentiment.train(parsed)
-        except UserError as exc:
+        except CoreError as exc:
             await send_error(interaction, f"Training failed: {exc.message} "
                                           "The previous classifier is still in use.")
             await self._log(interaction, filename, "user_error", exc.code)

@@ -37,14 +37,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from core.database import Database
+from core.outcomes import STATUS_VALUES, Status
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "user_error", "refused", "overloaded", "failed", "expired"]
-STATUSES: frozenset[str] = frozenset(get_args(Status))
+STATUSES: frozenset[str] = frozenset(STATUS_VALUES)
 LogInputs = Literal["full", "hashed", "none"]
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -79,6 +79,11 @@ class QueryRecord:
     inference_ms: float | None = None
     total_ms: float | None = None
     created_at: datetime | None = None
+    #: Options whose values are the student's own words: stored under `log_inputs` like
+    #: `input_text` (kept, hashed or dropped), never raw.
+    free_text_options: frozenset[str] = frozenset()
+    #: The member's display name at query time; stored only with log_inputs = "full".
+    user_name: str = ""
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -104,6 +109,8 @@ class QueryRow:
     queue_ms: float | None
     inference_ms: float | None
     total_ms: float | None
+    user_name: str = ""
+    feedback: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +156,11 @@ class Stats:
 
 
 CSV_COLUMNS: tuple[str, ...] = (
-    "id", "created_at", "guild_id", "channel_id", "user_id", "command", "options",
+    "id", "created_at", "guild_id", "channel_id", "user_id", "user_name", "command", "options",
     "input_text", "status", "output_summary", "error", "model_id",
-    "queue_ms", "inference_ms", "total_ms",
+    "queue_ms", "inference_ms", "total_ms", "feedback",
 )  # fmt: skip
-_CSV_TEXT_COLUMNS = frozenset({"command", "options", "input_text", "status", "output_summary",
+_CSV_TEXT_COLUMNS = frozenset({"user_name", "command", "options", "input_text", "status", "output_summary",
                                "error", "model_id"})
 # Spreadsheets run cells starting with these as formulas. The quote itself is included so that
 # the escaping is reversible: a cell starting with ' always carries one added quote.
@@ -170,13 +177,13 @@ def unescape_csv_cell(text: str) -> str:
 
 
 _COLUMNS_SQL = (
-    "id, created_at, guild_id, channel_id, user_id, command, options, input_text, status, "
-    "output_summary, error, model_id, queue_ms, inference_ms, total_ms"
+    "id, created_at, guild_id, channel_id, user_id, user_name, command, options, input_text, "
+    "status, output_summary, error, model_id, queue_ms, inference_ms, total_ms, feedback"
 )
 _INSERT_SQL = (
-    "INSERT INTO queries (created_at, guild_id, channel_id, user_id, command, options, "
-    "input_text, status, output_summary, error, model_id, queue_ms, inference_ms, total_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO queries (created_at, guild_id, channel_id, user_id, user_name, command, "
+    "options, input_text, status, output_summary, error, model_id, queue_ms, inference_ms, "
+    "total_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _Params = tuple[Any, ...]
 # Column positions in _Params, for filtering the retry buffer.
@@ -280,24 +287,25 @@ class QueryLog:
         if not rec.command:
             raise ValueError("empty command name")
         assert rec.created_at is not None  # set by __post_init__
-        text = str(rec.input_text)
-        summary = str(rec.output_summary)
-        if self._log_inputs == "hashed":
-            text = hashlib.sha256(self._hash_salt + text.encode("utf-8")).hexdigest()
-            summary = ""
-        elif self._log_inputs == "none":
-            text = ""
-            summary = ""
-        options = json.dumps(dict(rec.options), default=str, sort_keys=True, ensure_ascii=False)
+        text = self._kept_text(str(rec.input_text))
+        summary = str(rec.output_summary) if self._log_inputs == "full" else ""
+        user_name = str(rec.user_name) if self._log_inputs == "full" else ""
+        kept_options = {
+            name: (self._kept_text(str(value)) if name in rec.free_text_options
+                   and value is not None else value)
+            for name, value in dict(rec.options).items()
+        }
+        options = json.dumps(kept_options, default=str, sort_keys=True, ensure_ascii=False)
         return (
             to_db_time(rec.created_at),
             _opt_int(rec.guild_id),
             _opt_int(rec.channel_id),
             int(rec.user_id),
+            user_name,
             str(rec.command),
             options,
             text,
-            rec.status,
+            str(Status(rec.status)),
             summary,
             str(rec.error),
             str(rec.model_id),
@@ -305,6 +313,14 @@ class QueryLog:
             _opt_float(rec.inference_ms),
             _opt_float(rec.total_ms),
         )
+
+    def _kept_text(self, text: str) -> str:
+        """What `log_inputs` keeps of a student's words: the text, a salted digest, or nothing."""
+        if self._log_inputs == "hashed":
+            return hashlib.sha256(self._hash_salt + text.encode("utf-8")).hexdigest()
+        if self._log_inputs == "none":
+            return ""
+        return text
 
     async def _writer(self) -> None:
         """The single writer: everything queued while a commit runs becomes the next batch."""
@@ -511,6 +527,8 @@ def _row(r: Any) -> QueryRow:
         queue_ms=r["queue_ms"],
         inference_ms=r["inference_ms"],
         total_ms=r["total_ms"],
+        user_name=r["user_name"],
+        feedback=r["feedback"],
     )
 
 
@@ -531,6 +549,8 @@ def _csv_cells(row: QueryRow) -> list[str]:
         "queue_ms": row.queue_ms,
         "inference_ms": row.inference_ms,
         "total_ms": row.total_ms,
+        "user_name": row.user_name,
+        "feedback": row.feedback,
     }
     cells = []
     for name in CSV_COLUMNS:

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.config import Config
 from core.engine import InferenceEngine
-from core.errors import InvalidInput, NotReady, UserError
+from core.errors import InvalidInput, NotReady, CoreError, UserError
 from core.sentiment import (
     EncoderInfo,
     LabelledData,
@@ -64,7 +64,7 @@ class SentimentService:
         """Pick up the classifier on disk, if there is a compatible one."""
         try:
             self._classifier = SentimentClassifier.load(self.directory, expected=self.encoder)
-        except UserError as exc:
+        except CoreError as exc:
             self._classifier = None
             missing = not (self.directory / "manifest.json").exists()
             # Not HOW_TO_TRAIN: a classifier that exists but does not fit *was* trained.

@@ -347,7 +347,7 @@ async def test_sentiment_says_it_is_untrained_then_answers_once_trained(tiny_con
     assert re.fullmatch(r"(negative|positive) \(\d+%\)", embed["title"]), embed["title"]
     assert f"held-out accuracy {report.accuracy:.1%}" in embed["footer"]["text"]
     assert [(r["command"], r["status"], r["error"]) for r in rows] == [
-        ("sentiment", "user_error", "not_ready"), ("sentiment", "ok", "")]
+        ("sentiment", "unavailable", "not_ready"), ("sentiment", "ok", "")]
 
 
 # ------------------------------------------------------------------------------- bad input

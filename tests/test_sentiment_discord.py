@@ -245,7 +245,7 @@ async def test_a_classifier_for_other_features_is_not_used(tiny_config, tmp_path
     assert "has been trained yet" not in text  # one was, for other features
     assert all_ephemeral(info) and "mean pooling" in info.text
     assert [(r["command"], r["status"], r["error"]) for r in rows] == [
-        ("sentiment", "user_error", "not_ready")]
+        ("sentiment", "unavailable", "not_ready")]
     assert any("sentiment classifier not loaded" in r.getMessage() for r in caplog.records)
 
 
@@ -288,7 +288,7 @@ async def test_training_runs_in_the_background_one_at_a_time(tiny_config, tmp_pa
     assert sorted((r["command"], r["status"], r["error"]) for r in rows) == sorted([
         ("sentiment train", "user_error", "invalid_input"),  # the second upload
         ("mask", "ok", ""),
-        ("sentiment", "user_error", "not_ready"),
+        ("sentiment", "unavailable", "not_ready"),
         ("sentiment train", "ok", ""),
         ("sentiment", "ok", ""),
     ])
