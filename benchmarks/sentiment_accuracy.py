@@ -63,7 +63,7 @@ out near 0.80 here, and its [CLS] vector is much weaker. Timings are wall-clock 
 @contextlib.asynccontextmanager
 async def engine_featurizer(model_dir: Path, pooling: Pooling) -> AsyncIterator[Featurize]:
     """Features through the bot's own inference core (its batched `features` task), as
-    `/sentiment train` and `tlm-bot train-sentiment` compute them."""
+    `/classifier train` and `tlm-bot train-sentiment` compute them."""
     config = parse_config({
         "models": {"features": str(model_dir), "load_at_start": False},
         "sentiment": {"pooling": pooling},

@@ -133,36 +133,11 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     config = dataclasses.replace(
         config, models=dataclasses.replace(config.models, load_at_start=False)
     )
-    text = asyncio.run(_ask(args, config))
-    print(text)
+    from bot.ask import answer_offline
+    from bot.client import EXTENSIONS
+
+    print(asyncio.run(answer_offline(args, config, EXTENSIONS)))
     return 0
-
-
-async def _ask(args: argparse.Namespace, config: Config) -> str:
-    from cogs import render
-    from core.engine import InferenceEngine
-    from core.sentiment_service import SentimentService
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.generate import GenerateRequest
-    from core.tasks.qa import QARequest
-    from core.tasks.tokens import TokensRequest
-
-    async with InferenceEngine(config) as engine:
-        if args.what == "sentiment":
-            service = SentimentService(engine, config)
-            service.load()
-            return render.render_sentiment(await service.predict(args.text)).as_text()
-        request, draw = {
-            "mask": lambda: (FillMaskRequest(args.text, args.top_k), render.render_fill_mask),
-            "qa": lambda: (QARequest(args.question, args.context), render.render_qa),
-            "tokens": lambda: (TokensRequest(args.text, args.model), render.render_tokens),
-            "generate": lambda: (GenerateRequest(
-                args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p,
-                num_return_sequences=args.num_return_sequences, seed=args.seed,
-            ), render.render_generate),
-        }[args.what]()
-        return draw(await engine.submit(request)).as_text()
 
 
 def cmd_train_sentiment(args: argparse.Namespace, config: Config) -> int:
@@ -261,28 +236,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("download-models", help="fetch the configured models into the HF cache"
                    ).set_defaults(handler=cmd_download_models)
 
-    ask = sub.add_parser("ask", help="answer a command without Discord")
+    ask = sub.add_parser("ask", help="answer a student command without Discord")
     ask.set_defaults(handler=cmd_ask)
-    what = ask.add_subparsers(dest="what", required=True)
-    p = what.add_parser("mask")
-    p.add_argument("text")
-    p.add_argument("--top-k", type=int, default=5)
-    p = what.add_parser("qa")
-    p.add_argument("question")
-    p.add_argument("context")
-    p = what.add_parser("tokens")
-    p.add_argument("text")
-    p.add_argument("--model", choices=["wordpiece", "bpe"], default="wordpiece")
-    p = what.add_parser("sentiment")
-    p.add_argument("text")
-    p = what.add_parser("generate")
-    p.add_argument("prompt")
-    p.add_argument("--max-new-tokens", type=int, default=30)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--num-return-sequences", type=int, default=1)
-    p.add_argument("--seed", type=int)
+    from bot.ask import add_ask_parsers
+    from bot.client import EXTENSIONS
+
+    add_ask_parsers(ask, EXTENSIONS)
 
     p = sub.add_parser("train-sentiment", help="train the /sentiment classifier")
     source = p.add_mutually_exclusive_group(required=True)

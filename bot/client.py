@@ -11,19 +11,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.command_names import actor_of_member, command_kind, policy_name
+from cogs.outcome import charge_cooldown, conclude, mark_started
+from cogs.registry import COMMANDS
 from cogs.render import safe
-from cogs.respond import send_error
 from core.config import Config
 from core.engine import InferenceEngine
 from core.errors import CoreError
-from core.outcomes import APOLOGY
-from core.policy import Actor, Decision, Policy
+from core.outcomes import Outcome, Status, outcome_of_error
+from core.policy import Decision, Policy
 from core.querylog import QueryLog, QueryRecord
 from core.sentiment_service import SentimentService
 from core.settings import SettingsStore
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS: Sequence[str] = (
     "cogs.inference",
     "cogs.sentiment",
+    "cogs.classifier",
     "cogs.teaching",
     "cogs.moderation",
     "cogs.instructors",
@@ -49,93 +51,60 @@ class Refused(app_commands.CheckFailure):
         self.decision = decision
 
 
-def command_kind(command: app_commands.Command | app_commands.ContextMenu | None) -> str:
-    """Who a command is for; set with `extras={"kind": ...}` (a group's extras count too)."""
-    while command is not None:
-        kind = getattr(command, "extras", {}).get("kind")
-        if kind:
-            return kind
-        command = getattr(command, "parent", None)
-    return "student"
-
-
-def policy_name(command: app_commands.Command | app_commands.ContextMenu) -> str:
-    """The name rules are written against: the top-level command (`logs`, not `logs recent`)."""
-    return command.qualified_name.split()[0]
-
-
-def actor_of(interaction: discord.Interaction) -> Actor:
-    return actor_of_member(interaction.user)
-
-
-def actor_of_member(user: discord.User | discord.Member) -> Actor:
-    if isinstance(user, discord.Member):
-        # Discord's @everyone role has the guild's id; include it so rules on it apply.
-        return Actor(
-            user_id=user.id,
-            role_ids=frozenset(role.id for role in user.roles) | {user.guild.id},
-            is_moderator=user.guild_permissions.manage_guild,
-        )
-    return Actor(user_id=user.id)
-
-
 class TLMTree(app_commands.CommandTree):
-    """Holds the global gate (moderator rules, cooldowns) and the one error handler."""
+    """Holds the global gate (direct messages, moderator rules, cooldowns) and hands every
+    error to the one outcome path (`cogs.outcome.conclude`)."""
 
     client: TLMBot
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        mark_started(interaction)
         command = interaction.command
         if command is None or interaction.type is not discord.InteractionType.application_command:
             return True
-        if command_kind(command) in ("owner", "self"):
+        if interaction.guild_id is None and not self.client.config.discord.allow_dms:
+            # Discord hides the commands in DMs (allowed_contexts); a raw payload still lands.
+            raise Refused(Decision(False, "tlm-bot only answers in a server, not in direct "
+                                          "messages."))
+        kind = command_kind(command)
+        if kind in ("owner", "self"):
             # owner: checked by the command against the application's owner; self: a student's
             # own data must stay reachable even where moderators turned commands off.
             return True
-        kind = command_kind(command)
         # Students' rules and cooldowns are per command family (`sentiment`); staff commands
-        # are named in full so a refusal says which one (`/sentiment train`).
+        # are named in full so a refusal says which one (`/classifier train`).
         name = policy_name(command) if kind == "student" else command.qualified_name
         decision = await self.client.policy.check(
-            interaction.guild_id, interaction.channel_id, actor_of(interaction), name, kind
+            interaction.guild_id, interaction.channel_id, actor_of_member(interaction.user),
+            name, kind,
         )
         if not decision.allowed:
             raise Refused(decision)
+        if kind == "student":
+            charge_cooldown(interaction, name)
         return True
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
     ) -> None:
-        command = interaction.command.qualified_name if interaction.command else "?"
-        original = getattr(error, "original", error)
-        status, code = "failed", type(original).__name__
-        if isinstance(error, Refused):
-            message = error.decision.reason
-            status, code = "refused", "cooldown" if error.decision.retry_after else "refused"
-        elif isinstance(original, CoreError):
-            message, status, code = original.message, original.status, original.code
-        elif isinstance(error, app_commands.CheckFailure):
-            message, status, code = "You can't use this command here.", "refused", "check_failure"
-        elif isinstance(error, app_commands.TransformerError):
-            message, status, code = (
-                "That value doesn't fit this option: "
-                + safe(str(error.value), 100),
-                "user_error", "bad_option",
-            )
-        else:
-            log.error("unhandled error in /%s", command, exc_info=original)
-            message = APOLOGY
-        await send_error(interaction, message)
-        await self.client.record_query(QueryRecord(
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
-            command=command,
-            options=_options(interaction),
-            input_text="",
-            status=status,
-            error=code,
-        ))
+        await conclude(self.client, interaction, outcome_of_app_error(error),
+                       error=getattr(error, "original", error))
+
+
+def outcome_of_app_error(error: app_commands.AppCommandError) -> Outcome:
+    """discord.py's errors, in the outcome vocabulary; the core's own via `outcome_of_error`."""
+    if isinstance(error, Refused):
+        return Outcome(Status(error.decision.status), error.decision.reason,
+                       error.decision.status)
+    if isinstance(error, app_commands.TransformerError):
+        if isinstance(error.__cause__, CoreError):  # our own transformer's explanation
+            return outcome_of_error(error.__cause__)
+        return Outcome(Status.USER_ERROR,
+                       "That value doesn't fit this option: " + safe(str(error.value), 100),
+                       "bad_option")
+    if isinstance(error, app_commands.CheckFailure):
+        return Outcome(Status.REFUSED, "You can't use this command here.", "check_failure")
+    return outcome_of_error(getattr(error, "original", error))
 
 
 class TLMBot(commands.Bot):
@@ -157,11 +126,18 @@ class TLMBot(commands.Bot):
             command_prefix=commands.when_mentioned,
             intents=intents,
             tree_cls=TLMTree,
+            # Commands show in servers only, unless the operator allows direct messages.
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=config.discord.allow_dms,
+                private_channel=config.discord.allow_dms,
+            ),
             allowed_mentions=discord.AllowedMentions.none(),
             owner_ids=set(config.discord.owner_ids) or None,
             help_command=None,
             guild_ready_timeout=guild_ready_timeout,
         )
+        if config.database.log_inputs != "full":
+            quiet_library_payload_logs()
         self.config = config
         self.engine = engine
         self.querylog = querylog
@@ -185,6 +161,10 @@ class TLMBot(commands.Bot):
             if self._handlers == 0:
                 self._idle.set()
 
+    async def idle(self) -> None:
+        """Return once no interaction is being answered or logged."""
+        await self._idle.wait()
+
     async def close(self) -> None:
         """Shut down without dropping answers: let the core finish the batches it is running
         (queued requests fail with a polite "restarting"), let the commands in flight deliver
@@ -200,6 +180,7 @@ class TLMBot(commands.Bot):
     async def setup_hook(self) -> None:
         for name in self._extensions:
             await self.load_extension(name)
+        apply_option_limits(self.tree, self.config)
         guild_id = self.config.discord.dev_guild
         if guild_id:
             # Guild commands update instantly: handy while developing, never global spam.
@@ -218,9 +199,21 @@ class TLMBot(commands.Bot):
         log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
 
 
-def _options(interaction: discord.Interaction) -> dict[str, Any]:
-    data: Any = interaction.data or {}
-    options = data.get("options", [])
-    while options and options[0].get("type") in (1, 2):  # sub-command (group): descend
-        options = options[0].get("options", [])
-    return {o["name"]: o.get("value") for o in options if "name" in o}
+def quiet_library_payload_logs() -> None:
+    """discord.py logs whole gateway events and request bodies at DEBUG: students' words and
+    the answers that echo them. Where `log_inputs` keeps no text, neither may the log."""
+    library = logging.getLogger("discord")
+    if library.getEffectiveLevel() < logging.INFO:
+        library.setLevel(logging.INFO)
+
+
+def apply_option_limits(tree: app_commands.CommandTree, config: Config) -> None:
+    """Slash option bounds that follow `[limits]`: raising a limit in the config file raises
+    what Discord accepts (at the next sync), not only what the core allows."""
+    for command in tree.walk_commands():
+        student = COMMANDS.get(command.qualified_name)
+        if student is None or not isinstance(command, app_commands.Command):
+            continue
+        for limit in student.limits:
+            # discord.py keeps a text option's length bounds in min_value/max_value too.
+            command._params[limit.option].max_value = limit.of(config.limits)

@@ -15,15 +15,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.outcome import reply_staff
 from cogs.render import COLOUR, Reply, clip, safe
-from cogs.respond import send_error, staff_reply
+from core.errors import InvalidInput
+from core.outcomes import STATUS_VALUES
 from core.querylog import QueryFilter
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
 
 SINCE = Literal["1h", "24h", "7d", "30d", "all"]
-STATUS = Literal["ok", "user_error", "refused", "overloaded", "failed", "expired"]
+STATUS = Literal[STATUS_VALUES]  # type: ignore[valid-type]
 _SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
           "30d": timedelta(days=30)}
 
@@ -54,12 +56,11 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                      since: SINCE = "24h", status: STATUS | None = None) -> None:
         """The latest queries, newest first.
 
-        Parameters
-        ----------
-        user: Only this student.
-        command: Only this command (e.g. mask).
-        since: How far back.
-        status: Only this outcome.
+        Args:
+            user: Only this student.
+            command: Only this command (e.g. mask).
+            since: How far back.
+            status: Only this outcome.
         """
         rows = await self.bot.querylog.recent(
             self._filter(interaction, user, command, since, status, 15)
@@ -73,16 +74,15 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                          + (f" → {out}" if out else ""))
         embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
                               description=clip("\n".join(lines) or "No queries match.", 4000))
-        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=f"{len(rows)} rows"),
-                          command="logs recent", options={"since": since, "status": status})
+        await reply_staff(self.bot, interaction,
+                          Reply(embeds=[embed], summary=f"{len(rows)} rows"))
 
     @app_commands.command(name="stats")
     async def stats(self, interaction: discord.Interaction, since: SINCE = "7d") -> None:
         """Counts per command and per student, error rate and latency.
 
-        Parameters
-        ----------
-        since: How far back.
+        Args:
+            since: How far back.
         """
         s = await self.bot.querylog.stats(interaction.guild_id, since_time(since))
         embed = discord.Embed(title=f"Usage ({since})", colour=COLOUR)
@@ -99,8 +99,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             "\n".join(f"<@{u}> {n}" for u, n in users) or "—", 1024))
         embed.add_field(name="Outcomes", value=clip(
             "\n".join(f"{k}: {v}" for k, v in sorted(s.by_status.items())) or "—", 1024))
-        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=f"{s.total} rows"),
-                          command="logs stats", options={"since": since})
+        await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=f"{s.total} rows"))
 
     @app_commands.command(name="export")
     async def export(self, interaction: discord.Interaction, user: discord.User | None = None,
@@ -108,12 +107,11 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                      since: SINCE = "all", status: STATUS | None = None) -> None:
         """Download the query log as a CSV file.
 
-        Parameters
-        ----------
-        user: Only this student.
-        command: Only this command.
-        since: How far back.
-        status: Only this outcome.
+        Args:
+            user: Only this student.
+            command: Only this command.
+            since: How far back.
+            status: Only this outcome.
         """
         await interaction.response.defer(ephemeral=True, thinking=True)
         text = await self.bot.querylog.export_csv(
@@ -122,14 +120,13 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         data = text.encode("utf-8")
         limit = getattr(interaction, "attachment_size_limit", 8 * 1024 * 1024)
         if len(data) > limit:
-            await send_error(interaction, "The export is larger than Discord allows. Narrow it "
-                                          "with `since` or `user`, or use `tlm-bot logs export`.")
-            return
+            raise InvalidInput("The export is larger than Discord allows. Narrow it "
+                               "with `since` or `user`, or use `tlm-bot logs export`.")
         # Not text.count("\n"): a student's input may itself hold line breaks.
         rows = max(0, sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1)
-        await staff_reply(self.bot, interaction, Reply(
+        await reply_staff(self.bot, interaction, Reply(
             content=f"{rows} rows.", files=[(f"queries-{interaction.guild_id}.csv", data)],
-            summary=f"{rows} rows"), command="logs export", options={"since": since})
+            summary=f"{rows} rows"))
 
 
 async def setup(bot: TLMBot) -> None:

@@ -7,23 +7,20 @@ per-command permissions (Server Settings -> Integrations) still apply on top of 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.command_names import CommandName, actor_of_member
+from cogs.outcome import reply_staff
 from cogs.render import COLOUR, Reply, clip
-from cogs.respond import send_error, staff_reply
-from core.errors import CoreError
+from core.errors import InvalidInput
 from core.settings import ALL_COMMANDS
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
-
-#: What rules can name. "*" means every student command.
-RULE_COMMANDS = Literal["*", "mask", "qa", "sentiment", "generate", "tokens", "attention",
-                        "contextsim", "maskpair", "nexttoken"]
 
 
 @app_commands.guild_only()
@@ -36,18 +33,15 @@ class Moderation(commands.GroupCog, group_name="config",
         self.bot = bot
         super().__init__()
 
-    async def _done(self, interaction: discord.Interaction, text: str, command: str,
-                    options: dict) -> None:
+    async def _done(self, interaction: discord.Interaction, text: str) -> None:
         embed = discord.Embed(description=clip(text, 4000), colour=COLOUR)
-        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=text[:100]),
-                          command=f"config {command}", options=options)
+        await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=text[:100]))
 
     async def _rule(self, interaction: discord.Interaction, command: str, allow: bool | None,
                     channel: discord.TextChannel | None, role: discord.Role | None) -> None:
         guild_id = interaction.guild_id
         if channel is not None and role is not None:
-            await send_error(interaction, "Give a channel *or* a role, not both.")
-            return
+            raise InvalidInput("Give a channel *or* a role, not both.")
         if channel is not None:
             scope, scope_id, where = "channel", channel.id, channel.mention
         elif role is not None:
@@ -57,49 +51,44 @@ class Moderation(commands.GroupCog, group_name="config",
         await self.bot.settings.set_rule(guild_id, scope, scope_id, command, allow)
         name = "every command" if command == ALL_COMMANDS else f"/{command}"
         verb = {True: "allowed", False: "denied", None: "back to the default"}[allow]
-        await self._done(interaction, f"{name} is now {verb} in {where}.", "rule",
-                         {"command": command, "allow": allow, "scope": scope,
-                          "scope_id": scope_id})
+        await self._done(interaction, f"{name} is now {verb} in {where}.")
 
     @app_commands.command(name="allow")
-    async def allow(self, interaction: discord.Interaction, command: RULE_COMMANDS,
+    async def allow(self, interaction: discord.Interaction, command: CommandName,
                     channel: discord.TextChannel | None = None,
                     role: discord.Role | None = None) -> None:
         """Allow a command in a channel, for a role, or server-wide.
 
-        Parameters
-        ----------
-        command: The command ("*" = all student commands).
-        channel: Only in this channel (beats role and server rules).
-        role: Only for members with this role (beats the server rule).
+        Args:
+            command: The command ("*" = all student commands).
+            channel: Only in this channel (beats role and server rules).
+            role: Only for members with this role (beats the server rule).
         """
         await self._rule(interaction, command, True, channel, role)
 
     @app_commands.command(name="deny")
-    async def deny(self, interaction: discord.Interaction, command: RULE_COMMANDS,
+    async def deny(self, interaction: discord.Interaction, command: CommandName,
                    channel: discord.TextChannel | None = None,
                    role: discord.Role | None = None) -> None:
         """Turn a command off in a channel, for a role, or server-wide.
 
-        Parameters
-        ----------
-        command: The command ("*" = all student commands).
-        channel: Only in this channel (beats role and server rules).
-        role: Only for members with this role (beats the server rule).
+        Args:
+            command: The command ("*" = all student commands).
+            channel: Only in this channel (beats role and server rules).
+            role: Only for members with this role (beats the server rule).
         """
         await self._rule(interaction, command, False, channel, role)
 
     @app_commands.command(name="clear")
-    async def clear(self, interaction: discord.Interaction, command: RULE_COMMANDS,
+    async def clear(self, interaction: discord.Interaction, command: CommandName,
                     channel: discord.TextChannel | None = None,
                     role: discord.Role | None = None) -> None:
         """Remove a rule so the next level decides.
 
-        Parameters
-        ----------
-        command: The command the rule was for.
-        channel: The channel the rule was for.
-        role: The role the rule was for.
+        Args:
+            command: The command the rule was for.
+            channel: The channel the rule was for.
+            role: The role the rule was for.
         """
         await self._rule(interaction, command, None, channel, role)
 
@@ -108,65 +97,55 @@ class Moderation(commands.GroupCog, group_name="config",
                          role: discord.Role | None = None) -> None:
         """Set the role whose members can read the query log (/logs).
 
-        Parameters
-        ----------
-        role: The instructor role; leave empty to remove it.
+        Args:
+            role: The instructor role; leave empty to remove it.
         """
         await self.bot.settings.set_instructor_role(interaction.guild_id, role.id if role else None)
         text = (f"Instructors are now members with {role.mention} (and moderators)." if role
                 else "No instructor role: only moderators can read the query log.")
-        await self._done(interaction, text, "instructor", {"role": role.id if role else None})
+        await self._done(interaction, text)
 
     @app_commands.command(name="pause")
     async def pause(self, interaction: discord.Interaction, paused: bool) -> None:
         """Stop (or restart) all student commands, e.g. during an exam.
 
-        Parameters
-        ----------
-        paused: True stops student commands; False lets them run again.
+        Args:
+            paused: True stops student commands; False lets them run again.
         """
         await self.bot.settings.set_paused(interaction.guild_id, paused)
         text = ("Student commands are **paused** in this server." if paused
                 else "Student commands run again.")
-        await self._done(interaction, text, "pause", {"paused": paused})
+        await self._done(interaction, text)
 
     @app_commands.command(name="cooldown")
-    async def cooldown(self, interaction: discord.Interaction, command: RULE_COMMANDS,
+    async def cooldown(self, interaction: discord.Interaction, command: CommandName,
                        uses: app_commands.Range[int, 0, 1000],
                        per_seconds: app_commands.Range[float, 1, 86400] = 60.0) -> None:
         """Limit how often each student may run a command.
 
-        Parameters
-        ----------
-        command: The command ("*" = each command without its own cooldown).
-        uses: Runs allowed per period; 0 removes this cooldown.
-        per_seconds: The period, in seconds.
+        Args:
+            command: The command ("*" = each command without its own cooldown).
+            uses: Runs allowed per period; 0 removes this cooldown.
+            per_seconds: The period, in seconds.
         """
-        try:
-            await self.bot.settings.set_cooldown(
-                interaction.guild_id, command, uses or None, per_seconds
-            )
-        except CoreError as exc:
-            await send_error(interaction, exc.message)
-            return
+        await self.bot.settings.set_cooldown(
+            interaction.guild_id, command, uses or None, per_seconds
+        )
         name = "each command" if command == ALL_COMMANDS else f"/{command}"
         text = (f"{name}: at most {uses} per {per_seconds:g} s per student." if uses
                 else f"{name}: cooldown removed.")
-        await self._done(interaction, text, "cooldown",
-                         {"command": command, "uses": uses, "per_seconds": per_seconds})
+        await self._done(interaction, text)
 
     @app_commands.command(name="retention")
     async def retention(self, interaction: discord.Interaction,
                         days: app_commands.Range[int, 1, 3650]) -> None:
         """How many days this server's query log keeps rows.
 
-        Parameters
-        ----------
-        days: Rows older than this are deleted automatically.
+        Args:
+            days: Rows older than this are deleted automatically.
         """
         await self.bot.settings.set_retention(interaction.guild_id, days)
-        await self._done(interaction, f"Query-log rows are now kept for {days} days.",
-                         "retention", {"days": days})
+        await self._done(interaction, f"Query-log rows are now kept for {days} days.")
 
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
@@ -191,38 +170,32 @@ class Moderation(commands.GroupCog, group_name="config",
         if not s.cooldowns:
             lines.append(f"• default: {d.default_cooldown_uses} per "
                          f"{d.default_cooldown_seconds:g} s per command")
-        await self._done(interaction, "\n".join(lines), "show", {})
+        await self._done(interaction, "\n".join(lines))
 
     @app_commands.command(name="why")
-    async def why(self, interaction: discord.Interaction, command: RULE_COMMANDS,
+    async def why(self, interaction: discord.Interaction, command: CommandName,
                   user: discord.Member | None = None,
                   channel: discord.TextChannel | None = None) -> None:
         """Explain whether a member may run a command in a channel, step by step.
 
-        Parameters
-        ----------
-        command: The command to check.
-        user: The member (default: you).
-        channel: The channel (default: this one).
+        Args:
+            command: The command to check.
+            user: The member (default: you).
+            channel: The channel (default: this one).
         """
-        from bot.client import actor_of_member
-
         member = user or interaction.user
         if not isinstance(member, discord.Member):
-            await send_error(interaction, "That user is not a member of this server.")
-            return
+            raise InvalidInput("That user is not a member of this server.")
         channel_id = channel.id if channel else interaction.channel_id
         if command == ALL_COMMANDS:
-            await send_error(interaction, "Pick one command to explain.")
-            return
+            raise InvalidInput("Pick one command to explain.")
         decision = await self.bot.policy.explain(
             interaction.guild_id, channel_id, actor_of_member(member), command, "student"
         )
         verdict = "✅ allowed" if decision.allowed else "⛔ refused"
         text = (f"/{command} for {member.mention} in <#{channel_id}>: **{verdict}**\n"
                 + "\n".join(f"{i}. {step}" for i, step in enumerate(decision.steps, 1)))
-        await self._done(interaction, text, "why",
-                         {"command": command, "user": member.id, "channel": channel_id})
+        await self._done(interaction, text)
 
 
 async def setup(bot: TLMBot) -> None:

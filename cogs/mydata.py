@@ -8,8 +8,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.outcome import conclude, reply_staff
 from cogs.render import COLOUR, Reply, clip, safe
-from cogs.respond import send_error, staff_reply
+from core.errors import InvalidInput
+from core.outcomes import Outcome, Status
 from core.querylog import QueryFilter
 
 if TYPE_CHECKING:
@@ -40,27 +42,26 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
             description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
         )
         embed.set_footer(text=f"Rows are kept {days} days. /mydata delete erases them now.")
-        await staff_reply(self.bot, interaction, Reply(embeds=[embed], summary=f"{len(rows)} rows"),
-                          command="mydata show", options={})
+        await reply_staff(self.bot, interaction,
+                          Reply(embeds=[embed], summary=f"{len(rows)} rows"))
 
     @app_commands.command(name="delete")
     async def delete(self, interaction: discord.Interaction, confirm: bool) -> None:
         """Erase every row the bot logged about you in this server.
 
-        Parameters
-        ----------
-        confirm: Must be True: this cannot be undone.
+        Args:
+            confirm: Must be True: this cannot be undone.
         """
         if not confirm:
-            await send_error(interaction, "Nothing deleted. Run it with `confirm: True` to erase "
-                                          "your rows.")
-            return
+            raise InvalidInput("Nothing deleted. Run it with `confirm: True` to erase your rows.")
+        if interaction.guild_id is None:  # Discord never sends this; a raw payload might
+            raise InvalidInput("/mydata only works in a server.")
         removed = await self.bot.querylog.delete_user(interaction.guild_id, interaction.user.id)
         # No log row for this one: it would be a fresh record about the user who just asked
         # for theirs to be erased.
-        await interaction.response.send_message(
-            f"Deleted {removed} rows about you from this server's log.", ephemeral=True
-        )
+        await conclude(self.bot, interaction, Outcome(Status.OK), ephemeral=True, record=False,
+                       reply=Reply(content=f"Deleted {removed} rows about you from this "
+                                           "server's log."))
 
 
 async def setup(bot: TLMBot) -> None:

@@ -12,8 +12,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.outcome import reply_staff
 from cogs.render import Reply
-from cogs.respond import send_error, staff_reply
+from core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
@@ -29,22 +30,20 @@ class Owner(commands.Cog):
                    scope: Literal["this server", "global"] = "this server") -> None:
         """Register the bot's slash commands (bot owner only).
 
-        Parameters
-        ----------
-        scope: "this server" updates instantly; "global" reaches every server within an hour.
+        Args:
+            scope: "this server" updates instantly; "global" reaches every server within an hour.
         """
         if not await self.bot.is_owner(interaction.user):
-            await send_error(interaction, "Only the bot's owner can sync its commands.")
-            return
+            raise InvalidInput("Only the bot's owner can sync its commands.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild = interaction.guild if scope == "this server" else None
         if guild is not None:
             self.bot.tree.copy_global_to(guild=guild)
         synced = await self.bot.tree.sync(guild=guild)
         names = ", ".join(sorted(f"/{c.name}" for c in synced))
-        await staff_reply(self.bot, interaction, Reply(
+        await reply_staff(self.bot, interaction, Reply(
             content=f"Synced {len(synced)} commands ({scope}): {names}"[:2000],
-            summary=f"{len(synced)} commands"), command="sync", options={"scope": scope})
+            summary=f"{len(synced)} commands"))
 
 
 async def setup(bot: TLMBot) -> None:

@@ -1,7 +1,7 @@
 """Teaching commands beyond the notebook: /attention, /contextsim, /maskpair, /nexttoken.
 
-The pictures are drawn by the core in the worker pool (matplotlib, Agg), never on the event
-loop; this cog only maps options to requests, like `cogs.inference`.
+The pictures are drawn by the core, never on the event loop; like `cogs.inference`, each method
+only declares its options (`cogs.registry` says what runs).
 """
 
 from __future__ import annotations
@@ -12,13 +12,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.render import render_attention, render_contextsim, render_maskpair, render_nexttoken
-from cogs.respond import answer_request
-from core.tasks.attention import AttentionRequest
-from core.tasks.contextsim import ContextSimRequest
+from cogs.outcome import answer
 from core.tasks.generate import MAX_TOP_K
-from core.tasks.maskpair import MaskPairRequest
-from core.tasks.nexttoken import NextTokenRequest
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
@@ -41,25 +36,13 @@ class Teaching(commands.Cog):
     ) -> None:
         """Draw where each token looks: one attention head as a heatmap.
 
-        Parameters
-        ----------
-        text: A short sentence (up to 40 tokens).
-        model: distilbert (looks both ways) or gpt2 (only looks back).
-        layer: Which layer (default: the last).
-        head: Which head (default: the average of all heads).
+        Args:
+            text: A short sentence (up to 40 tokens).
+            model: distilbert (looks both ways) or gpt2 (only looks back).
+            layer: Which layer (default: the last).
+            head: Which head (default: the average of all heads).
         """
-        request = AttentionRequest(
-            text, "mask" if model == "distilbert" else "generate", layer, head
-        )
-        await answer_request(
-            self.bot,
-            interaction,
-            "attention",
-            request,
-            render_attention,
-            text,
-            {"model": model, "layer": layer, "head": head},
-        )
+        await answer(self.bot, interaction)
 
     @app_commands.command(name="contextsim")
     async def contextsim(
@@ -71,22 +54,12 @@ class Teaching(commands.Cog):
     ) -> None:
         """Compare a word's vector in two sentences, layer by layer.
 
-        Parameters
-        ----------
-        word: A word in both sentences, e.g. bank.
-        sentence_a: e.g. "We sat on the bank of the river."
-        sentence_b: e.g. "I took money out of the bank."
+        Args:
+            word: A word in both sentences, e.g. bank.
+            sentence_a: e.g. "We sat on the bank of the river."
+            sentence_b: e.g. "I took money out of the bank."
         """
-        request = ContextSimRequest(word, sentence_a, sentence_b)
-        await answer_request(
-            self.bot,
-            interaction,
-            "contextsim",
-            request,
-            render_contextsim,
-            f"{word}\n{sentence_a}\n{sentence_b}",
-            {},
-        )
+        await answer(self.bot, interaction)
 
     @app_commands.command(name="maskpair")
     async def maskpair(
@@ -99,23 +72,13 @@ class Teaching(commands.Cog):
     ) -> None:
         """Two masked sentences side by side, e.g. to probe bias.
 
-        Parameters
-        ----------
-        sentence_a: e.g. "The man works as a [MASK]."
-        sentence_b: e.g. "The woman works as a [MASK]."
-        top_k: How many fillers per sentence.
-        targets: Words to always compare, separated by commas, e.g. "nurse, doctor".
+        Args:
+            sentence_a: e.g. "The man works as a [MASK]."
+            sentence_b: e.g. "The woman works as a [MASK]."
+            top_k: How many fillers per sentence.
+            targets: Words to always compare, separated by commas, e.g. "nurse, doctor".
         """
-        request = MaskPairRequest(sentence_a, sentence_b, top_k, targets or ())
-        await answer_request(
-            self.bot,
-            interaction,
-            "maskpair",
-            request,
-            render_maskpair,
-            f"{sentence_a}\n{sentence_b}",
-            {"top_k": top_k, "targets": targets},
-        )
+        await answer(self.bot, interaction)
 
     @app_commands.command(name="nexttoken")
     async def nexttoken(
@@ -128,23 +91,13 @@ class Teaching(commands.Cog):
     ) -> None:
         """See GPT-2's next-token odds, before and after temperature, top-k and top-p.
 
-        Parameters
-        ----------
-        prompt: The text so far.
-        temperature: 0 = greedy; below 1 sharpens, above 1 flattens.
-        top_k: Keep only the k likeliest tokens.
-        top_p: Keep the likeliest tokens until they reach this probability.
+        Args:
+            prompt: The text so far.
+            temperature: 0 = greedy; below 1 sharpens, above 1 flattens.
+            top_k: Keep only the k likeliest tokens.
+            top_p: Keep the likeliest tokens until they reach this probability.
         """
-        request = NextTokenRequest(prompt, temperature, top_k, top_p)
-        await answer_request(
-            self.bot,
-            interaction,
-            "nexttoken",
-            request,
-            render_nexttoken,
-            prompt,
-            {"temperature": temperature, "top_k": top_k, "top_p": top_p},
-        )
+        await answer(self.bot, interaction)
 
 
 async def setup(bot: TLMBot) -> None:

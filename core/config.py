@@ -107,7 +107,7 @@ class DatabaseConfig:
 class SentimentConfig:
     classifier_dir: str = "classifiers/sentiment"
     pooling: Literal["cls", "mean"] = "cls"
-    #: Limits for `/sentiment train` attachments.
+    #: Limits for `/classifier train` attachments.
     max_upload_bytes: int = 2_000_000
     max_upload_rows: int = 10_000
 
@@ -121,6 +121,10 @@ class DiscordConfig:
     #: Per-user cooldown applied to every student command unless a moderator sets another.
     default_cooldown_uses: int = 5
     default_cooldown_seconds: float = 30.0
+    #: Student commands in the bot's direct messages. Off: no moderator rules reach a DM and
+    #: its rows belong to no server. On: the default cooldown applies there, and the owner
+    #: exports those rows with `tlm-bot logs export --dms`.
+    allow_dms: bool = False
 
 
 @dataclass(frozen=True)

@@ -137,8 +137,13 @@ class InferenceEngine:
         """Check a request without queueing it (raises `UserError`)."""
         return self.task_for(request).validate(request)
 
-    async def submit(self, request: Any, *, timeout: float | None = None) -> Any:
-        """Validate, queue, and wait for the result (with `timings` filled in)."""
+    def admit(self, request: Any, *, timeout: float | None = None) -> asyncio.Future[Any]:
+        """Validate and queue now, or raise now; the returned future resolves to the result.
+
+        Admission is synchronous on purpose: a caller learns "busy" (`Overloaded`) or a bad
+        input before it shows anything to a student, even when it admits several requests for
+        one answer (`/tokens model:compare`). Cancelling the future frees the queue slot.
+        """
         if self._closed or self._pool is None:
             raise EngineClosed("The bot is restarting. Try again in a minute.")
         task = self.task_for(request)
@@ -154,12 +159,15 @@ class InferenceEngine:
             lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
         future = lane.put(request, task)
         timeout = self.config.engine.request_timeout_s if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(
-                "That took too long and was stopped. The bot may be very busy: try again soon."
-            ) from None
+        # The lane's own future, not a wrapper task: cancelling the caller cancels it at once,
+        # so the batcher never spends a row on a caller that left.
+        expiry = asyncio.get_running_loop().call_later(timeout, _expire, future)
+        future.add_done_callback(lambda _: expiry.cancel())
+        return future
+
+    async def submit(self, request: Any, *, timeout: float | None = None) -> Any:
+        """Validate, queue, and wait for the result (with `timings` filled in)."""
+        return await self.admit(request, timeout=timeout)
 
     async def aclose(self, *, drain_timeout: float = 30.0) -> None:
         """Finish what is running, fail what is still queued, then stop the workers."""
@@ -192,6 +200,13 @@ class InferenceEngine:
         if self._pool is None:
             raise EngineClosed("The engine has not started.")
         return self._pool
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout(
+            "That took too long and was stopped. The bot may be very busy: try again soon."
+        ))
 
 
 class _Lane:

@@ -4,8 +4,9 @@ Everything a student can cause is a `UserError` whose `message` is safe to show 
 shows it ephemerally. What the server causes (a full queue, a model that did not load, a
 timeout, a shutdown) is a `ServiceError`: its message is just as safe, but it is not the
 student's fault, and the query log says so. Each class names its `status` (a value of
-`core.outcomes.Status`, kept as text here so this module imports nothing). Anything that is not a `CoreError` is a bug: the bot logs its traceback
-and shows a generic apology, never `str(exc)`, because that can leak internals.
+`core.outcomes.Status`, kept as text here so this module imports nothing). Anything that is
+not a `CoreError` is a bug: the bot logs its traceback and shows a generic apology, never
+`str(exc)`, because that can leak internals.
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ Precedence, first match wins:
 4. Cooldowns apply to allowed student commands, for students only (instructors and moderators
    are exempt): at most ``uses`` runs per ``per_seconds`` sliding window, per user and command.
 
-Direct messages (guild None) have no rules, no pause and no cooldowns: student commands are
-allowed and staff commands are refused (there is no guild whose staff you could be).
+Direct messages (guild None) are refused for every command unless the operator sets
+``[discord] allow_dms = true`` (checked by the bot, before this policy). Where allowed, DMs have
+no moderator rules and no pause, but the default cooldown applies; staff commands are refused
+there (there is no guild whose staff you could be).
 
 `decide` is pure and synchronous so the table above can be tested row by row; `Policy` adds the
 settings lookup and the cooldown state. Reasons are written for students; they mention channels
@@ -70,6 +72,8 @@ class Decision:
     reason: str  # safe to show the student
     steps: tuple[str, ...] = ()  # how the decision was reached, for /config why
     retry_after: float | None = None  # seconds, when refused by a cooldown
+    #: The query log's status when refused: "refused" (a rule), "paused" or "cooldown".
+    status: str = "refused"
 
 
 def decide(
@@ -119,7 +123,8 @@ def decide(
             steps.append("the bot is paused, but instructors and moderators are exempt")
         else:
             steps.append("the bot is paused in this server")
-            return done(False, "The moderators have paused the bot for now; try again later.")
+            return replace(done(False, "The moderators have paused the bot for now; "
+                                       "try again later."), status="paused")
 
     if channel_id is not None:
         for cmd in (command, ALL_COMMANDS):
@@ -213,7 +218,7 @@ class Policy:
             steps.insert(-1, "instructors and moderators have no cooldowns")
             return replace(decision, steps=tuple(steps))
         cooldown = settings.cooldown_for(command)
-        if cooldown is None and guild_id is not None:
+        if cooldown is None:  # direct messages (when allowed) get the default too
             cooldown = self._default_cooldown
         if cooldown is None or cooldown.uses == 0:
             steps.insert(-1, f"no cooldown for /{command}")
@@ -234,13 +239,21 @@ class Policy:
             steps[-1:] = [f"cooldown for /{command}: {rate}, all used"]
             reason = f"You're using /{command} too fast ({rate}). Try again in {wait} s."
             steps.append("refused: " + reason)
-            return Decision(False, reason, tuple(steps), retry_after=retry_after)
+            return Decision(False, reason, tuple(steps), retry_after=retry_after,
+                            status="cooldown")
         steps.insert(-1, f"cooldown for /{command}: {rate}, {len(window)} used")
         if consume:
             window.append(now)
             self._uses[key] = window
             self._expires[key] = now + cooldown.per_seconds
         return replace(decision, steps=tuple(steps))
+
+    def refund(self, guild_id: int | None, user_id: int, command: str) -> None:
+        """Give back the use `check` counted, for an attempt the core never admitted (busy,
+        a bad input): a cooldown limits work done, not tries."""
+        window = self._uses.get((guild_id, user_id, command))
+        if window:
+            window.pop()
 
     def _sweep(self, now: float) -> None:
         """Forget windows that have emptied, so the dicts do not grow with every user ever."""

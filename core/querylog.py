@@ -160,8 +160,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "input_text", "status", "output_summary", "error", "model_id",
     "queue_ms", "inference_ms", "total_ms", "feedback",
 )  # fmt: skip
-_CSV_TEXT_COLUMNS = frozenset({"user_name", "command", "options", "input_text", "status", "output_summary",
-                               "error", "model_id"})
+_CSV_TEXT_COLUMNS = frozenset({"user_name", "command", "options", "input_text", "status",
+                               "output_summary", "error", "model_id"})
 # Spreadsheets run cells starting with these as formulas. The quote itself is included so that
 # the escaping is reversible: a cell starting with ' always carries one added quote.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.config import Config
 from core.engine import InferenceEngine
-from core.errors import InvalidInput, NotReady, CoreError, UserError
+from core.errors import CoreError, InvalidInput, NotReady
 from core.sentiment import (
     EncoderInfo,
     LabelledData,
@@ -26,12 +26,12 @@ from core.sentiment import (
     train_classifier,
 )
 from core.tasks.base import Timings
-from core.tasks.features import FeaturesRequest
+from core.tasks.features import FeaturesRequest, FeaturesResult
 
 log = logging.getLogger(__name__)
 
 TRAINING_HINT = (
-    "An instructor can train one with `/sentiment train` (a CSV with `text` and `label` "
+    "An instructor can train one with `/classifier train` (a CSV with `text` and `label` "
     "columns), or on the server with `tlm-bot train-sentiment --data FILE`."
 )
 HOW_TO_TRAIN = "No sentiment classifier has been trained yet. " + TRAINING_HINT
@@ -90,9 +90,18 @@ class SentimentService:
             raise NotReady(self._problem)
         return self._classifier
 
-    async def predict(self, text: str) -> SentimentResult:
+    def admit(self, text: str) -> Awaitable[SentimentResult]:
+        """Check and queue now (raising `NotReady`, `Overloaded`... at once), answer later."""
         classifier = self.require()
-        features = await self.engine.submit(FeaturesRequest(text, self.encoder.pooling))
+        features = self.engine.admit(FeaturesRequest(text, self.encoder.pooling))
+        return self._classify(classifier, text, features)
+
+    async def predict(self, text: str) -> SentimentResult:
+        return await self.admit(text)
+
+    async def _classify(self, classifier: SentimentClassifier, text: str,
+                        pending: Awaitable[FeaturesResult]) -> SentimentResult:
+        features = await pending
         prediction = classifier.predict_features(features.vector[None, :])[0]
         report = classifier.report
         return SentimentResult(

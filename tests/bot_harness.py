@@ -40,6 +40,8 @@ class Harness:
 
     async def rows(self) -> list:
         """Every query-log row (flushed first), oldest first."""
+        await asyncio.sleep(0)  # let a conclude that follows the visible reply begin
+        await self.bot.idle()
         await self.services.querylog.flush()
         db = self.services.db
         return await db.fetchall("SELECT * FROM queries ORDER BY id")
@@ -68,8 +70,9 @@ async def running_bot(
     emulator: DiscordEmulator | None = None,
     extensions: Sequence[str] = EXTENSIONS,
     check_clean: bool = True,
+    log_level: int = logging.INFO,
 ) -> AsyncIterator[Harness]:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(log_level)
     async with contextlib.AsyncExitStack() as stack:
         emu = emulator or await stack.enter_async_context(DiscordEmulator())
         stack.enter_context(emu.patch_discord())

@@ -753,8 +753,13 @@ class DiscordEmulator:
                      user_id: int | None = None, channel_id: int | None = None,
                      guild_id: int | None = None,
                      attachments: dict[str, tuple[str, bytes, str]] | None = None,
+                     dm: bool = False,
                      ) -> InteractionRecord:
-        """Dispatch a slash command as a user would run it; option types come from the sync."""
+        """Dispatch a slash command as a user would run it; option types come from the sync.
+
+        `dm=True` sends it from the user's direct messages with the bot (no guild, no member),
+        as Discord does for a globally synced command there.
+        """
         guild = self.guilds[guild_id or self.guild_id]
         channel_id = channel_id or next(iter(guild.channels))
         user_id = user_id or self.student_id
@@ -784,6 +789,17 @@ class DiscordEmulator:
             "entitlements": [], "entitlement_sku_ids": [],
             "authorizing_integration_owners": {"0": str(guild.id)}, "context": 0,
         }
+        if dm:
+            data.pop("guild_id", None)
+            for key in ("guild_id", "guild", "guild_locale", "member"):
+                payload.pop(key)
+            dm_channel = str(snowflake())
+            payload.update(
+                user=guild.members[user_id]["user"], context=1, channel_id=dm_channel,
+                channel={"id": dm_channel, "type": 1,
+                         "recipients": [guild.members[user_id]["user"]]},
+                authorizing_integration_owners={"1": str(user_id)},
+            )
         record = InteractionRecord(iid, token, payload)
         self.interactions.append(record)
         self._by_id[iid] = self._by_token[token] = record

@@ -213,7 +213,7 @@ async def test_tokens_any_text(harness: Harness) -> None:
 @MODULE
 async def test_sentiment_any_text(harness: Harness) -> None:
     options = st.fixed_dictionaries({"text": text_option(1000)})
-    assert await fuzz(harness, "sentiment", options, subcommand="text") == EXAMPLES
+    assert await fuzz(harness, "sentiment", options) == EXAMPLES
 
 
 @MODULE

@@ -191,7 +191,7 @@ async def test_synced_commands_fit_discord_limits(tiny_config, tmp_path, caplog)
     assert option("generate", "num_return_sequences")["max_value"] == limits.max_return_sequences
     assert option("generate", "seed")["required"] is False
     assert {"wordpiece", "bpe"} <= {c["value"] for c in option("tokens", "model")["choices"]}
-    assert option("sentiment", "text", sub="text")["max_length"] == limits.max_text_chars
+    assert option("sentiment", "text")["max_length"] == limits.max_text_chars
 
 
 def _check_documented_limits(obj: dict[str, Any], where: str, depth: int = 0) -> None:
@@ -333,15 +333,15 @@ async def test_sentiment_says_it_is_untrained_then_answers_once_trained(tiny_con
            "what an awful story", "the worst book this year", "sad and ugly music",
            "boring game", "a poor and serious show", "I really hated it", "bad friends"]
     async with bot(tiny_config, tmp_path, caplog) as h:
-        before = await ask(h, "sentiment", {"text": "I loved it"}, subcommand="text")
+        before = await ask(h, "sentiment", {"text": "I loved it"})
         report = await h.services.sentiment.train(
             LabelledData(tuple(good + bad), (1,) * len(good) + (0,) * len(bad))
         )
-        after = await ask(h, "sentiment", {"text": "I loved it"}, subcommand="text")
+        after = await ask(h, "sentiment", {"text": "I loved it"})
         rows = await h.rows()
     assert before.first_response["type"] == 4  # refused before any "thinking…"
     assert_ephemeral_error(before, "No sentiment classifier has been trained yet",
-                           "/sentiment train")
+                           "/classifier train")
     embed = after.visible_messages[0]["embeds"][0]
     assert not after.ephemeral
     assert re.fullmatch(r"(negative|positive) \(\d+%\)", embed["title"]), embed["title"]
@@ -463,7 +463,7 @@ async def test_cooldown_refusal_is_ephemeral_and_logged(tiny_config, tmp_path, c
     assert not first.ephemeral
     assert_ephemeral_error(second, "too fast", "Try again in")
     assert second.first_response["type"] == 4
-    assert [(r["status"], r["error"]) for r in rows] == [("ok", ""), ("refused", "cooldown")]
+    assert [(r["status"], r["error"]) for r in rows] == [("ok", ""), ("cooldown", "cooldown")]
 
 
 def slow_load(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:

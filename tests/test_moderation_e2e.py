@@ -71,8 +71,8 @@ async def test_every_outcome_logs_exactly_one_row(tiny_config, tmp_path, caplog)
         await staff(h, "config", "clear", {"command": "tokens"})
         rows = await wait_rows(h, 5)
         assert [(r["command"], r["status"]) for r in rows] == [
-            ("tokens", "ok"), ("mask", "user_error"), ("config rule", "ok"),
-            ("tokens", "refused"), ("config rule", "ok")]
+            ("tokens", "ok"), ("mask", "user_error"), ("config deny", "ok"),
+            ("tokens", "refused"), ("config clear", "ok")]
         assert rows[1]["error"] == "invalid_input" and rows[3]["error"] == "refused"
 
         burst = [await emu.invoke("mask", {"text": f"Burst {i} is [MASK]."}) for i in range(6)]
@@ -186,9 +186,12 @@ async def test_rules_precedence_pause_and_moderator_only(tiny_config, tmp_path, 
             refusals = [r for r in rows if r["status"] == "refused"]
             assert [(r["command"], r["user_id"]) for r in refusals] == [
                 ("tokens", student), ("mask", student), ("tokens", outsider),
-                ("tokens", student), ("tokens", student), ("config pause", student),
+                ("tokens", student), ("config pause", student),
                 ("config deny", ta), ("logs recent", student)]
-            assert all(r["status"] == "ok" for r in rows if r not in refusals)
+            paused = [r for r in rows if r["status"] == "paused"]
+            assert [(r["command"], r["user_id"], r["error"]) for r in paused] == [
+                ("tokens", student, "paused")]
+            assert all(r["status"] == "ok" for r in rows if r not in refusals + paused)
 
 
 # --------------------------------------------------------------------------- review and privacy

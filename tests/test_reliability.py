@@ -304,4 +304,4 @@ async def test_cooldown_stops_one_student_filling_the_queue(tiny_config, tmp_pat
         assert "Fillers for [MASK]" in other.text
         rows = await h.rows()
         assert sorted((r["status"], r["error"]) for r in rows) == (
-            [("ok", "")] * 4 + [("refused", "cooldown")] * 9)
+            [("cooldown", "cooldown")] * 9 + [("ok", "")] * 4)

@@ -94,7 +94,7 @@ STAFF_COMMANDS = [
     ("logs", "recent", {}),
     ("logs", "export", {}),
     ("logs", "stats", {}),
-    ("sentiment", "info", {}),
+    ("classifier", "info", {}),
 ]
 
 

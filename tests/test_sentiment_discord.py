@@ -55,8 +55,8 @@ async def sentiment_bot(tiny_config: Config, tmp_path, caplog, *, check_clean: b
 
 async def upload(h: Harness, data: bytes, *, filename: str = "reviews.csv",
                  user_id: int | None = None) -> InteractionRecord:
-    """/sentiment train with `data` attached, by the instructor unless told otherwise."""
-    record = await h.emu.invoke("sentiment", {}, subcommand="train",
+    """/classifier train with `data` attached, by the instructor unless told otherwise."""
+    record = await h.emu.invoke("classifier", {}, subcommand="train",
                                 user_id=user_id or h.emu.moderator_id,
                                 attachments={"data": (filename, data, "text/csv")})
     return await record.wait_done(timeout=10)
@@ -98,7 +98,7 @@ def cdn_downloads(emu: DiscordEmulator) -> list[str]:
 
 
 async def ask_text(h: Harness, text: str = "a wonderful movie") -> InteractionRecord:
-    return await h.run("sentiment", {"text": text}, subcommand="text", timeout=10)
+    return await h.run("sentiment", {"text": text}, timeout=10)
 
 
 # ----------------------------------------------------------------------------- the happy path
@@ -109,7 +109,7 @@ async def test_instructor_trains_then_students_get_answers(tiny_config, tmp_path
         training = await trained(h, csv_bytes(reviews()))
         classifier = h.bot.sentiment.classifier
         answer = await ask_text(h)
-        info = await h.run("sentiment", {}, subcommand="info", user_id=h.emu.moderator_id)
+        info = await h.run("classifier", {}, subcommand="info", user_id=h.emu.moderator_id)
         rows = await h.rows()
 
     # Deferred ephemerally, then "Training on N" in its place, then the report as a follow-up.
@@ -134,9 +134,10 @@ async def test_instructor_trains_then_students_get_answers(tiny_config, tmp_path
     assert info.visible_messages[0]["embeds"][0]["title"] == "Sentiment classifier"
     assert "always 'negative'" in info.visible_messages[0]["embeds"][0]["description"]
 
-    # /sentiment info is a staff view and leaves no row; training and the answer do.
+    # Every interaction leaves one row: training, the answer, and the staff view.
     assert [(r["command"], r["status"], r["user_id"]) for r in rows] == [
-        ("sentiment train", "ok", h.emu.moderator_id), ("sentiment", "ok", h.emu.student_id)]
+        ("classifier train", "ok", h.emu.moderator_id), ("sentiment", "ok", h.emu.student_id),
+        ("classifier info", "ok", h.emu.moderator_id)]
     assert rows[0]["output_summary"] == f"accuracy {accuracy:.3f}"
     assert re.fullmatch(r"(negative|positive) \d\.\d{3}", rows[1]["output_summary"])
     assert rows[1]["input_text"] == "a wonderful movie"
@@ -176,10 +177,10 @@ async def test_bad_files_are_refused_and_the_live_classifier_stays(tiny_config, 
     footer = answer.visible_messages[0]["embeds"][0]["footer"]["text"]
     assert f"held-out accuracy {first.report.accuracy:.1%}" in footer
     assert [(r["command"], r["status"], r["error"]) for r in rows] == [
-        ("sentiment train", "ok", ""),
-        ("sentiment train", "user_error", "invalid_input"),
-        ("sentiment train", "user_error", "invalid_input"),
-        ("sentiment train", "user_error", "invalid_input"),
+        ("classifier train", "ok", ""),
+        ("classifier train", "user_error", "invalid_input"),
+        ("classifier train", "user_error", "invalid_input"),
+        ("classifier train", "user_error", "invalid_input"),
         ("sentiment", "ok", ""),
     ]
 
@@ -200,7 +201,7 @@ async def test_a_file_over_the_size_limit_is_refused_before_download(tiny_config
     assert downloads == []
     assert classifier is None
     assert [(r["command"], r["status"], r["error"]) for r in rows] == [
-        ("sentiment train", "user_error", "invalid_input")]
+        ("classifier train", "user_error", "invalid_input")]
 
 
 async def test_students_cannot_train(tiny_config, tmp_path, caplog):
@@ -211,12 +212,12 @@ async def test_students_cannot_train(tiny_config, tmp_path, caplog):
         classifier, training = h.bot.sentiment.classifier, h.bot.sentiment.training
         rows = await h.rows()
     assert record.first_response["type"] == 4 and all_ephemeral(record)
-    assert "Only" in record.text and "/sentiment" in record.text
+    assert "Only" in record.text and "/classifier train" in record.text
     assert "Training on" not in record.text
     assert downloads == [] and classifier is None and not training
     assert not (tmp_path / "classifier").exists()
     assert [(r["command"], r["status"], r["user_id"]) for r in rows] == [
-        ("sentiment train", "refused", h.emu.student_id)]
+        ("classifier train", "refused", h.emu.student_id)]
 
 
 # ------------------------------------------------------------------------ encoder mismatch
@@ -235,17 +236,17 @@ async def test_a_classifier_for_other_features_is_not_used(tiny_config, tmp_path
     # ...then start the bot configured for [CLS] pooling on the same directory.
     async with sentiment_bot(tiny_config, tmp_path, caplog, sentiment={"pooling": "cls"}) as h:
         answer = await ask_text(h)
-        info = await h.run("sentiment", {}, subcommand="info", user_id=h.emu.moderator_id)
+        info = await h.run("classifier", {}, subcommand="info", user_id=h.emu.moderator_id)
         rows = await h.rows()
     assert answer.first_response["type"] == 4 and all_ephemeral(answer)
     text = answer.text
     assert "mean pooling" in text and "cls pooling" in text
     assert "Retrain it with the configured encoder" in text
-    assert "/sentiment train" in text  # ...and how
+    assert "/classifier train" in text  # ...and how
     assert "has been trained yet" not in text  # one was, for other features
     assert all_ephemeral(info) and "mean pooling" in info.text
     assert [(r["command"], r["status"], r["error"]) for r in rows] == [
-        ("sentiment", "unavailable", "not_ready")]
+        ("sentiment", "unavailable", "not_ready"), ("classifier info", "unavailable", "not_ready")]
     assert any("sentiment classifier not loaded" in r.getMessage() for r in caplog.records)
 
 
@@ -286,9 +287,9 @@ async def test_training_runs_in_the_background_one_at_a_time(tiny_config, tmp_pa
     assert embed_titles(first) == [REPORT_TITLE]
     assert not after.ephemeral and "held-out accuracy" in after.text
     assert sorted((r["command"], r["status"], r["error"]) for r in rows) == sorted([
-        ("sentiment train", "user_error", "invalid_input"),  # the second upload
+        ("classifier train", "user_error", "invalid_input"),  # the second upload
         ("mask", "ok", ""),
         ("sentiment", "unavailable", "not_ready"),
-        ("sentiment train", "ok", ""),
+        ("classifier train", "ok", ""),
         ("sentiment", "ok", ""),
     ])

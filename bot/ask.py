@@ -1,0 +1,100 @@
+"""`tlm-bot ask COMMAND ...`: every student command without Discord, through the same registry,
+request builders, runners and renderers as the bot.
+
+The sub-commands and their options are generated from the slash commands themselves (names,
+types, defaults, limits, choices and the descriptions students see), so the CLI cannot miss a
+command or drift from it. Pictures are written to a file and the path printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.registry import COMMANDS
+from core.config import Config
+
+_TYPES = {
+    discord.AppCommandOptionType.string: str,
+    discord.AppCommandOptionType.integer: int,
+    discord.AppCommandOptionType.number: float,
+    discord.AppCommandOptionType.boolean: lambda text: text.lower() in ("1", "true", "yes"),
+}
+
+
+def slash_commands(extensions: Iterable[str]) -> dict[str, app_commands.Command]:
+    """The top-level slash commands the extensions declare, without starting a bot."""
+    found: dict[str, app_commands.Command] = {}
+    for name in extensions:
+        module = importlib.import_module(name)
+        for _, cog in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cog, commands.Cog) and cog.__module__ == module.__name__:
+                for command in cog.__cog_app_commands__:
+                    if isinstance(command, app_commands.Command):
+                        found[command.name] = command
+    return found
+
+
+def add_ask_parsers(ask: argparse.ArgumentParser, extensions: Iterable[str]) -> None:
+    what = ask.add_subparsers(dest="what", required=True, metavar="COMMAND")
+    declared = slash_commands(extensions)
+    for name, student in COMMANDS.items():
+        command = declared[name]
+        p = what.add_parser(name, help=command.description,
+                            description=command.description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        for parameter in command.parameters:
+            _add_option(p, parameter)
+        if student.picture:
+            p.add_argument("--out", help="where to write the picture (default: its own name in "
+                                         "the current folder)")
+
+
+def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Parameter) -> None:
+    kind = _TYPES.get(parameter.type, str)
+    help_text = parameter.description or ""
+    if parameter.type is discord.AppCommandOptionType.string:
+        if parameter.max_value is not None:  # discord.py's name for a text's length bound
+            help_text += f" (at most {parameter.max_value} characters)"
+    elif parameter.min_value is not None or parameter.max_value is not None:
+        help_text += f" ({parameter.min_value} to {parameter.max_value})"
+    choices = [c.value for c in parameter.choices] or None
+    if parameter.required:
+        parser.add_argument(parameter.name, type=kind, choices=choices, help=help_text)
+    else:
+        default = None if parameter.default is discord.utils.MISSING else parameter.default
+        parser.add_argument("--" + parameter.name.replace("_", "-"), dest=parameter.name,
+                            type=kind, choices=choices, default=default, help=help_text)
+
+
+async def answer_offline(args: argparse.Namespace, config: Config,
+                         extensions: Iterable[str]) -> str:
+    """Run `args.what` like the bot would and return what a student would read."""
+    from core.engine import InferenceEngine
+    from core.sentiment_service import SentimentService
+
+    student = COMMANDS[args.what]
+    command = slash_commands(extensions)[args.what]
+    options = {p.name: getattr(args, p.name) for p in command.parameters}
+    async with InferenceEngine(config) as engine:
+        sentiment = SentimentService(engine, config)
+        if args.what == "sentiment":
+            sentiment.load()
+        services: Any = SimpleNamespace(engine=engine, sentiment=sentiment)
+        result = await student.runner.admit(services, student.build(options))
+    reply = student.render(result)
+    text = reply.as_text()
+    for name, data in reply.files:
+        out = Path(getattr(args, "out", None) or name)
+        out.write_bytes(data)
+        text += f"\npicture written to {out}"
+    return text

@@ -1,0 +1,102 @@
+"""/classifier info|train: instructors look at and retrain the classifier behind /sentiment.
+
+Training runs in the background and posts its report when done, because it takes longer than
+anyone should stare at "thinking…". Its outcome (and its one log row) is concluded then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.outcome import conclude, reply_staff
+from cogs.render import COLOUR, Reply, code
+from core.errors import InvalidInput
+from core.outcomes import Outcome, Status, outcome_of_error
+from core.sentiment import parse_labelled_bytes
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+log = logging.getLogger(__name__)
+
+_KEEPS_OLD = "The previous classifier is still in use."
+
+
+@app_commands.guild_only()
+class Classifier(commands.GroupCog, group_name="classifier",
+                 group_extras={"kind": "instructor"}):
+    """The /sentiment classifier (instructors)."""
+
+    def __init__(self, bot: TLMBot) -> None:
+        self.bot = bot
+        self._background: set[asyncio.Task] = set()
+        super().__init__()
+
+    async def cog_unload(self) -> None:
+        for task in self._background:
+            task.cancel()
+
+    @app_commands.command(name="info")
+    async def info(self, interaction: discord.Interaction) -> None:
+        """Show which classifier answers /sentiment and how well it did."""
+        classifier = self.bot.sentiment.require()
+        report = classifier.report
+        body = report.to_text() if report is not None else "(no training report saved)"
+        embed = discord.Embed(title="Sentiment classifier", colour=COLOUR,
+                              description=code(body, 3900))
+        if self.bot.sentiment.training:
+            embed.set_footer(text="A new classifier is training right now.")
+        summary = f"accuracy {report.accuracy:.3f}" if report is not None else "no report"
+        await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=summary))
+
+    @app_commands.command(name="train")
+    async def train(self, interaction: discord.Interaction, data: discord.Attachment) -> None:
+        """Train a new classifier from a CSV or TSV with text and label columns.
+
+        Args:
+            data: A .csv/.tsv file: a header with `text` and `label` (0/1 or two names).
+        """
+        limits = self.bot.config.sentiment
+        if data.size > limits.max_upload_bytes:
+            raise InvalidInput(
+                f"That file is {data.size:,} bytes; the limit is {limits.max_upload_bytes:,}."
+            )
+        if self.bot.sentiment.training:
+            raise InvalidInput("A classifier is already training. Wait for its report first.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        parsed = parse_labelled_bytes(
+            await data.read(), data.filename, max_rows=limits.max_upload_rows
+        )
+        await interaction.followup.send(
+            f"Training on {len(parsed.texts)} examples. The report will be posted here.",
+            ephemeral=True,
+        )
+        task = asyncio.create_task(self._train(interaction, parsed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _train(self, interaction: discord.Interaction, parsed) -> None:
+        with self.bot.handling():
+            try:
+                report = await self.bot.sentiment.train(parsed)
+            except Exception as exc:
+                outcome = outcome_of_error(exc)
+                outcome = Outcome(outcome.status, f"Training failed: {outcome.message} "
+                                                  + _KEEPS_OLD, outcome.error_code)
+                await conclude(self.bot, interaction, outcome, error=exc)
+                return
+            embed = discord.Embed(title="New sentiment classifier is live", colour=COLOUR,
+                                  description=code(report.to_text(), 3900))
+            await conclude(self.bot, interaction, Outcome(Status.OK), ephemeral=True,
+                           reply=Reply(embeds=[embed],
+                                       summary=f"accuracy {report.accuracy:.3f}"))
+
+
+async def setup(bot: TLMBot) -> None:
+    await bot.add_cog(Classifier(bot))

@@ -1,0 +1,68 @@
+"""Who runs what: which commands exist, for whom, under which name rules are written (read
+from the live command tree, as RoboDanny's `CommandName` converter does, never from a hand-kept
+list), and the member reduced to what `core.policy` needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from core.errors import InvalidInput
+from core.policy import Actor
+from core.settings import ALL_COMMANDS
+
+
+def command_kind(command: Any) -> str:
+    """Who a command is for; set with `extras={"kind": ...}` (a group's extras count too)."""
+    while command is not None:
+        kind = getattr(command, "extras", {}).get("kind")
+        if kind:
+            return kind
+        command = getattr(command, "parent", None)
+    return "student"
+
+
+def policy_name(command: Any) -> str:
+    """The name rules are written against: the top-level command (`logs`, not `logs recent`)."""
+    return command.qualified_name.split()[0]
+
+
+def student_command_names(tree: app_commands.CommandTree) -> list[str]:
+    names = {policy_name(c) for c in tree.walk_commands()
+             if command_kind(c) == "student" and not isinstance(c, app_commands.Group)}
+    names |= {c.name for c in tree.get_commands(type=discord.AppCommandType.message)}
+    return sorted(names)
+
+
+class StudentCommandName(app_commands.Transformer):
+    """A student command of the running bot, or "*" for all of them (autocompleted)."""
+
+    async def transform(self, interaction: discord.Interaction, value: str) -> str:
+        name = value.strip().lstrip("/").lower()
+        names = student_command_names(interaction.client.tree)  # type: ignore[attr-defined]
+        if name != ALL_COMMANDS and name not in names:
+            raise InvalidInput(f"There is no student command /{name[:40]}. "
+                               f"Choose one of: {', '.join(names)}, or * for all.")
+        return name
+
+    async def autocomplete(self, interaction: discord.Interaction, value: str,
+                           ) -> list[app_commands.Choice[str]]:
+        names = [ALL_COMMANDS] + student_command_names(interaction.client.tree)  # type: ignore
+        typed = value.strip().lstrip("/").lower()
+        return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+
+CommandName = app_commands.Transform[str, StudentCommandName]
+
+
+def actor_of_member(user: discord.User | discord.Member) -> Actor:
+    if isinstance(user, discord.Member):
+        # Discord's @everyone role has the guild's id; include it so rules on it apply.
+        return Actor(
+            user_id=user.id,
+            role_ids=frozenset(role.id for role in user.roles) | {user.guild.id},
+            is_moderator=user.guild_permissions.manage_guild,
+        )
+    return Actor(user_id=user.id)

@@ -1,0 +1,286 @@
+"""The one path from an interaction to its reply and its log row.
+
+Every interaction — a student's slash command, a staff command, a refusal by a rule, a bad
+option, a crash — ends in `conclude`, which (1) sends the one reply (the answer, or an ephemeral
+explanation) and (2) writes the one query-log row. `core.outcomes` decides what an error means;
+the row is a `QueryRecord` whose free-text options are named here, from the command's own
+declaration (every string option without fixed choices is the member's own words), so
+`log_inputs` applies to them exactly as to the input text. No other module writes rows.
+
+A student command's life (`answer`): build the request from the slash options -> admit it to the
+core *before* showing anything (a full queue or a bad input gets an ephemeral reply with no
+public "thinking…" flashing up) -> defer within Discord's 3 s -> say so if the model is still
+loading -> await -> render -> `conclude`.
+
+Discord rules encoded here: a deferred reply's first follow-up *replaces* the "thinking…"
+message and inherits its visibility, so an error after a public defer deletes that message and
+sends an ephemeral follow-up. An interaction token lives 15 minutes; if it expired the answer
+goes to the channel instead of being dropped (status "expired").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from cogs.registry import COMMANDS, StudentCommand
+from cogs.render import Reply, error_reply, safe
+from core.models import LoadState
+from core.outcomes import Outcome, Status, outcome_of_error
+from core.querylog import QueryRecord
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+log = logging.getLogger(__name__)
+
+#: Outcomes of attempts the core never admitted: they do not use up a cooldown.
+NOT_ADMITTED = frozenset({Status.USER_ERROR, Status.OVERLOADED, Status.UNAVAILABLE})
+
+_STARTED = "tlm_started"
+_COOLDOWN_CHARGE = "tlm_cooldown_charge"
+
+
+def mark_started(interaction: discord.Interaction) -> None:
+    interaction.extras.setdefault(_STARTED, time.perf_counter())
+
+
+def charge_cooldown(interaction: discord.Interaction, policy_name: str) -> None:
+    """Remember that the policy counted a use, so `conclude` can give it back if needed."""
+    interaction.extras[_COOLDOWN_CHARGE] = (interaction.guild_id, interaction.user.id,
+                                            policy_name)
+
+
+def command_name(interaction: discord.Interaction) -> str:
+    return interaction.command.qualified_name if interaction.command else "?"
+
+
+def options_of(interaction: discord.Interaction) -> dict[str, Any]:
+    """The command's options as plain values (ids for members, roles, channels; defaults
+    filled in), from discord.py's parsed namespace rather than a hand parser."""
+    command = interaction.command
+    parameters = getattr(command, "parameters", None) or []
+    values: dict[str, Any] = {}
+    for parameter in parameters:
+        value = getattr(interaction.namespace, parameter.name, None)
+        if value is None and not parameter.required:
+            default = parameter.default
+            value = None if default is discord.utils.MISSING else default
+        values[parameter.name] = _plain(value)
+    return values
+
+
+def free_text_options(command: Any) -> frozenset[str]:
+    """The options that carry a member's own words: every string option without fixed
+    choices (an autocompleted option still accepts any text the member types)."""
+    return frozenset(
+        p.name for p in (getattr(command, "parameters", None) or [])
+        if p.type is discord.AppCommandOptionType.string and not p.choices
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (discord.abc.Snowflake, app_commands.AppCommandChannel,
+                          app_commands.AppCommandThread)):
+        return value.id
+    if isinstance(value, discord.Attachment):
+        return value.filename
+    if isinstance(value, app_commands.Choice):
+        return value.value
+    return value
+
+
+# ------------------------------------------------------------------------------ the outcome
+
+
+async def conclude(
+    bot: TLMBot,
+    interaction: discord.Interaction,
+    outcome: Outcome,
+    *,
+    reply: Reply | None = None,
+    result: Any = None,
+    ephemeral: bool = False,
+    options: Mapping[str, Any] | None = None,
+    input_text: str = "",
+    input_options: tuple[str, ...] = (),
+    error: BaseException | None = None,
+    record: bool = True,
+) -> Status:
+    """Send the one reply for `outcome` and write the one log row; returns the final status.
+
+    `reply` is sent for successful outcomes (public unless `ephemeral`); failures send
+    `outcome.message` ephemerally. `record=False` is for `/mydata delete` only: a row about the
+    member who just asked to be forgotten would defeat the point.
+    """
+    with bot.handling():  # a shutdown (and a test) waits until the row is written
+        return await _conclude(bot, interaction, outcome, reply=reply, result=result,
+                               ephemeral=ephemeral, options=options, input_text=input_text,
+                               input_options=input_options, error=error, record=record)
+
+
+async def _conclude(
+    bot: TLMBot, interaction: discord.Interaction, outcome: Outcome, *, reply: Reply | None,
+    result: Any, ephemeral: bool, options: Mapping[str, Any] | None, input_text: str,
+    input_options: tuple[str, ...], error: BaseException | None, record: bool,
+) -> Status:
+    status = outcome.status
+    if status is Status.FAILED and error is not None:
+        log.error("/%s failed", command_name(interaction), exc_info=error)
+    if outcome.ok and reply is not None:
+        try:
+            status = await _deliver(interaction, reply, ephemeral=ephemeral)
+        except Exception as exc:  # Discord refused the answer itself (e.g. a 5xx)
+            log.error("/%s: the answer could not be sent", command_name(interaction),
+                      exc_info=exc)
+            outcome = outcome_of_error(exc)
+            status = outcome.status
+            await send_error(interaction, outcome.message)
+    else:
+        await send_error(interaction, outcome.message)
+    if status in NOT_ADMITTED:
+        charge = interaction.extras.pop(_COOLDOWN_CHARGE, None)
+        if charge is not None:
+            bot.policy.refund(*charge)
+    if record:
+        all_options = dict(options if options is not None else options_of(interaction))
+        if isinstance(result, tuple) and result:  # several results for one answer
+            result = result[0]
+        timings = getattr(result, "timings", None)
+        started = interaction.extras.get(_STARTED)
+        user = interaction.user
+        await bot.record_query(QueryRecord(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=user.id,
+            user_name=getattr(user, "display_name", "") or "",
+            command=command_name(interaction),
+            options={k: v for k, v in all_options.items() if k not in input_options},
+            free_text_options=free_text_options(interaction.command),
+            input_text=input_text,
+            status=status.value,
+            output_summary=reply.summary if reply is not None and outcome.ok else "",
+            error=outcome.error_code,
+            model_id=str(getattr(result, "model_id", "") or ""),
+            queue_ms=timings.queued_ms if timings else None,
+            inference_ms=timings.inference_ms if timings else None,
+            total_ms=(time.perf_counter() - started) * 1000 if started else None,
+        ))
+    return status
+
+
+async def answer(bot: TLMBot, interaction: discord.Interaction,
+                 name: str | None = None, options: Mapping[str, Any] | None = None) -> None:
+    """Run a student command end to end (see the module docstring).
+
+    The bot counts it as in flight, so a shutdown delivers it before closing the connection.
+    """
+    command: StudentCommand = COMMANDS[name or command_name(interaction)]
+    values = dict(options if options is not None else options_of(interaction))
+    mark_started(interaction)
+    with bot.handling():
+        outcome, reply, result, failure = Outcome(Status.OK), None, None, None
+        pending: Any = None
+        try:
+            # Admission first: "busy" and bad input are answered ephemerally, at once.
+            request = command.build(values)
+            pending = asyncio.ensure_future(command.runner.admit(bot, request))
+            await interaction.response.defer(thinking=True)
+            state = command.runner.model_status(bot, request)
+            if state is not None and state[1] in (LoadState.PENDING, LoadState.LOADING):
+                await interaction.edit_original_response(
+                    content=f"⏳ The model `{state[0]}` is still loading. "
+                            "Your answer will appear here as soon as it is ready."
+                )
+            result = await pending
+            reply = command.render(result)
+        except Exception as exc:
+            outcome, failure = outcome_of_error(exc), exc
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()  # the command itself was cancelled: free the queue slot
+            elif pending is not None and not pending.cancelled():
+                pending.exception()  # seen, even when delivery failed before we awaited it
+        await conclude(bot, interaction, outcome, reply=reply, result=result, options=values,
+                       input_text=command.input_text(values),
+                       input_options=command.input_options, error=failure)
+
+
+async def reply_staff(bot: TLMBot, interaction: discord.Interaction, reply: Reply) -> None:
+    """An ephemeral answer to a moderator, instructor or privacy command, plus its row.
+
+    These answers hold rules and other students' queries: they are never public.
+    """
+    mark_started(interaction)
+    await conclude(bot, interaction, Outcome(Status.OK), reply=reply, ephemeral=True)
+
+
+# ------------------------------------------------------------------------------ delivery
+
+
+async def send_error(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral error, whatever state the interaction is in."""
+    reply = error_reply(message)
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(embeds=reply.embeds, ephemeral=True)
+            return
+        if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+            # The public "thinking…" placeholder would otherwise become the error, visibly.
+            try:
+                await interaction.delete_original_response()
+            except discord.HTTPException:
+                pass
+        await interaction.followup.send(embeds=reply.embeds, ephemeral=True)
+    except Exception:  # e.g. the HTTP session closing at shutdown: never a second failure
+        log.warning("could not send an error to %s", interaction.user.id, exc_info=True)
+
+
+async def _deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral: bool) -> Status:
+    """Send a successful answer; OK, or EXPIRED when it had to go elsewhere (or nowhere)."""
+    if not interaction.is_expired():  # a token past 15 min would only earn a 401
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(
+                    content=reply.content, embeds=reply.embeds, files=reply.discord_files(),
+                    ephemeral=ephemeral,
+                )
+            elif ephemeral:
+                await interaction.followup.send(
+                    content=reply.content or None, embeds=reply.embeds,
+                    files=reply.discord_files(), ephemeral=True,
+                )
+            else:
+                await interaction.edit_original_response(
+                    content=reply.content, embeds=reply.embeds, attachments=reply.discord_files()
+                )
+            return Status.OK
+        except discord.HTTPException as exc:
+            if not token_gone(exc):
+                raise
+    if ephemeral:  # never post a private answer publicly
+        return Status.EXPIRED
+    # Token expired (15 min) or the placeholder was deleted: post in the channel instead.
+    channel = interaction.channel
+    if isinstance(channel, discord.abc.Messageable):
+        try:
+            await channel.send(
+                content=f"Answer for {safe(interaction.user.display_name, 100)}:",
+                embeds=reply.embeds, files=reply.discord_files(),
+            )
+        except discord.HTTPException:
+            log.warning("answer for %s lost: token expired and channel refused",
+                        interaction.user.id, exc_info=True)
+    return Status.EXPIRED
+
+
+def token_gone(exc: discord.HTTPException) -> bool:
+    """Discord answers an expired interaction token with 401 Invalid Webhook Token (50027),
+    not 404, and a deleted placeholder with 404 Unknown Message."""
+    return isinstance(exc, discord.NotFound) or exc.status == 401 or exc.code == 50027

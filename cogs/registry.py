@@ -1,0 +1,194 @@
+"""Every student command, declared once: how its options become a core request, how the
+request runs, how the result is drawn, which options are the student's text, and which slash
+limits follow the config.
+
+The slash command itself (its typed, documented options) is declared once too, in its cog; the
+cog method is one line that hands the interaction to `cogs.outcome.answer`. Everything else reads
+this table: the outcome path (what to run and log), `tlm-bot ask` (its sub-commands and options
+are generated from the same slash commands), `/config`'s command names (from the live tree) and
+the bot's start-up (option limits from `[limits]`).
+
+Adding a student command = its core task + one `StudentCommand` here + its cog method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cogs import render
+from cogs.render import Reply
+from core.config import LimitsConfig
+from core.engine import InferenceEngine
+from core.models import LoadState
+from core.sentiment_service import SentimentService
+from core.tasks.attention import AttentionRequest
+from core.tasks.contextsim import ContextSimRequest
+from core.tasks.fill_mask import FillMaskRequest
+from core.tasks.generate import GenerateRequest
+from core.tasks.maskpair import MaskPairRequest
+from core.tasks.nexttoken import NextTokenRequest
+from core.tasks.qa import QARequest
+from core.tasks.tokens import TokensRequest
+
+Options = Mapping[str, Any]
+
+
+class Services(Protocol):
+    """What running a command needs: the bot has these, and so does `tlm-bot ask`."""
+
+    engine: InferenceEngine
+    sentiment: SentimentService
+
+
+class Runner(Protocol):
+    """How a request is run. `admit` checks and queues *now* (raising `UserError`,
+    `Overloaded`... before anything is shown) and returns what to await for the result."""
+
+    def admit(self, services: Services, request: Any) -> Awaitable[Any]: ...
+
+    def model_status(self, services: Services, request: Any) -> tuple[str, LoadState] | None: ...
+
+
+class EngineRunner:
+    """One request, or a tuple of requests answered together (`/tokens model:compare`)."""
+
+    def admit(self, services: Services, request: Any) -> Awaitable[Any]:
+        if not isinstance(request, tuple):
+            return services.engine.admit(request)
+        admitted: list[asyncio.Future] = []
+        try:
+            for one in request:
+                admitted.append(services.engine.admit(one))
+        except BaseException:
+            for future in admitted:  # all or nothing: free the slots already taken
+                future.cancel()
+            raise
+        return _gather_tuple(admitted)
+
+    def model_status(self, services: Services, request: Any) -> tuple[str, LoadState] | None:
+        first = request[0] if isinstance(request, tuple) else request
+        status = services.engine.status(first)
+        return status.model_id, status.state
+
+
+async def _gather_tuple(futures: list[asyncio.Future]) -> tuple:
+    try:
+        return tuple(await asyncio.gather(*futures))
+    finally:
+        for future in futures:
+            future.cancel()  # no-op when done; frees the other slot if one failed
+
+
+class SentimentRunner:
+    def admit(self, services: Services, request: Any) -> Awaitable[Any]:
+        return services.sentiment.admit(request)
+
+    def model_status(self, services: Services, request: Any) -> tuple[str, LoadState] | None:
+        spec = services.engine.config.models.features
+        return str(spec), services.engine.registry.state(spec)
+
+
+ENGINE = EngineRunner()
+SENTIMENT = SentimentRunner()
+
+
+@dataclass(frozen=True)
+class OptionLimit:
+    """A slash option's upper bound (a number's value, a text's length) that follows
+    `[limits]` in the config file."""
+
+    option: str
+    of: Callable[[LimitsConfig], int]
+
+
+@dataclass(frozen=True)
+class StudentCommand:
+    name: str
+    #: The slash options (defaults filled in) -> the core request.
+    build: Callable[[Options], Any]
+    render: Callable[[Any], Reply]
+    #: The options that make up the stored input text (under `log_inputs`), in order.
+    input_options: tuple[str, ...]
+    runner: Runner = ENGINE
+    limits: tuple[OptionLimit, ...] = ()
+    #: Replies carry a picture (so `tlm-bot ask` writes a file).
+    picture: bool = False
+    #: Between the input options in the stored text (a question and its context: "---").
+    input_separator: str = "\n"
+
+    def input_text(self, options: Options) -> str:
+        return self.input_separator.join(str(options[name]) for name in self.input_options
+                                         if options.get(name) is not None)
+
+
+def _text_limit(option: str) -> OptionLimit:
+    return OptionLimit(option, lambda limits: limits.max_text_chars)
+
+
+def _tokens(o: Options) -> Any:
+    if o["model"] == "compare":
+        return (TokensRequest(o["text"], "wordpiece"), TokensRequest(o["text"], "bpe"))
+    return TokensRequest(o["text"], o["model"])
+
+
+def _render_tokens(result: Any) -> Reply:
+    if isinstance(result, tuple):
+        return render.render_tokens_compare(*result)
+    return render.render_tokens(result)
+
+
+_TOP_K = OptionLimit("top_k", lambda limits: limits.max_mask_top_k)
+
+COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
+    StudentCommand(
+        "mask", lambda o: FillMaskRequest(o["text"], o["top_k"]), render.render_fill_mask,
+        ("text",), limits=(_text_limit("text"), _TOP_K),
+    ),
+    StudentCommand(
+        "qa", lambda o: QARequest(o["question"], o["context"]), render.render_qa,
+        ("question", "context"), input_separator="\n---\n",
+        limits=(OptionLimit("question", lambda lim: lim.max_question_chars),
+                OptionLimit("context", lambda lim: lim.max_context_chars)),
+    ),
+    StudentCommand(
+        "generate",
+        lambda o: GenerateRequest(
+            o["prompt"], max_new_tokens=o["max_new_tokens"], temperature=o["temperature"],
+            top_k=o["top_k"], top_p=o["top_p"], num_return_sequences=o["num_return_sequences"],
+            seed=o["seed"],
+        ),
+        render.render_generate, ("prompt",),
+        limits=(_text_limit("prompt"),
+                OptionLimit("max_new_tokens", lambda lim: lim.max_new_tokens),
+                OptionLimit("num_return_sequences", lambda lim: lim.max_return_sequences)),
+    ),
+    StudentCommand("tokens", _tokens, _render_tokens, ("text",), limits=(_text_limit("text"),)),
+    StudentCommand(
+        "sentiment", lambda o: o["text"], render.render_sentiment, ("text",),
+        runner=SENTIMENT, limits=(_text_limit("text"),),
+    ),
+    StudentCommand(
+        "attention",
+        lambda o: AttentionRequest(o["text"], "mask" if o["model"] == "distilbert" else "generate",
+                                   o["layer"], o["head"]),
+        render.render_attention, ("text",), picture=True,
+    ),
+    StudentCommand(
+        "contextsim", lambda o: ContextSimRequest(o["word"], o["sentence_a"], o["sentence_b"]),
+        render.render_contextsim, ("word", "sentence_a", "sentence_b"), picture=True,
+    ),
+    StudentCommand(
+        "maskpair",
+        lambda o: MaskPairRequest(o["sentence_a"], o["sentence_b"], o["top_k"],
+                                  o["targets"] or ()),
+        render.render_maskpair, ("sentence_a", "sentence_b"), picture=True, limits=(_TOP_K,),
+    ),
+    StudentCommand(
+        "nexttoken",
+        lambda o: NextTokenRequest(o["prompt"], o["temperature"], o["top_k"], o["top_p"]),
+        render.render_nexttoken, ("prompt",), picture=True, limits=(_text_limit("prompt"),),
+    ),
+)}
