@@ -200,11 +200,13 @@ class TLMBot(commands.Bot):
 
 
 def quiet_library_payload_logs() -> None:
-    """discord.py logs whole gateway events and request bodies at DEBUG: students' words and
-    the answers that echo them. Where `log_inputs` keeps no text, neither may the log."""
-    library = logging.getLogger("discord")
-    if library.getEffectiveLevel() < logging.INFO:
-        library.setLevel(logging.INFO)
+    """discord.py logs whole gateway events and request bodies at DEBUG, and aiosqlite every
+    statement with its parameters: students' words and the answers that echo them. Where
+    `log_inputs` keeps no text, neither may the log."""
+    for name in ("discord", "aiosqlite"):
+        library = logging.getLogger(name)
+        if library.getEffectiveLevel() < logging.INFO:
+            library.setLevel(logging.INFO)
 
 
 def apply_option_limits(tree: app_commands.CommandTree, config: Config) -> None:

@@ -77,6 +77,10 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _user(uid: int, name: str, *, bot: bool = False) -> dict[str, Any]:
     return {"id": str(uid), "username": name, "discriminator": "0", "global_name": name,
             "avatar": None, "bot": bot, "public_flags": 0, "flags": 0}
@@ -1044,7 +1048,8 @@ class DiscordEmulator:
     def _interaction_message(self, inter: InteractionRecord, payload: dict[str, Any],
                              files: list[tuple[str, bytes]]) -> dict[str, Any]:
         return self._message(payload, files, channel_id=int(inter.payload["channel_id"]),
-                             guild_id=int(inter.payload["guild_id"]), interaction=True)
+                             guild_id=_opt_int(inter.payload.get("guild_id")),
+                             interaction=True)
 
     # ----- REST routes
 
