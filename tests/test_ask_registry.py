@@ -1,0 +1,54 @@
+"""`tlm-bot ask` reaches every student command through the registry, with the slash options."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.ask import slash_commands
+from bot.cli import main
+from bot.client import EXTENSIONS
+from cogs.registry import COMMANDS
+from tests.test_cli import run_cli, write_config
+from tests.test_privacy_outcomes import VALID
+
+
+def test_every_student_command_has_an_ask_subcommand_with_its_options(capsys):
+    declared = slash_commands(EXTENSIONS)
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main(["ask", name, "--help"])
+        help_text = capsys.readouterr().out
+        for parameter in declared[name].parameters:
+            shown = parameter.name if parameter.required else "--" + parameter.name.replace(
+                "_", "-")
+            assert shown in help_text, (name, shown)
+            assert parameter.description in " ".join(help_text.split()), (name, shown)
+
+
+@pytest.mark.parametrize("name", ["attention", "contextsim", "maskpair", "nexttoken"])
+def test_pictures_are_written_to_a_file(capsys, tmp_path, tiny_models, name, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path, tiny_models)
+    options = {k: v.replace("{M}", "cat") if isinstance(v, str) else v
+               for k, v in VALID[name].items()}
+    parameters = {p.name: p for p in slash_commands(EXTENSIONS)[name].parameters}
+    argv = ["--config", str(config), "ask", name]
+    for key, value in options.items():
+        if parameters[key].required:
+            argv.append(str(value))
+        else:
+            argv += ["--" + key.replace("_", "-"), str(value)]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if line.startswith("picture written to ")]
+    path = tmp_path / line.removeprefix("picture written to ")
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_tokens_compare_from_the_cli(capsys, tmp_path, tiny_models):
+    config = write_config(tmp_path, tiny_models)
+    code, out, err = run_cli(capsys, "--config", str(config), "ask", "tokens", "hello world",
+                             "--model", "compare")
+    assert code == 0, err
+    assert "WordPiece" in out or "wordpiece" in out.lower()
+    assert "bpe" in out.lower()
