@@ -8,10 +8,14 @@ neighbours move with the sentence while static ones do not.
 from __future__ import annotations
 
 import copy
+import io
+import pickle
 
 import pytest
 import torch
+from PIL import Image
 
+from core import plots_activities
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head
 from core.tasks.logitlens import LogitLensRequest, lens_distributions
@@ -142,3 +146,32 @@ async def test_neighbours_refuse_clearly(engine):
         await engine.submit(NeighboursRequest("the dog", "The dog barked."))
     with pytest.raises(InvalidInput, match="top_k"):
         await engine.submit(NeighboursRequest("dog", "The dog barked.", top_k=0))
+
+
+# --- pictures ---------------------------------------------------------------------------------
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    image.load()  # decodes every pixel: a truncated file fails here
+    return image.size
+
+
+async def test_activity_pictures_are_drawn_from_the_results_alone(engine, tmp_path):
+    lens = await engine.submit(LogitLensRequest("$5 日本 " + PROMPT))
+    neighbours = await engine.submit(NeighboursRequest("tokenization", "We learn tokenization."))
+    # Drawable after a round trip through pickle: what a drawing process receives.
+    lens, neighbours = pickle.loads(pickle.dumps((lens, neighbours)))
+    assert _png_size(plots_activities.logit_lens_chart(lens)) == (1000, 800)
+    assert _png_size(plots_activities.neighbours_chart(neighbours)) == (1100, 800)
+    text = plots_activities.logit_lens_alt_text(lens)
+    assert f"The final answer is {plots_activities.visible_token(lens.answer.token)}" in text
+    assert "layer 2:" in text and len(text) <= 1000
+    text = plots_activities.neighbours_alt_text(neighbours)
+    assert "mean of its pieces" in text and neighbours.static[0].token in text
+
+
+def test_visible_token_shows_gpt2_spaces():
+    assert plots_activities.visible_token(" Paris") == "␣Paris"
+    assert plots_activities.visible_token("\n") == "\\n"
+    assert plots_activities.visible_token("") == "(empty)"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 import random
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from PIL import Image
 
+from core import plots_activities
 from core.database import Database
 from core.errors import InvalidInput
 from core.quiz import (
@@ -230,3 +234,23 @@ def test_build_reveal_without_guesses():
     reveal = build_reveal(quiz, [], result)
     assert reveal.total_guesses == reveal.matched_first == reveal.matched_top_k == 0
     assert reveal.tally == () and [c.class_count for c in reveal.candidates] == [0, 0, 0]
+
+
+async def test_reveal_chart_is_drawn_from_the_reveal_alone(db, engine):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz())
+    result = await engine.submit(model_request("mask", SENTENCE))
+    for student, word in enumerate(["dog", "dog", "$cat", "日本"] * 5):
+        if word.startswith("$"):
+            word = word[1:]
+        await store.guess(quiz.id, student, word)
+    reveal = pickle.loads(pickle.dumps(await store.reveal(quiz, result)))
+    image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(reveal)))
+    image.load()
+    assert image.format == "PNG" and image.size == (1200, 800)
+    text = plots_activities.quiz_reveal_alt_text(reveal)
+    assert "dog 10" in text and "The class's guesses (20)" in text
+    empty = build_reveal(quiz, [], result)
+    image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(empty)))
+    assert image.size == (1200, 800)
+    assert "none" in plots_activities.quiz_reveal_alt_text(empty)
