@@ -366,6 +366,29 @@ class QuizStore:
         log.info("Deleted %d quiz guesses of a user (guild %s)", deleted, guild_id)
         return deleted
 
+    async def purge(self, *, default_retention_days: int, now: datetime | None = None) -> int:
+        """Delete closed quizzes (their guesses go with them) older than their guild's
+        retention, as `QueryLog.purge` does for rows. Returns how many quizzes went."""
+        now = now or _now()
+        overrides = await self._db.fetchall(
+            "SELECT guild_id, retention_days FROM guild_settings WHERE retention_days IS NOT NULL")
+        custom = {int(r["guild_id"]): int(r["retention_days"]) for r in overrides}
+        deleted = 0
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM quizzes WHERE closed_at IS NOT NULL AND created_at < ? AND guild_id "
+                "NOT IN (SELECT guild_id FROM guild_settings WHERE retention_days IS NOT NULL)",
+                (to_db_time(now - timedelta(days=default_retention_days)),))
+            deleted += cursor.rowcount
+            for guild_id, days in custom.items():
+                cursor = await conn.execute(
+                    "DELETE FROM quizzes WHERE closed_at IS NOT NULL AND guild_id = ? AND "
+                    "created_at < ?", (guild_id, to_db_time(now - timedelta(days=days))))
+                deleted += cursor.rowcount
+        if deleted:
+            log.info("Retention purge deleted %d quizzes", deleted)
+        return deleted
+
     async def reveal(self, quiz: Quiz, result: FillMaskResult | NextTokenResult,
                      *, top_k: int = REVEAL_TOP_K) -> QuizReveal:
         """The model's answer (the `/mask` or `/nexttoken` result for `quiz.prompt`) beside the

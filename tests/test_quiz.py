@@ -254,3 +254,16 @@ async def test_reveal_chart_is_drawn_from_the_reveal_alone(db, engine):
     image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(empty)))
     assert image.size == (1200, 800)
     assert "none" in plots_activities.quiz_reveal_alt_text(empty)
+
+
+async def test_purge_deletes_old_closed_quizzes_with_their_guesses(db):
+    store = QuizStore(db)
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stale = await store.create(_quiz(), now=old)
+    await store.guess(stale.id, 1, "dog", now=old)
+    await store.close(stale.id, now=old)
+    running = await store.create(_quiz(channel_id=2), now=old)  # still open: kept
+    later = old + timedelta(days=91)
+    assert await store.purge(default_retention_days=90, now=later) == 1
+    assert await store.get(stale.id) is None and await store.get(running.id) is not None
+    assert (await db.fetchall("SELECT COUNT(*) FROM quiz_guesses"))[0][0] == 0
