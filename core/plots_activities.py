@@ -51,7 +51,8 @@ def logit_lens_chart(result: LogitLensResult, size: tuple[int, int] = (1000, 800
         ax.plot(layers, best, marker="s", markersize=7, linewidth=1.5, linestyle="--",
                 color=_GREY, label="probability of that layer's own top guess")
         ax.plot(layers, answer, marker="o", markersize=9, linewidth=2.5, color=_BLUE,
-                label=f"probability of the final answer {_label(visible_token(result.answer.token))}")
+                label="probability of the final answer "
+                      f"{_label(visible_token(result.answer.token))}")
         for layer, top_prob in zip(result.layers, best):
             guess = layer.top[0]
             final = guess.token_id == result.answer.token_id

@@ -260,7 +260,8 @@ class QuizStore:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
                     "INSERT INTO quizzes (guild_id, channel_id, kind, prompt, seconds, "
-                    "show_names, creator_id, created_at, ends_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "show_names, creator_id, created_at, ends_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.guild_id, new.channel_id, new.kind, new.prompt, new.seconds,
                      int(new.show_names), new.creator_id, to_db_time(created), to_db_time(ends)),
                 )

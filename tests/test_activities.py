@@ -109,7 +109,8 @@ async def test_contextual_neighbours_move_with_the_sentence(engine):
     assert river.static == money.static  # the same input embedding, whatever the sentence
     assert river.contextual != money.contextual
     assert river.layer == river.num_layers == 2
-    specials = set((await engine.registry.get(engine.config.models.mask)).tokenizer.all_special_tokens)
+    model = await engine.registry.get(engine.config.models.mask)
+    specials = set(model.tokenizer.all_special_tokens)
     for result in (river, money):
         assert not {n.token for n in result.contextual + result.static} & specials
 

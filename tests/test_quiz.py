@@ -16,8 +16,8 @@ from core.database import Database
 from core.errors import InvalidInput
 from core.quiz import (
     NewQuiz,
-    QuizAlreadyOpen,
     Quiz,
+    QuizAlreadyOpen,
     QuizClosed,
     QuizStore,
     build_reveal,
@@ -228,7 +228,8 @@ async def test_quiz_settings_are_checked(db):
 
 def test_build_reveal_without_guesses():
     result = FillMaskResult("m", SENTENCE, "[MASK]", (
-        MaskFiller(5, "dog", 0.5, ""), MaskFiller(6, "##s", 0.2, ""), MaskFiller(7, "Dog", 0.1, "")))
+        MaskFiller(5, "dog", 0.5, ""), MaskFiller(6, "##s", 0.2, ""),
+        MaskFiller(7, "Dog", 0.1, "")))
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     quiz = Quiz(1, GUILD, CHANNEL, None, "mask", SENTENCE, 60, False, TEACHER, now, now, now)
     reveal = build_reveal(quiz, [], result)

@@ -152,7 +152,7 @@ def lens_distributions(lm: Any, ids: Sequence[int], index: int) -> torch.Tensor:
 
 
 def _blocks_and_norm(base: Any) -> tuple[Any, Any]:
-    """The transformer blocks and the final norm: GPT-2's `h`/`ln_f`, Llama-style `layers`/`norm`."""
+    """The blocks and the final norm: GPT-2's `h` and `ln_f`, Llama-style `layers` and `norm`."""
     for blocks_name, norm_name in (("h", "ln_f"), ("layers", "norm")):
         if hasattr(base, blocks_name) and hasattr(base, norm_name):
             return getattr(base, blocks_name), getattr(base, norm_name)
