@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import pickle
 import random
@@ -268,3 +269,16 @@ async def test_purge_deletes_old_closed_quizzes_with_their_guesses(db):
     assert await store.purge(default_retention_days=90, now=later) == 1
     assert await store.get(stale.id) is None and await store.get(running.id) is not None
     assert (await db.fetchall("SELECT COUNT(*) FROM quiz_guesses"))[0][0] == 0
+
+
+async def test_thirty_students_guessing_at_once_are_all_counted(db):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz())
+    words = ["dog", "cat", "bird"]
+    receipts = await asyncio.gather(*(
+        store.guess(quiz.id, student, words[student % 3]) for student in range(30)))
+    assert sorted(r.count for r in receipts) == list(range(1, 31))  # each saw its own commit
+    again = await asyncio.gather(*(store.guess(quiz.id, s, "cat") for s in range(0, 30, 2)))
+    assert all(r.changed and r.count == 30 for r in again)
+    assert Counter(g.guess for g in await store.guesses(quiz.id)) == {
+        "cat": 10 + 5 + 5, "dog": 5, "bird": 5}
