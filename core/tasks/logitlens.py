@@ -82,6 +82,8 @@ class LogitLensResult:
 class LogitLensTask(Task[LogitLensRequest, LogitLensResult]):
     name = "logitlens"
     head = Head.CAUSAL_LM
+    #: The task contract being introduced on the engine branch (models by role); unused before.
+    needs = {"generate": frozenset({Head.CAUSAL_LM})}
     request_type = LogitLensRequest
 
     def spec(self, request: LogitLensRequest) -> ModelSpec:

@@ -73,6 +73,8 @@ class NeighboursResult:
 class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
     name = "neighbours"
     head = Head.MASKED_LM
+    #: The task contract being introduced on the engine branch (models by role); unused before.
+    needs = {"mask": frozenset({Head.MASKED_LM})}
     request_type = NeighboursRequest
 
     def spec(self, request: NeighboursRequest) -> ModelSpec:
