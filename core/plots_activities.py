@@ -11,6 +11,8 @@ student string through `_label`) are `core.plots`' and reuse its helpers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from core.plots import (  # the shared drawing conventions
@@ -24,9 +26,11 @@ from core.plots import (  # the shared drawing conventions
     _png,
     _tick_size,
 )
-from core.quiz import QuizReveal
-from core.tasks.logitlens import LogitLensResult
-from core.tasks.neighbours import Neighbour, NeighboursResult
+
+if TYPE_CHECKING:  # the tasks import this module to describe their pictures
+    from core.quiz import QuizReveal
+    from core.tasks.logitlens import LogitLensResult
+    from core.tasks.neighbours import Neighbour, NeighboursResult
 
 ALT_TEXT_LIMIT = 1000
 

@@ -165,6 +165,11 @@ async def test_activity_pictures_are_drawn_from_the_results_alone(engine, tmp_pa
     lens, neighbours = pickle.loads(pickle.dumps((lens, neighbours)))
     assert _png_size(plots_activities.logit_lens_chart(lens)) == (1000, 800)
     assert _png_size(plots_activities.neighbours_chart(neighbours)) == (1100, 800)
+    # What the engine's drawing stage runs (or has already run: then `png` is filled in).
+    assert _png_size(lens.png or lens.drawing()) == (1000, 800)
+    assert _png_size(neighbours.png or neighbours.drawing()) == (1100, 800)
+    assert lens.alt_text == plots_activities.logit_lens_alt_text(lens)
+    assert neighbours.alt_text == plots_activities.neighbours_alt_text(neighbours)
     text = plots_activities.logit_lens_alt_text(lens)
     assert f"The final answer is {plots_activities.visible_token(lens.answer.token)}" in text
     assert "layer 2:" in text and len(text) <= 1000

@@ -15,13 +15,15 @@ equal the model's own next-token distribution). One unpadded forward per request
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from core import plots_activities
 from core.config import ModelSpec
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head, LoadedModel
@@ -76,12 +78,18 @@ class LogitLensResult:
     #: One entry per layer, embeddings first; `layers[-1]` is the model's own output.
     layers: tuple[LensLayer, ...]
     num_layers: int
+    #: The picture: `drawing` (a picklable call of `core.plots_activities.logit_lens_chart` on
+    #: this result) is turned into `png` by the engine's drawing stage, off the model lane.
+    png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+    alt_text: str = ""
     timings: Timings | None = None
 
 
 class LogitLensTask(Task[LogitLensRequest, LogitLensResult]):
     name = "logitlens"
     head = Head.CAUSAL_LM
+    draws = True
     #: The task contract being introduced on the engine branch (models by role); unused before.
     needs = {"generate": frozenset({Head.CAUSAL_LM})}
     request_type = LogitLensRequest
@@ -179,7 +187,7 @@ def _result(model: LoadedModel, prompt: str, ids: Sequence[int], position: int,
             answer_prob=answer_prob,
             answer_rank=int((row > row[answer_id]).sum()) + 1,
         ))
-    return LogitLensResult(
+    result = LogitLensResult(
         model_id=str(model.spec),
         prompt=prompt,
         tokens=token_labels(tokenizer, ids),
@@ -188,3 +196,5 @@ def _result(model: LoadedModel, prompt: str, ids: Sequence[int], position: int,
         layers=tuple(layers),
         num_layers=len(layers) - 1,
     )
+    return replace(result, drawing=functools.partial(plots_activities.logit_lens_chart, result),
+                   alt_text=plots_activities.logit_lens_alt_text(result))

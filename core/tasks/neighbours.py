@@ -12,13 +12,15 @@ result says so. Special tokens ([CLS], [PAD], ...) are never listed: they are no
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from core import plots_activities
 from core.config import ModelSpec
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head, LoadedModel
@@ -63,6 +65,11 @@ class NeighboursResult:
     contextual: tuple[Neighbour, ...]
     #: Nearest vocabulary items to the word's static input embedding, best first.
     static: tuple[Neighbour, ...]
+    #: The picture: `drawing` (a picklable call of `core.plots_activities.neighbours_chart` on
+    #: this result) is turned into `png` by the engine's drawing stage, off the model lane.
+    png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+    alt_text: str = ""
     timings: Timings | None = None
 
     @property
@@ -73,6 +80,7 @@ class NeighboursResult:
 class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
     name = "neighbours"
     head = Head.MASKED_LM
+    draws = True
     #: The task contract being introduced on the engine branch (models by role); unused before.
     needs = {"mask": frozenset({Head.MASKED_LM})}
     request_type = NeighboursRequest
@@ -121,7 +129,7 @@ class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
                        output_hidden_states=True)
             contextual = out.hidden_states[layer][0, positions].float().mean(dim=0)
             static = base.get_input_embeddings()(input_ids[0, positions]).float().mean(dim=0)
-            emit(i, NeighboursResult(
+            emit(i, _with_picture(NeighboursResult(
                 model_id=str(model.spec),
                 word=request.word,
                 sentence=request.sentence,
@@ -130,7 +138,12 @@ class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
                 num_layers=num_layers,
                 contextual=nearest(model.tokenizer, vocabulary, contextual, request.top_k, never),
                 static=nearest(model.tokenizer, vocabulary, static, request.top_k, never),
-            ))
+            )))
+
+
+def _with_picture(result: NeighboursResult) -> NeighboursResult:
+    return replace(result, drawing=functools.partial(plots_activities.neighbours_chart, result),
+                   alt_text=plots_activities.neighbours_alt_text(result))
 
 
 def nearest(tokenizer: Any, unit_vocabulary: torch.Tensor, vector: torch.Tensor, k: int,
