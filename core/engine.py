@@ -37,7 +37,9 @@ from core.tasks.contextsim import ContextSimTask
 from core.tasks.features import FeaturesTask
 from core.tasks.fill_mask import FillMaskTask
 from core.tasks.generate import GenerateTask
+from core.tasks.logitlens import LogitLensTask
 from core.tasks.maskpair import MaskPairTask
+from core.tasks.neighbours import NeighboursTask
 from core.tasks.nexttoken import NextTokenTask
 from core.tasks.qa import QATask
 from core.tasks.tokens import TokensTask
@@ -49,7 +51,7 @@ R = TypeVar("R")
 TASK_TYPES: tuple[type[Task], ...] = (
     TokensTask, FillMaskTask, QATask, FeaturesTask, GenerateTask,
     # Teaching pictures; they use the mask and generate models already listed below.
-    AttentionTask, ContextSimTask, MaskPairTask, NextTokenTask,
+    AttentionTask, ContextSimTask, MaskPairTask, NextTokenTask, LogitLensTask, NeighboursTask,
 )
 
 

@@ -1,0 +1,284 @@
+"""Quizzes on a real SQLite file and the tiny models: storage, restart, privacy, the reveal."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import pickle
+import random
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from PIL import Image
+
+from core import plots_activities
+from core.database import Database
+from core.errors import InvalidInput
+from core.quiz import (
+    NewQuiz,
+    Quiz,
+    QuizAlreadyOpen,
+    QuizClosed,
+    QuizStore,
+    build_reveal,
+    model_request,
+    normalise_guess,
+)
+from core.tasks.fill_mask import FillMaskRequest, FillMaskResult, MaskFiller
+from core.tasks.nexttoken import NextTokenRequest
+
+SENTENCE = "The [MASK] barked at the mailman."
+GUILD, CHANNEL, TEACHER = 1, 10, 99
+
+
+def _quiz(**changes) -> NewQuiz:
+    values = dict(guild_id=GUILD, channel_id=CHANNEL, kind="mask", prompt=SENTENCE,
+                  creator_id=TEACHER, seconds=60)
+    values.update(changes)
+    return NewQuiz(**values)
+
+
+@pytest.fixture
+async def db(tmp_path):
+    async with await Database.open(tmp_path / "quiz.db") as db:
+        yield db
+
+
+async def test_schema_has_quizzes(db):
+    assert db.schema_version >= 3
+    rows = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert {"quizzes", "quiz_guesses"} <= {r["name"] for r in rows}
+
+
+async def test_one_open_quiz_per_channel(db):
+    store = QuizStore(db)
+    first = await store.create(_quiz())
+    with pytest.raises(QuizAlreadyOpen, match="already running in this channel"):
+        await store.create(_quiz(kind="next", prompt="Once upon a"))
+    other = await store.create(_quiz(channel_id=CHANNEL + 1))
+    assert (await store.open_in_channel(CHANNEL)).id == first.id
+    closed, closed_now = await store.close(first.id)
+    assert closed_now and not closed.is_open
+    again = await store.create(_quiz())
+    assert again.id not in (first.id, other.id)
+    # A direct insert cannot break the rule either: it is the database's, not the code's.
+    with pytest.raises(Exception, match="UNIQUE"):
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO quizzes (guild_id, channel_id, kind, prompt, seconds, creator_id, "
+                "created_at, ends_at) SELECT guild_id, channel_id, kind, prompt, seconds, "
+                "creator_id, created_at, ends_at FROM quizzes WHERE id = ?", (again.id,))
+
+
+async def test_changing_a_guess_replaces_it(db):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz())
+    first = await store.guess(quiz.id, 5, "  Dog ", user_name="Ada")
+    assert (first.word, first.changed, first.count) == ("dog", False, 1)
+    second = await store.guess(quiz.id, 5, "cat", user_name="Ada")
+    assert (second.word, second.changed, second.count) == ("cat", True, 1)
+    stored = await store.guesses(quiz.id)
+    assert [(g.user_id, g.guess, g.user_name) for g in stored] == [(5, "cat", "Ada")]
+
+
+async def test_tally_counts_equal_the_stored_guesses_and_survive_a_restart(tmp_path, engine):
+    result = await engine.submit(model_request("mask", SENTENCE, 5))
+    model_words = [f.token.strip().casefold() for f in result.fillers]
+    # Half the class's words are the model's (its first choice among them), half are not.
+    words = [model_words[0], model_words[2], model_words[4], "zebra", "cat", "bird"]
+    rng = random.Random(0)
+    async with await Database.open(tmp_path / "quiz.db") as db:
+        store = QuizStore(db)
+        quiz = await store.create(_quiz())
+        await store.set_message(quiz.id, 12345)
+        for student in range(30):
+            await store.guess(quiz.id, 1000 + student, rng.choice(words), user_name=f"s{student}")
+        for student in range(0, 30, 3):  # a third change their mind
+            await store.guess(quiz.id, 1000 + student, rng.choice(words), user_name=f"s{student}")
+        before = await store.guesses(quiz.id)
+    # Restart: a new connection to the same file finds the open quiz and every guess.
+    async with await Database.open(tmp_path / "quiz.db") as db:
+        store = QuizStore(db)
+        [reloaded] = await store.open_quizzes()
+        assert reloaded == quiz.__class__(**{**quiz.__dict__, "message_id": 12345})
+        stored = await store.guesses(quiz.id)
+        assert stored == before and len(stored) == 30 == await store.count(quiz.id)
+        await store.guess(quiz.id, 2000, "dog")  # still open for guesses after the restart
+        stored = await store.guesses(quiz.id)
+        closed, _ = await store.close(quiz.id)
+        reveal = await store.reveal(closed, result, top_k=5)
+    expected = Counter(g.guess for g in stored)
+    assert {e.label: e.count for e in reveal.tally} == expected
+    assert reveal.total_guesses == 31 == sum(e.count for e in reveal.tally)
+    assert [e.count for e in reveal.tally] == sorted(expected.values(), reverse=True)
+    assert reveal.matched_first > 0 and any(e.model_rank is None for e in reveal.tally)
+    for entry in reveal.tally:
+        rank = model_words.index(entry.label) + 1 if entry.label in model_words else None
+        assert entry.model_rank == rank
+        assert entry.user_ids == () and entry.names == ()  # show_names was off
+    assert reveal.matched_first == expected[model_words[0]]
+    assert reveal.matched_top_k == sum(expected[w] for w in set(model_words))
+    for candidate, filler in zip(reveal.candidates, result.fillers):
+        assert candidate.class_count == expected[filler.token.strip().casefold()]
+
+
+async def test_quiz_reveal_equals_mask_and_nexttoken(db, engine):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz())
+    result = await engine.submit(model_request("mask", SENTENCE))
+    mask = await engine.submit(FillMaskRequest(SENTENCE, top_k=10))
+    assert result.fillers == mask.fillers
+    reveal = await store.reveal(quiz, result)
+    assert [(c.token, c.prob) for c in reveal.candidates] == [
+        (f.token, f.score) for f in mask.fillers]
+    assert reveal.model_id == mask.model_id
+
+    next_quiz = await store.create(_quiz(channel_id=2, kind="next", prompt="Once upon a"))
+    result = await engine.submit(model_request("next", "Once upon a"))
+    nexttoken = await engine.submit(NextTokenRequest("Once upon a"))
+    reveal = await store.reveal(next_quiz, result)
+    assert [(c.token, c.prob) for c in reveal.candidates] == [
+        (c.token, c.model_prob) for c in nexttoken.candidates[:10]]
+
+
+async def test_names_only_when_the_instructor_asked(db, engine):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz(show_names=True))
+    await store.guess(quiz.id, 1, "dog", user_name="Ada")
+    await store.guess(quiz.id, 2, "dog", user_name="Bo")
+    result = await engine.submit(model_request("mask", SENTENCE))
+    reveal = await store.reveal(quiz, result)
+    assert reveal.tally[0].user_ids == (1, 2) and reveal.tally[0].names == ("Ada", "Bo")
+
+
+@pytest.mark.parametrize("mode", ["hashed", "none"])
+async def test_guesses_follow_log_inputs(db, engine, mode):
+    store = QuizStore(db, log_inputs=mode, hash_salt=b"pepper")
+    quiz = await store.create(_quiz())
+    result = await engine.submit(model_request("mask", SENTENCE, 5))
+    model_word = result.fillers[0].token.strip().casefold()
+    await store.guess(quiz.id, 1, model_word.upper(), user_name="Ada")
+    await store.guess(quiz.id, 2, "zebra", user_name="Bo")
+    await store.guess(quiz.id, 3, "zebra")
+    rows = await db.fetchall("SELECT guess, user_name FROM quiz_guesses")
+    assert all(len(r["guess"]) == 64 and r["user_name"] == "" for r in rows)
+    dump = "".join(r["guess"] for r in rows)
+    assert "zebra" not in dump and model_word not in dump
+    reveal = await store.reveal(quiz, result, top_k=5)
+    assert {(e.label, e.count, e.model_rank) for e in reveal.tally} == {
+        (model_word, 1, 1), ("hidden word 1", 2, None)}
+    assert reveal.matched_first == 1
+
+
+async def test_closed_or_finished_quiz_refuses_guesses_and_close_is_idempotent(db):
+    store = QuizStore(db)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    quiz = await store.create(_quiz(seconds=30), now=start)
+    await store.guess(quiz.id, 1, "dog", now=start + timedelta(seconds=29))
+    with pytest.raises(QuizClosed, match="has ended"):
+        await store.guess(quiz.id, 2, "dog", now=start + timedelta(seconds=30))
+    _, first = await store.close(quiz.id)
+    again, second = await store.close(quiz.id)
+    assert (first, second) == (True, False) and not again.is_open
+    with pytest.raises(QuizClosed):
+        await store.guess(quiz.id, 1, "cat")
+    assert await store.open_quizzes() == []
+    assert [g.guess for g in await store.guesses(quiz.id)] == ["dog"]
+
+
+async def test_delete_user_removes_only_that_guilds_guesses(db):
+    store = QuizStore(db)
+    here = await store.create(_quiz())
+    elsewhere = await store.create(_quiz(guild_id=2, channel_id=20))
+    for quiz in (here, elsewhere):
+        await store.guess(quiz.id, 7, "dog")
+        await store.guess(quiz.id, 8, "cat")
+    assert await store.delete_user(GUILD, 7) == 1
+    assert [g.user_id for g in await store.guesses(here.id)] == [8]
+    assert sorted(g.user_id for g in await store.guesses(elsewhere.id)) == [7, 8]
+
+
+@pytest.mark.parametrize("text, word", [
+    ("Dog", "dog"), ("  don't ", "don't"), ("well-known", "well-known"), (",", ","),
+    ("Café", "café"), ("42", "42"),
+])
+def test_guess_normalisation(text, word):
+    assert normalise_guess(text) == word
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("   ", "empty"), ("two words", "one word"), ("@everyone", "not a word"),
+    ("<@123>", "not a word"), ("a" * 41, "the limit is 40"), ("dog!", "not a word"),
+    ("`x`", "not a word"),
+])
+def test_bad_guesses_are_refused_clearly(text, message):
+    with pytest.raises(InvalidInput, match=message):
+        normalise_guess(text)
+
+
+async def test_quiz_settings_are_checked(db):
+    store = QuizStore(db)
+    with pytest.raises(InvalidInput, match="`seconds` goes from 10"):
+        await store.create(_quiz(seconds=5))
+    with pytest.raises(InvalidInput, match="`mask` or `next`"):
+        await store.create(_quiz(kind="essay"))
+    with pytest.raises(InvalidInput, match="sentence is empty"):
+        await store.create(_quiz(prompt="   "))
+
+
+def test_build_reveal_without_guesses():
+    result = FillMaskResult("m", SENTENCE, "[MASK]", (
+        MaskFiller(5, "dog", 0.5, ""), MaskFiller(6, "##s", 0.2, ""),
+        MaskFiller(7, "Dog", 0.1, "")))
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    quiz = Quiz(1, GUILD, CHANNEL, None, "mask", SENTENCE, 60, False, TEACHER, now, now, now)
+    reveal = build_reveal(quiz, [], result)
+    assert reveal.total_guesses == reveal.matched_first == reveal.matched_top_k == 0
+    assert reveal.tally == () and [c.class_count for c in reveal.candidates] == [0, 0, 0]
+
+
+async def test_reveal_chart_is_drawn_from_the_reveal_alone(db, engine):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz())
+    result = await engine.submit(model_request("mask", SENTENCE))
+    for student, word in enumerate(["dog", "dog", "$cat", "日本"] * 5):
+        if word.startswith("$"):
+            word = word[1:]
+        await store.guess(quiz.id, student, word)
+    reveal = pickle.loads(pickle.dumps(await store.reveal(quiz, result)))
+    image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(reveal)))
+    image.load()
+    assert image.format == "PNG" and image.size == (1200, 800)
+    text = plots_activities.quiz_reveal_alt_text(reveal)
+    assert "dog 10" in text and "The class's guesses (20)" in text
+    empty = build_reveal(quiz, [], result)
+    image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(empty)))
+    assert image.size == (1200, 800)
+    assert "none" in plots_activities.quiz_reveal_alt_text(empty)
+
+
+async def test_purge_deletes_old_closed_quizzes_with_their_guesses(db):
+    store = QuizStore(db)
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stale = await store.create(_quiz(), now=old)
+    await store.guess(stale.id, 1, "dog", now=old)
+    await store.close(stale.id, now=old)
+    running = await store.create(_quiz(channel_id=2), now=old)  # still open: kept
+    later = old + timedelta(days=91)
+    assert await store.purge(default_retention_days=90, now=later) == 1
+    assert await store.get(stale.id) is None and await store.get(running.id) is not None
+    assert (await db.fetchall("SELECT COUNT(*) FROM quiz_guesses"))[0][0] == 0
+
+
+async def test_thirty_students_guessing_at_once_are_all_counted(db):
+    store = QuizStore(db)
+    quiz = await store.create(_quiz())
+    words = ["dog", "cat", "bird"]
+    receipts = await asyncio.gather(*(
+        store.guess(quiz.id, student, words[student % 3]) for student in range(30)))
+    assert sorted(r.count for r in receipts) == list(range(1, 31))  # each saw its own commit
+    again = await asyncio.gather(*(store.guess(quiz.id, s, "cat") for s in range(0, 30, 2)))
+    assert all(r.changed and r.count == 30 for r in again)
+    assert Counter(g.guess for g in await store.guesses(quiz.id)) == {
+        "cat": 10 + 5 + 5, "dog": 5, "bird": 5}
