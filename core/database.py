@@ -70,30 +70,63 @@ class StorageError(ServiceError):
     status = "unavailable"
 
 
-def storage_problem(exc: BaseException, path: str) -> str:
-    """What went wrong with the database file and what the operator should do, in one line."""
+def storage_fault_kind(exc: BaseException) -> str:
+    """Which storage fault `exc` is: full, read-only, damaged, unopenable, io, locked, other."""
     text = str(exc).lower()
     code = getattr(exc, "sqlite_errorname", "") or ""
     if code.startswith("SQLITE_FULL") or "disk is full" in text or "disk full" in text:
+        return "full"
+    if code.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+        return "read-only"
+    if (code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text
+            or "not a database" in text):
+        return "damaged"
+    if code.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) or "unable to open" in text:
+        return "unopenable"
+    if code.startswith("SQLITE_IOERR") or "disk i/o" in text:
+        return "io"
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return "locked"
+    return "other"
+
+
+def storage_problem(exc: BaseException, path: str) -> str:
+    """What went wrong with the database file and what the operator should do, in one line."""
+    kind = storage_fault_kind(exc)
+    if kind == "full":
         return (f"the disk holding the database {path} is full: free some space "
                 "(writes resume by themselves).")
-    if code.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+    if kind == "read-only":
         return (f"the database {path} is read-only: make the file, its -wal and -shm files and "
                 "their folder writable by the bot's user, then restart the bot.")
-    if (code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text
-            or "not a database" in text or "corrupt" in text):
+    if kind == "damaged":
         return (f"the database {path} is damaged: stop the bot, keep a copy of the file, and "
                 f"either restore a backup or recover it with `sqlite3 {path} .recover | sqlite3 "
                 "recovered.db`, then point [database] path at the recovered file.")
-    if code.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) or "unable to open" in text:
+    if kind == "unopenable":
         return (f"the database {path} cannot be opened: check that its folder exists and that "
                 "the bot's user may read and write it.")
-    if code.startswith(("SQLITE_IOERR")) or "disk i/o" in text:
+    if kind == "io":
         return f"the disk failed while writing the database {path}: check the disk, then restart."
-    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+    if kind == "locked":
         return (f"the database {path} is locked by another program: close it (e.g. a sqlite3 "
                 "shell holding a transaction).")
     return f"the database {path} failed ({type(exc).__name__}: {exc})."
+
+
+_FAULT_FOR_MEMBERS = {
+    "full": "the bot's disk is full",
+    "read-only": "the bot's database is read-only",
+    "damaged": "the bot's database is damaged",
+}
+
+
+def storage_error(exc: BaseException, path: str, what: str) -> StorageError:
+    """A `StorageError` for members (no paths) after logging the operator's version once."""
+    log.error("%s failed: %s", what, storage_problem(exc, path))
+    fault = _FAULT_FOR_MEMBERS.get(storage_fault_kind(exc), "the bot could not write its database")
+    return StorageError(f"Nothing was saved: {fault}. Please tell the bot's operator "
+                        "(the bot's log says what to do) and try again later.")
 
 
 @dataclass(frozen=True)
@@ -259,9 +292,13 @@ async def _prepare(conn: aiosqlite.Connection, path: str) -> None:
     await conn.execute("PRAGMA busy_timeout=5000")
     await conn.execute("PRAGMA secure_delete=ON")
     await _check_integrity(conn, path)
-    # A read-only file opens fine and fails at the first write: find out now.
+    # A read-only file opens fine and fails at the first write: find out now, with a write
+    # that is rolled back.
     await conn.execute("BEGIN IMMEDIATE")
-    await conn.execute("ROLLBACK")
+    try:
+        await conn.execute("CREATE TABLE write_probe (x INTEGER)")
+    finally:
+        await conn.execute("ROLLBACK")
 
 
 async def _check_integrity(conn: aiosqlite.Connection, path: str) -> None:
