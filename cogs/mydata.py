@@ -55,6 +55,9 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
             await send_error(interaction, "Nothing deleted. Run it with `confirm: True` to erase "
                                           "your rows.")
             return
+        if interaction.guild_id is None:  # a raw DM payload: never erase every server's rows
+            await send_error(interaction, "Run this in the server whose rows you want erased.")
+            return
         removed = await self.bot.querylog.delete_user(interaction.guild_id, interaction.user.id)
         # No log row for this one: it would be a fresh record about the user who just asked
         # for theirs to be erased.

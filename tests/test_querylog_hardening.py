@@ -277,9 +277,13 @@ async def test_database_wal_and_shm_are_owner_only(tmp_path: Path) -> None:
 
 async def test_erased_text_lingers_neither_in_the_wal_nor_in_free_pages(db: Database) -> None:
     marker = "MARKER-" + "q7x" * 20
+    # Free pages are zeroed (this SQLite build defaults to it too, so the file check below
+    # alone cannot tell; the pragma covers builds that do not).
+    assert (await db.fetchall("PRAGMA secure_delete"))[0][0] == 1
     async with QueryLog(db) as qlog:
-        for i in range(50):  # enough rows to fill several pages
+        for i in range(50):  # whole pages of the student's rows, then a classmate's
             assert await qlog.record(rec(f"{marker} {i}", user=1))
+        for i in range(50):
             assert await qlog.record(rec(f"classmate {i}", user=2))
         files = [Path(db.path), Path(db.path + "-wal")]
         assert any(marker.encode() in f.read_bytes() for f in files if f.exists())
