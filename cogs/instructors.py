@@ -120,7 +120,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         await interaction.response.defer(ephemeral=True, thinking=True)
         # Streamed in a worker thread, stopping at Discord's limit: the bot stays responsive
         # and memory stays bounded by the attachment size (core.querylog.export).
-        limit = getattr(interaction, "attachment_size_limit", 8 * 1024 * 1024)
+        # discord.py names the payload's `attachment_size_limit` `filesize_limit`.
+        limit = getattr(interaction, "filesize_limit", None) or 10 * 1024 * 1024
         out = io.BytesIO()
         result = await self.bot.querylog.export_csv(
             self._filter(interaction, user, command, since, status, None), out, max_bytes=limit

@@ -253,3 +253,10 @@ def test_logs_export_writes_one_guilds_rows(tiny_models, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--config", config, "logs", "export", "--guild", str(ours),
                            "--since", "last week")
     assert_user_error(code, err, "--since must look like 7d")
+
+
+def test_a_damaged_database_is_one_line_and_exit_2(tiny_models, tmp_path, capsys):
+    config = str(write_config(tmp_path, tiny_models))
+    (tmp_path / "tlm.db").write_bytes(b"not a database " * 500)
+    code, _, err = run_cli(capsys, "--config", config, "logs", "export", "--guild", "1")
+    assert_user_error(code, err, "is damaged", "restore a backup")
