@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.render import COLOUR, Reply, clip, safe
-from cogs.respond import send_error, staff_reply
+from cogs.respond import staff_reply
 from core.outcomes import STATUS_VALUES
 from core.querylog import QueryFilter
 

@@ -81,7 +81,8 @@ def storage_fault_kind(exc: BaseException) -> str:
     if (code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text
             or "not a database" in text):
         return "damaged"
-    if code.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")) or "unable to open" in text:
+    if (code.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"))
+            or "unable to open" in text):
         return "unopenable"
     if code.startswith("SQLITE_IOERR") or "disk i/o" in text:
         return "io"
@@ -182,13 +183,13 @@ class Database:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves; nothing commits implicitly.
             conn = await aiosqlite.connect(path_str, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            raise DatabaseUnusable(f"cannot open the database: {storage_problem(exc, path_str)}") from exc
+            raise _unusable(exc, path_str) from exc
         try:
             conn.row_factory = sqlite3.Row
             try:
                 await _prepare(conn, path_str)
             except sqlite3.Error as exc:
-                raise DatabaseUnusable(f"cannot open the database: {storage_problem(exc, path_str)}") from exc
+                raise _unusable(exc, path_str) from exc
             version = await _migrate(conn, path_str, todo)
         except BaseException:
             await conn.close()
@@ -263,6 +264,10 @@ class Database:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("database is closed")
+
+
+def _unusable(exc: BaseException, path: str) -> DatabaseUnusable:
+    return DatabaseUnusable(f"cannot open the database: {storage_problem(exc, path)}")
 
 
 def _create_private(path: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.config import Config
 from core.engine import InferenceEngine
-from core.errors import InvalidInput, NotReady, CoreError, UserError
+from core.errors import CoreError, InvalidInput, NotReady
 from core.sentiment import (
     EncoderInfo,
     LabelledData,

@@ -15,7 +15,7 @@ import stat
 import subprocess
 import time
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,6 @@ from core.querylog import (
     QueryRecord,
     RowBuilder,
     escape_csv_cell,
-    to_db_time,
     unescape_csv_cell,
 )
 from core.settings import SettingsStore
@@ -366,7 +365,8 @@ async def test_a_settings_write_that_the_storage_refuses_says_so(
         await db.fetchall(f"PRAGMA max_page_count = {pages}")
         change = store.set_rule(GUILD, "channel", 1, "x" * 4000, False)  # needs a new page
     else:
-        await db.fetchall("PRAGMA query_only = ON")  # SQLite: "attempt to write a readonly database"
+        # SQLite then says "attempt to write a readonly database", as for a read-only file.
+        await db.fetchall("PRAGMA query_only = ON")
         change = store.set_paused(GUILD, True)
     with caplog.at_level(logging.ERROR):
         with pytest.raises(StorageError) as info:
