@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import dataclasses
-import io
 import logging
 import os
 import sys
@@ -185,17 +183,19 @@ async def _export(args: argparse.Namespace, config: Config) -> int:
     if not path.exists():
         raise ConfigError(f"no database at {path}")
     since = _since(args.since) if args.since else None
+    f = QueryFilter(guild_id=args.guild, since=since, limit=None)
     async with await Database.open(path) as db:
         async with QueryLog(db) as querylog:
-            text = await querylog.export_csv(QueryFilter(guild_id=args.guild, since=since,
-                                                         limit=None))
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8", newline="")
-        # Not text.count("\n"): quoted cells hold newlines (every /qa input does).
-        rows = sum(1 for _ in csv.reader(io.StringIO(text))) - 1
-        print(f"wrote {rows} rows to {args.out}")
-    else:
-        sys.stdout.write(text)
+            if args.out:
+                # Owner-only, like the database: the file holds what students typed.
+                fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    result = await querylog.export_csv(f, out)
+                print(f"wrote {result.rows} rows to {args.out}")
+            else:
+                sys.stdout.flush()
+                result = await querylog.export_csv(f, sys.stdout.buffer)
+                sys.stdout.flush()
     return 0
 
 

@@ -6,7 +6,6 @@ id, so one server's instructors can never read another server's rows.
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +16,6 @@ from discord.ext import commands
 
 from cogs.outcome import reply_staff
 from cogs.render import COLOUR, Reply, clip, safe
-from core.errors import InvalidInput
 from core.outcomes import STATUS_VALUES
 from core.querylog import QueryFilter
 
@@ -25,7 +23,7 @@ if TYPE_CHECKING:
     from bot.client import TLMBot
 
 SINCE = Literal["1h", "24h", "7d", "30d", "all"]
-STATUS = Literal[STATUS_VALUES]  # type: ignore[valid-type]
+STATUS = Literal[STATUS_VALUES]  # type: ignore[valid-type]  # the one vocabulary
 _SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
           "30d": timedelta(days=30)}
 
@@ -87,7 +85,9 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         s = await self.bot.querylog.stats(interaction.guild_id, since_time(since))
         embed = discord.Embed(title=f"Usage ({since})", colour=COLOUR)
         embed.description = (
-            f"**{s.total}** queries · error rate **{s.error_rate:.1%}** · "
+            f"**{s.total}** queries · not answered **{s.error_rate:.1%}**: student's input "
+            f"**{s.student_error_rate:.1%}**, refused (rules, cooldowns, pause) "
+            f"**{s.refusal_rate:.1%}**, server-side **{s.server_error_rate:.1%}** · "
             + (f"median **{s.median_total_ms:.0f} ms**, p95 **{s.p95_total_ms:.0f} ms**"
                if s.median_total_ms is not None else "no latency yet")
         )
@@ -98,7 +98,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         embed.add_field(name="Per student", value=clip(
             "\n".join(f"<@{u}> {n}" for u, n in users) or "—", 1024))
         embed.add_field(name="Outcomes", value=clip(
-            "\n".join(f"{k}: {v}" for k, v in sorted(s.by_status.items())) or "—", 1024))
+            "\n".join(f"{k}: {v}" for k, v in s.by_status.items() if v) or "—", 1024))
         await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=f"{s.total} rows"))
 
     @app_commands.command(name="export")
@@ -114,19 +114,24 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             status: Only this outcome.
         """
         await interaction.response.defer(ephemeral=True, thinking=True)
-        text = await self.bot.querylog.export_csv(
-            self._filter(interaction, user, command, since, status, None)
+        # Streamed in a worker thread, stopping at Discord's limit: the bot stays responsive
+        # and memory stays bounded by the attachment size (core.querylog.export).
+        # discord.py names the payload's `attachment_size_limit` `filesize_limit`.
+        limit = getattr(interaction, "filesize_limit", None) or 10 * 1024 * 1024
+        out = io.BytesIO()
+        result = await self.bot.querylog.export_csv(
+            self._filter(interaction, user, command, since, status, None), out, max_bytes=limit
         )
-        data = text.encode("utf-8")
-        limit = getattr(interaction, "attachment_size_limit", 8 * 1024 * 1024)
-        if len(data) > limit:
-            raise InvalidInput("The export is larger than Discord allows. Narrow it "
-                               "with `since` or `user`, or use `tlm-bot logs export`.")
-        # Not text.count("\n"): a student's input may itself hold line breaks.
-        rows = max(0, sum(1 for _ in csv.reader(io.StringIO(text, newline=""))) - 1)
+        if result.complete:
+            note = f"{result.rows} rows."
+        else:
+            note = (f"The newest {result.rows} of {result.matching} rows: Discord takes files up "
+                    f"to {limit / 1e6:.0f} MB. For the rest, narrow the export with `since`, "
+                    "`user`, `command` or `status`, or ask the bot's operator for "
+                    f"`tlm-bot logs export --guild {interaction.guild_id}`.")
         await reply_staff(self.bot, interaction, Reply(
-            content=f"{rows} rows.", files=[(f"queries-{interaction.guild_id}.csv", data)],
-            summary=f"{rows} rows"))
+            content=note, files=[(f"queries-{interaction.guild_id}.csv", out.getvalue())],
+            summary=f"{result.rows} of {result.matching} rows"))
 
 
 async def setup(bot: TLMBot) -> None:

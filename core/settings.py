@@ -4,15 +4,24 @@ They live in the same SQLite file as the query log. Reads are cached per guild b
 policy consults them on every interaction; every write drops that guild's cache entry, so a
 moderator's change applies to the very next command. A generation counter stops a read that
 raced with a write from putting stale settings back in the cache.
+
+A write that fails because of the storage (disk full, read-only or damaged file) raises
+`core.database.StorageError`, whose message tells the moderator that nothing was saved and why,
+instead of the generic apology; the operator's version (path, what to do) goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from core.database import Database
+import aiosqlite
+
+from core.database import Database, storage_error
 from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -132,6 +141,20 @@ class SettingsStore:
             ),
         )
 
+    @asynccontextmanager
+    async def _write(self, guild_id: int) -> AsyncIterator[aiosqlite.Connection]:
+        """One settings transaction; storage faults become `StorageError`; the cache entry is
+        dropped whatever happened."""
+        try:
+            async with self._db.transaction() as conn:
+                yield conn
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+                raise
+            raise storage_error(exc, self._db.path, "Saving a moderator setting") from exc
+        finally:
+            self._invalidate(guild_id)
+
     def _invalidate(self, guild_id: int) -> None:
         self._generation[guild_id] = self._generation.get(guild_id, 0) + 1
         self._cache.pop(guild_id, None)
@@ -146,23 +169,20 @@ class SettingsStore:
         if scope == "guild" and scope_id != guild_id:
             raise ValueError("a guild-wide rule uses the guild id as scope_id")
         command = _command_name(command)
-        try:
-            async with self._db.transaction() as conn:
-                if allow is None:
-                    await conn.execute(
-                        "DELETE FROM rules WHERE guild_id = ? AND scope = ? AND scope_id = ?"
-                        " AND command = ?",
-                        (guild_id, scope, scope_id, command),
-                    )
-                else:
-                    await conn.execute(
-                        "INSERT INTO rules (guild_id, scope, scope_id, command, allow)"
-                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id, scope, scope_id, command)"
-                        " DO UPDATE SET allow = excluded.allow",
-                        (guild_id, scope, scope_id, command, int(bool(allow))),
-                    )
-        finally:
-            self._invalidate(guild_id)
+        async with self._write(guild_id) as conn:
+            if allow is None:
+                await conn.execute(
+                    "DELETE FROM rules WHERE guild_id = ? AND scope = ? AND scope_id = ?"
+                    " AND command = ?",
+                    (guild_id, scope, scope_id, command),
+                )
+            else:
+                await conn.execute(
+                    "INSERT INTO rules (guild_id, scope, scope_id, command, allow)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id, scope, scope_id, command)"
+                    " DO UPDATE SET allow = excluded.allow",
+                    (guild_id, scope, scope_id, command, int(bool(allow))),
+                )
 
     async def set_instructor_role(self, guild_id: int, role_id: int | None) -> None:
         await self._upsert(guild_id, "instructor_role_id", role_id)
@@ -183,35 +203,29 @@ class SettingsStore:
         command = _command_name(command)
         if uses is not None and (uses < 1 or not per_seconds > 0):
             raise InvalidInput("A cooldown needs at least 1 use and a period above 0 seconds.")
-        try:
-            async with self._db.transaction() as conn:
-                if uses is None:
-                    await conn.execute(
-                        "DELETE FROM cooldowns WHERE guild_id = ? AND command = ?",
-                        (guild_id, command),
-                    )
-                else:
-                    await conn.execute(
-                        "INSERT INTO cooldowns (guild_id, command, uses, per_seconds)"
-                        " VALUES (?, ?, ?, ?) ON CONFLICT (guild_id, command)"
-                        " DO UPDATE SET uses = excluded.uses, per_seconds = excluded.per_seconds",
-                        (guild_id, command, int(uses), float(per_seconds)),
-                    )
-        finally:
-            self._invalidate(guild_id)
+        async with self._write(guild_id) as conn:
+            if uses is None:
+                await conn.execute(
+                    "DELETE FROM cooldowns WHERE guild_id = ? AND command = ?",
+                    (guild_id, command),
+                )
+            else:
+                await conn.execute(
+                    "INSERT INTO cooldowns (guild_id, command, uses, per_seconds)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (guild_id, command)"
+                    " DO UPDATE SET uses = excluded.uses, per_seconds = excluded.per_seconds",
+                    (guild_id, command, int(uses), float(per_seconds)),
+                )
 
     async def _upsert(self, guild_id: int, column: str, value: object) -> None:
         # `column` is one of three literals from this module, never user input.
         assert column in ("instructor_role_id", "paused", "retention_days")
-        try:
-            async with self._db.transaction() as conn:
-                await conn.execute(
-                    f"INSERT INTO guild_settings (guild_id, {column}) VALUES (?, ?)"
-                    f" ON CONFLICT (guild_id) DO UPDATE SET {column} = excluded.{column}",
-                    (guild_id, value),
-                )
-        finally:
-            self._invalidate(guild_id)
+        async with self._write(guild_id) as conn:
+            await conn.execute(
+                f"INSERT INTO guild_settings (guild_id, {column}) VALUES (?, ?)"
+                f" ON CONFLICT (guild_id) DO UPDATE SET {column} = excluded.{column}",
+                (guild_id, value),
+            )
 
 
 def _command_name(command: str) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from bot.cli import main
 from core.database import Database
-from core.querylog import QueryLog, QueryRecord
+from core.querylog import QueryLog, QueryRecord, unescape_csv_cell
 from tests.conftest import write_tiny_config
 from tests.tiny_models import TinyModelPaths
 
@@ -235,9 +235,10 @@ def test_logs_export_writes_one_guilds_rows(tiny_models, tmp_path, capsys):
                              "--out", str(out_file))
     assert code == 0, err
     assert f"wrote 3 rows to {out_file}" in out
-    rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8"))))
-    assert sorted(r["user_id"] for r in rows) == ["1", "3", "4"]
-    assert {r["guild_id"] for r in rows} == {str(ours)}
+    assert out_file.stat().st_mode & 0o777 == 0o600  # owner-only, like the database
+    rows = list(csv.DictReader(io.StringIO(out_file.read_text(encoding="utf-8-sig"), newline="")))
+    assert sorted(unescape_csv_cell(r["user_id"]) for r in rows) == ["1", "3", "4"]
+    assert {r["guild_id"] for r in rows} == {f'="{ours}"'}  # text: spreadsheets keep 19 digits
     texts = {r["input_text"] for r in rows}
     assert "'=HYPERLINK(1)" in texts  # defused for spreadsheets
     assert "Where is it?\n---\nThe tower is in Paris." in texts  # newlines survive quoting
@@ -245,9 +246,17 @@ def test_logs_export_writes_one_guilds_rows(tiny_models, tmp_path, capsys):
     code, out, err = run_cli(capsys, "--config", config, "logs", "export", "--guild", str(ours),
                              "--since", "7d")
     assert code == 0, err
-    recent = list(csv.DictReader(io.StringIO(out)))
-    assert sorted(r["user_id"] for r in recent) == ["1", "3"]
+    assert out.startswith("\ufeff")
+    recent = list(csv.DictReader(io.StringIO(out[1:], newline="")))
+    assert sorted(unescape_csv_cell(r["user_id"]) for r in recent) == ["1", "3"]
 
     code, _, err = run_cli(capsys, "--config", config, "logs", "export", "--guild", str(ours),
                            "--since", "last week")
     assert_user_error(code, err, "--since must look like 7d")
+
+
+def test_a_damaged_database_is_one_line_and_exit_2(tiny_models, tmp_path, capsys):
+    config = str(write_config(tmp_path, tiny_models))
+    (tmp_path / "tlm.db").write_bytes(b"not a database " * 500)
+    code, _, err = run_cli(capsys, "--config", config, "logs", "export", "--guild", "1")
+    assert_user_error(code, err, "is damaged", "restore a backup")

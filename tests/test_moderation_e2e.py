@@ -201,7 +201,7 @@ TRICKY = ['=HYPERLINK("http://x")', '-1, "quoted"\nsecond line', "plain text", "
 
 
 def _csv_rows(data: bytes) -> list[dict[str, str]]:
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
     assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
     return list(reader)
 
@@ -214,7 +214,7 @@ def _as_db(cell: str, column: str, value: object) -> object:
     if isinstance(value, float):
         return float(cell)
     if isinstance(value, int):
-        return int(cell)
+        return int(unescape_csv_cell(cell))
     return unescape_csv_cell(cell)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from core.database import Database, DatabaseTooNew, Migration, load_migrations
 from core.errors import ConfigError
+from core.outcomes import STATUS_VALUES, Status
 from core.querylog import (
     CSV_COLUMNS,
     QueryFilter,
@@ -49,6 +50,16 @@ def sql_exec(path: str | Path, sql: str) -> None:
     with closing(sqlite3.connect(path)) as conn:
         conn.execute(sql)
         conn.commit()
+
+
+async def exported(qlog: QueryLog, f: QueryFilter) -> str:
+    """The CSV export as text (the BOM checked and removed)."""
+    out = io.BytesIO()
+    result = await qlog.export_csv(f, out)
+    assert result.complete
+    text = out.getvalue().decode("utf-8")
+    assert text.startswith("\ufeff")
+    return text[1:]
 
 
 @pytest.fixture
@@ -164,8 +175,8 @@ async def test_guild_isolation(qlog: QueryLog) -> None:
         rows = await qlog.recent(QueryFilter(guild_id=guild, user_id=1, limit=None))
         assert [r.input_text for r in rows] == [text]
         assert (await qlog.stats(guild)).total == 1
-        exported = list(csv.DictReader(io.StringIO(await qlog.export_csv(QueryFilter(guild)))))
-        assert [row["input_text"] for row in exported] == [text]
+        cells = list(csv.DictReader(io.StringIO(await exported(qlog, QueryFilter(guild)))))
+        assert [row["input_text"] for row in cells] == [text]
     with pytest.raises(TypeError):
         QueryFilter(guild_id=None)  # type: ignore[arg-type]
 
@@ -253,18 +264,21 @@ async def test_csv_export_round_trip_and_formula_guard(qlog: QueryLog) -> None:
                               queue_ms=None, inference_ms=2.25, error="=cmd|' /C calc'!A0",
                               model_id="distilbert"))
     rows = await qlog.recent(QueryFilter(guild_id=GUILD_A, limit=None))
-    exported = await qlog.export_csv(QueryFilter(guild_id=GUILD_A, limit=None))
+    text = await exported(qlog, QueryFilter(guild_id=GUILD_A, limit=None))
 
-    reader = csv.DictReader(io.StringIO(exported))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
     parsed = list(reader)
     assert len(parsed) == len(rows) == len(texts)
     for cells, row in zip(parsed, rows):
-        # No cell a spreadsheet would execute.
-        assert not any(v.startswith(("=", "+", "-", "@")) for v in cells.values())
+        # No cell a spreadsheet would execute, except the ids' ="digits" (text, all digits).
+        assert not any(v.startswith(("=", "+", "-", "@")) for k, v in cells.items()
+                       if k not in ("guild_id", "channel_id", "user_id"))
+        assert cells["guild_id"] == f'="{GUILD_A}"'
         assert int(cells["id"]) == row.id
         assert from_db_time(cells["created_at"]) == row.created_at
-        assert int(cells["guild_id"]) == row.guild_id and int(cells["user_id"]) == row.user_id
+        assert int(unescape_csv_cell(cells["guild_id"])) == row.guild_id
+        assert int(unescape_csv_cell(cells["user_id"])) == row.user_id
         assert unescape_csv_cell(cells["input_text"]) == row.input_text
         assert unescape_csv_cell(cells["error"]) == row.error
         assert unescape_csv_cell(cells["command"]) == row.command
@@ -272,7 +286,7 @@ async def test_csv_export_round_trip_and_formula_guard(qlog: QueryLog) -> None:
         assert float(cells["total_ms"]) == row.total_ms
         assert float(cells["inference_ms"]) == row.inference_ms == 2.25
         assert cells["queue_ms"] == "" and row.queue_ms is None
-    by_user = {int(c["user_id"]): c["input_text"] for c in parsed}
+    by_user = {int(unescape_csv_cell(c["user_id"])): c["input_text"] for c in parsed}
     assert by_user[0] == "'=HYPERLINK(\"http://x\")"
     assert by_user[4] == "''quoted"
     assert by_user[5] == "plain, with comma"
@@ -293,7 +307,12 @@ async def test_stats_on_known_data(qlog: QueryLog) -> None:
     assert stats.total == 6
     assert stats.by_command == {"mask": 4, "qa": 1, "generate": 1}
     assert stats.by_user == {1: 3, 9: 1, 2: 1, 3: 1}
-    assert stats.by_status == {"ok": 3, "user_error": 1, "failed": 1, "refused": 1}
+    assert stats.by_status == {s.value: {"ok": 3, "user_error": 1, "failed": 1, "refused": 1}
+                               .get(s.value, 0) for s in Status}
+    assert list(stats.by_status) == list(STATUS_VALUES)
+    assert stats.student_error_rate == pytest.approx(1 / 6)  # user_error only
+    assert stats.server_error_rate == pytest.approx(1 / 6)  # failed
+    assert stats.refusal_rate == pytest.approx(1 / 6)  # refused
     assert stats.error_rate == pytest.approx(3 / 6)
     assert stats.median_total_ms == 30.0
     assert stats.p95_total_ms == pytest.approx(40.0 + 0.8 * 960.0)  # rank 3.8 of 0..4
@@ -318,10 +337,15 @@ async def test_delete_user(qlog: QueryLog) -> None:
     assert [r.user_id for r in await qlog.recent(QueryFilter(guild_id=GUILD_A))] == [2, 2]
     assert len(await qlog.recent(QueryFilter(guild_id=GUILD_B, user_id=1))) == 2
 
-    assert await qlog.delete_user(None, 2) == 4
+    with pytest.raises(ValueError):  # no guild: refused unless every guild is asked for
+        await qlog.delete_user(None, 2)
+    with pytest.raises(ValueError):
+        await qlog.delete_user(GUILD_A, 2, all_guilds=True)
+    assert len(await qlog.recent(QueryFilter(guild_id=GUILD_B, user_id=2))) == 2
+    assert await qlog.delete_user(None, 2, all_guilds=True) == 4
     assert await qlog.recent(QueryFilter(guild_id=GUILD_A)) == []
     assert [r.user_id for r in await qlog.recent(QueryFilter(guild_id=GUILD_B))] == [1, 1]
-    assert await qlog.delete_user(None, 2) == 0
+    assert await qlog.delete_user(None, 2, all_guilds=True) == 0
 
 
 async def test_retention_purge(db: Database) -> None:
