@@ -77,6 +77,12 @@ class EngineConfig:
     request_timeout_s: float = 120.0
     #: Generated sequences decoded together; GPT-2 batches are costlier than encoder batches.
     max_generate_batch: int = 16
+    #: Processes drawing the teaching commands' pictures, after the forward and off the model's
+    #: lane. 0 = auto: the usable cores, at most 4 (each ~60 MB).
+    picture_workers: int = 0
+    #: Picture requests admitted at once (waiting for a forward or drawing) before new ones get
+    #: `Overloaded`.
+    picture_queue_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,8 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("engine", "queue_size"): (1, 100_000),
     ("engine", "request_timeout_s"): (1, 3600),
     ("engine", "max_generate_batch"): (1, 64),
+    ("engine", "picture_workers"): (0, 16),
+    ("engine", "picture_queue_size"): (1, 10_000),
     ("limits", "max_text_chars"): (1, 100_000),
     ("limits", "max_context_chars"): (1, 1_000_000),
     ("limits", "max_question_chars"): (1, 10_000),

@@ -12,6 +12,9 @@ validate on the event loop (a bad request never takes a queue slot) -> admit or 
 worker -> each caller's future is resolved from the loop with `call_soon_threadsafe`, skipping
 callers that went away. A failure inside a batch is retried request by request so one odd input
 cannot take its neighbours down, and nothing a worker raises can kill the batcher.
+
+A teaching command's picture is drawn after that, in the drawing stage (`core.pictures`): the
+lane is free again as soon as the forward is done, so a text answer never waits for a picture.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from core import plots
 from core.config import Config, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
 from core.models import Head, LoadedModel, LoadState, ModelRegistry
+from core.pictures import PictureStage, Ticket, auto_workers
 from core.tasks.attention import AttentionTask
 from core.tasks.base import Task, Timings
 from core.tasks.contextsim import ContextSimTask
@@ -92,6 +95,10 @@ class InferenceEngine:
         self.registry = ModelRegistry(dict(needs))
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
+        self.pictures = PictureStage(
+            workers=auto_workers(config.engine.picture_workers, _usable_cores()),
+            queue_size=config.engine.picture_queue_size,
+        )
         self._closed = False
         #: Batches in worker threads right now (updated on the event loop).
         self.running_batches = 0
@@ -120,7 +127,7 @@ class InferenceEngine:
         )
         if self.config.models.load_at_start:
             self.registry.start_all()
-            plots.warm_up()
+            self.pictures.start()
 
     def task_for(self, request: Any) -> Task:
         try:
@@ -157,7 +164,17 @@ class InferenceEngine:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
-        future = lane.put(request, task)
+        # A picture request is admitted by the drawing stage first: refused while it is full,
+        # before it costs a forward.
+        ticket = self.pictures.reserve() if task.draws else None
+        try:
+            future = lane.put(request, task)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+        if ticket is not None:
+            future = self._with_picture(future, ticket)
         timeout = self.config.engine.request_timeout_s if timeout is None else timeout
         # The lane's own future, not a wrapper task: cancelling the caller cancels it at once,
         # so the batcher never spends a row on a caller that left.
@@ -169,6 +186,47 @@ class InferenceEngine:
         """Validate, queue, and wait for the result (with `timings` filled in)."""
         return await self.admit(request, timeout=timeout)
 
+    def _with_picture(self, forward: asyncio.Future, ticket: Ticket) -> asyncio.Future:
+        """A future for the forward's result with its picture drawn (by the drawing stage,
+        after the lane has moved on). Cancelling it cancels the forward (freeing the queue
+        slot) or the drawing still queued; the ticket comes back whatever happens."""
+        answer = asyncio.get_running_loop().create_future()
+        drawing: list[asyncio.Future] = []
+
+        def forward_done(f: asyncio.Future) -> None:
+            error = None if f.cancelled() else f.exception()  # marks the error as seen
+            if answer.done() or f.cancelled() or error is not None:
+                ticket.release()
+                if not answer.done():
+                    answer.cancel() if f.cancelled() else answer.set_exception(error)
+                return
+            job = asyncio.ensure_future(self.pictures.finish(f.result(), ticket))
+            drawing.append(job)
+            job.add_done_callback(drawing_done)
+
+        def drawing_done(job: asyncio.Future) -> None:
+            if not ticket.drawing:  # never reached a drawing process: give the place back
+                ticket.release()
+            error = None if job.cancelled() else job.exception()
+            if answer.done():
+                return
+            if job.cancelled():
+                answer.cancel()
+            elif error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(job.result())
+
+        def answer_done(_: asyncio.Future) -> None:
+            if not forward.done():
+                forward.cancel()
+            for job in drawing:
+                job.cancel()
+
+        forward.add_done_callback(forward_done)
+        answer.add_done_callback(answer_done)
+        return answer
+
     async def aclose(self, *, drain_timeout: float = 30.0) -> None:
         """Finish what is running, fail what is still queued, then stop the workers."""
         if self._closed:
@@ -177,6 +235,7 @@ class InferenceEngine:
         for lane in self._lanes.values():
             lane.fail_queued(EngineClosed("The bot is restarting. Try again in a minute."))
         await asyncio.gather(*(lane.stop(drain_timeout) for lane in self._lanes.values()))
+        await self.pictures.aclose(drain_timeout)
         await self.registry.aclose()
         if self._pool is not None:
             # Off the loop: a worker may still be finishing an abandoned batch.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,7 +68,9 @@ class AttentionResult:
     weights: np.ndarray = field(compare=False, repr=False)
     #: Per token, the `TOP_ATTENDED` (key index, weight) it attends to most, best first.
     top: tuple[tuple[tuple[int, float], ...], ...] = ()
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
@@ -76,6 +78,7 @@ class AttentionResult:
 class AttentionTask(Task[AttentionRequest, AttentionResult]):
     name = "attention"
     head = Head.MASKED_LM
+    draws = True
     request_type = AttentionRequest
 
     def spec(self, request: AttentionRequest) -> ModelSpec:
@@ -151,7 +154,8 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
                 causal=causal,
                 weights=weights,
                 top=top,
-                png=plots.attention_heatmap(labels, weights, title=title, causal=causal),
+                drawing=plots.drawing(plots.attention_heatmap, labels, weights, title=title,
+                                      causal=causal),
                 alt_text=_alt_text(title, labels, top, causal),
             ))
 

@@ -37,6 +37,8 @@ class Timings:
     queued_ms: float
     inference_ms: float
     batch_size: int
+    #: Drawing the picture, after the forward (teaching commands only).
+    drawing_ms: float = 0.0
 
 
 class Task(Generic[Req, Res]):
@@ -48,6 +50,9 @@ class Task(Generic[Req, Res]):
     #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
     #: that waiting behind a forward pass would cost it 100x its own time.
     own_lane: ClassVar[bool] = False
+    #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
+    #: forward, so a picture never holds the model's lane (see `core.pictures`).
+    draws: ClassVar[bool] = False
 
     def __init__(self, models: ModelsConfig, limits: LimitsConfig) -> None:
         self.models = models

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core import plots
@@ -56,7 +56,9 @@ class ContextSimResult:
     layer_similarities: tuple[float, ...]
     #: Cosine similarity of the static input (token) embeddings, before any context.
     static_similarity: float
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
@@ -64,6 +66,7 @@ class ContextSimResult:
 class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
     name = "contextsim"
     head = Head.MASKED_LM
+    draws = True
     request_type = ContextSimRequest
 
     def spec(self, request: ContextSimRequest) -> ModelSpec:
@@ -125,7 +128,8 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
                 pieces_b=pieces[1],
                 layer_similarities=similarities,
                 static_similarity=static_similarity,
-                png=plots.similarity_by_layer(similarities, static_similarity, title=title),
+                drawing=plots.drawing(plots.similarity_by_layer, similarities, static_similarity,
+                                      title=title),
                 alt_text=_alt_text(request.word, similarities, static_similarity),
             ))
 

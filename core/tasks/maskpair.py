@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -75,7 +75,9 @@ class MaskPairResult:
     fillers_b: tuple[MaskFiller, ...]
     #: Union of both top-k lists and the targets, most probable (in either sentence) first.
     rows: tuple[MaskPairRow, ...]
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
@@ -83,6 +85,7 @@ class MaskPairResult:
 class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
     name = "maskpair"
     head = Head.MASKED_LM
+    draws = True
     request_type = MaskPairRequest
 
     def spec(self, request: MaskPairRequest) -> ModelSpec:
@@ -140,8 +143,8 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
                 fillers_a=sides[0],
                 fillers_b=sides[1],
                 rows=table,
-                png=plots.paired_bars(
-                    [r.token for r in table], [r.prob_a for r in table],
+                drawing=plots.drawing(
+                    plots.paired_bars, [r.token for r in table], [r.prob_a for r in table],
                     [r.prob_b for r in table], name_a=f"A: {request.sentence_a}",
                     name_b=f"B: {request.sentence_b}",
                     title=f"Fillers for {mask_token} in two sentences ({model.spec.short_name})",

@@ -10,7 +10,7 @@ the picture cannot drift from the behaviour. Temperature 0 means greedy there, a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -64,7 +64,9 @@ class NextTokenResult:
     kept: int
     #: The model's (temperature 1) probability mass of the tokens that can be sampled.
     kept_model_mass: float
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
@@ -72,6 +74,7 @@ class NextTokenResult:
 class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
     name = "nexttoken"
     head = Head.CAUSAL_LM
+    draws = True
     request_type = NextTokenRequest
 
     def spec(self, request: NextTokenRequest) -> ModelSpec:
@@ -159,8 +162,8 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
         candidates=candidates,
         kept=kept,
         kept_model_mass=float(model_probs[kept_mask].sum()),
-        png=plots.next_token_bars(
-            labels, [c.model_prob for c in candidates], [c.scaled_prob for c in candidates],
+        drawing=plots.drawing(
+            plots.next_token_bars, labels, [c.model_prob for c in candidates], [c.scaled_prob for c in candidates],
             [c.final_prob for c in candidates],
             title=f"Next token after '{request.prompt[-60:]}' ({knobs})", footnote=footnote,
         ),
