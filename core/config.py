@@ -82,7 +82,7 @@ class EngineConfig:
     picture_workers: int = 0
     #: Picture requests admitted at once (waiting for a forward or drawing) before new ones get
     #: `Overloaded`.
-    picture_queue_size: int = 64
+    picture_queue_size: int = 32
 
 
 @dataclass(frozen=True)
