@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -81,18 +81,34 @@ class _Pending:
 
 
 class InferenceEngine:
-    """Owns the model registry, the worker pool and one lane per model."""
+    """Owns the model registry, the worker pool, one lane per model and the drawing stage.
 
-    def __init__(self, config: Config) -> None:
+    By default it serves every task and loads every configured model. A caller that needs
+    less (the CLI's `ask tokens`, `train-sentiment`) names the `tasks` it will submit and/or
+    the model `roles` it may load: only those models are loaded (at start if
+    `[models] load_at_start`, else on first use), each with only the heads those tasks declare,
+    e.g. `InferenceEngine(config, tasks={"features"})` loads the features encoder alone.
+    A request for a task outside `tasks` raises `TypeError` (a caller's bug); one whose model
+    role is outside `roles` raises `ModelUnavailable`.
+    """
+
+    def __init__(self, config: Config, *, tasks: Iterable[str] | None = None,
+                 roles: Iterable[str] | None = None) -> None:
         self.config = config
-        self._tasks: dict[type, Task] = {}
-        needs: dict[ModelSpec, set[Head]] = collections.defaultdict(set)
-        for task_type in TASK_TYPES:
-            task = task_type(config.models, config.limits)
-            self._tasks[task_type.request_type] = task
-        for spec, head in self._task_models():
-            needs[spec].add(head)
-        self.registry = ModelRegistry(dict(needs))
+        wanted = None if tasks is None else set(tasks)
+        unknown = (wanted or set()) - {t.name for t in TASK_TYPES}
+        if unknown:
+            raise ValueError(f"unknown tasks: {', '.join(sorted(unknown))}")
+        self._tasks: dict[type, Task] = {
+            task_type.request_type: task_type(config.models, config.limits)
+            for task_type in TASK_TYPES if wanted is None or task_type.name in wanted
+        }
+        #: Roles whose models this engine may load: those its tasks need, within `roles`.
+        self.roles: frozenset[str] = frozenset(
+            role for task in self._tasks.values() for role in task.needs
+            if roles is None or role in roles
+        )
+        self.registry = ModelRegistry(model_needs(config, self._tasks.values(), self.roles))
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
         self.pictures = PictureStage(
@@ -102,13 +118,6 @@ class InferenceEngine:
         self._closed = False
         #: Batches in worker threads right now (updated on the event loop).
         self.running_batches = 0
-
-    def _task_models(self) -> list[tuple[ModelSpec, Head]]:
-        m = self.config.models
-        return [
-            (m.mask, Head.MASKED_LM), (m.mask, Head.TOKENIZER), (m.qa, Head.QA),
-            (m.generate, Head.CAUSAL_LM), (m.generate, Head.TOKENIZER), (m.features, Head.ENCODER),
-        ]
 
     async def __aenter__(self) -> InferenceEngine:
         await self.start()
@@ -137,7 +146,7 @@ class InferenceEngine:
 
     def status(self, request: Any) -> ModelStatus:
         """Is the model behind this request ready, loading or broken?"""
-        spec = self.task_for(request).spec(request)
+        spec = self._spec(self.task_for(request), request)
         return ModelStatus(str(spec), self.registry.state(spec), self.registry.error(spec))
 
     def validate(self, request: R) -> R:
@@ -155,7 +164,7 @@ class InferenceEngine:
             raise EngineClosed("The bot is restarting. Try again in a minute.")
         task = self.task_for(request)
         request = task.validate(request)
-        spec = task.spec(request)
+        spec = self._spec(task, request)
         if self.registry.state(spec) is LoadState.FAILED:
             raise ModelUnavailable(
                 f"The model `{spec}` is not available: {self.registry.error(spec)}"
@@ -185,6 +194,12 @@ class InferenceEngine:
     async def submit(self, request: Any, *, timeout: float | None = None) -> Any:
         """Validate, queue, and wait for the result (with `timings` filled in)."""
         return await self.admit(request, timeout=timeout)
+
+    def _spec(self, task: Task, request: Any) -> ModelSpec:
+        role = task.role(request)
+        if role not in self.roles:
+            raise ModelUnavailable(f"The `{role}` model is not loaded in this run.")
+        return task.spec(request)
 
     def _with_picture(self, forward: asyncio.Future, ticket: Ticket) -> asyncio.Future:
         """A future for the forward's result with its picture drawn (by the drawing stage,
@@ -333,9 +348,7 @@ class _Lane:
         """Take the oldest request and every compatible one, waiting briefly for more."""
         config = self.engine.config.engine
         first = self.pending[0]
-        limit = config.max_batch_size
-        if isinstance(first.task, GenerateTask):
-            limit = min(limit, config.max_generate_batch)
+        limit = first.task.max_batch_rows(config)
         deadline = first.enqueued_at + config.max_wait_ms / 1000
         while sum(1 for p in self.pending if p.key == first.key) < limit:
             delay = deadline - time.perf_counter()
@@ -346,7 +359,7 @@ class _Lane:
         for item in self.pending:
             if item.future.done():  # the caller went away: skip, never resolve it
                 continue
-            size = getattr(item.request, "num_return_sequences", 1)
+            size = item.task.rows(item.request)
             if item.key == first.key and (rows + size <= limit or not batch):
                 batch.append(item)
                 rows += size
@@ -370,6 +383,21 @@ class _Lane:
                     item.future.set_exception(exc)
         finally:
             self.engine.running_batches -= counted
+
+
+def model_needs(config: Config, tasks: Iterable[Task],
+                roles: Iterable[str]) -> dict[ModelSpec, set[Head]]:
+    """Each model to load and its heads: the union of what the tasks declare per role.
+
+    Roles naming the same model (by default `mask` and `features`) share one load.
+    """
+    needs: dict[ModelSpec, set[Head]] = collections.defaultdict(set)
+    allowed = set(roles)
+    for task in tasks:
+        for role, heads in task.needs.items():
+            if role in allowed:
+                needs[getattr(config.models, role)] |= heads
+    return dict(needs)
 
 
 def _run_batch(
@@ -470,4 +498,4 @@ def _start_worker(threads: int) -> None:
         pass
 
 
-__all__ = ["InferenceEngine", "ModelStatus", "TASK_TYPES", "UserError"]
+__all__ = ["InferenceEngine", "ModelStatus", "TASK_TYPES", "UserError", "model_needs"]

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from core.config import ModelSpec
-from core.errors import InputTooLong, InvalidInput
+from core.errors import InvalidInput
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
 from core.tasks.padding import hidden_by_length
 
 #: What students type for the mask; normalised to the model's own mask token.
@@ -50,11 +49,8 @@ class FillMaskResult:
 
 class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
     name = "mask"
-    head = Head.MASKED_LM
+    needs = {"mask": frozenset({Head.MASKED_LM})}
     request_type = FillMaskRequest
-
-    def spec(self, request: FillMaskRequest) -> ModelSpec:
-        return self.models.mask
 
     def validate(self, request: FillMaskRequest) -> FillMaskRequest:
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
@@ -76,11 +72,9 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
         texts = [_MASK_SPELLINGS.sub(mask_token, r.text) for r in requests]
         rows: list[int] = []
         for i, text in enumerate(texts):
-            ids = tokenizer(text)["input_ids"]
-            if len(ids) > model.max_length:
-                emit(i, InputTooLong(
-                    f"That text is {len(ids)} tokens; the model reads at most {model.max_length}."
-                ))
+            error = too_long(model, len(tokenizer(text)["input_ids"]))
+            if error:
+                emit(i, error)
             else:
                 rows.append(i)
         if not rows:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 import torch
 
 from core import plots
-from core.config import ModelSpec
-from core.errors import InputTooLong, InvalidInput, UserError
+from core.errors import InvalidInput, UserError
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range
+from core.tasks.base import Emit, Task, Timings, check_range, too_long
 from core.tasks.fill_mask import (
     _MASK_SPELLINGS,
     FillMaskRequest,
@@ -84,12 +83,9 @@ class MaskPairResult:
 
 class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
     name = "maskpair"
-    head = Head.MASKED_LM
+    needs = {"mask": frozenset({Head.MASKED_LM})}
     draws = True
     request_type = MaskPairRequest
-
-    def spec(self, request: MaskPairRequest) -> ModelSpec:
-        return self.models.mask
 
     def validate(self, request: MaskPairRequest) -> MaskPairRequest:
         check_range("top_k", request.top_k, 1, self.limits.max_mask_top_k)
@@ -113,11 +109,9 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
             try:
                 for which, text in (("A", request.sentence_a), ("B", request.sentence_b)):
                     length = len(tokenizer(_MASK_SPELLINGS.sub(mask_token, text))["input_ids"])
-                    if length > model.max_length:
-                        raise InputTooLong(
-                            f"Sentence {which} is {length} tokens; the model reads at most "
-                            f"{model.max_length}."
-                        )
+                    error = too_long(model, length, what=f"Sentence {which}")
+                    if error:
+                        raise error
                 target_ids[i] = [_target_id(tokenizer, t) for t in request.targets]
             except UserError as exc:
                 emit(i, exc)

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from core import plots
-from core.config import ModelSpec
-from core.errors import InputTooLong
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
 from core.tasks.generate import MAX_TOP_K, sampling_candidates
 
 log = logging.getLogger(__name__)
@@ -73,12 +71,9 @@ class NextTokenResult:
 
 class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
     name = "nexttoken"
-    head = Head.CAUSAL_LM
+    needs = {"generate": frozenset({Head.CAUSAL_LM})}
     draws = True
     request_type = NextTokenRequest
-
-    def spec(self, request: NextTokenRequest) -> ModelSpec:
-        return self.models.generate
 
     def validate(self, request: NextTokenRequest) -> NextTokenRequest:
         prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
@@ -96,11 +91,10 @@ class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
             if not emit.wanted(i):
                 continue
             ids = tokenizer(request.prompt)["input_ids"]
-            if len(ids) >= model.max_length:
-                emit(i, InputTooLong(
-                    f"The prompt is {len(ids)} tokens; `{model.spec}` reads at most "
-                    f"{model.max_length - 1} before predicting the next one."
-                ))
+            # Room for one more: the position of the token predicted.
+            error = too_long(model, len(ids), what="The prompt", reserve=1)
+            if error:
+                emit(i, error)
                 continue
             # One unpadded forward per prompt, as `/generate`'s first step sees it.
             logits = lm(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
