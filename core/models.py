@@ -301,7 +301,7 @@ class ModelRegistry:
             self._in_flight.add_done_callback(lambda f: f.cancelled() or f.exception())
             loaded = await asyncio.shield(self._in_flight)
         except Exception as exc:  # any failure is reported as unavailable; the bot lives on
-            reason = _load_failure_reason(spec, exc)
+            reason = failure_reason(exc)
             # One line for the operator; the traceback only with -v (DEBUG): no traceback for a
             # missing download or a wrong model, which are the usual causes.
             log.error("could not load %s: %s", spec, reason)
@@ -327,7 +327,7 @@ class ModelRegistry:
             await asyncio.wait([self._in_flight], timeout=timeout)
 
 
-def _load_failure_reason(spec: ModelSpec, exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """One line a moderator can act on; the traceback goes to the log."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, ModelRefused):

@@ -174,3 +174,18 @@ def test_a_model_not_cached_fails_fast_with_what_to_do(tmp_path, network):
     assert "tlm-bot download-models" in message and "local folders" in message
     assert ("HF_HUB_OFFLINE=1 forbids" in message) == (network == "offline")
     assert "Traceback" not in output
+
+
+def test_try_loads_reports_every_role(tiny_config, tiny_models):
+    from core.load_check import try_loads
+
+    good = try_loads(tiny_config)
+    assert [r.role for r in good] == ["mask", "qa", "generate", "features"]
+    assert all(r.ok for r in good), [str(r) for r in good]
+    # mask and features share one folder, hence one load with both roles' heads.
+    assert good[0].heads == good[3].heads == {Head.MASKED_LM, Head.ENCODER, Head.TOKENIZER}
+    wrong = dataclasses.replace(tiny_config, models=dataclasses.replace(
+        tiny_config.models, qa=ModelSpec(str(tiny_models.masked_lm))))
+    (qa,) = try_loads(wrong, roles={"qa"})
+    assert not qa.ok and "no question-answering head" in qa.detail
+    assert str(qa).startswith("qa: ") and "FAILED" in str(qa)
