@@ -12,11 +12,24 @@ Reports per command: answered, refused as busy, p50/p95/max latency from submit 
 
 Before the drawing stage (pictures drawn inside the forward's worker, one picture process), the
 same burst through the emulated Discord gave `/mask` p50 25 s and `/attention` 31 s (#16).
-Measured with the stage on the shared 2-core machine (load average ~4-6 during the run):
+Measured with the stage (seed 1), on the shared 2-core machine while other jobs ran:
 
-| command | answered | busy | p50 | p95 | max |
-|---|---|---|---|---|---|
-| (filled in by the last run; see the report in the final commit message / `--out`) |
+| command | answered / busy, load 5 | p50 | p95 | answered / busy, load 12 | p50 | p95 |
+|---|---|---|---|---|---|---|
+| /mask | 74 / 0 | 0.02 s | 0.04 s | 74 / 0 | 0.78 s | 1.51 s |
+| /tokens | 50 / 0 | 0.01 s | 0.03 s | 50 / 0 | 0.52 s | 1.44 s |
+| /qa | 32 / 0 | 0.02 s | 0.04 s | 32 / 0 | 1.00 s | 1.58 s |
+| /generate | 20 / 0 | 0.17 s | 0.23 s | 20 / 0 | 4.71 s | 6.27 s |
+| /attention | 17 / 15 | 32.8 s | 60.8 s | 5 / 27 | 55.4 s | 66.4 s |
+| /contextsim | 14 / 15 | 31.3 s | 61.4 s | 5 / 24 | 47.1 s | 94.5 s |
+| /maskpair | 26 / 12 | 18.7 s | 61.4 s | 16 / 22 | 92.1 s | 106 s |
+| /nexttoken | 18 / 7 | 23.1 s | 57.6 s | 6 / 19 | 82.4 s | 111 s |
+
+(The load-5 run used `picture_queue_size = 64`, the load-12 run the default 32.) `/mask` p95
+meets the 2 s target in both. Pictures are the bottleneck: one costs 0.2-0.6 s of CPU to draw
+(1000x1000 px, constrained layout), so ~150 of them in 10 s are ~60 CPU-seconds on 2 cores; the
+bounded queue turns the excess into an immediate "busy" instead of an ever longer wait.
+Cheaper drawing (smaller figures, no constrained layout) is the next lever, not measured here.
 
 """
 
