@@ -243,6 +243,8 @@ def _load_head(transformers: Any, spec: ModelSpec, head: Head, local_only: bool)
             kind = str(exc).split("configuration_", 1)[-1].split(".", 1)[0] or "this"
             raise ModelRefused(f"it is a {kind} model, with no {what} head: {advice}") from None
         raise
+    if any(p.is_meta for p in module.parameters()):
+        return module  # untied weights: reported by the caller, not as a missing head
     prefix = f"{module.base_model_prefix}."
     missing = [k for k in info.get("missing_keys", ()) if not k.startswith(prefix)]
     if missing and head is not Head.ENCODER:
