@@ -77,6 +77,12 @@ class EngineConfig:
     request_timeout_s: float = 120.0
     #: Generated sequences decoded together; GPT-2 batches are costlier than encoder batches.
     max_generate_batch: int = 16
+    #: Processes drawing the teaching commands' pictures, after the forward and off the model's
+    #: lane. 0 = auto: the usable cores, at most 4 (each ~60 MB).
+    picture_workers: int = 0
+    #: Picture requests admitted at once (waiting for a forward or drawing) before new ones get
+    #: `Overloaded`.
+    picture_queue_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,8 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("engine", "queue_size"): (1, 100_000),
     ("engine", "request_timeout_s"): (1, 3600),
     ("engine", "max_generate_batch"): (1, 64),
+    ("engine", "picture_workers"): (0, 16),
+    ("engine", "picture_queue_size"): (1, 10_000),
     ("limits", "max_text_chars"): (1, 100_000),
     ("limits", "max_context_chars"): (1, 1_000_000),
     ("limits", "max_question_chars"): (1, 10_000),
@@ -186,6 +194,7 @@ def load_config(path: Path | str | None) -> Config:
 def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
     config = _build(Config, {k: v for k, v in raw.items()}, prefix="")
     config = dataclasses.replace(config, base_dir=base_dir)
+    config = dataclasses.replace(config, models=_resolve_model_paths(config.models, base_dir))
     for (section, key), (low, high) in _RANGES.items():
         value = getattr(getattr(config, section), key)
         if (low is not None and value < low) or (high is not None and value > high):
@@ -194,6 +203,21 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
     if config.discord.dev_guild is not None and config.discord.dev_guild <= 0:
         raise ConfigError("discord.dev_guild must be a positive guild id")
     return config
+
+
+def _resolve_model_paths(models: ModelsConfig, base_dir: Path) -> ModelsConfig:
+    """A model given as a relative path is read from the config file's folder, like
+    `database.path`; a hub id ("org/name") stays as it is unless that folder exists there."""
+    resolved = {}
+    for f in dataclasses.fields(models):
+        spec = getattr(models, f.name)
+        if not isinstance(spec, ModelSpec):
+            continue
+        path = Path(spec.id).expanduser()
+        written_as_path = spec.id.startswith(("./", "../", ".\\", "..\\")) or spec.id.count("/") >= 2
+        if not path.is_absolute() and (written_as_path or (base_dir / path).is_dir()):
+            resolved[f.name] = dataclasses.replace(spec, id=str((base_dir / path).resolve()))
+    return dataclasses.replace(models, **resolved)
 
 
 def discord_token(environ: typing.Mapping[str, str] | None = None) -> str | None:

@@ -12,6 +12,9 @@ validate on the event loop (a bad request never takes a queue slot) -> admit or 
 worker -> each caller's future is resolved from the loop with `call_soon_threadsafe`, skipping
 callers that went away. A failure inside a batch is retried request by request so one odd input
 cannot take its neighbours down, and nothing a worker raises can kill the batcher.
+
+A teaching command's picture is drawn after that, in the drawing stage (`core.pictures`): the
+lane is free again as soon as the forward is done, so a text answer never waits for a picture.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from core import plots
 from core.config import Config, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
 from core.models import Head, LoadedModel, LoadState, ModelRegistry
+from core.pictures import PictureStage, Ticket, auto_workers
 from core.tasks.attention import AttentionTask
 from core.tasks.base import Task, Timings
 from core.tasks.contextsim import ContextSimTask
@@ -80,30 +83,43 @@ class _Pending:
 
 
 class InferenceEngine:
-    """Owns the model registry, the worker pool and one lane per model."""
+    """Owns the model registry, the worker pool, one lane per model and the drawing stage.
 
-    def __init__(self, config: Config) -> None:
+    By default it serves every task and loads every configured model. A caller that needs
+    less (the CLI's `ask tokens`, `train-sentiment`) names the `tasks` it will submit and/or
+    the model `roles` it may load: only those models are loaded (at start if
+    `[models] load_at_start`, else on first use), each with only the heads those tasks declare,
+    e.g. `InferenceEngine(config, tasks={"features"})` loads the features encoder alone.
+    A request for a task outside `tasks` raises `TypeError` (a caller's bug); one whose model
+    role is outside `roles` raises `ModelUnavailable`.
+    """
+
+    def __init__(self, config: Config, *, tasks: Iterable[str] | None = None,
+                 roles: Iterable[str] | None = None) -> None:
         self.config = config
-        self._tasks: dict[type, Task] = {}
-        needs: dict[ModelSpec, set[Head]] = collections.defaultdict(set)
-        for task_type in TASK_TYPES:
-            task = task_type(config.models, config.limits)
-            self._tasks[task_type.request_type] = task
-        for spec, head in self._task_models():
-            needs[spec].add(head)
-        self.registry = ModelRegistry(dict(needs))
+        wanted = None if tasks is None else set(tasks)
+        unknown = (wanted or set()) - {t.name for t in TASK_TYPES}
+        if unknown:
+            raise ValueError(f"unknown tasks: {', '.join(sorted(unknown))}")
+        self._tasks: dict[type, Task] = {
+            task_type.request_type: task_type(config.models, config.limits)
+            for task_type in TASK_TYPES if wanted is None or task_type.name in wanted
+        }
+        #: Roles whose models this engine may load: those its tasks need, within `roles`.
+        self.roles: frozenset[str] = frozenset(
+            role for task in self._tasks.values() for role in task.needs
+            if roles is None or role in roles
+        )
+        self.registry = ModelRegistry(model_needs(config, self._tasks.values(), self.roles))
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
+        self.pictures = PictureStage(
+            workers=auto_workers(config.engine.picture_workers, _usable_cores()),
+            queue_size=config.engine.picture_queue_size,
+        )
         self._closed = False
         #: Batches in worker threads right now (updated on the event loop).
         self.running_batches = 0
-
-    def _task_models(self) -> list[tuple[ModelSpec, Head]]:
-        m = self.config.models
-        return [
-            (m.mask, Head.MASKED_LM), (m.mask, Head.TOKENIZER), (m.qa, Head.QA),
-            (m.generate, Head.CAUSAL_LM), (m.generate, Head.TOKENIZER), (m.features, Head.ENCODER),
-        ]
 
     async def __aenter__(self) -> InferenceEngine:
         await self.start()
@@ -122,7 +138,7 @@ class InferenceEngine:
         )
         if self.config.models.load_at_start:
             self.registry.start_all()
-            plots.warm_up()
+            self.pictures.start()
 
     def task_for(self, request: Any) -> Task:
         try:
@@ -132,7 +148,7 @@ class InferenceEngine:
 
     def status(self, request: Any) -> ModelStatus:
         """Is the model behind this request ready, loading or broken?"""
-        spec = self.task_for(request).spec(request)
+        spec = self._spec(self.task_for(request), request)
         return ModelStatus(str(spec), self.registry.state(spec), self.registry.error(spec))
 
     def validate(self, request: R) -> R:
@@ -150,7 +166,7 @@ class InferenceEngine:
             raise EngineClosed("The bot is restarting. Try again in a minute.")
         task = self.task_for(request)
         request = task.validate(request)
-        spec = task.spec(request)
+        spec = self._spec(task, request)
         if self.registry.state(spec) is LoadState.FAILED:
             raise ModelUnavailable(
                 f"The model `{spec}` is not available: {self.registry.error(spec)}"
@@ -159,7 +175,17 @@ class InferenceEngine:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
-        future = lane.put(request, task)
+        # A picture request is admitted by the drawing stage first: refused while it is full,
+        # before it costs a forward.
+        ticket = self.pictures.reserve() if task.draws else None
+        try:
+            future = lane.put(request, task)
+        except BaseException:
+            if ticket is not None:
+                ticket.release()
+            raise
+        if ticket is not None:
+            future = self._with_picture(future, ticket)
         timeout = self.config.engine.request_timeout_s if timeout is None else timeout
         # The lane's own future, not a wrapper task: cancelling the caller cancels it at once,
         # so the batcher never spends a row on a caller that left.
@@ -171,6 +197,53 @@ class InferenceEngine:
         """Validate, queue, and wait for the result (with `timings` filled in)."""
         return await self.admit(request, timeout=timeout)
 
+    def _spec(self, task: Task, request: Any) -> ModelSpec:
+        role = task.role(request)
+        if role not in self.roles:
+            raise ModelUnavailable(f"The `{role}` model is not loaded in this run.")
+        return task.spec(request)
+
+    def _with_picture(self, forward: asyncio.Future, ticket: Ticket) -> asyncio.Future:
+        """A future for the forward's result with its picture drawn (by the drawing stage,
+        after the lane has moved on). Cancelling it cancels the forward (freeing the queue
+        slot) or the drawing still queued; the ticket comes back whatever happens."""
+        answer = asyncio.get_running_loop().create_future()
+        drawing: list[asyncio.Future] = []
+
+        def forward_done(f: asyncio.Future) -> None:
+            error = None if f.cancelled() else f.exception()  # marks the error as seen
+            if answer.done() or f.cancelled() or error is not None:
+                ticket.release()
+                if not answer.done():
+                    answer.cancel() if f.cancelled() else answer.set_exception(error)
+                return
+            job = asyncio.ensure_future(self.pictures.finish(f.result(), ticket))
+            drawing.append(job)
+            job.add_done_callback(drawing_done)
+
+        def drawing_done(job: asyncio.Future) -> None:
+            if not ticket.drawing:  # never reached a drawing process: give the place back
+                ticket.release()
+            error = None if job.cancelled() else job.exception()
+            if answer.done():
+                return
+            if job.cancelled():
+                answer.cancel()
+            elif error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(job.result())
+
+        def answer_done(_: asyncio.Future) -> None:
+            if not forward.done():
+                forward.cancel()
+            for job in drawing:
+                job.cancel()
+
+        forward.add_done_callback(forward_done)
+        answer.add_done_callback(answer_done)
+        return answer
+
     async def aclose(self, *, drain_timeout: float = 30.0) -> None:
         """Finish what is running, fail what is still queued, then stop the workers."""
         if self._closed:
@@ -179,6 +252,7 @@ class InferenceEngine:
         for lane in self._lanes.values():
             lane.fail_queued(EngineClosed("The bot is restarting. Try again in a minute."))
         await asyncio.gather(*(lane.stop(drain_timeout) for lane in self._lanes.values()))
+        await self.pictures.aclose(drain_timeout)
         await self.registry.aclose()
         if self._pool is not None:
             # Off the loop: a worker may still be finishing an abandoned batch.
@@ -276,9 +350,7 @@ class _Lane:
         """Take the oldest request and every compatible one, waiting briefly for more."""
         config = self.engine.config.engine
         first = self.pending[0]
-        limit = config.max_batch_size
-        if isinstance(first.task, GenerateTask):
-            limit = min(limit, config.max_generate_batch)
+        limit = first.task.max_batch_rows(config)
         deadline = first.enqueued_at + config.max_wait_ms / 1000
         while sum(1 for p in self.pending if p.key == first.key) < limit:
             delay = deadline - time.perf_counter()
@@ -289,7 +361,7 @@ class _Lane:
         for item in self.pending:
             if item.future.done():  # the caller went away: skip, never resolve it
                 continue
-            size = getattr(item.request, "num_return_sequences", 1)
+            size = item.task.rows(item.request)
             if item.key == first.key and (rows + size <= limit or not batch):
                 batch.append(item)
                 rows += size
@@ -313,6 +385,21 @@ class _Lane:
                     item.future.set_exception(exc)
         finally:
             self.engine.running_batches -= counted
+
+
+def model_needs(config: Config, tasks: Iterable[Task],
+                roles: Iterable[str]) -> dict[ModelSpec, set[Head]]:
+    """Each model to load and its heads: the union of what the tasks declare per role.
+
+    Roles naming the same model (by default `mask` and `features`) share one load.
+    """
+    needs: dict[ModelSpec, set[Head]] = collections.defaultdict(set)
+    allowed = set(roles)
+    for task in tasks:
+        for role, heads in task.needs.items():
+            if role in allowed:
+                needs[getattr(config.models, role)] |= heads
+    return dict(needs)
 
 
 def _run_batch(
@@ -413,4 +500,4 @@ def _start_worker(threads: int) -> None:
         pass
 
 
-__all__ = ["InferenceEngine", "ModelStatus", "TASK_TYPES", "UserError"]
+__all__ = ["InferenceEngine", "ModelStatus", "TASK_TYPES", "UserError", "model_needs"]

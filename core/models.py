@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.config import ModelSpec
@@ -99,29 +100,60 @@ class LoadedModel:
         return min(limits)
 
 
+#: What to choose instead, per head, when a model lacks it.
+_HEAD_ADVICE = {
+    Head.MASKED_LM: ("masked-LM", "choose a fill-mask model (e.g. distilbert/distilbert-base-cased)"),
+    Head.QA: ("question-answering", "choose a model fine-tuned for extractive QA (e.g. "
+              "distilbert/distilbert-base-cased-distilled-squad)"),
+    Head.CAUSAL_LM: ("causal-LM", "choose a text-generation model (e.g. openai-community/gpt2)"),
+    Head.ENCODER: ("encoder", "choose a transformer encoder (e.g. distilbert/distilbert-base-cased)"),
+}
+#: What a user can do when a hub model is not on this machine.
+FIX_MISSING = (
+    "Run `tlm-bot download-models` while online (then set HF_HUB_OFFLINE=1 to stay offline), "
+    "or point [models] at local folders."
+)
+#: Seconds to wait for the hub before calling it unreachable (a reachable hub answers in <1 s).
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+class ModelRefused(Exception):
+    """A model cannot serve a role, for a reason a user can act on (one line, no traceback)."""
+
+
+def looks_local(model_id: str) -> bool:
+    """A path rather than a hub id ("org/name" or "name"): written as a path, or present."""
+    return (model_id.startswith(("/", "./", "../", "~", ".\\")) or model_id.count("/") >= 2
+            or Path(model_id).expanduser().exists())
+
+
 def load_model(spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
     """Load a tokenizer and one module per head, blocking. Runs in a worker thread.
 
     `trust_remote_code` is pinned off: a model id typed into a config must never run code.
+    A hub model is first looked for in the local cache only (no network, no update check);
+    only if it is missing there is the hub asked, after a short reachability probe, so an
+    offline machine fails in seconds with what to do instead of ~50 s of retries.
     """
+    local_only = _where_to_load(spec)  # before importing transformers: that alone takes seconds
     import transformers
 
     with LOAD_LOCK:
-        return _load_model_locked(transformers, spec, heads)
+        return _load_model_locked(transformers, spec, heads, local_only)
 
 
-def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
+def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head],
+                       local_only: bool) -> LoadedModel:
     started = time.perf_counter()
     tokenizer = transformers.AutoTokenizer.from_pretrained(
-        spec.id, revision=spec.revision, trust_remote_code=False
+        spec.id, revision=spec.revision, trust_remote_code=False, local_files_only=local_only
     )
     wanted = set(heads) - {Head.TOKENIZER}
     if wanted - {Head.ENCODER}:
         wanted.discard(Head.ENCODER)  # served from another head's base_model
     modules: dict[Head, Any] = {}
     for head in sorted(wanted, key=lambda h: h.value):
-        auto = getattr(transformers, _AUTO_CLASSES[head])
-        module = auto.from_pretrained(spec.id, revision=spec.revision, trust_remote_code=False)
+        module = _load_head(transformers, spec, head, local_only)
         if any(p.is_meta for p in module.parameters()):
             # transformers' `no_tie_weights` patches PreTrainedModel.tie_weights globally and is
             # not thread-safe: one from_pretrained racing another (outside this lock) can leave
@@ -134,10 +166,91 @@ def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head
         module.eval()
         module.requires_grad_(False)
         modules[head] = module
+    if Head.MASKED_LM in modules and tokenizer.mask_token is None:
+        raise ModelRefused(f"its tokenizer has no mask token: {_HEAD_ADVICE[Head.MASKED_LM][1]}.")
     if Head.CAUSAL_LM in modules and tokenizer.pad_token is None:
         # GPT-2 ships without a pad token; batching needs one and EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(spec, tokenizer, modules, time.perf_counter() - started)
+
+
+def _where_to_load(spec: ModelSpec) -> bool:
+    """True to load from local files only; raises `ModelRefused` when the model cannot be had."""
+    if looks_local(spec.id):
+        if not Path(spec.id).expanduser().is_dir():
+            raise ModelRefused(f"the local folder {spec.id} does not exist (relative paths are "
+                               "read from the config file's folder)")
+        return True
+    if _cached(spec):
+        return True
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ModelRefused("it is not in the local cache and HF_HUB_OFFLINE=1 forbids "
+                           f"downloading it. {FIX_MISSING}")
+    unreachable = _hub_unreachable(constants.ENDPOINT)
+    if unreachable:
+        raise ModelRefused(f"it is not in the local cache and the hub "
+                           f"({constants.ENDPOINT}) cannot be reached: {unreachable}. "
+                           f"{FIX_MISSING}")
+    return False
+
+
+def _cached(spec: ModelSpec) -> bool:
+    """The model's config is in the Hugging Face cache (downloads fetch config and weights)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(spec.id, "config.json", revision=spec.revision)
+    except Exception:  # noqa: BLE001 - an odd id or cache: let the normal load report it
+        log.debug("cache lookup for %s failed", spec, exc_info=True)
+        return False
+    return isinstance(found, str)
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why the hub cannot be reached, or None if it answers (any HTTP status will do)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(endpoint.rstrip("/") + "/api/models?limit=1", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, bad URLs
+        reason = getattr(exc, "reason", exc)
+        return str(reason) or type(exc).__name__
+
+
+def _load_head(transformers: Any, spec: ModelSpec, head: Head, local_only: bool) -> Any:
+    """One head module; refused in one line when the checkpoint has no weights for that head.
+
+    `from_pretrained` happily builds a head the checkpoint lacks with random weights (a QA
+    checkpoint as a masked LM answers with random scores), so weights missing outside the base
+    model mean the model cannot do this job.
+    """
+    auto = getattr(transformers, _AUTO_CLASSES[head])
+    what, advice = _HEAD_ADVICE[head]
+    try:
+        module, info = auto.from_pretrained(
+            spec.id, revision=spec.revision, trust_remote_code=False,
+            local_files_only=local_only, output_loading_info=True,
+        )
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):  # it lists ~200 classes: not for users
+            kind = str(exc).split("configuration_", 1)[-1].split(".", 1)[0] or "this"
+            raise ModelRefused(f"it is a {kind} model, with no {what} head: {advice}") from None
+        raise
+    if any(p.is_meta for p in module.parameters()):
+        return module  # untied weights: reported by the caller, not as a missing head
+    prefix = f"{module.base_model_prefix}."
+    missing = [k for k in info.get("missing_keys", ()) if not k.startswith(prefix)]
+    if missing and head is not Head.ENCODER:
+        log.debug("%s: weights missing for the %s head: %s", spec, what, sorted(missing))
+        raise ModelRefused(f"it has no {what} head: {advice}")
+    return module
 
 
 class ModelRegistry:
@@ -190,8 +303,11 @@ class ModelRegistry:
             self._in_flight.add_done_callback(lambda f: f.cancelled() or f.exception())
             loaded = await asyncio.shield(self._in_flight)
         except Exception as exc:  # any failure is reported as unavailable; the bot lives on
-            reason = _load_failure_reason(spec, exc)
-            log.error("could not load %s: %s", spec, reason, exc_info=exc)
+            reason = failure_reason(exc)
+            # One line for the operator; the traceback only with -v (DEBUG): no traceback for a
+            # missing download or a wrong model, which are the usual causes.
+            log.error("could not load %s: %s", spec, reason)
+            log.debug("loading %s failed", spec, exc_info=exc)
             self._state[spec] = LoadState.FAILED
             self._errors[spec] = reason
             raise ModelUnavailable(f"The model `{spec}` could not be loaded: {reason}") from exc
@@ -213,9 +329,12 @@ class ModelRegistry:
             await asyncio.wait([self._in_flight], timeout=timeout)
 
 
-def _load_failure_reason(spec: ModelSpec, exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """One line a moderator can act on; the traceback goes to the log."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ModelRefused):
+        return text
     if "offline" in text.lower() or "connect" in text.lower():
-        return f"it is not in the local cache and the hub cannot be reached ({text[:200]})"
+        return (f"it is not in the local cache and the hub cannot be reached ({text[:200]}). "
+                f"{FIX_MISSING}")
     return text[:300]

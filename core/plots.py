@@ -1,10 +1,7 @@
-"""PNG pictures for the teaching commands, drawn in a separate process.
+"""PNG pictures for the teaching commands.
 
-Agg rasterises in C++ while holding the GIL: drawn in a worker thread, one attention heatmap
-stalled the event loop for ~300 ms here (a 5 ms ticker's worst gap). So each public function
-runs its drawing in a one-process pool (`spawn`: the child imports only matplotlib and numpy),
-and the worker thread merely waits, GIL released. If that process cannot start, drawing falls
-back to the calling thread: slower for the loop, never a failed command.
+Plain functions, called by `core.pictures`' drawing processes (see there why drawing is a stage
+of its own, in processes); a task only describes its picture as a `drawing(...)` call.
 
 Only the object-oriented matplotlib API is used (`Figure` + `FigureCanvasAgg`): pyplot keeps
 global figure state and picks a GUI backend, neither of which belongs in a server.
@@ -15,97 +12,34 @@ a `$` cannot switch on mathtext and a character the font lacks becomes `?` inste
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import io
-import logging
-import multiprocessing
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont, get_font
 
-log = logging.getLogger(__name__)
-
 DPI = 100
 #: Below this many tokens each attention cell also shows its weight as a number.
 _ANNOTATE_CELLS_UP_TO = 12
 _LABEL_CHARS = 18
+#: Drawing in threads (the fallback, tests, docs) must not interleave figures' font caches.
 _RENDER_LOCK = threading.Lock()
 
-_POOL_LOCK = threading.Lock()
-_pool: concurrent.futures.ProcessPoolExecutor | None = None
-_IN_RENDERER = False
-#: After two failed starts (e.g. a frozen app that cannot spawn), stop trying.
-_offload_failures = 0
 
-F = TypeVar("F", bound=Callable[..., bytes])
+def drawing(draw: Callable[..., bytes], *args, **kwargs) -> Callable[[], bytes]:
+    """A picture to draw later, in another process: picklable because `draw` is a module
+    function of this module and the arguments are plain data (lists, arrays, strings)."""
+    return functools.partial(draw, *args, **kwargs)
 
-
-def _mark_renderer() -> None:
-    global _IN_RENDERER
-    _IN_RENDERER = True
-
-
-def _renderer() -> concurrent.futures.ProcessPoolExecutor:
-    global _pool
-    with _POOL_LOCK:
-        if _pool is None:
-            _pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_mark_renderer,
-            )
-        return _pool
-
-
-def warm_up() -> None:
-    """Start the drawing process now, so the first picture does not wait for it."""
-    if _offload_failures < 2:
-        _renderer().submit(_import_matplotlib)
-
-
-def _import_matplotlib() -> None:
-    import matplotlib.backends.backend_agg  # noqa: F401
-
-
-def shutdown_renderer() -> None:
-    """Stop the drawing process (the next picture starts a new one)."""
-    global _pool
-    with _POOL_LOCK:
-        pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _offloaded(draw: F) -> F:
-    """Run `draw` in the drawing process; inside that process, just draw."""
-
-    @functools.wraps(draw)
-    def run(*args, **kwargs):
-        global _offload_failures
-        if _IN_RENDERER or _offload_failures >= 2:
-            return draw(*args, **kwargs)
-        try:
-            return _renderer().submit(run, *args, **kwargs).result()
-        except (BrokenProcessPool, OSError):
-            _offload_failures += 1
-            log.warning("the drawing process failed (%d); drawing in this thread instead",
-                        _offload_failures, exc_info=True)
-            shutdown_renderer()
-            return draw(*args, **kwargs)
-
-    return run  # type: ignore[return-value]
 
 # Colours that stay distinguishable for the common colour-vision deficiencies (Okabe-Ito).
 _BLUE, _ORANGE, _GREEN, _GREY = "#0072B2", "#E69F00", "#009E73", "#999999"
 
 
-@_offloaded
 def attention_heatmap(
     labels: Sequence[str], weights: np.ndarray, *, title: str, causal: bool,
     size: tuple[int, int] = (1000, 1000),
@@ -146,7 +80,6 @@ def attention_heatmap(
         return _png(fig)
 
 
-@_offloaded
 def similarity_by_layer(
     similarities: Sequence[float], static_similarity: float, *, title: str,
     size: tuple[int, int] = (1000, 800),
@@ -175,7 +108,6 @@ def similarity_by_layer(
         return _png(fig)
 
 
-@_offloaded
 def paired_bars(
     labels: Sequence[str], values_a: Sequence[float], values_b: Sequence[float], *,
     name_a: str, name_b: str, title: str, xlabel: str, highlight: Sequence[bool] = (),
@@ -207,7 +139,6 @@ def paired_bars(
         return _png(fig)
 
 
-@_offloaded
 def next_token_bars(
     labels: Sequence[str], model_probs: Sequence[float], scaled_probs: Sequence[float],
     final_probs: Sequence[float], *, title: str, footnote: str = "",

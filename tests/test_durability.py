@@ -38,6 +38,8 @@ STOP_AFTER = 40  # answers the emulator has seen when the bot is stopped
 STARTUP_TIMEOUT = 90.0
 #: How long after its answer a row may still be uncommitted (observed: up to ~0.2 s in a burst).
 MAX_COMMIT_LAG_S = 2.0
+#: How long the bot's children may outlive a `kill -9` (the watchdog polls twice a second).
+ORPHAN_GRACE_S = 5.0
 
 
 @dataclass
@@ -137,6 +139,7 @@ async def test_kill_9_loses_only_rows_still_being_committed(tiny_models, tmp_pat
         async with bot_process(emu, tiny_models, tmp_path) as bot:
             earlier = await _burst(emu, bot, "early", 30, answered=30)
             await asyncio.sleep(1.0)
+            children = _descendants(bot.proc.pid)
             records = await _burst(emu, bot, "probe", BURST, answered=STOP_AFTER)
             os.kill(bot.proc.pid, signal.SIGKILL)
             killed_at = time.monotonic()
@@ -144,6 +147,7 @@ async def test_kill_9_loses_only_rows_still_being_committed(tiny_models, tmp_pat
             seen_at_kill = [r for r in records if _answered(r)]
             await bot.proc.wait()
             assert bot.proc.returncode == -signal.SIGKILL
+            survivors = await _survivors(children, ORPHAN_GRACE_S)
     logged = _logged_texts(bot.db_path)
     # Answered a second before the kill: long committed.
     assert _texts(earlier) <= logged
@@ -155,6 +159,49 @@ async def test_kill_9_loses_only_rows_still_being_committed(tiny_models, tmp_pat
     # The rows a kill may lose are those whose group commit was still running: answers sent in
     # the last moments before it (the row is written right after the answer goes out).
     assert max(ages, default=0) < MAX_COMMIT_LAG_S, sorted(zip(ages, map(_text, missing)))
+    # The bot's children (drawing processes, multiprocessing's resource tracker) end with it
+    # instead of living on as orphans of init.
+    if sys.platform.startswith("linux"):
+        assert children, "expected the bot to have child processes (the drawers)"
+    assert survivors == {}, f"orphans still alive {ORPHAN_GRACE_S}s after kill -9: {survivors}"
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid` (pid -> command line), read from /proc (Linux only)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        # "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+        parents[int(stat.parent.name)] = int(text[text.rindex(")") + 2:].split()[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = _cmdline(child)
+                frontier.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return ""
+
+
+async def _survivors(children: dict[int, str], grace: float) -> dict[int, str]:
+    """Those of `children` (same pid, same command line) still alive after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = {pid: cmd for pid, cmd in children.items() if _cmdline(pid) == cmd and cmd}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -14,17 +14,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from core import plots
-from core.config import ModelSpec
-from core.errors import InputTooLong, InvalidInput
+from core.errors import InvalidInput
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, clean_text
+from core.tasks.base import Emit, Role, Task, Timings, too_long, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,8 @@ log = logging.getLogger(__name__)
 #: (GPT-2, sees only the left). The names are the config keys of the two models.
 ModelChoice = Literal["mask", "generate"]
 MODEL_CHOICES: tuple[str, ...] = ("mask", "generate")
+#: What a task with that choice needs: the encoder inside each model's head module.
+MODEL_CHOICE_NEEDS = {"mask": frozenset({Head.MASKED_LM}), "generate": frozenset({Head.CAUSAL_LM})}
 
 #: More tokens than this make an unreadable heatmap on a phone.
 MAX_ATTENTION_TOKENS = 40
@@ -68,18 +69,21 @@ class AttentionResult:
     weights: np.ndarray = field(compare=False, repr=False)
     #: Per token, the `TOP_ATTENDED` (key index, weight) it attends to most, best first.
     top: tuple[tuple[tuple[int, float], ...], ...] = ()
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
 
 class AttentionTask(Task[AttentionRequest, AttentionResult]):
     name = "attention"
-    head = Head.MASKED_LM
+    needs = MODEL_CHOICE_NEEDS
+    draws = True
     request_type = AttentionRequest
 
-    def spec(self, request: AttentionRequest) -> ModelSpec:
-        return model_spec(self.models, request.model)
+    def role(self, request: AttentionRequest) -> Role:
+        return request.model
 
     def validate(self, request: AttentionRequest) -> AttentionRequest:
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
@@ -102,13 +106,13 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
         todo: list[tuple[int, list[int], int, int | None]] = []
         for i, request in enumerate(requests):
             ids = model.tokenizer(request.text)["input_ids"]
-            limit = min(MAX_ATTENTION_TOKENS, model.max_length)
             layer = request.layer or num_layers
-            if len(ids) > limit:
-                emit(i, InputTooLong(
-                    f"That text is {len(ids)} tokens; the attention picture stays readable up to "
-                    f"{limit}. Try a shorter sentence."
-                ))
+            error = too_long(
+                model, len(ids), cap=MAX_ATTENTION_TOKENS, advice="Try a shorter sentence.",
+                cap_reason=f"the attention picture stays readable up to {MAX_ATTENTION_TOKENS}",
+            )
+            if error:
+                emit(i, error)
             elif layer > num_layers:
                 emit(i, InvalidInput(
                     f"`{model.spec}` has {num_layers} layers: pick a layer from 1 to {num_layers}."
@@ -151,7 +155,8 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
                 causal=causal,
                 weights=weights,
                 top=top,
-                png=plots.attention_heatmap(labels, weights, title=title, causal=causal),
+                drawing=plots.drawing(plots.attention_heatmap, labels, weights, title=title,
+                                      causal=causal),
                 alt_text=_alt_text(title, labels, top, causal),
             ))
 
@@ -169,10 +174,6 @@ def eager_attention(module: Any) -> Iterator[None]:
             yield
         finally:
             module.set_attn_implementation(previous)
-
-
-def model_spec(models: Any, choice: str) -> ModelSpec:
-    return models.mask if choice == "mask" else models.generate
 
 
 def check_model_choice(choice: str) -> None:

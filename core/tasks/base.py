@@ -8,16 +8,20 @@ preprocess -> one padded forward -> postprocess for a whole batch in a worker th
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
-from core.config import LimitsConfig, ModelsConfig, ModelSpec
+from core.config import EngineConfig, LimitsConfig, ModelsConfig, ModelSpec
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head, LoadedModel
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+
+#: A model's role: its key in the config's `[models]` table.
+Role = Literal["mask", "qa", "generate", "features"]
+ROLES: tuple[Role, ...] = ("mask", "qa", "generate", "features")
 
 
 class Emit(Protocol):
@@ -37,24 +41,49 @@ class Timings:
     queued_ms: float
     inference_ms: float
     batch_size: int
+    #: Drawing the picture, after the forward (teaching commands only).
+    drawing_ms: float = 0.0
 
 
 class Task(Generic[Req, Res]):
-    """One kind of request. Subclasses set `name`, `head` and `request_type`."""
+    """One kind of request, and everything the engine needs to know about it, declared.
+
+    Subclasses set `name`, `request_type` and `needs`; the engine reads these declarations (and
+    `rows`, `max_batch_rows`, `own_lane`, `draws`) and never asks what type a task is. `needs`
+    drives the model registry: each role's model is loaded with the union of the heads that
+    the engine's tasks declare for it, and only for the tasks an engine serves.
+    """
 
     name: ClassVar[str]
-    head: ClassVar[Head]
     request_type: ClassVar[type]
+    #: The models this task may use, by role, and the heads each must be loaded with.
+    needs: ClassVar[Mapping[Role, frozenset[Head]]]
     #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
     #: that waiting behind a forward pass would cost it 100x its own time.
     own_lane: ClassVar[bool] = False
+    #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
+    #: forward, so a picture never holds the model's lane (see `core.pictures`).
+    draws: ClassVar[bool] = False
 
     def __init__(self, models: ModelsConfig, limits: LimitsConfig) -> None:
         self.models = models
         self.limits = limits
 
+    def role(self, request: Req) -> Role:
+        """Which model this request runs on; tasks with a model choice override this."""
+        (role,) = self.needs
+        return role
+
     def spec(self, request: Req) -> ModelSpec:
-        raise NotImplementedError
+        return getattr(self.models, self.role(request))
+
+    def rows(self, request: Req) -> int:
+        """Rows of a batch this request costs (a request for n sequences costs n)."""
+        return 1
+
+    def max_batch_rows(self, engine: EngineConfig) -> int:
+        """The most rows one batch of this task may hold."""
+        return engine.max_batch_size
 
     def validate(self, request: Req) -> Req:
         """Raise a `UserError` for input that can never succeed; return the cleaned request."""
@@ -90,6 +119,28 @@ def clean_text(text: str, *, what: str, max_chars: int) -> str:
             "Try a shorter one."
         )
     return text
+
+
+def too_long(model: LoadedModel, count: int, *, what: str = "That text", reserve: int = 0,
+             cap: int | None = None, cap_reason: str = "",
+             advice: str = "Try a shorter one.") -> InputTooLong | None:
+    """The one token-length check: `count` tokens must fit what the model reads.
+
+    The window is the model's `max_length` less `reserve` (room a task needs after the input,
+    e.g. new tokens to generate), or `cap` if that is smaller (a task's own limit, explained by
+    `cap_reason`). Returns the `InputTooLong` to emit (naming the count, the limit and what to
+    do), or None when it fits.
+    """
+    window = model.max_length - reserve
+    if cap is not None and cap < window:
+        limit, reason = cap, cap_reason or f"this command reads at most {cap}"
+    else:
+        limit, reason = window, f"`{model.spec}` reads at most {window}"
+        if reserve:
+            reason += f" (of its {model.max_length}, leaving room for {reserve} more)"
+    if count <= limit:
+        return None
+    return InputTooLong(f"{what} is {count} tokens; {reason}. {advice}")
 
 
 def check_range(

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core import plots
-from core.config import ModelSpec
 from core.errors import InputTooLong, InvalidInput
-from core.models import Head, LoadedModel
+from core.models import LoadedModel
 from core.tasks.attention import (
+    MODEL_CHOICE_NEEDS,
     ModelChoice,
     check_model_choice,
     encoder_of,
-    model_spec,
     token_labels,
 )
-from core.tasks.base import Emit, Task, Timings, clean_text
+from core.tasks.base import Emit, Role, Task, Timings, too_long, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +55,24 @@ class ContextSimResult:
     layer_similarities: tuple[float, ...]
     #: Cosine similarity of the static input (token) embeddings, before any context.
     static_similarity: float
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
 
 class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
     name = "contextsim"
-    head = Head.MASKED_LM
+    needs = MODEL_CHOICE_NEEDS
+    draws = True
     request_type = ContextSimRequest
-
-    def spec(self, request: ContextSimRequest) -> ModelSpec:
-        return model_spec(self.models, request.model)
 
     def batch_key(self, request: ContextSimRequest) -> tuple[str, str]:
         return self.name, request.model
+
+    def role(self, request: ContextSimRequest) -> Role:
+        return request.model
 
     def validate(self, request: ContextSimRequest) -> ContextSimRequest:
         word = clean_text(request.word, what="word", max_chars=MAX_WORD_CHARS)
@@ -125,7 +127,8 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
                 pieces_b=pieces[1],
                 layer_similarities=similarities,
                 static_similarity=static_similarity,
-                png=plots.similarity_by_layer(similarities, static_similarity, title=title),
+                drawing=plots.drawing(plots.similarity_by_layer, similarities, static_similarity,
+                                      title=title),
                 alt_text=_alt_text(request.word, similarities, static_similarity),
             ))
 
@@ -136,11 +139,9 @@ def _locate(model: LoadedModel, word: str, sentence: str,
     encoding = model.tokenizer(sentence, return_offsets_mapping=True,
                                return_special_tokens_mask=True)
     ids = encoding["input_ids"]
-    if len(ids) > model.max_length:
-        raise InputTooLong(
-            f"Sentence {which} is {len(ids)} tokens; `{model.spec}` reads at most "
-            f"{model.max_length}."
-        )
+    error = too_long(model, len(ids), what=f"Sentence {which}")
+    if error:
+        raise error
     match = re.search(rf"(?<!\w){re.escape(word)}(?!\w)", sentence, flags=re.IGNORECASE)
     if match is None:
         raise InvalidInput(

@@ -14,7 +14,6 @@ from typing import Literal
 
 import numpy as np
 
-from core.config import ModelSpec
 from core.errors import InvalidInput
 from core.models import Head, LoadedModel
 from core.tasks.base import Emit, Task, Timings, clean_text
@@ -40,11 +39,8 @@ class FeaturesResult:
 
 class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
     name = "features"
-    head = Head.ENCODER
+    needs = {"features": frozenset({Head.ENCODER})}
     request_type = FeaturesRequest
-
-    def spec(self, request: FeaturesRequest) -> ModelSpec:
-        return self.models.features
 
     def validate(self, request: FeaturesRequest) -> FeaturesRequest:
         if request.pooling not in ("cls", "mean"):

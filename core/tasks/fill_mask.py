@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from core.config import ModelSpec
-from core.errors import InputTooLong, InvalidInput
+from core.errors import InvalidInput
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
 from core.tasks.padding import hidden_by_length
 
 #: What students type for the mask; normalised to the model's own mask token.
@@ -50,11 +49,8 @@ class FillMaskResult:
 
 class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
     name = "mask"
-    head = Head.MASKED_LM
+    needs = {"mask": frozenset({Head.MASKED_LM})}
     request_type = FillMaskRequest
-
-    def spec(self, request: FillMaskRequest) -> ModelSpec:
-        return self.models.mask
 
     def validate(self, request: FillMaskRequest) -> FillMaskRequest:
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
@@ -76,11 +72,9 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
         texts = [_MASK_SPELLINGS.sub(mask_token, r.text) for r in requests]
         rows: list[int] = []
         for i, text in enumerate(texts):
-            ids = tokenizer(text)["input_ids"]
-            if len(ids) > model.max_length:
-                emit(i, InputTooLong(
-                    f"That text is {len(ids)} tokens; the model reads at most {model.max_length}."
-                ))
+            error = too_long(model, len(tokenizer(text)["input_ids"]))
+            if error:
+                emit(i, error)
             else:
                 rows.append(i)
         if not rows:
@@ -109,10 +103,18 @@ def mask_distributions(
     if positions[:, 0].tolist() != list(range(len(texts))):  # validate allows one mask each
         raise RuntimeError(f"expected one mask per text, found rows {positions[:, 0].tolist()}")
     mlm = model.module(Head.MASKED_LM)
-    hidden = hidden_by_length(
-        mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
-    )
-    logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
+    head = _mlm_head(mlm)
+    if head is None:
+        # Another family (ALBERT, ELECTRA, ModernBERT...): its own forward, then its own
+        # logits at the mask rows. Slower (the vocabulary projection runs at every position),
+        # but right for any masked LM transformers can load.
+        logits = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = logits[positions[:, 0], positions[:, 1]]
+    else:
+        hidden = hidden_by_length(
+            mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
+        )
+        logits = head(hidden[positions[:, 0], positions[:, 1]])
     input_ids = [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
     return input_ids, logits.float().softmax(dim=-1)
 
@@ -135,15 +137,17 @@ def fillers(tokenizer, input_ids: torch.Tensor, probs: torch.Tensor,
     return tuple(result)
 
 
-def _mlm_head(mlm) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The layers between the encoder's hidden state and the vocabulary logits."""
+def _mlm_head(mlm) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The layers between the encoder's hidden state and the vocabulary logits, for the
+    families whose head is known to be exactly that (None: use the model's own forward)."""
     if all(hasattr(mlm, n) for n in ("vocab_transform", "vocab_layer_norm", "vocab_projector")):
         # DistilBERT: mirrors DistilBertForMaskedLM.forward after the encoder.
         return lambda h: mlm.vocab_projector(
             mlm.vocab_layer_norm(mlm.activation(mlm.vocab_transform(h)))
         )
-    if hasattr(mlm, "cls"):  # BERT
+    family = type(mlm).__name__
+    if family == "BertForMaskedLM":
         return mlm.cls
-    if hasattr(mlm, "lm_head"):  # RoBERTa and friends
+    if family in ("RobertaForMaskedLM", "XLMRobertaForMaskedLM", "CamembertForMaskedLM"):
         return mlm.lm_head
-    raise TypeError(f"no known masked-LM head on {type(mlm).__name__}")
+    return None

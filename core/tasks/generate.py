@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from core.config import ModelSpec
-from core.errors import InputTooLong
+from core.config import EngineConfig
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
 
 MAX_TOP_K = 1000
 
@@ -60,11 +59,14 @@ class GenerateResult:
 
 class GenerateTask(Task[GenerateRequest, GenerateResult]):
     name = "generate"
-    head = Head.CAUSAL_LM
+    needs = {"generate": frozenset({Head.CAUSAL_LM})}
     request_type = GenerateRequest
 
-    def spec(self, request: GenerateRequest) -> ModelSpec:
-        return self.models.generate
+    def rows(self, request: GenerateRequest) -> int:
+        return request.num_return_sequences
+
+    def max_batch_rows(self, engine: EngineConfig) -> int:
+        return min(engine.max_batch_size, engine.max_generate_batch)
 
     def validate(self, request: GenerateRequest) -> GenerateRequest:
         prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
@@ -96,12 +98,10 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
         prompts = tokenizer([r.prompt for r in requests])["input_ids"]
         rows: list[_Row] = []
         for i, (request, ids) in enumerate(zip(requests, prompts)):
-            if len(ids) + request.max_new_tokens > model.max_length:
-                emit(i, InputTooLong(
-                    f"The prompt is {len(ids)} tokens and you asked for {request.max_new_tokens} "
-                    f"more; `{model.spec}` handles at most {model.max_length} in total. "
-                    "Shorten the prompt or ask for fewer tokens."
-                ))
+            error = too_long(model, len(ids), what="The prompt", reserve=request.max_new_tokens,
+                             advice="Shorten the prompt or ask for fewer new tokens.")
+            if error:
+                emit(i, error)
                 continue
             # An unseeded request still gets a seed, reported back, so a student can repeat a
             # sample they liked; 31 bits fit the slash command's `seed` option.

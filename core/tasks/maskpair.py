@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from core import plots
-from core.config import ModelSpec
-from core.errors import InputTooLong, InvalidInput, UserError
+from core.errors import InvalidInput, UserError
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range
+from core.tasks.base import Emit, Task, Timings, check_range, too_long
 from core.tasks.fill_mask import (
     _MASK_SPELLINGS,
     FillMaskRequest,
@@ -75,18 +74,18 @@ class MaskPairResult:
     fillers_b: tuple[MaskFiller, ...]
     #: Union of both top-k lists and the targets, most probable (in either sentence) first.
     rows: tuple[MaskPairRow, ...]
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
 
 class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
     name = "maskpair"
-    head = Head.MASKED_LM
+    needs = {"mask": frozenset({Head.MASKED_LM})}
+    draws = True
     request_type = MaskPairRequest
-
-    def spec(self, request: MaskPairRequest) -> ModelSpec:
-        return self.models.mask
 
     def validate(self, request: MaskPairRequest) -> MaskPairRequest:
         check_range("top_k", request.top_k, 1, self.limits.max_mask_top_k)
@@ -110,11 +109,9 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
             try:
                 for which, text in (("A", request.sentence_a), ("B", request.sentence_b)):
                     length = len(tokenizer(_MASK_SPELLINGS.sub(mask_token, text))["input_ids"])
-                    if length > model.max_length:
-                        raise InputTooLong(
-                            f"Sentence {which} is {length} tokens; the model reads at most "
-                            f"{model.max_length}."
-                        )
+                    error = too_long(model, length, what=f"Sentence {which}")
+                    if error:
+                        raise error
                 target_ids[i] = [_target_id(tokenizer, t) for t in request.targets]
             except UserError as exc:
                 emit(i, exc)
@@ -140,8 +137,8 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
                 fillers_a=sides[0],
                 fillers_b=sides[1],
                 rows=table,
-                png=plots.paired_bars(
-                    [r.token for r in table], [r.prob_a for r in table],
+                drawing=plots.drawing(
+                    plots.paired_bars, [r.token for r in table], [r.prob_a for r in table],
                     [r.prob_b for r in table], name_a=f"A: {request.sentence_a}",
                     name_b=f"B: {request.sentence_b}",
                     title=f"Fillers for {mask_token} in two sentences ({model.spec.short_name})",

@@ -10,16 +10,14 @@ the picture cannot drift from the behaviour. Temperature 0 means greedy there, a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from core import plots
-from core.config import ModelSpec
-from core.errors import InputTooLong
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
 from core.tasks.generate import MAX_TOP_K, sampling_candidates
 
 log = logging.getLogger(__name__)
@@ -64,18 +62,18 @@ class NextTokenResult:
     kept: int
     #: The model's (temperature 1) probability mass of the tokens that can be sampled.
     kept_model_mass: float
+    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
     png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     alt_text: str = ""
     timings: Timings | None = None
 
 
 class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
     name = "nexttoken"
-    head = Head.CAUSAL_LM
+    needs = {"generate": frozenset({Head.CAUSAL_LM})}
+    draws = True
     request_type = NextTokenRequest
-
-    def spec(self, request: NextTokenRequest) -> ModelSpec:
-        return self.models.generate
 
     def validate(self, request: NextTokenRequest) -> NextTokenRequest:
         prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
@@ -93,11 +91,10 @@ class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
             if not emit.wanted(i):
                 continue
             ids = tokenizer(request.prompt)["input_ids"]
-            if len(ids) >= model.max_length:
-                emit(i, InputTooLong(
-                    f"The prompt is {len(ids)} tokens; `{model.spec}` reads at most "
-                    f"{model.max_length - 1} before predicting the next one."
-                ))
+            # Room for one more: the position of the token predicted.
+            error = too_long(model, len(ids), what="The prompt", reserve=1)
+            if error:
+                emit(i, error)
                 continue
             # One unpadded forward per prompt, as `/generate`'s first step sees it.
             logits = lm(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
@@ -159,8 +156,8 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
         candidates=candidates,
         kept=kept,
         kept_model_mass=float(model_probs[kept_mask].sum()),
-        png=plots.next_token_bars(
-            labels, [c.model_prob for c in candidates], [c.scaled_prob for c in candidates],
+        drawing=plots.drawing(
+            plots.next_token_bars, labels, [c.model_prob for c in candidates], [c.scaled_prob for c in candidates],
             [c.final_prob for c in candidates],
             title=f"Next token after '{request.prompt[-60:]}' ({knobs})", footnote=footnote,
         ),

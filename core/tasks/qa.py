@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from core.config import ModelSpec
-from core.errors import InputTooLong
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Task, Timings, clean_text
+from core.tasks.base import Emit, Task, Timings, clean_text, too_long
 from core.tasks.padding import length_slices
 
 
@@ -44,11 +42,8 @@ class QAResult:
 
 class QATask(Task[QARequest, QAResult]):
     name = "qa"
-    head = Head.QA
+    needs = {"qa": frozenset({Head.QA})}
     request_type = QARequest
-
-    def spec(self, request: QARequest) -> ModelSpec:
-        return self.models.qa
 
     def validate(self, request: QARequest) -> QARequest:
         question = clean_text(
@@ -68,11 +63,13 @@ class QATask(Task[QARequest, QAResult]):
         question_lengths = [len(tokenizer(r.question)["input_ids"]) for r in requests]
         rows = []
         for i, length in enumerate(question_lengths):
-            if length > max_length // 2:
-                emit(i, InputTooLong(
-                    "The question is too long for the model to also read the context. "
-                    "Try a shorter question."
-                ))
+            error = too_long(
+                model, length, what="The question", cap=max_length // 2,
+                cap_reason=f"the model must read the context beside it, so a question may have "
+                           f"at most {max_length // 2}", advice="Try a shorter question.",
+            )
+            if error:
+                emit(i, error)
             else:
                 rows.append(i)
         if not rows:
