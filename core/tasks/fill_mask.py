@@ -109,12 +109,13 @@ def mask_distributions(
     if positions[:, 0].tolist() != list(range(len(texts))):  # validate allows one mask each
         raise RuntimeError(f"expected one mask per text, found rows {positions[:, 0].tolist()}")
     mlm = model.module(Head.MASKED_LM)
-    hidden = hidden_by_length(
-        mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
+    hidden = hidden_by_length(  # inputs on the model's device; ids for decoding stay here
+        mlm.base_model, batch["input_ids"].to(model.device),
+        batch["attention_mask"].to(model.device), tokenizer.padding_side,
     )
     logits = _mlm_head(mlm)(hidden[positions[:, 0], positions[:, 1]])
     input_ids = [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
-    return input_ids, logits.float().softmax(dim=-1)
+    return input_ids, logits.float().softmax(dim=-1).cpu()
 
 
 def fillers(tokenizer, input_ids: torch.Tensor, probs: torch.Tensor,
