@@ -68,7 +68,7 @@ def export_key(model_id: str, revision: str, config: Any, *, int8: bool) -> str:
         stamp = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
         commit = hashlib.sha256(f"{local.resolve()}|{stamp}".encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]+", "--", model_id.strip("/"))[-80:]
-    return f"{name}--{revision}--{commit[:16]}--opset{OPSET}--{'int8' if int8 else 'fp32'}"
+    return f"{name}--{revision}--{commit[:16]}--opset{OPSET}--{'int8pc' if int8 else 'fp32'}"
 
 
 class _EncoderGraph(nn.Module):
@@ -100,7 +100,9 @@ def export_encoder(encoder: nn.Module, model_id: str, revision: str, *, int8: bo
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             aside = folder / f"encoder.int8.{os.getpid()}.onnx"
-            quantize_dynamic(str(fp32), str(aside), weight_type=QuantType.QInt8)
+            # Per channel, as the torch int8 path (see core/backends/int8.py for why).
+            quantize_dynamic(str(fp32), str(aside), weight_type=QuantType.QInt8,
+                             per_channel=True)
             fp32.unlink()
             fp32 = aside
         os.replace(fp32, target)
