@@ -50,8 +50,13 @@ QA = ("What do students ask?",
 
 def build_models(root: Path):
     """Real-size random-weight checkpoints with the tiny tokenizers (see the docstring)."""
-    from transformers import (DistilBertConfig, DistilBertForMaskedLM,
-                              DistilBertForQuestionAnswering, GPT2Config, GPT2LMHeadModel)
+    from transformers import (
+        DistilBertConfig,
+        DistilBertForMaskedLM,
+        DistilBertForQuestionAnswering,
+        GPT2Config,
+        GPT2LMHeadModel,
+    )
 
     from tests.tiny_models import build_bpe_tokenizer, build_wordpiece_tokenizer
 

@@ -77,7 +77,8 @@ class LoadedModel:
         """The same modules with a private copy of the tokenizer (made once, then reused)."""
         if self._tokenizer_view is None:
             self._tokenizer_view = LoadedModel(
-                self.spec, copy.deepcopy(self.tokenizer), self.modules, self.load_seconds, self.device
+                self.spec, copy.deepcopy(self.tokenizer), self.modules, self.load_seconds,
+                self.device,
             )
         return self._tokenizer_view
 

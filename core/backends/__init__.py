@@ -120,8 +120,9 @@ def describe_runtime(config: Config) -> list[str]:
             if not onnx.available():
                 parts.append("backend onnxruntime NOT INSTALLED (pip install 'tlm-bot[onnx]')")
             else:
-                parts.append(f"encoder in ONNX Runtime ({'int8' if spec.quantize == 'int8' else 'float32'}; "
-                             "attention maps and hidden states from torch; decoders stay torch)")
+                precision = "int8" if spec.quantize == "int8" else "float32"
+                parts.append(f"encoder in ONNX Runtime ({precision}; attention maps and hidden "
+                             "states from torch; decoders stay torch)")
         if spec.quantize == "int8":
             parts.append("torch layers int8 (dynamic quantization)")
         lines.append(f"models.{role}: " + "; ".join(parts))
