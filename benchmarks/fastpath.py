@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(memory_child(args.memory_child))))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("core", "httpx", "root"):
+    for noisy in ("core", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     raw = json.loads(RAW.read_text()) if RAW.exists() else {}
     if args.gpu_table:
