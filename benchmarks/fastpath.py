@@ -412,8 +412,9 @@ def render(raw: dict) -> str:
                 best = r["best"]
                 at_best = next((x for x in r["runs"] if x["rate"] == best), None)
                 double = r["double"]
-                tried = ", ".join(f"{x['rate']}/s {_ms(x['p95'].get('mask'))} "
-                                  f"({x['load']:.1f})" for x in r["runs"])
+                tried = ", ".join(f"{x['rate']}/s {_ms(x['p95'].get('mask'))}, "
+                                  f"{x['refused']}/{x['sent']} refused (load {x['load']:.1f})"
+                                  for x in r["runs"])
                 dbl = "-" if not double else (
                     f"{_ms(double['p95'].get('mask'))} ({double['refused']} refused)")
                 lines.append(f"| {name} | {stream} | {best or 'none'} req/s | "
@@ -421,6 +422,10 @@ def render(raw: dict) -> str:
                              f"{tried} |")
         lines.append("")
     gen = raw.get("generate")
+    if not gen:
+        lines += ["### /generate at batch 16", "", "Not measured in this run (the section's "
+                  "16 x 30-token batch did not finish within the 120 s request timeout under "
+                  "the load above).", ""]
     if gen:
         lines += ["### /generate at batch 16", "",
                   "16 concurrent prompts x 30 new tokens (top_k=50 sampling), new tokens per "
@@ -435,9 +440,8 @@ def render(raw: dict) -> str:
     if mem:
         lines += ["### Memory per backend", "",
                   "A fresh process per backend: every default model loaded, one /mask, "
-                  "features, /qa and /generate answered. The ONNX rows keep the torch modules "
-                  "too (attention maps, heads), but their encoder weights are memory-mapped "
-                  "and never paged in unless a fallback runs.", "",
+                  "features, /qa and /generate answered; VmRSS and VmHWM of that process. The "
+                  "ONNX rows keep the torch modules too (attention-map fallback, heads).", "",
                   "| backend | RSS | peak RSS |", "|---|---|---|"]
         for name, r in mem.items():
             lines.append(f"| {name} | {r['rss_mb']:.0f} MB | {r['peak_mb']:.0f} MB |")
