@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import sys
 import sysconfig
 import time
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 #: Bump when anything below changes, so a stale cache is rebuilt instead of silently reused.
 BUILD_VERSION = 1
 DEFAULT_CACHE = Path.home() / ".cache" / "tlm-bot-bench"
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+#: SST-2 in ../shared beside the repository; `TLM_BOT_SST2` names it for a checkout elsewhere.
+SST2 = Path(os.environ.get("TLM_BOT_SST2")
+            or Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2")
 
 WORDPIECE_SIZE = 28996
 BPE_SIZE = 50257

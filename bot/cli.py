@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from core.backends import describe_runtime
 from core.config import TOKEN_ENV, Config, ConfigError, discord_token, load_config, mask_secret
 from core.errors import CoreError as UserError  # user and service errors alike
 
@@ -102,6 +103,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         print(f"[{section.name}]")
         for key, value in dataclasses.asdict(getattr(config, section.name)).items():
             print(f"  {key} = {value!r}")
+    print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
     print("config OK")
     return 0
 

@@ -32,6 +32,10 @@ class ModelSpec:
 
     id: str
     revision: str = "main"
+    #: CPU fast paths, opt-in per model (`core/backends/`): "int8" = torch dynamic
+    #: quantization of the Linear layers; "onnxruntime" = the encoder runs in ONNX Runtime.
+    quantize: Literal["none", "int8"] = "none"
+    backend: Literal["torch", "onnxruntime"] = "torch"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -83,6 +87,11 @@ class EngineConfig:
     #: Picture requests admitted at once (waiting for a forward or drawing) before new ones get
     #: `Overloaded`.
     picture_queue_size: int = 32
+    #: "auto" (the first CUDA GPU if torch sees one, else the CPU), "cpu", "cuda", "cuda:N" or
+    #: "mps". `tlm-bot check-config` says what was chosen and why.
+    device: str = "auto"
+    #: "auto" = float16 on a GPU, float32 on the CPU; "bfloat16" is the CPU's half precision.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,9 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise ConfigError(f"{section}.{key} must be {bounds}, got {value!r}")
+    from core.backends.placement import check_device_setting
+
+    check_device_setting(config.engine.device)
     if config.discord.dev_guild is not None and config.discord.dev_guild <= 0:
         raise ConfigError("discord.dev_guild must be a positive guild id")
     return config

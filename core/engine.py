@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from core.backends import resolve_placement
+from core.backends.oom import is_out_of_memory, release_cached_memory
 from core.config import Config, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
 from core.models import Head, LoadedModel, LoadState, ModelRegistry
@@ -110,7 +112,12 @@ class InferenceEngine:
             role for task in self._tasks.values() for role in task.needs
             if roles is None or role in roles
         )
-        self.registry = ModelRegistry(model_needs(config, self._tasks.values(), self.roles))
+        engine = config.engine
+        #: Where every model runs (`ConfigError` here if this machine lacks the device).
+        self.placement = resolve_placement(engine.device, engine.dtype,
+                                           cpu_threads=engine.torch_threads)
+        self.registry = ModelRegistry(model_needs(config, self._tasks.values(), self.roles),
+                                      self.placement)
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
         self.pictures = PictureStage(
@@ -430,10 +437,30 @@ def _run_batch(
         return emit
 
     task = batch[0].task
+
+    def run_halving_on_oom(group: list[int]) -> None:
+        """Run `group`; on GPU out-of-memory run each half instead (core/backends/oom.py)."""
+        try:
+            task.run_batch(model, [batch[p].request for p in group], deliver(group))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            release_cached_memory()
+            left = [p for p in group if p not in delivered]
+            if len(left) <= 1:  # one request that does not fit alone: "busy", as a full queue
+                for position in left:
+                    log.warning("%s: one request ran out of GPU memory", task.name)
+                    _fail(loop, batch[position], delivered, position, Overloaded(
+                        "The bot's GPU is full right now. Please try again in a moment."))
+                return
+            log.warning("%s batch of %d ran out of GPU memory; splitting it", task.name, len(left))
+            half = len(left) // 2
+            run_halving_on_oom(left[:half])
+            run_halving_on_oom([p for p in left[half:] if p not in delivered])
+
     with torch.inference_mode():
         try:
-            everyone = deliver(list(range(len(batch))))
-            task.run_batch(model, [item.request for item in batch], everyone)
+            run_halving_on_oom(list(range(len(batch))))
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("%s failed for one request", task.name)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import backends
+from core.backends.placement import CPU_FLOAT32, Placement
 from core.config import ModelSpec
 from core.errors import ModelUnavailable
 
@@ -68,13 +70,16 @@ class LoadedModel:
     tokenizer: Any
     modules: dict[Head, Any] = field(default_factory=dict)
     load_seconds: float = 0.0
+    #: Where the modules' inputs must be built (`engine.device`, resolved).
+    device: str = "cpu"
     _tokenizer_view: LoadedModel | None = field(default=None, repr=False, compare=False)
 
     def with_own_tokenizer(self) -> LoadedModel:
         """The same modules with a private copy of the tokenizer (made once, then reused)."""
         if self._tokenizer_view is None:
             self._tokenizer_view = LoadedModel(
-                self.spec, copy.deepcopy(self.tokenizer), self.modules, self.load_seconds
+                self.spec, copy.deepcopy(self.tokenizer), self.modules, self.load_seconds,
+                self.device,
             )
         return self._tokenizer_view
 
@@ -127,7 +132,8 @@ def looks_local(model_id: str) -> bool:
             or Path(model_id).expanduser().exists())
 
 
-def load_model(spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
+def load_model(spec: ModelSpec, heads: frozenset[Head],
+               placement: Placement = CPU_FLOAT32) -> LoadedModel:
     """Load a tokenizer and one module per head, blocking. Runs in a worker thread.
 
     `trust_remote_code` is pinned off: a model id typed into a config must never run code.
@@ -139,11 +145,11 @@ def load_model(spec: ModelSpec, heads: frozenset[Head]) -> LoadedModel:
     import transformers
 
     with LOAD_LOCK:
-        return _load_model_locked(transformers, spec, heads, local_only)
+        return _load_model_locked(transformers, spec, heads, local_only, placement)
 
 
 def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head],
-                       local_only: bool) -> LoadedModel:
+                       local_only: bool, placement: Placement) -> LoadedModel:
     started = time.perf_counter()
     tokenizer = transformers.AutoTokenizer.from_pretrained(
         spec.id, revision=spec.revision, trust_remote_code=False, local_files_only=local_only
@@ -165,13 +171,13 @@ def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head
             )
         module.eval()
         module.requires_grad_(False)
-        modules[head] = module
+        modules[head] = backends.prepare(module, spec, placement, label=f"{spec} ({head.value})")
     if Head.MASKED_LM in modules and tokenizer.mask_token is None:
         raise ModelRefused(f"its tokenizer has no mask token: {_HEAD_ADVICE[Head.MASKED_LM][1]}.")
     if Head.CAUSAL_LM in modules and tokenizer.pad_token is None:
         # GPT-2 ships without a pad token; batching needs one and EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(spec, tokenizer, modules, time.perf_counter() - started)
+    return LoadedModel(spec, tokenizer, modules, time.perf_counter() - started, placement.device)
 
 
 def _where_to_load(spec: ModelSpec) -> bool:
@@ -256,7 +262,9 @@ def _load_head(transformers: Any, spec: ModelSpec, head: Head, local_only: bool)
 class ModelRegistry:
     """Owns every model's load state; `get` waits for a load in progress."""
 
-    def __init__(self, needs: dict[ModelSpec, set[Head]]) -> None:
+    def __init__(self, needs: dict[ModelSpec, set[Head]],
+                 placement: Placement = CPU_FLOAT32) -> None:
+        self.placement = placement
         self._heads = {spec: frozenset(heads) for spec, heads in needs.items()}
         self._state = {spec: LoadState.PENDING for spec in self._heads}
         self._errors: dict[ModelSpec, str] = {}
@@ -297,7 +305,7 @@ class ModelRegistry:
         try:
             # Shielded: cancelling a waiter must not orphan the thread; aclose waits for it.
             self._in_flight = asyncio.ensure_future(
-                asyncio.to_thread(load_model, spec, self._heads[spec])
+                asyncio.to_thread(load_model, spec, self._heads[spec], self.placement)
             )
             # Its error is reported through `loaded` below; mark it seen even if nobody waits.
             self._in_flight.add_done_callback(lambda f: f.cancelled() or f.exception())

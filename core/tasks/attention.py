@@ -131,12 +131,12 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
         maps: list[np.ndarray] = []
         with eager_attention(base):
             for _, ids, layer, head in todo:
-                input_ids = torch.tensor([ids])
+                input_ids = torch.tensor([ids], device=model.device)
                 out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                            output_attentions=True)
                 layer_weights = out.attentions[layer - 1][0].float()  # [heads, n, n]
                 chosen = layer_weights.mean(dim=0) if head is None else layer_weights[head - 1]
-                maps.append(chosen.numpy())
+                maps.append(chosen.cpu().numpy())
         causal = requests[0].model == "generate"
         for (i, ids, layer, head), weights in zip(todo, maps):
             weights.setflags(write=False)

@@ -105,12 +105,12 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
                 continue
             layers, static = [], []
             for ids, positions in found:
-                input_ids = torch.tensor([ids])
+                input_ids = torch.tensor([ids], device=model.device)
                 out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                            output_hidden_states=True)
                 layers.append(torch.stack([h[0, positions].float().mean(dim=0)
-                                           for h in out.hidden_states]))
-                static.append(embeddings(input_ids[0, positions]).float().mean(dim=0))
+                                           for h in out.hidden_states]).cpu())
+                static.append(embeddings(input_ids[0, positions]).float().mean(dim=0).cpu())
             per_layer = torch.nn.functional.cosine_similarity(layers[0], layers[1], dim=-1)
             static_sim = torch.nn.functional.cosine_similarity(static[0], static[1], dim=0)
             similarities = tuple(float(v) for v in per_layer.clamp(-1, 1))

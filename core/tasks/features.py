@@ -58,12 +58,13 @@ class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
             texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt"
         )
         encoder = model.module(Head.ENCODER)
+        attention_mask = batch["attention_mask"].to(model.device)
         hidden = hidden_by_length(  # rows of similar length share a forward
-            encoder, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
+            encoder, batch["input_ids"].to(model.device), attention_mask, tokenizer.padding_side
         ).float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        cls = hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mean = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu()
+        cls = hidden[:, 0].cpu()
         for i, request in enumerate(requests):
             vector = (cls if request.pooling == "cls" else mean)[i].numpy().copy()
             emit(i, FeaturesResult(

@@ -104,19 +104,19 @@ def mask_distributions(
         raise RuntimeError(f"expected one mask per text, found rows {positions[:, 0].tolist()}")
     mlm = model.module(Head.MASKED_LM)
     head = _mlm_head(mlm)
+    ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
     if head is None:
         # Another family (ALBERT, ELECTRA, ModernBERT...): its own forward, then its own
         # logits at the mask rows. Slower (the vocabulary projection runs at every position),
         # but right for any masked LM transformers can load.
-        logits = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = mlm(input_ids=ids, attention_mask=mask).logits
         logits = logits[positions[:, 0], positions[:, 1]]
     else:
-        hidden = hidden_by_length(
-            mlm.base_model, batch["input_ids"], batch["attention_mask"], tokenizer.padding_side
-        )
+        # Inputs on the model's device; the ids for decoding stay here.
+        hidden = hidden_by_length(mlm.base_model, ids, mask, tokenizer.padding_side)
         logits = head(hidden[positions[:, 0], positions[:, 1]])
     input_ids = [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
-    return input_ids, logits.float().softmax(dim=-1)
+    return input_ids, logits.float().softmax(dim=-1).cpu()
 
 
 def fillers(tokenizer, input_ids: torch.Tensor, probs: torch.Tensor,

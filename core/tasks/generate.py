@@ -133,8 +133,13 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
     width = max(len(r.prompt_ids) for r in rows)
     # Left padding: every row's last real token sits in the last column, so one step's logits
     # are `[:, -1]` for all rows. Position ids skip the padding, as `generate` does.
-    input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
-    mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+    # Built on the model's device; each step's logits come back to the CPU, where every row's
+    # seeded generator samples (so a seed gives the same text on any device).
+    device = model.device
+    input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows],
+                             device=device)
+    mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
+                        device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     remaining = {i: sum(1 for r in rows if r.request == i) for i in {r.request for r in rows}}
     active = list(range(len(rows)))
@@ -145,7 +150,7 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
         out = lm(input_ids, cache, attention_mask=mask, position_ids=positions,
                  use_cache=True, logits_to_keep=1)
         next_ids = _choose([requests[rows[a].request] for a in active],
-                           [rows[a].generator for a in active], out.logits[:, -1, :].float())
+                           [rows[a].generator for a in active], out.logits[:, -1, :].float().cpu())
         keep = []
         for j, a in enumerate(active):
             row, token = rows[a], int(next_ids[j])
@@ -165,11 +170,11 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
         if not keep:
             return
         if len(keep) < len(active):
-            index = torch.tensor(keep)
+            index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
-            mask, positions, next_ids = mask[index], positions[index], next_ids[index]
+            mask, positions, next_ids = mask[index], positions[index], next_ids[index.cpu()]
             active = [active[j] for j in keep]
-        input_ids = next_ids[:, None]
+        input_ids = next_ids[:, None].to(device)
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
         positions = positions[:, -1:] + 1
 

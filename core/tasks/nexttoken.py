@@ -97,7 +97,8 @@ class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
                 emit(i, error)
                 continue
             # One unpadded forward per prompt, as `/generate`'s first step sees it.
-            logits = lm(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
+            logits = lm(torch.tensor([ids], device=model.device),
+                        logits_to_keep=1).logits[0, -1].float().cpu()
             emit(i, _result(model, request, logits))
 
 

@@ -60,6 +60,7 @@ def hidden_by_length(
     """`last_hidden_state` of a padded batch, computed group by group (padding stays 0)."""
     hidden: torch.Tensor | None = None
     for index, cols in length_slices(attention_mask, padding_side):
+        index = index.to(input_ids.device)
         out = encoder(
             input_ids=input_ids[index, cols], attention_mask=attention_mask[index, cols]
         ).last_hidden_state

@@ -87,7 +87,8 @@ class QATask(Task[QARequest, QAResult]):
         )
         qa = model.module(Head.QA)
         starts, ends = _forward_by_length(
-            qa, enc["input_ids"], enc["attention_mask"], tokenizer.padding_side
+            qa, enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
+            tokenizer.padding_side,
         )
         best: dict[int, tuple[float, int, int]] = {}
         windows: dict[int, int] = {}
@@ -154,7 +155,8 @@ def _forward_by_length(
     starts = torch.zeros(input_ids.shape, dtype=torch.float32)
     ends = torch.zeros(input_ids.shape, dtype=torch.float32)
     for index, cols in length_slices(attention_mask, padding_side):
-        out = qa(input_ids=input_ids[index, cols], attention_mask=attention_mask[index, cols])
-        starts[index, cols] = out.start_logits.float()
-        ends[index, cols] = out.end_logits.float()
+        rows = index.to(input_ids.device)
+        out = qa(input_ids=input_ids[rows, cols], attention_mask=attention_mask[rows, cols])
+        starts[index, cols] = out.start_logits.float().cpu()
+        ends[index, cols] = out.end_logits.float().cpu()
     return starts, ends

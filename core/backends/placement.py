@@ -1,0 +1,105 @@
+"""Where the models run: `[engine] device` and `dtype` resolved against this machine.
+
+One decision, made once at engine start and reported by `tlm-bot check-config`: `auto` takes
+the first CUDA GPU in half precision when torch sees one, and otherwise the CPU in float32, the
+path every test and benchmark on the 2-core course machine measures. MPS is never chosen
+automatically (several ops the tasks use fall back to the CPU there); ask for it by name.
+float16 on the CPU is refused: most CPU kernels lack it, so it is slower than float32 and
+some layers fail; bfloat16 is the CPU's half precision.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ConfigError
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The torch device and dtype every model is moved to, and why they were chosen."""
+
+    device: str
+    dtype: str
+    reason: str
+    #: Threads an ONNX Runtime session may use on the CPU (0 = every usable core).
+    cpu_threads: int = 0
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def __str__(self) -> str:
+        return f"{self.device}, {self.dtype} ({self.reason})"
+
+
+CPU_FLOAT32 = Placement("cpu", "float32", "the default")
+
+
+def check_device_setting(value: str) -> None:
+    """Config-time syntax check (the machine itself is checked by `resolve_placement`)."""
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"engine.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {value!r}"
+        )
+
+
+def resolve_placement(device: str = "auto", dtype: str = "auto", *, cpu_threads: int = 0
+                      ) -> Placement:
+    """The placement for these settings on this machine; `ConfigError` if it cannot run here."""
+    import torch
+
+    check_device_setting(device)
+    if dtype not in DTYPES:
+        raise ConfigError(f"engine.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    cuda = torch.cuda.is_available()
+    if device == "auto":
+        if cuda:
+            chosen = "cuda:0"
+            why = f"device auto: CUDA GPU found ({torch.cuda.get_device_name(0)})"
+        else:
+            chosen = "cpu"
+            why = "device auto: torch sees no CUDA GPU"
+    else:
+        chosen = "cuda:0" if device == "cuda" else device
+        why = f"device {device} as configured"
+    if chosen.startswith("cuda"):
+        if not cuda:
+            built = "with" if torch.version.cuda else "without"
+            raise ConfigError(
+                f"engine.device = {device!r}, but torch sees no CUDA GPU (this torch is built "
+                f"{built} CUDA). Use device = \"auto\" or \"cpu\"."
+            )
+        index = int(chosen.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"engine.device = {device!r}, but only {torch.cuda.device_count()} CUDA "
+                "device(s) exist (numbered from 0)."
+            )
+    if chosen == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("engine.device = 'mps', but torch reports MPS as unavailable here.")
+    if dtype == "auto":
+        chosen_dtype = "float16" if chosen.startswith("cuda") else "float32"
+        why += f"; dtype auto: {chosen_dtype} on {'the GPU' if chosen != 'cpu' else 'the CPU'}"
+    else:
+        chosen_dtype = dtype
+        why += f"; dtype {dtype} as configured"
+    if chosen == "cpu" and chosen_dtype == "float16":
+        raise ConfigError(
+            "engine.dtype = 'float16' on the CPU: most CPU kernels lack float16 (slower than "
+            "float32, some layers fail). Use 'bfloat16' or 'float32'."
+        )
+    return Placement(chosen, chosen_dtype, why, cpu_threads)

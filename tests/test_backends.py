@@ -1,0 +1,265 @@
+"""Device/dtype plumbing and the CPU fast paths (int8, ONNX Runtime) on the tiny models.
+
+Every comparison is against the same engine in float32 torch: the fast paths must give the
+same answers where their precision allows (same top-1 fillers, same greedy text, features
+cosine >= 0.99, same QA spans), and fall back to torch for what they cannot compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from core.backends import describe_runtime, resolve_placement
+from core.backends.int8 import conv1d_to_linear
+from core.config import ModelSpec, parse_config
+from core.engine import InferenceEngine
+from core.errors import ConfigError, Overloaded
+from core.models import Head
+from core.tasks.attention import AttentionRequest
+from core.tasks.features import FeaturesRequest
+from core.tasks.fill_mask import FillMaskRequest
+from core.tasks.generate import GenerateRequest
+from core.tasks.qa import QARequest
+from tests.conftest import tiny_config_dict, write_tiny_config
+
+try:
+    import onnxruntime  # noqa: F401
+
+    HAS_ORT = True
+except ImportError:
+    HAS_ORT = False
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed (extra 'onnx')")
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+
+MASK_TEXTS = [
+    "Paris is the [MASK] of France.", "The cat sat on the [MASK].",
+    "Students in the [MASK] ask the bot questions.", "A new word can be [MASK] with pieces.",
+    "The model reads the [MASK] both ways.", "I [MASK] to school every day.",
+]
+PROMPTS = ["The class", "A model reads", "Students ask the bot", "Hello"]
+QUESTION = QARequest(
+    "What do students ask?",
+    "Students in the class ask the bot questions about words and the model answers them.",
+)
+
+
+def config_with(tiny_models, tmp_path, *, engine=None, **model_fields):
+    raw = tiny_config_dict(tiny_models)
+    for role in ("mask", "qa", "generate", "features"):
+        raw["models"][role] = {"id": raw["models"][role], **model_fields}
+    raw["engine"].update(engine or {})
+    return parse_config(raw, base_dir=tmp_path)
+
+
+async def answers(config):
+    """Every task the fast paths touch, answered by a fresh engine with this config."""
+    async with InferenceEngine(config) as engine:
+        masks = await asyncio.gather(*(engine.submit(FillMaskRequest(t, 3)) for t in MASK_TEXTS))
+        features = await asyncio.gather(*(
+            engine.submit(FeaturesRequest(t.replace("[MASK]", "word"), "mean"))
+            for t in MASK_TEXTS
+        ))
+        greedy = await asyncio.gather(*(
+            engine.submit(GenerateRequest(p, max_new_tokens=8, greedy=True)) for p in PROMPTS
+        ))
+        qa = await engine.submit(QUESTION)
+        mlm = (await engine.registry.get(config.models.mask)).module(Head.MASKED_LM)
+        return {
+            "projector": type(mlm.vocab_projector).__module__,
+            "encoder": type(mlm.base_model).__name__,
+            "dtype": next(mlm.base_model.parameters(), torch.empty(0)).dtype,
+            "top1": [m.fillers[0].token_id for m in masks],
+            "probs": [[f.score for f in m.fillers] for m in masks],
+            "features": np.stack([f.vector for f in features]),
+            "greedy": [g.continuations[0] for g in greedy],
+            "qa": (qa.start, qa.end),
+            "placement": engine.placement,
+        }
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture
+async def float32(tiny_models, tmp_path):
+    return await answers(config_with(tiny_models, tmp_path, engine={"device": "cpu"}))
+
+
+# --- configuration and placement --------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, key", [
+    ({"engine": {"device": "gpu"}}, "engine.device"),
+    ({"engine": {"device": "cuda:x"}}, "engine.device"),
+    ({"engine": {"dtype": "half"}}, "engine.dtype"),
+    ({"models": {"mask": {"id": "m", "quantize": "int4"}}}, "models.mask.quantize"),
+    ({"models": {"mask": {"id": "m", "backend": "tensorrt"}}}, "models.mask.backend"),
+])
+def test_bad_runtime_settings_name_the_key(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_config(raw)
+
+
+def test_runtime_settings_parse():
+    config = parse_config({
+        "engine": {"device": "cuda:1", "dtype": "bfloat16"},
+        "models": {"mask": {"id": "m", "quantize": "int8", "backend": "onnxruntime"}},
+    })
+    assert (config.engine.device, config.engine.dtype) == ("cuda:1", "bfloat16")
+    assert config.models.mask == ModelSpec("m", "main", "int8", "onnxruntime")
+    assert str(config.models.mask) == "m"  # results still name the model by its id
+
+
+@no_gpu
+def test_auto_without_a_gpu_is_the_cpu_in_float32():
+    placement = resolve_placement("auto", "auto")
+    assert (placement.device, placement.dtype) == ("cpu", "float32")
+    assert "no CUDA GPU" in placement.reason
+
+
+@no_gpu
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_asking_for_a_missing_gpu_is_a_clear_error(device):
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        resolve_placement(device, "auto")
+
+
+def test_float16_on_the_cpu_is_refused():
+    with pytest.raises(ConfigError, match="bfloat16"):
+        resolve_placement("cpu", "float16")
+
+
+@no_gpu
+def test_check_config_reports_the_runtime_and_why(tiny_models, tmp_path):
+    path = write_tiny_config(tmp_path / "config.toml", tiny_models,
+                             engine={"device": "auto", "dtype": "auto"})
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "check-config", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "runtime: cpu, float32 (device auto: torch sees no CUDA GPU" in out.stdout
+    config = parse_config({"engine": {"device": "cuda"}})
+    assert describe_runtime(config)[0].startswith("runtime: cannot run here: engine.device")
+
+
+def test_describe_runtime_names_each_fast_path(tiny_models, tmp_path):
+    config = config_with(tiny_models, tmp_path, engine={"device": "cpu"}, quantize="int8")
+    lines = describe_runtime(config)
+    assert lines[0].startswith("runtime: cpu, float32")
+    assert any("int8" in line and line.startswith("models.mask") for line in lines)
+
+
+# --- dtype on the CPU -------------------------------------------------------------------------
+
+async def test_bfloat16_on_the_cpu_agrees_with_float32(tiny_models, tmp_path, float32):
+    got = await answers(config_with(tiny_models, tmp_path,
+                                    engine={"device": "cpu", "dtype": "bfloat16"}))
+    assert got["placement"].dtype == "bfloat16" and got["dtype"] == torch.bfloat16
+    np.testing.assert_allclose(got["probs"], float32["probs"], atol=0.05)
+    assert cosine(got["features"], float32["features"]).min() >= 0.99
+    assert sum(a == b for a, b in zip(got["top1"], float32["top1"])) >= len(MASK_TEXTS) - 1
+
+
+# --- int8 -------------------------------------------------------------------------------------
+
+def test_conv1d_becomes_an_equal_linear(tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    from core.models import LOAD_LOCK
+
+    with LOAD_LOCK:
+        lm = AutoModelForCausalLM.from_pretrained(tiny_models.causal_lm).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        before = lm(ids).logits
+        assert conv1d_to_linear(lm) > 0
+        after = lm(ids).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+async def test_int8_gives_the_same_top1_fillers_and_greedy_text(tiny_models, tmp_path, float32):
+    got = await answers(config_with(tiny_models, tmp_path, engine={"device": "cpu"},
+                                    quantize="int8"))
+    assert "quantized" in got["projector"]
+    assert got["top1"] == float32["top1"]
+    assert got["greedy"] == float32["greedy"]
+    assert cosine(got["features"], float32["features"]).min() >= 0.99
+
+
+# --- ONNX Runtime -----------------------------------------------------------------------------
+
+@needs_ort
+async def test_onnxruntime_matches_torch_and_falls_back_for_attention(
+        tiny_models, tmp_path, float32, onnx_cache, monkeypatch, caplog):
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(onnx_cache))
+    config = config_with(tiny_models, tmp_path, engine={"device": "cpu"}, backend="onnxruntime")
+    caplog.set_level(logging.INFO)
+    got = await answers(config)
+    assert got["encoder"] == "OnnxEncoder" and float32["encoder"] != "OnnxEncoder"
+    np.testing.assert_allclose(got["probs"], float32["probs"], atol=1e-4)
+    assert got["top1"] == float32["top1"]
+    np.testing.assert_allclose(got["features"], float32["features"], atol=1e-4)
+    assert got["qa"] == float32["qa"]
+    assert got["greedy"] == float32["greedy"]  # GPT-2 stays torch, and says so
+    assert "this decoder runs on torch" in caplog.text
+    exported = sorted(p.name for p in onnx_cache.iterdir())
+    assert len(exported) == 2 and all("opset" in name for name in exported)  # mask + QA models
+
+    caplog.clear()
+    async with InferenceEngine(config) as engine:
+        picture = await engine.submit(AttentionRequest("The cat sat on the mat.", "mask"))
+        torch_config = dataclasses.replace(config, models=dataclasses.replace(
+            config.models, mask=ModelSpec(config.models.mask.id)))
+    assert "exporting" not in caplog.text  # cached: not exported again
+    assert "cannot give output_attentions; torch runs those calls" in caplog.text
+    async with InferenceEngine(torch_config) as engine:
+        reference = await engine.submit(AttentionRequest("The cat sat on the mat.", "mask"))
+    np.testing.assert_allclose(picture.weights, reference.weights, atol=1e-6)
+
+
+@needs_ort
+async def test_onnxruntime_with_int8_keeps_top1_fillers(
+        tiny_models, tmp_path, float32, onnx_cache, monkeypatch):
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(onnx_cache))
+    got = await answers(config_with(tiny_models, tmp_path, engine={"device": "cpu"},
+                                    backend="onnxruntime", quantize="int8"))
+    assert got["top1"] == float32["top1"]
+    assert cosine(got["features"], float32["features"]).min() >= 0.99
+
+
+# --- GPU out of memory ------------------------------------------------------------------------
+
+async def test_out_of_memory_splits_the_batch_until_it_fits(engine, monkeypatch, caplog):
+    from core.tasks.fill_mask import FillMaskTask
+
+    sizes = []
+    real = FillMaskTask.run_batch
+
+    def small_gpu(self, model, requests, emit):
+        sizes.append(len(requests))
+        if len(requests) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if any("alone" in r.text for r in requests):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, model, requests, emit)
+
+    monkeypatch.setattr(FillMaskTask, "run_batch", small_gpu)
+    texts = [f"Word {i} is the [MASK] here." for i in range(7)] + ["Too big alone [MASK]."]
+    results = await asyncio.gather(*(engine.submit(FillMaskRequest(t)) for t in texts),
+                                   return_exceptions=True)
+    assert all(len(r.fillers) == 5 for r in results[:7]), results
+    assert isinstance(results[7], Overloaded)
+    assert sizes[0] == 8 and max(sizes[1:]) <= 4 and 2 in sizes  # halves, not one by one
+    assert "ran out of GPU memory; splitting it" in caplog.text
