@@ -287,6 +287,19 @@ class TrainingReport:
     #: The class the baseline always predicts (the training set's majority).
     majority_label: str = ""
 
+    @property
+    def beats_baseline(self) -> bool:
+        """Better than always answering the majority class on the held-out sentences."""
+        return self.accuracy > self.dummy_accuracy
+
+    def baseline_warning(self) -> str:
+        return (
+            f"this classifier is no better than always answering {self.majority_label!r} "
+            f"({self.accuracy:.3f} vs {self.dummy_accuracy:.3f} on {self.n_test} held-out "
+            "sentences). It was installed anyway; give more (and more varied) examples, or a "
+            "better encoder, and train again."
+        )
+
     def to_text(self) -> str:
         """A small aligned table; Discord callers wrap it in a code block to keep the columns."""
         neg, pos = (name[:20] for name in self.label_names)
@@ -308,6 +321,8 @@ class TrainingReport:
             f"{neg:<{width}}{self.precision[0]:<11.3f}{self.recall[0]:.3f}",
             f"{pos:<{width}}{self.precision[1]:<11.3f}{self.recall[1]:.3f}",
         ]
+        if not self.beats_baseline:
+            lines += ["", "WARNING: no better than the baseline: " + self.baseline_warning()]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

@@ -135,4 +135,6 @@ class SentimentService:
             self._classifier = classifier
             log.info("new sentiment classifier: accuracy %.3f on %d held-out examples",
                      report.accuracy, report.n_test)
+            if not report.beats_baseline:
+                log.warning("sentiment classifier installed: %s", report.baseline_warning())
             return report
