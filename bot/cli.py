@@ -486,6 +486,9 @@ def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def _finish(parser: argparse.ArgumentParser) -> None:
     """Give every subcommand, at any depth, the common options and the help format."""
     for action in parser._actions:  # argparse offers no public walk over subparsers
+        if (action.help is None and action.option_strings
+                and action.default not in (None, False, argparse.SUPPRESS)):
+            action.help = "(default: %(default)s)"  # argparse shows nothing for help=None
         if isinstance(action, argparse._SubParsersAction):
             for child in dict.fromkeys(action.choices.values()):
                 child.formatter_class = _HelpFormatter
