@@ -128,7 +128,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
     else:
         level = logging.INFO
     handler = logging.StreamHandler()
-    formatter_cls = logging.Formatter if args.verbose else _Brief
+    # `run` keeps tracebacks: its log is the operator's record of a bug in a long-lived bot.
+    formatter_cls = logging.Formatter if args.verbose or args.command == "run" else _Brief
     handler.setFormatter(formatter_cls("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Third-party chatter is not what a user running `ask` wants to read.
