@@ -1,6 +1,6 @@
 """Training data that hits a limit: a giant CSV cell, a body larger than its announced size.
 
-Both used to end in the generic apology (or, for the body, read all of it into memory first);
+(`/classifier train`.) Both used to end in the generic apology (or, for the body, read all of it into memory first);
 each must be refused with a message that says which limit and what to do.
 """
 
@@ -74,4 +74,4 @@ async def test_an_attachment_that_understates_its_size_is_refused(tiny_config, t
     assert len(downloads) == 1
     assert classifier is None
     assert [(r["command"], r["status"], r["error"]) for r in rows] == [
-        ("sentiment train", "user_error", "invalid_input")]
+        ("classifier train", "user_error", "invalid_input")]
