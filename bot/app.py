@@ -1,6 +1,9 @@
 """Lifetimes: open the database, the query log, the inference core and the bot, in that order,
 and close them in reverse, whatever happens (nested `async with`, as in discord.py's
 `advanced_startup.py`). A clean stop therefore flushes every query-log row.
+
+`run_bot` logs in to Discord *before* the models start loading: a bad token or no network then
+fails in a second, instead of after a model load that shutdown would have to wait for.
 """
 
 from __future__ import annotations
@@ -11,22 +14,54 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import discord
 
 from bot.client import EXTENSIONS, TLMBot
 from core.config import Config
 from core.database import Database
 from core.engine import InferenceEngine
+from core.errors import ServiceError
 from core.policy import Policy
 from core.querylog import QueryLog
 from core.sentiment_service import SentimentService
 from core.settings import Cooldown, SettingsStore
 
 log = logging.getLogger(__name__)
+
+# The bot never joins a voice channel: discord.py's "PyNaCl/davey is not installed, voice will
+# NOT be supported" warnings would only worry an operator.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
+class DiscordUnreachable(ServiceError):
+    """Discord's API or gateway cannot be reached (no network, DNS, a firewall, an outage)."""
+
+    code = "discord_unreachable"
+    status = "unavailable"
+
+
+#: What discord.py raises when the network, not the token, is the problem.
+_NETWORK_ERRORS = (aiohttp.ClientError, discord.GatewayNotFound, discord.DiscordServerError,
+                   asyncio.TimeoutError)
+
+
+@contextlib.contextmanager
+def _discord_reachable() -> Iterator[None]:
+    try:
+        yield
+    except _NETWORK_ERRORS as exc:
+        log.debug("Discord unreachable", exc_info=exc)
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise DiscordUnreachable(
+            f"cannot reach Discord: {reason or type(exc).__name__}. Check the network "
+            "(DNS, proxy, firewall) and https://discordstatus.com, then start again."
+        ) from None
 
 
 @dataclass
@@ -90,26 +125,32 @@ async def run_bot(config: Config, token: str) -> None:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError):  # not on Windows
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    async with open_services(config) as services:
-        purge = asyncio.create_task(_purge_forever(services))
-        try:
-            async with make_bot(services) as bot:
-                await bot.start(token)
-        finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+    async with open_services(config, start_engine=False) as services:
+        async with make_bot(services) as bot:
+            with _discord_reachable():
+                await bot.login(token)
+            # Logged in: now the models may start loading while the gateway connects.
+            await services.engine.start()
+            purge = asyncio.create_task(_purge_forever(services))
+            try:
+                with _discord_reachable():
+                    await bot.connect()
+            finally:
+                purge.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purge
 
 
 async def sync_commands(config: Config, token: str, guild_id: int | None) -> list[str]:
     """Register the slash commands with Discord (globally, or to one guild), then log out."""
     async with open_services(config, start_engine=False) as services:
         async with make_bot(services) as bot:
-            await bot.login(token)
-            guild = discord.Object(id=guild_id) if guild_id else None
-            if guild is not None:
-                bot.tree.copy_global_to(guild=guild)
-            synced = await bot.tree.sync(guild=guild)
+            with _discord_reachable():
+                await bot.login(token)
+                guild = discord.Object(id=guild_id) if guild_id else None
+                if guild is not None:
+                    bot.tree.copy_global_to(guild=guild)
+                synced = await bot.tree.sync(guild=guild)
             return [command.name for command in synced]
 
 

@@ -20,8 +20,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.registry import COMMANDS
-from core.config import Config
+from cogs.registry import COMMANDS, SENTIMENT
+from core.config import Config, ModelSpec
 
 _TYPES = {
     discord.AppCommandOptionType.string: str,
@@ -74,6 +74,20 @@ def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Paramet
         default = None if parameter.default is discord.utils.MISSING else parameter.default
         parser.add_argument("--" + parameter.name.replace("_", "-"), dest=parameter.name,
                             type=kind, choices=choices, default=default, help=help_text)
+
+
+def models_for(args: argparse.Namespace, config: Config,
+               extensions: Iterable[str]) -> list[ModelSpec]:
+    """The models `args.what` will load, from the tasks its request goes to."""
+    from core.engine import TASK_TYPES
+
+    student = COMMANDS[args.what]
+    if student.runner is SENTIMENT:
+        return [config.models.features]
+    command = slash_commands(extensions)[args.what]
+    request = student.build({p.name: getattr(args, p.name) for p in command.parameters})
+    tasks = {t.request_type: t(config.models, config.limits) for t in TASK_TYPES}
+    return [tasks[type(r)].spec(r) for r in (request if isinstance(request, tuple) else (request,))]
 
 
 async def answer_offline(args: argparse.Namespace, config: Config,

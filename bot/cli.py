@@ -1,8 +1,9 @@
 """`tlm-bot`: run the bot, register its commands, and try everything without Discord.
 
 `tlm-bot ask ...` goes through the same core and the same renderer as the bot, so what it
-prints is what a student would see. Errors a user can fix (bad config, no token, bad input)
-print one clear line and exit 2; they never end in a traceback.
+prints is what a student would see. Whatever goes wrong ends in one `error:` line that says
+what to do, and an exit code a script can act on (see `EXIT_CODES`); the traceback of an
+unexpected failure is shown only with `-v`.
 """
 
 from __future__ import annotations
@@ -13,44 +14,148 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from core.backends import describe_runtime
-from core.config import TOKEN_ENV, Config, ConfigError, discord_token, load_config, mask_secret
+from core.config import (
+    TOKEN_ENV,
+    Config,
+    ConfigError,
+    ModelSpec,
+    discord_token,
+    load_config,
+    mask_secret,
+)
 from core.errors import CoreError as UserError  # user and service errors alike
+from core.errors import ModelUnavailable
 
 log = logging.getLogger("tlm-bot")
 
 CONFIG_ENV = "TLM_CONFIG"
 
+EXIT_OK = 0
+#: An unexpected failure: a bug. The one line says so; `-v` shows the traceback.
+EXIT_BUG = 1
+#: Something the user can fix: the config, the token, the input, the data (argparse uses 2 too).
+EXIT_USER = 2
+#: Something the command needs cannot be reached or loaded: Discord, the model hub, a model.
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+#: Documented in `--help` and the README's Troubleshooting section.
+EXIT_CODES = {
+    EXIT_OK: "done",
+    EXIT_BUG: "unexpected failure (a bug; run again with -v and report the traceback)",
+    EXIT_USER: "a problem you can fix: config, token, input or data",
+    EXIT_UNAVAILABLE: "Discord or the model hub cannot be reached, or a model cannot be loaded",
+    EXIT_INTERRUPTED: "interrupted (Ctrl+C)",
+}
+
+
+#: Commands that print an answer: their log lines would only get in its way.
+_QUIET_COMMANDS = {"ask", "check-config", "download-models", "logs"}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # Third-party chatter is not what a user running `ask` wants to read.
-    for noisy in ("httpx", "huggingface_hub", "urllib3", "discord.gateway"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging(args)
     try:
         config = _config(args)
-        return int(args.handler(args, config) or 0)
+        _check_models(_models_needed(args, config))
+        code = int(args.handler(args, config) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
+        return code
+    except ModelUnavailable as exc:
+        return _fail(exc.message, EXIT_UNAVAILABLE)
     except (ConfigError, UserError) as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return _fail(exc.message, EXIT_USER)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `tlm-bot logs export ... | head`: the reader has what it wanted. Point stdout at
+        # devnull so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if args.verbose:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        hint = "" if args.verbose else " Run again with -v for the traceback,"
+        return _fail(f"unexpected {type(exc).__name__}: {first}.{hint} "
+                     "and please report it.", EXIT_BUG)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+class _Brief(logging.Formatter):
+    """Log lines without tracebacks: the `error:` line says what happened; `-v` shows more."""
+
+    def formatException(self, ei) -> str:  # noqa: N802 - logging's name
+        return ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip()
+
+
+class _DropTokenLengthWarning(logging.Filter):
+    """transformers warns "Token indices sequence length is longer than ..." when a tokenizer
+    sees a long text; the tasks then refuse or cut that text with their own clear message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token indices sequence length")
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    if args.verbose:
+        level = logging.DEBUG
+    elif args.command in _QUIET_COMMANDS:
+        level = logging.WARNING
+    else:
+        level = logging.INFO
+    handler = logging.StreamHandler()
+    # `run` keeps tracebacks: its log is the operator's record of a bug in a long-lived bot.
+    formatter_cls = logging.Formatter if args.verbose or args.command == "run" else _Brief
+    handler.setFormatter(formatter_cls("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Third-party chatter is not what a user running `ask` wants to read.
+    for noisy in ("httpx", "huggingface_hub", "urllib3", "discord.gateway"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if not args.verbose:
+        # The hub's retry warnings ("Retrying in 8s [Retry 4/5]") come through its own handler
+        # *and* ours; the one `error:` line at the end says what failed and what to do.
+        import huggingface_hub.utils.logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+        if args.command in _QUIET_COMMANDS:
+            # A model that cannot load is reported by the `error:` line, with the fix.
+            logging.getLogger("core.models").setLevel(logging.CRITICAL)
+    # A plain logger name: importing transformers here would cost a second and a half.
+    logging.getLogger("transformers.tokenization_utils_base").addFilter(_DropTokenLengthWarning())
+
+
+def _config_source(args: argparse.Namespace) -> tuple[str | None, str]:
+    """Which config file to read, and where that choice came from (check-config says so)."""
+    explicit = getattr(args, "path", None)
+    if explicit:
+        return explicit, "given on the command line"
+    if args.config:
+        return args.config, "from --config"
+    if os.environ.get(CONFIG_ENV):
+        return os.environ[CONFIG_ENV], f"from ${CONFIG_ENV}"
+    if Path("config.toml").exists():
+        return "config.toml", "found in the current folder"
+    return None, "no config file given, none in the current folder"
 
 
 def _config(args: argparse.Namespace) -> Config:
-    path = getattr(args, "path", None) or args.config or os.environ.get(CONFIG_ENV)
-    if path is None and Path("config.toml").exists():
-        path = "config.toml"
-    return load_config(path)
+    return load_config(_config_source(args)[0])
 
 
 def _token() -> str:
@@ -63,11 +168,47 @@ def _token() -> str:
     return token
 
 
+# ------------------------------------------------------------------------------ model checks
+
+
+def _models_needed(args: argparse.Namespace, config: Config) -> list[ModelSpec]:
+    """The models a one-shot command will load (`run` loads in the background and lives on)."""
+    if args.command == "train-sentiment":
+        return [config.models.features]
+    if args.command != "ask":
+        return []
+    from bot.ask import models_for
+
+    return models_for(args, config, _extensions())
+
+
+def _check_models(specs: Sequence[ModelSpec]) -> None:
+    """Fail within a second, with the fix, when a model is neither local nor reachable.
+
+    The loader's own check (`core.models.where_to_load`), run before anything else: without
+    it, transformers retries an unreachable hub for about a minute per model and then reports
+    it in a traceback. A model already in the cache or a local folder never touches the network.
+    """
+    from core.models import ModelRefused, where_to_load
+
+    for spec in dict.fromkeys(specs):
+        try:
+            where_to_load(spec)
+        except ModelRefused as exc:
+            raise ModelUnavailable(f"The model `{spec}` is not available: {exc}") from None
+
+
+def _extensions() -> Sequence[str]:
+    from bot.client import EXTENSIONS
+
+    return EXTENSIONS
+
+
 # ---------------------------------------------------------------------------------- commands
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from bot.app import run_bot
+    from bot.app import DiscordUnreachable, run_bot
 
     token = _token()
     log.info("starting tlm-bot (token %s)", mask_secret(token))
@@ -75,27 +216,35 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
         asyncio.run(run_bot(config, token))
     except asyncio.CancelledError:  # SIGTERM
         pass
+    except DiscordUnreachable as exc:
+        return _fail(exc.message, EXIT_UNAVAILABLE)
     except _login_failure() as exc:
-        print(f"error: Discord refused the token ({type(exc).__name__}). Check {TOKEN_ENV}.",
-              file=sys.stderr)
-        return 2
-    return 0
+        return _fail(f"Discord refused the token ({type(exc).__name__}). Check {TOKEN_ENV}.",
+                     EXIT_USER)
+    return EXIT_OK
 
 
 def cmd_sync(args: argparse.Namespace, config: Config) -> int:
-    from bot.app import sync_commands
+    from bot.app import DiscordUnreachable, sync_commands
 
     try:
         names = asyncio.run(sync_commands(config, _token(), args.guild))
+    except DiscordUnreachable as exc:
+        return _fail(exc.message, EXIT_UNAVAILABLE)
     except _login_failure() as exc:
-        print(f"error: Discord refused the token ({type(exc).__name__}).", file=sys.stderr)
-        return 2
+        return _fail(f"Discord refused the token ({type(exc).__name__}). Check {TOKEN_ENV}.",
+                     EXIT_USER)
     where = f"guild {args.guild}" if args.guild else "all guilds (global; may take up to an hour)"
     print(f"synced {len(names)} commands to {where}: {', '.join(sorted(names))}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    path, why = _config_source(args)
+    if path is None:
+        print(f"config: the defaults ({why})")
+    else:
+        print(f"config: {Path(path).resolve()} ({why})")
     print(f"{TOKEN_ENV}: {mask_secret(discord_token())}")
     for section in dataclasses.fields(config):
         if section.name == "base_dir":
@@ -105,25 +254,58 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
             print(f"  {key} = {value!r}")
     print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
     print("config OK")
-    return 0
+    return EXIT_OK
 
 
 def cmd_download_models(args: argparse.Namespace, config: Config) -> int:
-    from huggingface_hub import snapshot_download
+    """One line per model; a failure names its cause and the others still download."""
+    from huggingface_hub import constants, snapshot_download
+
+    from core.models import ModelRefused, looks_local, where_to_load
 
     specs = {s.key: s for s in (config.models.mask, config.models.qa, config.models.generate,
                                 config.models.features)}
+    failed = 0
     for spec in specs.values():
-        if Path(spec.id).expanduser().exists():
+        if looks_local(spec.id):
             print(f"{spec.id}: local path, nothing to download")
             continue
-        print(f"downloading {spec} ...")
-        path = snapshot_download(
-            spec.id, revision=spec.revision,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
-        )
-        print(f"  -> {path}")
-    return 0
+        try:
+            cached = where_to_load(spec)  # the loader's own check: cache, offline, reachable
+        except ModelRefused as exc:
+            reason = ("it is not in the local cache (unset HF_HUB_OFFLINE to download)"
+                      if constants.HF_HUB_OFFLINE else str(exc))
+            print(f"error: cannot download {spec}: {reason}", file=sys.stderr)
+            failed += 1
+            continue
+        if cached:
+            print(f"{spec}: already in the local cache")
+            continue
+        print(f"downloading {spec} ...", flush=True)
+        try:
+            path = snapshot_download(
+                spec.id, revision=spec.revision,
+                allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"],
+            )
+        except Exception as exc:  # the hub's errors, httpx's and OSError alike
+            log.debug("download of %s failed", spec, exc_info=exc)
+            print(f"error: cannot download {spec}: {_download_problem(spec, exc)}",
+                  file=sys.stderr)
+            failed += 1
+        else:
+            print(f"  -> {path}")
+    return EXIT_UNAVAILABLE if failed else EXIT_OK
+
+
+def _download_problem(spec: ModelSpec, exc: Exception) -> str:
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, RevisionNotFoundError):
+        return f"the hub has no revision {spec.revision!r} of {spec.id}"
+    if isinstance(exc, RepositoryNotFoundError):
+        return f"the hub has no model {spec.id!r} (check the id in [models])"
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
@@ -141,10 +323,22 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_train_sentiment(args: argparse.Namespace, config: Config) -> int:
-    if args.pooling:
-        config = dataclasses.replace(
-            config, sentiment=dataclasses.replace(config.sentiment, pooling=args.pooling)
+    configured = config.sentiment.pooling
+    if args.pooling and args.pooling != configured:
+        # The bot refuses a classifier whose pooling differs from the config; installing one
+        # would silently break /sentiment at the next start.
+        path, _ = _config_source(args)
+        where = f"in {path}" if path else "(the default; no config file)"
+        raise ConfigError(
+            f"--pooling {args.pooling} differs from sentiment.pooling = {configured!r} {where}, "
+            "so the bot would refuse the classifier. Set "
+            f'`pooling = "{args.pooling}"` under [sentiment] in the config file and run again '
+            "(then --pooling is not needed)."
         )
+    # Only the encoder is needed: never wait for the other models (they may not even be here).
+    config = dataclasses.replace(
+        config, models=dataclasses.replace(config.models, load_at_start=False)
+    )
     return asyncio.run(_train(args, config))
 
 
@@ -157,7 +351,8 @@ async def _train(args: argparse.Namespace, config: Config) -> int:
         from core.datasets import download_sst2
 
         def progress(done: int, total: int) -> None:
-            print(f"\rdownloading SST-2: {done / 1e6:.1f} of {total / 1e6:.1f} MB", end="")
+            of = f" of {total / 1e6:.1f}" if total else ""
+            print(f"\rdownloading SST-2: {done / 1e6:.1f}{of} MB", end="")
 
         path = download_sst2(progress=progress)
         print(f"\nSST-2 training split: {path}")
@@ -166,11 +361,14 @@ async def _train(args: argparse.Namespace, config: Config) -> int:
     data = load_labelled_data(path, limit=args.limit)
     async with InferenceEngine(config) as engine:
         service = SentimentService(engine, config)
-        print(f"training on {len(data.texts)} examples with {service.encoder.describe()} ...")
+        print(f"training on {len(data.texts)} examples with {service.encoder.describe()} ...",
+              flush=True)
         report = await service.train(data)
     print(report.to_text())
     print(f"installed in {service.directory} (the bot picks it up at its next start)")
-    return 0
+    if not report.beats_baseline:
+        print(f"WARNING: {report.baseline_warning()}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_logs_export(args: argparse.Namespace, config: Config) -> int:
@@ -222,10 +420,61 @@ def _login_failure() -> tuple[type[BaseException], ...]:
 # ------------------------------------------------------------------------------------ parser
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "%(default)" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """`--config` and `-v` are accepted before or after any subcommand.
+
+    On subcommands their default is SUPPRESS, so an option given before the subcommand is not
+    reset by the subcommand's parser.
+    """
+    default = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--config", metavar="FILE", **default,
+                        help=f"config file (default: ${CONFIG_ENV} or ./config.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", **default,
+                        help="debug logging, and the traceback of an unexpected failure")
+
+
+def _finish(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand, at any depth, the common options and the help format."""
+    for action in parser._actions:  # argparse offers no public walk over subparsers
+        if (action.help is None and action.option_strings
+                and action.default not in (None, False, argparse.SUPPRESS)):
+            action.help = "(default: %(default)s)"  # argparse shows nothing for help=None
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                child.formatter_class = _HelpFormatter
+                _add_common_options(child, top=False)
+                _finish(child)
+
+
+def _exit_codes_text() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:>3}  {what}" for code, what in EXIT_CODES.items())
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tlm-bot", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help=f"config file (default: ${CONFIG_ENV} or ./config.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser = argparse.ArgumentParser(prog="tlm-bot", description=__doc__.splitlines()[0],
+                                     epilog=_exit_codes_text(), formatter_class=_HelpFormatter)
+    _add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="start the bot").set_defaults(handler=cmd_run)
@@ -250,8 +499,11 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--data", help="TSV (text<TAB>label) or CSV with a header")
     source.add_argument("--download", choices=["sst2"],
                         help="fetch the SST-2 training split the course notebook used")
-    p.add_argument("--limit", type=int, help="use only the first N rows (the notebook used 2000)")
-    p.add_argument("--pooling", choices=["cls", "mean"])
+    p.add_argument("--limit", type=_positive_int, metavar="N",
+                   help="use only the first N rows (the notebook used 2000)")
+    p.add_argument("--pooling", choices=["cls", "mean"],
+                   help="must match sentiment.pooling in the config (the bot refuses a "
+                        "classifier trained otherwise); set it there instead")
     p.set_defaults(handler=cmd_train_sentiment)
 
     logs = sub.add_parser("logs", help="query log tools")
@@ -261,6 +513,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="7d, 12h, 30m or an ISO date")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(handler=cmd_logs_export)
+    _finish(parser)
     return parser
 
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -18,7 +19,7 @@ from cogs.outcome import conclude, reply_staff
 from cogs.render import COLOUR, Reply, code
 from core.errors import InvalidInput
 from core.outcomes import Outcome, Status, outcome_of_error
-from core.sentiment import parse_labelled_bytes
+from core.sentiment import parse_labelled_bytes, read_capped
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
@@ -71,7 +72,8 @@ class Classifier(commands.GroupCog, group_name="classifier",
             raise InvalidInput("A classifier is already training. Wait for its report first.")
         await interaction.response.defer(ephemeral=True, thinking=True)
         parsed = parse_labelled_bytes(
-            await data.read(), data.filename, max_rows=limits.max_upload_rows
+            await _download(data, limits.max_upload_bytes), data.filename,
+            max_rows=limits.max_upload_rows,
         )
         await interaction.followup.send(
             f"Training on {len(parsed.texts)} examples. The report will be posted here.",
@@ -96,6 +98,14 @@ class Classifier(commands.GroupCog, group_name="classifier",
             await conclude(self.bot, interaction, Outcome(Status.OK), ephemeral=True,
                            reply=Reply(embeds=[embed],
                                        summary=f"accuracy {report.accuracy:.3f}"))
+
+
+async def _download(attachment: discord.Attachment, limit: int) -> bytes:
+    """The attachment's bytes, refused once more than `limit` arrived (its `size` is a claim)."""
+    async with aiohttp.ClientSession() as session, session.get(attachment.url) as response:
+        response.raise_for_status()
+        return await read_capped(response.content.iter_chunked(1 << 16), limit,
+                                 filename=attachment.filename)
 
 
 async def setup(bot: TLMBot) -> None:

@@ -141,7 +141,7 @@ def load_model(spec: ModelSpec, heads: frozenset[Head],
     only if it is missing there is the hub asked, after a short reachability probe, so an
     offline machine fails in seconds with what to do instead of ~50 s of retries.
     """
-    local_only = _where_to_load(spec)  # before importing transformers: that alone takes seconds
+    local_only = where_to_load(spec)  # before importing transformers: that alone takes seconds
     import transformers
 
     with LOAD_LOCK:
@@ -180,7 +180,7 @@ def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head
     return LoadedModel(spec, tokenizer, modules, time.perf_counter() - started, placement.device)
 
 
-def _where_to_load(spec: ModelSpec) -> bool:
+def where_to_load(spec: ModelSpec) -> bool:
     """True to load from local files only; raises `ModelRefused` when the model cannot be had."""
     if looks_local(spec.id):
         if not Path(spec.id).expanduser().is_dir():

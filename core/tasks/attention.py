@@ -23,7 +23,7 @@ import numpy as np
 from core import plots
 from core.errors import InvalidInput
 from core.models import Head, LoadedModel
-from core.tasks.base import Emit, Role, Task, Timings, too_long, clean_text
+from core.tasks.base import Emit, Role, Task, Timings, clean_text, too_long
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from core.tasks.attention import (
     encoder_of,
     token_labels,
 )
-from core.tasks.base import Emit, Role, Task, Timings, too_long, clean_text
+from core.tasks.base import Emit, Role, Task, Timings, clean_text, too_long
 
 log = logging.getLogger(__name__)
 

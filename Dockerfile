@@ -1,0 +1,31 @@
+# tlm-bot on CPU. Build:  docker build -t tlm-bot .
+# Run:    docker run -d --name tlm-bot -e DISCORD_TOKEN -v tlm-bot-data:/data tlm-bot
+# /data holds config.toml (optional), the database and its salt, the trained classifier and
+# the Hugging Face model cache (about 1 GB after the first start).
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    HF_HOME=/data/hf-cache
+
+WORKDIR /opt/tlm-bot
+# The CPU build of torch from PyTorch's own index, first: PyPI would serve a CUDA build of
+# several GB, and the project's `torch` requirement is then already satisfied.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY cogs ./cogs
+COPY core ./core
+RUN pip install .
+
+RUN useradd --create-home --uid 10001 tlm && mkdir /data && chown tlm /data
+USER tlm
+# Relative paths in the config (database, classifier) resolve here; ./config.toml is read if
+# present.
+WORKDIR /data
+VOLUME /data
+
+# SIGTERM (docker stop) lets answers in flight finish and flushes the query log.
+STOPSIGNAL SIGTERM
+CMD ["tlm-bot", "run"]

@@ -1,0 +1,47 @@
+# The README's two commands, on a fresh machine: `make run` and `make test`.
+# Each creates .venv on first use and installs into it (the CPU build of torch first, so pip
+# never reaches for a multi-GB CUDA build), then does its job. A stamp file per extra makes the
+# second call skip the installation; editing pyproject.toml makes the next call reinstall.
+#
+#   make run                      set up, then `tlm-bot run` (needs DISCORD_TOKEN, see README)
+#   make test                     set up with the test extras, then the offline test suite
+#   make test PYTEST_ARGS=-x      arguments for pytest
+#   make run TORCH_INDEX=         take torch from your usual index (e.g. a machine with a GPU)
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+# The PyTorch CPU wheels. Plain PyPI serves Linux a CUDA build of several GB.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+.PHONY: run test setup setup-test clean-venv
+
+run: $(VENV)/.installed
+	$(BIN)/tlm-bot run
+
+test: $(VENV)/.installed-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet "$(TORCH)" $(TORCH_FROM)
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet "$(TORCH)" $(TORCH_FROM)
+	$(PIP) install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+clean-venv:
+	rm -rf $(VENV)

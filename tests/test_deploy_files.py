@@ -1,0 +1,191 @@
+"""The set-up files a new operator runs: the Makefile, CI's script, the Dockerfile, the unit.
+
+None of them can run for real here (no second venv install inside a test, no Docker daemon, no
+systemd as init), so each is checked for what would break a first run: `make -n` shows what
+`make test`/`make run` would do on a fresh machine and on the second call; the Dockerfile's
+instructions are parsed and every file it copies must exist; the unit file is parsed and, where
+`systemd-analyze` exists, verified by systemd itself.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.cli import EXIT_USER
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+# ---------------------------------------------------------------------------------- Makefile
+
+
+def make_dry_run(workdir: Path, target: str, *variables: str) -> list[str]:
+    done = subprocess.run(["make", "-n", target, *variables], cwd=workdir, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def test_make_test_sets_up_a_fresh_machine_then_runs_the_readme_test_command(checkout):
+    lines = make_dry_run(checkout, "test")
+    assert lines[0] == "python3 -m venv .venv"
+    torch, project, pytest_line = lines[1], lines[2], lines[-1]
+    # The CPU wheel first, from PyTorch's CPU index, then the project with its test extras.
+    assert shlex.split(torch)[-3:] == ["torch==2.13.0", "--index-url", CPU_INDEX], torch
+    assert shlex.split(project)[-2:] == ["-e", ".[test]"], project
+    assert lines.index(torch) < lines.index(project)
+    # The README's own test command, offline.
+    assert pytest_line.startswith("HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"), pytest_line
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "python -m pytest -q" in readme and "make test" in readme and "make run" in readme
+
+
+def test_a_second_make_test_does_not_reinstall_until_pyproject_changes(checkout):
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / ".venv" / "bin" / "python").touch()
+    first = make_dry_run(checkout, "test")
+    assert any("pip install" in line for line in first)
+    # What the real first run leaves behind: its stamp, newer than pyproject.toml.
+    time.sleep(0.01)
+    for stamp in (".installed", ".installed-test"):
+        (checkout / ".venv" / stamp).touch()
+    assert make_dry_run(checkout, "test") == [
+        "HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"]
+    assert make_dry_run(checkout, "run") == [".venv/bin/tlm-bot run"]
+    # A new dependency in pyproject.toml: the next call installs again.
+    future = time.time() + 5
+    os.utime(checkout / "pyproject.toml", (future, future))
+    assert any("pip install" in line for line in make_dry_run(checkout, "test"))
+
+
+def test_make_run_installs_without_test_extras_and_torch_index_can_be_emptied(checkout):
+    lines = make_dry_run(checkout, "run")
+    assert shlex.split(lines[2])[-2:] == ["-e", "."]
+    assert lines[-1] == ".venv/bin/tlm-bot run"
+    plain = make_dry_run(checkout, "run", "TORCH_INDEX=")
+    assert shlex.split(plain[1])[-1] == "torch==2.13.0"  # no --index-url at all
+
+
+def test_ci_runs_make_test_in_a_fresh_venv():
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line.strip() for line in script.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    assert "rm -rf .venv-ci" in commands
+    make = [c for c in commands if c.startswith("make ")]
+    assert len(make) == 1 and shlex.split(make[0])[:2] == ["make", "test"], make
+    assert "VENV=.venv-ci" in shlex.split(make[0])
+    assert commands.index("rm -rf .venv-ci") < commands.index(make[0])
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+# -------------------------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pending += line[:-1] + " " if line.endswith("\\") else line
+        if line.endswith("\\"):
+            continue
+        keyword, _, args = pending.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        pending = ""
+    assert not pending, f"a continuation line ends the file: {pending!r}"
+    return instructions
+
+
+def test_dockerfile_copies_files_that_exist_installs_cpu_torch_and_runs_the_bot():
+    instructions = dockerfile_instructions(ROOT / "Dockerfile")
+    known = {"FROM", "ENV", "WORKDIR", "RUN", "COPY", "USER", "VOLUME", "STOPSIGNAL", "CMD",
+             "ARG", "LABEL", "EXPOSE"}
+    assert instructions[0][0] == "FROM"
+    assert {keyword for keyword, _ in instructions} <= known
+    for keyword, args in instructions:
+        if keyword == "COPY":
+            *sources, _target = shlex.split(args)
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: no such file in the repo"
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    torch = next(i for i, run in enumerate(runs) if "torch==" in run)
+    project = next(i for i, run in enumerate(runs) if run.startswith("pip install ."))
+    assert torch < project
+    assert f"--index-url {CPU_INDEX}" in runs[torch]
+    # Every package the project installs must be copied in before `pip install .`.
+    copied = {shlex.split(args)[0].rstrip("/") for keyword, args in instructions
+              if keyword == "COPY"}
+    packages = {"bot", "cogs", "core"}
+    assert packages <= copied, packages - copied
+    assert [args for keyword, args in instructions if keyword == "CMD"][-1:] == [
+        json.dumps(["tlm-bot", "run"])]
+    assert any(keyword == "USER" for keyword, _ in instructions)  # not as root
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert {".venv", "config.toml", "*.db"} <= set(ignored)  # no secrets or state in the image
+
+
+# ----------------------------------------------------------------------------- systemd unit
+
+
+UNIT = ROOT / "deploy" / "tlm-bot.service"
+
+
+def parse_unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_systemd_unit_runs_the_bot_and_does_not_restart_on_a_config_error():
+    unit = parse_unit(UNIT)
+    assert unit.sections() == ["Unit", "Service", "Install"]
+    service = unit["Service"]
+    exec_start = shlex.split(service["ExecStart"])
+    assert Path(exec_start[0]).is_absolute() and exec_start[0].endswith("/.venv/bin/tlm-bot")
+    assert exec_start[1:] == ["run"]
+    assert service["Restart"] == "on-failure"
+    # A config or token mistake (exit 2) is not fixed by restarting every 30 s.
+    assert service["RestartPreventExitStatus"].split() == [str(EXIT_USER)]
+    assert service["KillSignal"] == "SIGTERM"  # the clean stop that flushes the log
+    assert "EnvironmentFile" in service and "DISCORD_TOKEN" not in service.get("Environment", "")
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert "network-online.target" in unit["Unit"]["After"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_itself_accepts_the_unit(tmp_path):
+    # `verify` checks that ExecStart exists: point it at this venv's entry point.
+    entry = Path(sys.executable).with_name("tlm-bot")
+    if not entry.exists():
+        pytest.skip("tlm-bot is not installed in this venv")
+    text = UNIT.read_text(encoding="utf-8").replace("/opt/tlm-bot/.venv/bin/tlm-bot", str(entry))
+    copy = tmp_path / "tlm-bot.service"
+    copy.write_text(text, encoding="utf-8")
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)],
+                          capture_output=True, text=True, timeout=60)
+    problems = [line for line in done.stderr.splitlines() if "tlm-bot.service" in line]
+    assert done.returncode == 0 and not problems, done.stderr
