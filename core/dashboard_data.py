@@ -6,13 +6,14 @@ second connection read while the bot writes; opening it with ``mode=ro`` and
 ``PRAGMA query_only`` makes "the dashboard never writes" a property of the connection, not a
 promise of the code.
 
-Why these queries stay fast at 200,000 rows (benchmarks/dashboard.py): every statement starts
-with ``guild_id = ?`` and, except the per-student ones, a time range, so it walks the
-``(guild_id, created_at)`` index instead of the table; aggregates are computed in SQL (one pass
-for counts per bucket x command x status x feedback, percentiles with window functions) and
-only their small results reach Python; tables are paged with LIMIT/OFFSET after a COUNT that
-the index answers; the command list is a loose index scan over ``(guild_id, command, ...)``;
-exports stream in keyset-paged chunks instead of loading every row.
+Why these pages stay fast at 200,000 rows (benchmarks/dashboard.py): the overview reads the
+hourly roll-ups that triggers keep exact as rows are written (migration V3: counts per hour x
+command x status x feedback, per hour x student, and total_ms histograms per hour and per day),
+so its cost grows with the hours shown, not with the rows; latency percentiles come from those
+histograms (whole ms below 1 s, three significant digits above). Every other statement starts
+with ``guild_id = ?`` and walks an index; tables are paged with LIMIT/OFFSET after a COUNT the
+index answers; the command list is a loose index scan over ``(guild_id, command, ...)``; exports
+stream in keyset-paged chunks. The one scan is text search, over the chosen range of one guild.
 """
 
 from __future__ import annotations
@@ -48,9 +49,21 @@ class Window:
 
     @classmethod
     def last(cls, span: timedelta, now: datetime | None = None) -> Window:
+        """The last `span` up to `now`, widened to whole buckets (the roll-ups are hourly)."""
         now = now or datetime.now(timezone.utc)
         bucket: Bucket = "hour" if span <= timedelta(days=2) else "day"
-        return cls(now - span, now, bucket)
+        since = (now - span).replace(minute=0, second=0, microsecond=0)
+        if bucket == "day":
+            since = since.replace(hour=0)
+        return cls(since, now, bucket)
+
+    @property
+    def first_hour(self) -> str:
+        return to_db_time(self.since)[:13]
+
+    @property
+    def last_hour(self) -> str:
+        return to_db_time(self.until)[:13]
 
     def buckets(self) -> list[str]:
         """Every bucket label in the window, oldest first (empty ones included)."""
@@ -150,31 +163,44 @@ class DashboardData:
     # ------------------------------------------------------------------ overview
 
     async def overview(self, guild_id: int, window: Window, *, top: int = 10) -> Overview:
+        """From the hourly roll-ups (migration V3), never from the rows themselves."""
         width = _BUCKET_CHARS[window.bucket]
-        span = [guild_id, to_db_time(window.since), to_db_time(window.until)]
-        in_window = "guild_id = ? AND created_at >= ? AND created_at < ?"
+        first, last = window.first_hour, window.last_hour
         counted = await self._all(
-            f"SELECT substr(created_at, 1, {width}) AS b, command, status, feedback, "
-            f"COUNT(*) AS n FROM queries WHERE {in_window} "
-            "GROUP BY b, command, status, feedback", span)
+            f"SELECT substr(hour, 1, {width}) AS b, command, status, feedback, SUM(n) AS n "
+            "FROM dash_counts WHERE guild_id = ? AND hour >= ? AND hour <= ? "
+            "GROUP BY b, command, status, feedback", [guild_id, first, last])
         per_bucket: dict[str, dict[str, int]] = defaultdict(dict)
         by_command: Counter[str] = Counter()
         by_status: Counter[str] = Counter()
         feedback: Counter[int] = Counter()
         for r in counted:
+            n = int(r["n"])
+            if not n:
+                continue
             cell = per_bucket[r["b"]]
-            cell[r["command"]] = cell.get(r["command"], 0) + r["n"]
-            by_command[r["command"]] += r["n"]
-            by_status[r["status"]] += r["n"]
-            if r["feedback"] is not None:
-                feedback[int(r["feedback"])] += r["n"]
-        latency = await self._latency(in_window, span, width)
-        overall = await self._latency(in_window, span, 0)
+            cell[r["command"]] = cell.get(r["command"], 0) + n
+            by_command[r["command"]] += n
+            by_status[r["status"]] += n
+            if r["feedback"]:
+                feedback[int(r["feedback"])] += n
+        histograms = await self._all(
+            "SELECT period, ms, n FROM dash_latency WHERE guild_id = ? AND period >= ? "
+            f"AND period <= ? AND length(period) = {width} AND n > 0 ORDER BY period, ms",
+            [guild_id, first[:width], last[:width]])
+        per_period: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        merged: Counter[int] = Counter()
+        for r in histograms:
+            per_period[r["period"]].append((int(r["ms"]), int(r["n"])))
+            merged[int(r["ms"])] += int(r["n"])
+        latency = [Latency(b, sum(n for _, n in h), _percentile(h, 50), _percentile(h, 95))
+                   for b, h in sorted(per_period.items())]
+        overall = sorted(merged.items())
         busiest = await self._all(
-            # SQLite: with one max() aggregate, the bare user_name comes from that newest row.
-            "SELECT user_id, COUNT(*) AS n, max(created_at) AS latest, user_name "
-            f"FROM queries WHERE {in_window} GROUP BY user_id ORDER BY n DESC, user_id "
-            "LIMIT ?", [*span, top])
+            # SQLite: with one max() aggregate, the bare user_name comes from that latest hour.
+            "SELECT user_id, SUM(n) AS total, max(hour) AS latest, user_name FROM dash_users "
+            "WHERE guild_id = ? AND hour >= ? AND hour <= ? GROUP BY user_id "
+            "HAVING total > 0 ORDER BY total DESC, user_id LIMIT ?", [guild_id, first, last, top])
         return Overview(
             window=window,
             total=sum(by_status.values()),
@@ -183,32 +209,11 @@ class DashboardData:
             by_status=dict(by_status.most_common()),
             feedback=dict(feedback),
             latency=latency,
-            p50_ms=overall[0].p50_ms if overall else None,
-            p95_ms=overall[0].p95_ms if overall else None,
-            busiest=[Student(int(r["user_id"]), int(r["n"]), r["user_name"]) for r in busiest],
+            p50_ms=_percentile(overall, 50) if overall else None,
+            p95_ms=_percentile(overall, 95) if overall else None,
+            busiest=[Student(int(r["user_id"]), int(r["total"]), r["user_name"])
+                     for r in busiest],
         )
-
-    async def _latency(self, where: str, params: list[Any], width: int) -> list[Latency]:
-        """p50/p95 of total_ms per bucket (width 0: one bucket), linear interpolation between
-        closest ranks like numpy's default and `QueryLog.stats`. SQLite sorts inside each
-        bucket; only the two or four ranks around each percentile come back."""
-        bucket = f"substr(created_at, 1, {width})" if width else "''"
-        rows = await self._all(
-            f"""WITH ranked AS (
-                SELECT {bucket} AS b, total_ms,
-                       ROW_NUMBER() OVER (PARTITION BY {bucket} ORDER BY total_ms) - 1 AS rank,
-                       COUNT(*) OVER (PARTITION BY {bucket}) AS n
-                FROM queries WHERE {where} AND total_ms IS NOT NULL)
-            SELECT b, n, rank, total_ms FROM ranked
-            WHERE rank IN (CAST((n - 1) * 0.50 AS INTEGER), CAST((n - 1) * 0.50 AS INTEGER) + 1,
-                           CAST((n - 1) * 0.95 AS INTEGER), CAST((n - 1) * 0.95 AS INTEGER) + 1)
-            ORDER BY b, rank""", params)
-        by_bucket: dict[str, tuple[int, dict[int, float]]] = {}
-        for r in rows:
-            n, ranks = by_bucket.setdefault(r["b"], (int(r["n"]), {}))
-            ranks[int(r["rank"])] = float(r["total_ms"])
-        return [Latency(b, n, _interpolate(ranks, n, 50), _interpolate(ranks, n, 95))
-                for b, (n, ranks) in sorted(by_bucket.items())]
 
     # ------------------------------------------------------------------ tables
 
@@ -319,13 +324,20 @@ def _row(r: Any) -> QueryRow:
     )
 
 
-def _interpolate(ranks: dict[int, float], n: int, pct: float) -> float:
-    # (n - 1) * 0.95 exactly as the SQL computes it, so both pick the same ranks.
-    position = (n - 1) * (pct / 100)
-    low = int(position)
-    high = min(low + 1, n - 1)
-    return ranks[low] + (ranks.get(high, ranks[low]) - ranks[low]) * (position - low)
+def _percentile(histogram: list[tuple[int, int]], pct: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default, like `QueryLog.stats`),
+    over a histogram of (value, count) sorted by value."""
+    n = sum(count for _, count in histogram)
+    position = (n - 1) * pct / 100
+    low, high = int(position), min(int(position) + 1, n - 1)
 
+    def value_at(rank: int) -> float:
+        seen = 0
+        for value, count in histogram:
+            seen += count
+            if rank < seen:
+                return float(value)
+        return float(histogram[-1][0])
 
-__all__ = ["Bucket", "DashboardData", "Latency", "Overview", "Page", "Student", "StudentView",
-           "Window"]
+    a, b = value_at(low), value_at(high)
+    return a + (b - a) * (position - low)

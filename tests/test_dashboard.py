@@ -343,8 +343,10 @@ async def _check_instructor_view(h, browser, link: str, origin: str, guild: int,
     assert shown == truth["by_status"]
     assert await stat("user_error_rate") == f"{truth['by_status']['user_error'] / truth['total']:.1%}"
     assert await stat("refusal_rate") == f"{truth['by_status']['refused'] / truth['total']:.1%}"
-    assert await stat("p50") == f"{truth['p50']:,.0f} ms"
-    assert await stat("p95") == f"{truth['p95']:,.0f} ms"
+    # Percentiles come from whole-millisecond histograms: within a millisecond of the exact ones.
+    for key in ("p50", "p95"):
+        shown_ms = float((await stat(key)).removesuffix(" ms").replace(",", ""))
+        assert abs(shown_ms - truth[key]) <= 1.0, (key, shown_ms, truth[key])
     assert await page.locator("svg.chart").count() == 2
     await page.screenshot(path=str(shots / "overview.png"), full_page=True)
 

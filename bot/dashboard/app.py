@@ -93,10 +93,12 @@ class FailureLimiter:
         return times
 
     def blocked(self, client: str) -> bool:
-        blocked = len(self._recent(client)) >= self.max_failures
-        if not self._failures[client]:
+        if client not in self._failures:
+            return False
+        recent = self._recent(client)
+        if not recent:
             del self._failures[client]
-        return blocked
+        return len(recent) >= self.max_failures
 
     def fail(self, client: str) -> None:
         self._recent(client).append(self._clock())

@@ -47,7 +47,7 @@ def _frame(title: str, body: list[str], y_max: float, labels: Sequence[str], uni
     for i in range(5):  # horizontal grid with values
         y = _TOP + plot_h * (1 - i / 4)
         value = y_max * i / 4
-        text = f"{value:,.0f}" if y_max >= 8 or value == int(value) else f"{value:.1f}"
+        text = f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
         parts.append(f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                      'stroke="#ddd" stroke-width="1"/>')
         parts.append(f'<text x="{_LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
