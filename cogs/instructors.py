@@ -138,8 +138,9 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         else:
             hours = self.bot.config.dashboard.link_hours
             # <...> stops Discord from fetching the link for a preview.
+            link = dashboard.link(interaction.guild_id, interaction.user.id)
             text = (f"Your dashboard for this server, valid {hours} h. It is for you only: "
-                    f"don't share it.\n<{dashboard.link(interaction.guild_id, interaction.user.id)}>")
+                    f"don't share it.\n<{link}>")
             summary = "link issued"  # never the link itself: the log is not a key store
         await staff_reply(self.bot, interaction, Reply(content=text, summary=summary),
                           command="logs dashboard", options={})

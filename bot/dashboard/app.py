@@ -30,7 +30,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from importlib import resources
 from typing import Any
 

@@ -7,6 +7,12 @@ CREATE TABLE secrets (
     value BLOB NOT NULL
 );
 
+-- A student's page reads that student's rows newest first, by command: with created_at and
+-- command in the index it neither sorts them nor visits the table. Same leading columns as
+-- V1's queries_user (/mydata, deletes), which it therefore replaces.
+DROP INDEX queries_user;
+CREATE INDEX queries_user ON queries (user_id, guild_id, created_at, command);
+
 -- Hourly roll-ups of the query log, kept exact by triggers in the same transaction as the row
 -- itself. Why: the overview of a 30-day window with 200,000 rows would otherwise group every
 -- row on every page view (measured: seconds, benchmarks/RESULTS.md "Dashboard"); these tables
