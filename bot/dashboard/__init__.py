@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -19,8 +20,10 @@ from bot.dashboard.signing import Grant, Signer, dashboard_key
 from core.config import Config
 from core.dashboard_data import DashboardData
 from core.database import Database
-from core.sentiment_service import SentimentService
 from core.settings import SettingsStore
+
+if TYPE_CHECKING:  # not at run time: benchmarks/dashboard.py runs without torch
+    from core.sentiment_service import SentimentService
 
 log = logging.getLogger(__name__)
 

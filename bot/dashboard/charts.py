@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-#: Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+#: Okabe-Ito (distinguishable with the common colour-vision deficiencies), then a few of Paul
+#: Tol's muted colours: a class uses up to a dozen commands.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
-           "#000000")
+           "#000000", "#882255", "#999933", "#44AA99", "#AA4499", "#888888")
 _W, _H = 640, 220
 _LEFT, _RIGHT, _TOP, _BOTTOM = 44, 8, 10, 28
 
@@ -23,7 +24,8 @@ def colour(index: int) -> str:
 
 
 def _nice_max(value: float) -> float:
-    """A round axis maximum at or above `value` (1, 2, 5 x 10^k)."""
+    """A round axis maximum at or above `value` (1, 1.2, 1.5, 2, ... 8 x 10^k): tight enough
+    that the tallest bar fills most of the chart, round enough for the grid's quarters."""
     if value <= 0:
         return 1.0
     scale = 1.0
@@ -31,7 +33,7 @@ def _nice_max(value: float) -> float:
         scale *= 10
     while scale > value:
         scale /= 10
-    for step in (1, 2, 5, 10):
+    for step in (1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8, 10):
         if step * scale >= value:
             return step * scale
     return 10 * scale  # pragma: no cover

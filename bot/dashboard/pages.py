@@ -115,8 +115,9 @@ def overview(ov: Overview, *, range_key: str) -> str:
     window = ov.window
     per = "hour" if window.bucket == "hour" else "day"
     names = list(ov.by_command)
-    feedback = (f"{ov.feedback.get(1, 0)} 👍 · {ov.feedback.get(-1, 0)} 👎" if ov.feedback
-                else "none yet")
+    # Words, not 👍/👎: a machine without an emoji font would show empty boxes.
+    feedback = (f"{ov.feedback.get(1, 0):,} up · {ov.feedback.get(-1, 0):,} down"
+                if ov.feedback else "none yet")
     body = [
         _range_links(range_key),
         _stats([
