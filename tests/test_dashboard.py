@@ -309,6 +309,7 @@ async def test_dashboard_in_a_real_browser(tiny_config, tmp_path, caplog):
                     await _check_instructor_view(h, browser, link_a, origin, a, shots)
                     await _check_other_server(h, browser, link_b, origin, a, b, shots)
                     await _check_refused_links(h, browser, origin, a, shots)
+                    await _check_link_clicked_on_another_site(browser, await _link(h), a)
                 finally:
                     await browser.close()
     print(f"screenshots: {shots}")
@@ -467,6 +468,34 @@ async def _check_refused_links(h, browser, origin: str, guild: int, shots: Path)
     await page.goto(expired)
     await page.screenshot(path=str(shots / "expired-link.png"))
     await context.close()
+
+
+async def _check_link_clicked_on_another_site(browser, link: str, guild: int) -> None:
+    """Instructors click the link inside Discord: a navigation that starts on another site.
+    Chromium withholds SameSite=Strict cookies from every redirect of such a navigation, so
+    the token-free hop must be a page of our own (meta refresh), not a 303 (bot.dashboard.app).
+    "localhost" and "127.0.0.1" are different sites, so a page on localhost plays Discord."""
+    from aiohttp import web
+
+    async def discord_page(request: web.Request) -> web.Response:
+        return web.Response(text=f'<a id="go" href="{link}">dashboard</a>',
+                            content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", discord_page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://localhost:{runner.addresses[0][1]}/")
+        await page.click("#go")
+        await page.wait_for_url(re.compile(rf".*/g/{guild}/$"))
+        assert await page.locator('[data-stat="total"]').count() == 1
+        await context.close()
+    finally:
+        await runner.cleanup()
 
 
 async def test_dashboard_off_says_so(tiny_config, tmp_path, caplog):
