@@ -142,8 +142,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             text = (f"Your dashboard for this server, valid {hours} h. It is for you only: "
                     f"don't share it.\n<{link}>")
             summary = "link issued"  # never the link itself: the log is not a key store
-        await staff_reply(self.bot, interaction, Reply(content=text, summary=summary),
-                          command="logs dashboard", options={})
+        await reply_staff(self.bot, interaction, Reply(content=text, summary=summary))
 
 
 async def setup(bot: TLMBot) -> None:
