@@ -22,6 +22,7 @@ import aiohttp
 import discord
 
 from bot.client import EXTENSIONS, TLMBot
+from bot.dashboard import Dashboard
 from core.config import Config
 from core.database import Database
 from core.engine import InferenceEngine
@@ -75,6 +76,8 @@ class Services:
     policy: Policy
     engine: InferenceEngine
     sentiment: SentimentService
+    #: None when `[dashboard] enabled = false`, for one-shot commands, or if it failed to bind.
+    dashboard: Dashboard | None = None
 
 
 @contextlib.asynccontextmanager
@@ -100,9 +103,35 @@ async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIt
                 await engine.start()
             try:
                 sentiment = SentimentService(engine, config)
-                yield Services(config, db, querylog, settings, policy, engine, sentiment)
+                async with _dashboard(config, db, settings, sentiment,
+                                      enabled=start_engine) as dashboard:
+                    yield Services(config, db, querylog, settings, policy, engine, sentiment,
+                                   dashboard)
             finally:
                 await engine.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _dashboard(config: Config, db: Database, settings: SettingsStore,
+                     sentiment: SentimentService, *, enabled: bool
+                     ) -> AsyncIterator[Dashboard | None]:
+    """The web dashboard, if enabled. A port already taken is logged, not fatal: students'
+    commands matter more than the instructors' web view."""
+    if not (enabled and config.dashboard.enabled):
+        yield None
+        return
+    dashboard = Dashboard(config, db, settings, sentiment)
+    try:
+        await dashboard.start()
+    except OSError as exc:
+        log.error("dashboard not started: cannot listen on %s:%s (%s)",
+                  config.dashboard.host, config.dashboard.port, exc)
+        yield None
+        return
+    try:
+        yield dashboard
+    finally:
+        await dashboard.aclose()
 
 
 def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
@@ -114,6 +143,7 @@ def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
         settings=services.settings,
         policy=services.policy,
         sentiment=services.sentiment,
+        dashboard=services.dashboard,
         extensions=extensions,
         **options,
     )

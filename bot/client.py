@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
@@ -28,6 +29,9 @@ from core.policy import Decision, Policy
 from core.querylog import QueryLog, QueryRecord
 from core.sentiment_service import SentimentService
 from core.settings import SettingsStore
+
+if TYPE_CHECKING:
+    from bot.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +121,7 @@ class TLMBot(commands.Bot):
         settings: SettingsStore,
         policy: Policy,
         sentiment: SentimentService,
+        dashboard: Dashboard | None = None,
         extensions: Sequence[str] = EXTENSIONS,
         guild_ready_timeout: float = 2.0,
     ) -> None:
@@ -144,6 +149,7 @@ class TLMBot(commands.Bot):
         self.settings = settings
         self.policy = policy
         self.sentiment = sentiment
+        self.dashboard = dashboard
         self._extensions = extensions
         self._handlers = 0
         self._idle = asyncio.Event()

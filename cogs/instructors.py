@@ -133,6 +133,22 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             content=note, files=[(f"queries-{interaction.guild_id}.csv", out.getvalue())],
             summary=f"{result.rows} of {result.matching} rows"))
 
+    @app_commands.command(name="dashboard")
+    async def dashboard(self, interaction: discord.Interaction) -> None:
+        """A private link to this server's query-log dashboard in your browser."""
+        dashboard = self.bot.dashboard
+        if dashboard is None:
+            text, summary = ("The web dashboard is not running on this bot (see `[dashboard]` "
+                             "in its config)."), "dashboard off"
+        else:
+            hours = self.bot.config.dashboard.link_hours
+            # <...> stops Discord from fetching the link for a preview.
+            link = dashboard.link(interaction.guild_id, interaction.user.id)
+            text = (f"Your dashboard for this server, valid {hours} h. It is for you only: "
+                    f"don't share it.\n<{link}>")
+            summary = "link issued"  # never the link itself: the log is not a key store
+        await reply_staff(self.bot, interaction, Reply(content=text, summary=summary))
+
 
 async def setup(bot: TLMBot) -> None:
     await bot.add_cog(Instructors(bot))

@@ -143,6 +143,22 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The read-only instructor dashboard (bot/dashboard), served by the bot process."""
+
+    enabled: bool = True
+    #: Loopback by default: put a TLS reverse proxy in front to reach it from elsewhere.
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (tests); links then point at the port actually bound.
+    port: int = 8765
+    #: What links point to when the bot sits behind a reverse proxy, e.g.
+    #: "https://bot.example.edu/dashboard". Unset: http://host:port.
+    public_url: str | None = None
+    #: How long a `/logs dashboard` link (and the session it opens) stays valid.
+    link_hours: int = 12
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -150,6 +166,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     #: Where relative paths in the file are resolved from (the config file's folder).
     base_dir: Path = field(default=Path("."), compare=False)
 
@@ -183,6 +200,8 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("sentiment", "max_upload_rows"): (2, 1_000_000),
     ("discord", "default_cooldown_uses"): (0, 1000),
     ("discord", "default_cooldown_seconds"): (0, 86400),
+    ("dashboard", "port"): (0, 65535),
+    ("dashboard", "link_hours"): (1, 168),
 }
 
 
@@ -222,6 +241,10 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
     check_device_setting(config.engine.device)
     if config.discord.dev_guild is not None and config.discord.dev_guild <= 0:
         raise ConfigError("discord.dev_guild must be a positive guild id")
+    public_url = config.dashboard.public_url
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"dashboard.public_url must start with http:// or https://, "
+                          f"got {public_url!r}")
     return config
 
 

@@ -42,6 +42,8 @@ def tiny_config_dict(paths: TinyModelPaths) -> dict:
             "features": str(paths.masked_lm),
         },
         "engine": {"max_wait_ms": 5.0, "workers": 2, "torch_threads": 1},
+        # A free port each: tests run side by side and must never fight over 8765.
+        "dashboard": {"port": 0},
     }
 
 

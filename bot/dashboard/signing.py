@@ -1,0 +1,83 @@
+"""Signed dashboard links and sessions: HMAC-SHA256 over (purpose, guild, user, expiry).
+
+Why stateless tokens: a link made by `/logs dashboard` must still open after a restart, and the
+bot keeps no session table to clean up. What a token grants is fixed inside it (one guild, one
+instructor, an expiry) and the MAC covers all of it, so changing any part (another guild's id,
+a later expiry) breaks it. The purpose is part of the MAC: a session cookie is not a link and a
+link is not a session, so neither can stand in for the other.
+
+The key is ``TLM_DASHBOARD_SECRET`` when set (several bot processes can then share links), else
+32 random bytes generated once and kept in the database's ``secrets`` table; it never appears in
+a log or a page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+from core.database import Database
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV = "TLM_DASHBOARD_SECRET"
+Purpose = Literal["link", "session"]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a valid token allows: reading one guild's dashboard until `expires_at`."""
+
+    guild_id: int
+    user_id: int
+    expires_at: int  # unix seconds
+
+
+class Signer:
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the dashboard key must be at least 16 bytes")
+        self._key = key
+
+    def issue(self, purpose: Purpose, grant: Grant) -> str:
+        body = f"{grant.guild_id}.{grant.user_id}.{grant.expires_at}"
+        return f"{body}.{self._mac(purpose, body)}"
+
+    def verify(self, purpose: Purpose, token: str, now: datetime | None = None) -> Grant | None:
+        """The grant of a genuine, unexpired token of this purpose; None for anything else."""
+        parts = token.split(".") if isinstance(token, str) and len(token) < 200 else []
+        if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+            return None
+        body = ".".join(parts[:3])
+        if not hmac.compare_digest(self._mac(purpose, body), parts[3]):
+            return None
+        grant = Grant(int(parts[0]), int(parts[1]), int(parts[2]))
+        now_s = (now or datetime.now(timezone.utc)).timestamp()
+        return grant if now_s < grant.expires_at else None
+
+    def _mac(self, purpose: str, body: str) -> str:
+        digest = hmac.new(self._key, f"tlm-dashboard|{purpose}|{body}".encode(),
+                          hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+async def dashboard_key(db: Database, environ: Mapping[str, str] | None = None) -> bytes:
+    """The signing key: from the environment, else generated once and kept in the database."""
+    configured = (environ if environ is not None else os.environ).get(SECRET_ENV, "").strip()
+    if configured:
+        if len(configured) < 16:
+            raise ValueError(f"{SECRET_ENV} must be at least 16 characters")
+        return configured.encode()
+    async with db.transaction() as conn:
+        await conn.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)",
+                           ("dashboard", secrets.token_bytes(32)))
+    rows = await db.fetchall("SELECT value FROM secrets WHERE name = 'dashboard'")
+    return bytes(rows[0]["value"])
