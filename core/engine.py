@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from core import plots
-from core.config import Config, ModelSpec
+from core.config import Config, ModelsConfig, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
 from core.models import Head, LoadedModel, LoadState, ModelRegistry
 from core.tasks.attention import AttentionTask
@@ -51,6 +51,15 @@ TASK_TYPES: tuple[type[Task], ...] = (
     # Teaching pictures; they use the mask and generate models already listed below.
     AttentionTask, ContextSimTask, MaskPairTask, NextTokenTask,
 )
+
+
+def task_models(models: ModelsConfig) -> list[tuple[ModelSpec, Head]]:
+    """Each model the tasks use, with a head it must be loaded with (here and on a replica)."""
+    m = models
+    return [
+        (m.mask, Head.MASKED_LM), (m.mask, Head.TOKENIZER), (m.qa, Head.QA),
+        (m.generate, Head.CAUSAL_LM), (m.generate, Head.TOKENIZER), (m.features, Head.ENCODER),
+    ]
 
 
 @dataclass(frozen=True)
@@ -87,8 +96,16 @@ class InferenceEngine:
         for task_type in TASK_TYPES:
             task = task_type(config.models, config.limits)
             self._tasks[task_type.request_type] = task
+        #: Another backend running the forwards (Ray Serve replicas), or None: this process.
+        self.remote = None
+        if config.engine.backend == "ray":
+            from core.serving.backend import RayBackend
+
+            self.remote = RayBackend(config)
         for spec, head in self._task_models():
-            needs[spec].add(head)
+            # With a remote backend the bot keeps only the tokenizers `/tokens` runs here.
+            if self.remote is None or head is Head.TOKENIZER:
+                needs[spec].add(head)
         self.registry = ModelRegistry(dict(needs))
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
@@ -97,11 +114,7 @@ class InferenceEngine:
         self.running_batches = 0
 
     def _task_models(self) -> list[tuple[ModelSpec, Head]]:
-        m = self.config.models
-        return [
-            (m.mask, Head.MASKED_LM), (m.mask, Head.TOKENIZER), (m.qa, Head.QA),
-            (m.generate, Head.CAUSAL_LM), (m.generate, Head.TOKENIZER), (m.features, Head.ENCODER),
-        ]
+        return task_models(self.config.models)
 
     async def __aenter__(self) -> InferenceEngine:
         await self.start()
@@ -111,6 +124,8 @@ class InferenceEngine:
         await self.aclose()
 
     async def start(self) -> None:
+        if self.remote is not None:
+            await self.remote.start()
         threads = self.config.engine.torch_threads or 1
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.engine.workers,
@@ -130,7 +145,10 @@ class InferenceEngine:
 
     def status(self, request: Any) -> ModelStatus:
         """Is the model behind this request ready, loading or broken?"""
-        spec = self.task_for(request).spec(request)
+        task = self.task_for(request)
+        spec = task.spec(request)
+        if self.remote is not None and not task.own_lane:
+            return ModelStatus(str(spec), *self.remote.state(spec))
         return ModelStatus(str(spec), self.registry.state(spec), self.registry.error(spec))
 
     def validate(self, request: R) -> R:
@@ -149,14 +167,16 @@ class InferenceEngine:
         task = self.task_for(request)
         request = task.validate(request)
         spec = task.spec(request)
-        if self.registry.state(spec) is LoadState.FAILED:
-            raise ModelUnavailable(
-                f"The model `{spec}` is not available: {self.registry.error(spec)}"
-            )
+        status = self.status(request)
+        if status.state is LoadState.FAILED:
+            raise ModelUnavailable(f"The model `{spec}` is not available: {status.error}")
         key = (spec, task.name if task.own_lane else None)
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
+            if self.remote is not None and not task.own_lane:
+                lane = self._lanes[key] = self.remote.lane(self, spec)
+            else:
+                lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
         future = lane.put(request, task)
         timeout = self.config.engine.request_timeout_s if timeout is None else timeout
         # The lane's own future, not a wrapper task: cancelling the caller cancels it at once,
@@ -178,6 +198,8 @@ class InferenceEngine:
             lane.fail_queued(EngineClosed("The bot is restarting. Try again in a minute."))
         await asyncio.gather(*(lane.stop(drain_timeout) for lane in self._lanes.values()))
         await self.registry.aclose()
+        if self.remote is not None:
+            await self.remote.aclose()
         if self._pool is not None:
             # Off the loop: a worker may still be finishing an abandoned batch.
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)

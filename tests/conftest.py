@@ -82,3 +82,12 @@ def write_tiny_config(path: Path, models: TinyModelPaths, **sections: dict) -> P
             lines.append(f"{key} = {json.dumps(value)}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tiny_models: TinyModelPaths):
+    """One private loopback Ray cluster with the tiny models deployed (see tests/ray_cluster.py)."""
+    from tests.ray_cluster import running_cluster
+
+    with running_cluster(tiny_models) as cluster:
+        yield cluster
