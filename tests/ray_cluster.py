@@ -34,7 +34,12 @@ from tests.tiny_models import TinyModelPaths
 ROOT = Path(__file__).resolve().parents[1]
 #: Half a CPU per replica: the 2-CPU test cluster then fits a replica per model and a second
 #: `/mask` replica.
-TEST_SIZING = {role: {"num_cpus": 0.5} for role in ("mask", "qa", "generate")}
+#: `/generate` queues at most 2 batches at Serve, so a test can fill it.
+TEST_SIZING = {
+    "mask": {"num_cpus": 0.5},
+    "qa": {"num_cpus": 0.5},
+    "generate": {"num_cpus": 0.5, "max_queued_requests": 2},
+}
 NO_RAY = "Ray is not installed (pip install -e '.[ray]'); the Ray backend tests need it"
 
 
@@ -82,7 +87,10 @@ def ray_env(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_cluster(models: TinyModelPaths, **ray_section: object) -> Iterator[RayTestCluster]:
+def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool = True,
+                    sizing: dict | None = None, **ray_section: object
+                    ) -> Iterator[RayTestCluster]:
+    """A cluster with `models` deployed (tiny ones here; the benchmarks pass real-size ones)."""
     base = Path(tempfile.mkdtemp(prefix="tlm-ray-", dir="/tmp"))  # unix socket paths are short
     home = base / "home"
     home.mkdir()
@@ -104,21 +112,22 @@ def running_cluster(models: TinyModelPaths, **ray_section: object) -> Iterator[R
     ray_bin = str(Path(sys.executable).with_name("ray"))
     head_log = base / "head.log"
     cluster_trace = base / "strace-cluster.log"
-    head = subprocess.Popen(
-        _traced(cluster_trace) + [
+    trace = _traced if strace else (lambda log: [])
+    with head_log.open("wb") as head_out:  # the child keeps its own descriptor
+        head = _start_head(trace(cluster_trace) + [
             ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
             f"--port={port}", f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}", "--num-cpus=2", "--num-gpus=0",
-            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={base / 't'}",
-        ],
-        env=env, stdout=head_log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+            f"--dashboard-agent-listen-port={_free_port()}", f"--num-cpus={num_cpus}",
+            "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+            f"--temp-dir={base / 't'}",
+        ], env, head_out)
     try:
         _wait_for_port(port, head, head_log)
         raw = tiny_config_dict(models)
         raw["engine"]["backend"] = "ray"
         raw["database"] = {"path": str(base / "tlm.db")}
-        raw["ray"] = {"address": address, **TEST_SIZING, **ray_section}
+        raw["ray"] = {"address": address, **(TEST_SIZING if sizing is None else sizing),
+                     **ray_section}
         config = parse_config(raw, base_dir=base)
         config_path = base / "config.toml"
         config_path.write_text(_toml(raw), encoding="utf-8")
@@ -126,7 +135,7 @@ def running_cluster(models: TinyModelPaths, **ray_section: object) -> Iterator[R
         serve_log = base / "serve.log"
         with serve_log.open("wb") as out:
             served = subprocess.run(
-                _traced(serve_trace) + [sys.executable, "-m", "bot", "--config",
+                trace(serve_trace) + [sys.executable, "-m", "bot", "--config",
                                         str(config_path), "serve"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, timeout=float(os.environ.get('TLM_RAY_SERVE_TIMEOUT', 300)),
             )
@@ -152,6 +161,12 @@ def running_cluster(models: TinyModelPaths, **ray_section: object) -> Iterator[R
             print(f"ray test dir kept: {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _start_head(command: list[str], env: dict[str, str], out) -> subprocess.Popen:
+    # Its own session: the cluster is ended by its process group, never `ray stop`.
+    return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def _toml(raw: dict, prefix: str = "") -> str:
