@@ -1,4 +1,6 @@
-"""Ray Serve backend vs the local engine, side by side in one run (`python -m benchmarks.ray_serve`).
+"""Ray Serve backend vs the local engine, side by side in one run.
+
+Run: `python -m benchmarks.ray_serve` (about 10 minutes; writes its RESULTS.md section).
 
 Real-size random-weight DistilBERT/GPT-2 (benchmarks/models.py) on a private loopback Ray
 cluster started the way the README says (tests/ray_cluster.py: `ray start --head` with the

@@ -40,6 +40,8 @@ TEST_SIZING = {
     "qa": {"num_cpus": 0.5},
     "generate": {"num_cpus": 0.5, "max_queued_requests": 2},
 }
+#: Deploying the models on a busy 2-core machine took up to ~70 s.
+SERVE_TIMEOUT_S = 300
 NO_RAY = "Ray is not installed (pip install -e '.[ray]'); the Ray backend tests need it"
 
 
@@ -122,7 +124,7 @@ def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool =
             f"--temp-dir={base / 't'}",
         ], env, head_out)
     try:
-        _wait_for_port(port, head, head_log)
+        _wait_for_head(head, head_log)
         raw = tiny_config_dict(models)
         raw["engine"]["backend"] = "ray"
         raw["database"] = {"path": str(base / "tlm.db")}
@@ -137,7 +139,7 @@ def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool =
             served = subprocess.run(
                 trace(serve_trace) + [sys.executable, "-m", "bot", "--config",
                                         str(config_path), "serve"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, timeout=float(os.environ.get('TLM_RAY_SERVE_TIMEOUT', 300)),
+                env=env, stdout=out, stderr=subprocess.STDOUT, timeout=SERVE_TIMEOUT_S,
             )
         output = serve_log.read_text(errors="replace")
         assert served.returncode == 0, output
@@ -172,21 +174,24 @@ def _start_head(command: list[str], env: dict[str, str], out) -> subprocess.Pope
 def _toml(raw: dict, prefix: str = "") -> str:
     """Just enough TOML for a config dict: scalars, then nested tables as [a.b] sections."""
     scalars = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
-    text = (f"[{prefix}]\n" if prefix and scalars else "") + "".join(f"{line}\n" for line in scalars)
+    text = f"[{prefix}]\n" if prefix and scalars else ""
+    text += "".join(f"{line}\n" for line in scalars)
     for key, value in raw.items():
         if isinstance(value, dict):
             text += _toml(value, f"{prefix}.{key}" if prefix else key)
     return text
 
 
-def _wait_for_port(port: int, head: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def _wait_for_head(head: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    """Until `ray start` says the whole node is up (an open GCS port is not enough: a driver
+    connecting before the raylet registered fails)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
         if head.poll() is not None:
-            raise RuntimeError(f"ray start exited: {log.read_text(errors='replace')[-2000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+            raise RuntimeError(f"ray start exited: {text[-2000:]}")
+        if "Ray runtime started" in text:
+            return
         time.sleep(0.5)
     raise RuntimeError(f"the test cluster did not start in {timeout}s")
 

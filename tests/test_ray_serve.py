@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -130,8 +131,9 @@ async def test_deployment_states_map_to_load_states(ray_cluster, ray_engine):
     status = serve.status()
     assert _app_state(status.applications["tlm-mask"]) == (LoadState.READY, None)
     assert _app_state(None) == (LoadState.FAILED, NOT_DEPLOYED)
-    starting = dataclasses.replace(status.applications["tlm-mask"], status="DEPLOYING")
-    assert _app_state(starting)[0] is LoadState.LOADING
+    assert _app_state(SimpleNamespace(status="DEPLOYING", message=""))[0] is LoadState.LOADING
+    state, error = _app_state(SimpleNamespace(status="DEPLOY_FAILED", message="OOM\nat line 3"))
+    assert state is LoadState.FAILED and "OOM" in error and "line 3" not in error
 
 
 async def test_request_timeout_cancels_the_remote_work(ray_cluster):

@@ -32,6 +32,9 @@ LOOPBACK_ENV: dict[str, str] = {
     # Keep 127.0.0.1 as given instead of swapping in the interface address.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # Even with usage stats off, a process of `ray start` looked up usage-stats.ray.io in DNS
+    # (a packet to the resolver, caught by the strace test); pointed at loopback, it did not.
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
 }
 
 #: The name every model application gives its one deployment.
