@@ -115,16 +115,26 @@ def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool =
     head_log = base / "head.log"
     cluster_trace = base / "strace-cluster.log"
     trace = _traced if strace else (lambda log: [])
-    with head_log.open("wb") as head_out:  # the child keeps its own descriptor
-        head = _start_head(trace(cluster_trace) + [
-            ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-            f"--port={port}", f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}", f"--num-cpus={num_cpus}",
-            "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-            f"--temp-dir={base / 't'}",
-        ], env, head_out)
+    command = trace(cluster_trace) + [
+        ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        f"--port={port}", f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={_free_port()}", f"--num-cpus={num_cpus}",
+        "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+        f"--temp-dir={base / 't'}",
+    ]
     try:
-        _wait_for_head(head, head_log)
+        for attempt in (1, 2):
+            with head_log.open("wb") as head_out:  # the child keeps its own descriptor
+                head = _start_head(command, env, head_out)
+            try:
+                _wait_for_head(head, head_log)
+                break
+            except RuntimeError:
+                # Ray gives its raylet a fixed 30 s to register; on a 2-core machine under heavy
+                # load that can pass. Once more, then give up.
+                _end(head, base)
+                if attempt == 2:
+                    raise
         raw = tiny_config_dict(models)
         raw["engine"]["backend"] = "ray"
         raw["database"] = {"path": str(base / "tlm.db")}
