@@ -112,8 +112,6 @@ async def mixed(engine: InferenceEngine) -> dict:
 
 
 async def measure(cluster, config: Config, rounds: int) -> dict:
-    from core.serving.cluster import deploy
-
     out: dict = {"load_before": loadavg()}
     async with InferenceEngine(local_of(config)) as local:
         await asyncio.gather(*(local.registry.get(s) for s in local.registry.specs))
@@ -130,12 +128,31 @@ async def measure(cluster, config: Config, rounds: int) -> dict:
         out["ray_mixed"] = await mixed(ray1)
     two = with_replicas(config, 2)
     started = time.perf_counter()
-    await asyncio.to_thread(deploy, two)  # the same application, updated to 2 replicas
+    await asyncio.to_thread(redeploy, cluster, 2)  # the same application, updated in place
     out["scale_up_s"] = time.perf_counter() - started
     async with InferenceEngine(two) as ray2:
         out["ray2_burst_ms"] = await burst_wall(ray2, rounds)
     out["load_after"] = loadavg()
     return out
+
+
+def redeploy(cluster, replicas: int) -> None:
+    """`tlm-bot serve` again with `[ray.mask] replicas` changed: Serve updates the app in place.
+
+    A separate process, as an operator would run it (a second deploy from a driver that already
+    holds handles failed to pickle Serve's router module)."""
+    import subprocess
+    import sys
+    from core.config import tomllib
+
+    from tests.ray_cluster import _toml
+
+    raw = tomllib.loads(cluster.config_path.read_text(encoding="utf-8"))
+    raw["ray"]["mask"]["replicas"] = replicas
+    path = cluster.config_path.with_name(f"config-{replicas}.toml")
+    path.write_text(_toml(raw), encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "bot", "--config", str(path), "serve"],
+                   env=cluster.env, check=True, capture_output=True, timeout=600)
 
 
 def render(r: dict, when: str) -> str:
