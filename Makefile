@@ -14,10 +14,15 @@ TORCH ?= torch==2.13.0
 # The PyTorch CPU wheels. Plain PyPI serves Linux a CUDA build of several GB.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
+# The extras `make test` installs (CI adds ray: `make test TEST_EXTRAS=test,ray`).
+TEST_EXTRAS ?= test
 
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+# The CPU index when it answers; else the usual index (a mirror or proxy may serve CPU torch).
+INSTALL_TORCH := $(PIP) install --quiet --retries 0 --timeout 15 "$(TORCH)" $(TORCH_FROM) \
+	|| $(PIP) install --quiet "$(TORCH)"
 
 .PHONY: run test setup setup-test clean-venv
 
@@ -34,13 +39,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet "$(TORCH)" $(TORCH_FROM)
+	$(INSTALL_TORCH)
 	$(PIP) install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet "$(TORCH)" $(TORCH_FROM)
-	$(PIP) install --quiet -e ".[test]"
+	$(INSTALL_TORCH)
+	$(PIP) install --quiet -e ".[$(TEST_EXTRAS)]"
 	touch $@ $(VENV)/.installed
 
 clean-venv:

@@ -224,6 +224,17 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    """Deploy one Ray Serve application per model onto the cluster in `[ray] address`."""
+    from core.serving.cluster import connect, deploy
+
+    connect(config)
+    for plan in deploy(config):
+        print(f"{plan.name}: {plan.spec} is serving")
+    print('deployed; bots with engine.backend = "ray" and this [ray] address can use it')
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace, config: Config) -> int:
     from bot.app import DiscordUnreachable, sync_commands
 
@@ -478,6 +489,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="start the bot").set_defaults(handler=cmd_run)
+    sub.add_parser("serve", help="deploy the models onto the Ray cluster ([ray] address)"
+                   ).set_defaults(handler=cmd_serve)
     p = sub.add_parser("sync", help="register slash commands with Discord")
     p.add_argument("--guild", type=int, help="only this guild (instant) instead of global")
     p.set_defaults(handler=cmd_sync)

@@ -65,6 +65,10 @@ class ModelsConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
+    #: Where forwards run. "local": this process's worker threads (one box, no extra install).
+    #: "ray": replicas on a Ray Serve cluster (`tlm-bot serve`, the `[ray]` section); the bot
+    #: keeps validation, batching, `/tokens`, policy, rendering and logging on its side.
+    backend: Literal["local", "ray"] = "local"
     #: Worker threads. Two single-threaded workers let a GPT-2 batch and a DistilBERT batch
     #: progress side by side without fighting over the two cores.
     workers: int = 2
@@ -159,6 +163,56 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class RayAutoscaling:
+    """Serve's autoscaling for one model: replicas between `min` and `max`, aiming at
+    `target_ongoing` batches per replica."""
+
+    min: int = 1
+    max: int = 2
+    target_ongoing: float = 1.0
+
+
+@dataclass(frozen=True)
+class RayModelConfig:
+    """How one model's Serve deployment is sized (`[ray.mask]`, `[ray.qa]`, ...)."""
+
+    #: Fixed replica count; ignored when `autoscaling` is set.
+    replicas: int = 1
+    autoscaling: RayAutoscaling | None = None
+    #: Per replica; also its torch thread count (at least 1).
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    #: Batches one replica works on at once. 1: a batch gets all its cores (forwards in
+    #: parallel threads only fight over them), and the bot sends one batch per replica.
+    max_ongoing_requests: int = 1
+    #: Batches waiting at Serve for a replica (from every bot using the cluster); beyond it
+    #: Serve refuses and the student reads "busy". -1 = unbounded.
+    max_queued_requests: int = 8
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """The Ray Serve cluster used when `engine.backend = "ray"`."""
+
+    #: What `ray.init` connects to: "auto" (a cluster started on this machine with
+    #: `ray start --head`), "HOST:PORT" (its GCS), or "ray://HOST:10001" (Ray Client, from a
+    #: machine that is not a Ray node). Never taken from Discord.
+    address: str = "auto"
+    #: This machine's address as Ray sees it. Loopback unless the bot joins a multi-machine
+    #: cluster as a node (then its private-network address).
+    node_ip_address: str = "127.0.0.1"
+    #: Serve application names are this prefix plus the model's role(s), e.g. `tlm-mask`.
+    app_prefix: str = "tlm-"
+    #: How often the bot refreshes the deployments' states (loading, ready, failed).
+    status_interval_s: float = 2.0
+    mask: RayModelConfig = field(default_factory=RayModelConfig)
+    qa: RayModelConfig = field(default_factory=RayModelConfig)
+    generate: RayModelConfig = field(default_factory=RayModelConfig)
+    #: Used only when `models.features` names another model than `models.mask`.
+    features: RayModelConfig = field(default_factory=RayModelConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -167,6 +221,7 @@ class Config:
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     #: Where relative paths in the file are resolved from (the config file's folder).
     base_dir: Path = field(default=Path("."), compare=False)
 
@@ -202,6 +257,16 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("discord", "default_cooldown_seconds"): (0, 86400),
     ("dashboard", "port"): (0, 65535),
     ("dashboard", "link_hours"): (1, 168),
+    ("ray", "status_interval_s"): (0.1, 600),
+}
+
+#: The same checks for every `[ray.<model>]` table: key -> (min, max).
+_RAY_MODEL_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "replicas": (1, 1000),
+    "num_cpus": (0, 1024),
+    "num_gpus": (0, 64),
+    "max_ongoing_requests": (1, 1000),
+    "max_queued_requests": (-1, 1_000_000),
 }
 
 
@@ -239,6 +304,18 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
     from core.backends.placement import check_device_setting
 
     check_device_setting(config.engine.device)
+    for role in ("mask", "qa", "generate", "features"):
+        model = getattr(config.ray, role)
+        for key, (low, high) in _RAY_MODEL_RANGES.items():
+            value = getattr(model, key)
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ConfigError(f"ray.{role}.{key} must be between {low} and {high}, "
+                                  f"got {value!r}")
+        scaling = model.autoscaling
+        if scaling is not None and not (1 <= scaling.min <= scaling.max
+                                        and scaling.target_ongoing > 0):
+            raise ConfigError(f"ray.{role}.autoscaling needs 1 <= min <= max and "
+                              f"target_ongoing > 0, got {scaling}")
     if config.discord.dev_guild is not None and config.discord.dev_guild <= 0:
         raise ConfigError("discord.dev_guild must be a positive guild id")
     public_url = config.dashboard.public_url

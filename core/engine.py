@@ -116,8 +116,17 @@ class InferenceEngine:
         #: Where every model runs (`ConfigError` here if this machine lacks the device).
         self.placement = resolve_placement(engine.device, engine.dtype,
                                            cpu_threads=engine.torch_threads)
-        self.registry = ModelRegistry(model_needs(config, self._tasks.values(), self.roles),
-                                      self.placement)
+        #: Another backend running the forwards (Ray Serve replicas), or None: this process.
+        self.remote = None
+        needs = model_needs(config, self._tasks.values(), self.roles)
+        if config.engine.backend == "ray":
+            from core.serving.backend import RayBackend
+
+            self.remote = RayBackend(config)
+            # The bot keeps only the tokenizers `/tokens` runs here; replicas hold the rest.
+            needs = {spec: {Head.TOKENIZER} for spec, heads in needs.items()
+                     if Head.TOKENIZER in heads}
+        self.registry = ModelRegistry(needs, self.placement)
         self._pool: ThreadPoolExecutor | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
         self.pictures = PictureStage(
@@ -136,6 +145,8 @@ class InferenceEngine:
         await self.aclose()
 
     async def start(self) -> None:
+        if self.remote is not None:
+            await self.remote.start()
         threads = self.config.engine.torch_threads or 1
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.engine.workers,
@@ -155,7 +166,10 @@ class InferenceEngine:
 
     def status(self, request: Any) -> ModelStatus:
         """Is the model behind this request ready, loading or broken?"""
-        spec = self._spec(self.task_for(request), request)
+        task = self.task_for(request)
+        spec = self._spec(task, request)
+        if self.remote is not None and not task.own_lane:
+            return ModelStatus(str(spec), *self.remote.state(spec))
         return ModelStatus(str(spec), self.registry.state(spec), self.registry.error(spec))
 
     def validate(self, request: R) -> R:
@@ -174,14 +188,16 @@ class InferenceEngine:
         task = self.task_for(request)
         request = task.validate(request)
         spec = self._spec(task, request)
-        if self.registry.state(spec) is LoadState.FAILED:
-            raise ModelUnavailable(
-                f"The model `{spec}` is not available: {self.registry.error(spec)}"
-            )
+        status = self.status(request)
+        if status.state is LoadState.FAILED:
+            raise ModelUnavailable(f"The model `{spec}` is not available: {status.error}")
         key = (spec, task.name if task.own_lane else None)
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
+            if self.remote is not None and not task.own_lane:
+                lane = self._lanes[key] = self.remote.lane(self, spec)
+            else:
+                lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
         # A picture request is admitted by the drawing stage first: refused while it is full,
         # before it costs a forward.
         ticket = self.pictures.reserve() if task.draws else None
@@ -261,6 +277,8 @@ class InferenceEngine:
         await asyncio.gather(*(lane.stop(drain_timeout) for lane in self._lanes.values()))
         await self.pictures.aclose(drain_timeout)
         await self.registry.aclose()
+        if self.remote is not None:
+            await self.remote.aclose()
         if self._pool is not None:
             # Off the loop: a worker may still be finishing an abandoned batch.
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
@@ -392,6 +410,13 @@ class _Lane:
                     item.future.set_exception(exc)
         finally:
             self.engine.running_batches -= counted
+
+
+def all_model_needs(config: Config) -> dict[ModelSpec, set[Head]]:
+    """Every model any task uses and its heads: what the bot loads by default, and what a Ray
+    replica for one of those models loads (`core.serving.replica`)."""
+    tasks = [task_type(config.models, config.limits) for task_type in TASK_TYPES]
+    return model_needs(config, tasks, {role for task in tasks for role in task.needs})
 
 
 def model_needs(config: Config, tasks: Iterable[Task],

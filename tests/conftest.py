@@ -12,6 +12,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray reads these at import: loopback addresses stay loopback, no usage reports (see
+# core/serving/cluster.py; tests/ray_cluster.py proves it with strace).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
@@ -84,3 +88,12 @@ def write_tiny_config(path: Path, models: TinyModelPaths, **sections: dict) -> P
             lines.append(f"{key} = {json.dumps(value)}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tiny_models: TinyModelPaths):
+    """One private loopback Ray cluster with the tiny models deployed (see tests/ray_cluster.py)."""
+    from tests.ray_cluster import running_cluster
+
+    with running_cluster(tiny_models) as cluster:
+        yield cluster

@@ -1,0 +1,225 @@
+"""Ray Serve backend vs the local engine, side by side in one run.
+
+Run: `python -m benchmarks.ray_serve` (about 10 minutes; writes its RESULTS.md section).
+
+Real-size random-weight DistilBERT/GPT-2 (benchmarks/models.py) on a private loopback Ray
+cluster started the way the README says (tests/ray_cluster.py: `ray start --head` with the
+loopback settings, then `tlm-bot serve`). Measures, on this machine:
+- per-request overhead: sequential single `/mask` requests, p50 through Ray minus p50 local;
+- 32 concurrent `/mask`: the local engine, Ray with 1 replica, Ray with 2 replicas (the same
+  application updated in place from 1 to 2 replicas, one CPU each);
+- a mixed burst (mask, qa, generate, tokens at once) local vs Ray.
+Writes its section of benchmarks/RESULTS.md under the "Ray Serve" heading (only that section).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from benchmarks.models import DEFAULT_CACHE, build_models  # noqa: E402
+from core.config import Config  # noqa: E402
+from core.engine import InferenceEngine  # noqa: E402
+from core.tasks.fill_mask import FillMaskRequest  # noqa: E402
+from core.tasks.generate import GenerateRequest  # noqa: E402
+from core.tasks.qa import QARequest  # noqa: E402
+from core.tasks.tokens import TokensRequest  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADING = "## Ray Serve"
+MASK_TEXTS = [
+    f"The {w} student said that the lecture about transformers was [MASK] and long."
+    for w in ("first", "second", "tired", "happy", "new", "old", "quiet", "loud")
+] * 4
+CONTEXT = ("Paris is the capital and largest city of France. It is known for its museums, "
+           "its cafes and the river Seine that runs through the middle of the city.")
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def with_replicas(config: Config, replicas: int) -> Config:
+    ray = dataclasses.replace(config.ray, mask=dataclasses.replace(config.ray.mask,
+                                                                   replicas=replicas))
+    return dataclasses.replace(config, ray=ray)
+
+
+def local_of(config: Config, threads: int = 0) -> Config:
+    engine = dataclasses.replace(config.engine, backend="local", torch_threads=threads)
+    return dataclasses.replace(config, engine=engine)
+
+
+async def sequential_p50(engine: InferenceEngine, rounds: int) -> float:
+    request = FillMaskRequest("Paris is the [MASK] of France.")
+    await engine.submit(request)  # warm
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await engine.submit(request)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def burst_wall(engine: InferenceEngine, rounds: int) -> float:
+    await asyncio.gather(*(engine.submit(FillMaskRequest(t)) for t in MASK_TEXTS))  # warm
+    walls = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await asyncio.gather(*(engine.submit(FillMaskRequest(t)) for t in MASK_TEXTS))
+        walls.append((time.perf_counter() - started) * 1000)
+    return statistics.median(walls)
+
+
+def mixed_requests() -> list:
+    return (
+        [FillMaskRequest(t) for t in MASK_TEXTS[:16]]
+        + [QARequest(f"What is {w} in Paris?", CONTEXT) for w in ("known", "the river", "big")]
+        * 2
+        + [GenerateRequest(f"Student {i} asked about", max_new_tokens=20, seed=i)
+           for i in range(4)]
+        + [TokensRequest("Tokenization is unbelievable!")] * 4
+    )
+
+
+async def mixed(engine: InferenceEngine) -> dict:
+    requests = mixed_requests()
+    await asyncio.gather(*(engine.submit(r) for r in requests))  # warm
+    latencies: dict[str, list[float]] = {}
+    started = time.perf_counter()
+
+    async def one(request) -> None:
+        t = time.perf_counter()
+        await engine.submit(request)
+        latencies.setdefault(type(request).__name__, []).append((time.perf_counter() - t) * 1000)
+
+    await asyncio.gather(*(one(r) for r in requests))
+    wall = (time.perf_counter() - started) * 1000
+    return {"wall_ms": wall, **{k: statistics.median(v) for k, v in latencies.items()}}
+
+
+async def measure(cluster, config: Config, rounds: int) -> dict:
+    out: dict = {"load_before": loadavg()}
+    async with InferenceEngine(local_of(config)) as local:
+        await asyncio.gather(*(local.registry.get(s) for s in local.registry.specs))
+        out["local_seq_p50_ms"] = await sequential_p50(local, rounds * 8)
+        out["local_burst_ms"] = await burst_wall(local, rounds)
+        out["local_mixed"] = await mixed(local)
+    async with InferenceEngine(local_of(config, threads=1)) as local1:
+        await asyncio.gather(*(local1.registry.get(s) for s in local1.registry.specs))
+        out["local1_burst_ms"] = await burst_wall(local1, rounds)
+    one = with_replicas(config, 1)
+    async with InferenceEngine(one) as ray1:
+        out["ray_seq_p50_ms"] = await sequential_p50(ray1, rounds * 8)
+        out["ray1_burst_ms"] = await burst_wall(ray1, rounds)
+        out["ray_mixed"] = await mixed(ray1)
+    two = with_replicas(config, 2)
+    started = time.perf_counter()
+    await asyncio.to_thread(redeploy, cluster, 2)  # the same application, updated in place
+    out["scale_up_s"] = time.perf_counter() - started
+    async with InferenceEngine(two) as ray2:
+        out["ray2_burst_ms"] = await burst_wall(ray2, rounds)
+    out["load_after"] = loadavg()
+    return out
+
+
+def redeploy(cluster, replicas: int) -> None:
+    """`tlm-bot serve` again with `[ray.mask] replicas` changed: Serve updates the app in place.
+
+    A separate process, as an operator would run it (a second deploy from a driver that already
+    holds handles failed to pickle Serve's router module)."""
+    import subprocess
+    import sys
+    from core.config import tomllib
+
+    from tests.ray_cluster import _toml
+
+    raw = tomllib.loads(cluster.config_path.read_text(encoding="utf-8"))
+    raw["ray"]["mask"]["replicas"] = replicas
+    path = cluster.config_path.with_name(f"config-{replicas}.toml")
+    path.write_text(_toml(raw), encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "bot", "--config", str(path), "serve"],
+                   env=cluster.env, check=True, capture_output=True, timeout=600)
+
+
+def render(r: dict, when: str) -> str:
+    overhead = r["ray_seq_p50_ms"] - r["local_seq_p50_ms"]
+    ratio = r["ray1_burst_ms"] / r["ray2_burst_ms"]
+    lm, rm = r["local_mixed"], r["ray_mixed"]
+    rows = "\n".join(
+        f"| {name} | {lm.get(name, 0):.0f} | {rm.get(name, 0):.0f} |"
+        for name in ("FillMaskRequest", "QARequest", "GenerateRequest", "TokensRequest")
+    )
+    return f"""{HEADING}
+
+`python -m benchmarks.ray_serve` ({when}, {platform.machine()}, {os.cpu_count()} cores, load
+{r['load_before']:.1f} -> {r['load_after']:.1f}). Real-size random-weight models; a private
+loopback Ray cluster (3 logical CPUs on the 2 cores: one per `/mask` replica, half for QA and
+GPT-2 each); the local engine in the same process, measured first.
+
+| measurement | local | Ray Serve | target |
+|---|---|---|---|
+| one `/mask` at a time, p50 | {r['local_seq_p50_ms']:.1f} ms | {r['ray_seq_p50_ms']:.1f} ms | overhead {overhead:.1f} ms (<= 5 ms) |
+| 32 concurrent `/mask`, median of rounds | engine auto {r['local_burst_ms']:.0f} ms, 1 thread {r['local1_burst_ms']:.0f} ms | 1 replica {r['ray1_burst_ms']:.0f} ms, 2 replicas {r['ray2_burst_ms']:.0f} ms | 2 replicas / 1 = {ratio:.2f}x (>= 1.7x) |
+| mixed burst (16 mask, 6 qa, 4 generate x 20, 4 tokens), wall | {lm['wall_ms']:.0f} ms | {rm['wall_ms']:.0f} ms | |
+
+Mixed burst, p50 per command (ms):
+
+| command | local | Ray (1 replica per model) |
+|---|---|---|
+{rows}
+
+Scaling `/mask` from 1 to 2 replicas in place took {r['scale_up_s']:.0f} s. On one 2-core
+machine Ray cannot beat the local engine (the replicas share the same cores, and Ray's own
+processes take ~1 GB); it pays when replicas run on more machines than the bot's.
+"""
+
+
+def write_section(text: str) -> None:
+    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    if HEADING in old:
+        before, _, rest = old.partition(HEADING)
+        nxt = rest.find("\n## ")
+        after = rest[nxt + 1:] if nxt >= 0 else ""
+        new = before + text + ("\n" + after if after else "")
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    RESULTS.write_text(new, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    from tests.ray_cluster import running_cluster
+
+    paths = build_models(DEFAULT_CACHE)
+    sizing = {"mask": {"num_cpus": 1, "replicas": 1},
+              "qa": {"num_cpus": 0.5}, "generate": {"num_cpus": 0.5}}
+    with running_cluster(paths, num_cpus=3, strace=False, sizing=sizing) as cluster:
+        config = dataclasses.replace(cluster.config, engine=dataclasses.replace(
+            cluster.config.engine, torch_threads=0, max_wait_ms=10.0))
+        results = asyncio.run(measure(cluster, config, args.rounds))
+    (DEFAULT_CACHE / "ray-serve-results.json").write_text(json.dumps(results, indent=1))
+    text = render(results, time.strftime("%Y-%m-%d %H:%M"))
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
