@@ -394,7 +394,7 @@ async def _export(args: argparse.Namespace, config: Config) -> int:
     if not path.exists():
         raise ConfigError(f"no database at {path}")
     since = _since(args.since) if args.since else None
-    f = QueryFilter(guild_id=args.guild, since=since, limit=None)
+    f = QueryFilter(guild_id=None if args.dms else args.guild, since=since, limit=None)
     async with await Database.open(path) as db:
         async with QueryLog(db) as querylog:
             if args.out:
@@ -521,8 +521,11 @@ def _parser() -> argparse.ArgumentParser:
 
     logs = sub.add_parser("logs", help="query log tools")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)
-    p = logs_sub.add_parser("export", help="export one guild's rows as CSV")
-    p.add_argument("--guild", type=int, required=True)
+    p = logs_sub.add_parser("export", help="export one guild's rows (or the DMs') as CSV")
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--guild", type=int, help="the server whose rows to export")
+    scope.add_argument("--dms", action="store_true",
+                       help="the rows of direct messages ([discord] allow_dms)")
     p.add_argument("--since", help="7d, 12h, 30m or an ISO date")
     p.add_argument("--out", help="file to write (default: stdout)")
     p.set_defaults(handler=cmd_logs_export)

@@ -40,10 +40,10 @@ EXTENSIONS: Sequence[str] = (
     "cogs.sentiment",
     "cogs.classifier",
     "cogs.teaching",
-    "cogs.moderation",
-    "cogs.instructors",
+    "cogs.config",
+    "cogs.logs",
     "cogs.mydata",
-    "cogs.owner",
+    "cogs.sync",
 )
 
 

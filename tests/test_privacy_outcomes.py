@@ -119,3 +119,22 @@ def _write_config(tmp_path: Path, config) -> Path:
     path.write_text(f'[database]\npath = "{config.database.path}"\n'
                     f'log_inputs = "{config.database.log_inputs}"\n')
     return path
+
+
+async def test_allowed_dms_get_the_default_cooldown_and_the_owner_exports_them(
+        tiny_config, tmp_path, caplog):
+    config = bot_config(tiny_config, tmp_path, discord={
+        "allow_dms": True, "default_cooldown_uses": 1, "default_cooldown_seconds": 3600.0})
+    async with running_bot(config, caplog, check_clean=False) as h:
+        first = await h.run("tokens", {"text": "hello from a DM"}, dm=True)
+        second = await h.run("tokens", {"text": "again"}, dm=True)
+        assert "tokens" in first.text.lower() and not first.ephemeral
+        assert second.ephemeral and "too fast" in second.text
+        rows = await h.rows()
+        assert [(r["guild_id"], r["status"]) for r in rows] == [(None, "ok"), (None, "cooldown")]
+    out = tmp_path / "dms.csv"
+    assert await asyncio.to_thread(cli_main, [
+        "--config", str(_write_config(tmp_path, config)), "logs", "export", "--dms",
+        "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8-sig")
+    assert "hello from a DM" in text and text.count("\n") >= 3

@@ -28,11 +28,13 @@ STATUS_GROUPS: dict[str, tuple[Status, ...]] = {
 @dataclass(frozen=True)
 class QueryFilter:
     """Which rows to read. `guild_id` is required: a guild only ever sees its own rows.
+    `None` names the rows of direct messages (where `[discord] allow_dms` let them run): the
+    owner's CLI export reads them, no guild's instructors ever do.
 
     `since` is inclusive, `until` exclusive. `limit=None` means no limit (exports).
     """
 
-    guild_id: int
+    guild_id: int | None
     user_id: int | None = None
     command: str | None = None
     status: str | None = None
@@ -41,15 +43,15 @@ class QueryFilter:
     limit: int | None = 50
 
     def __post_init__(self) -> None:
-        if not isinstance(self.guild_id, int):
-            raise TypeError("QueryFilter.guild_id must be a guild id")
+        if self.guild_id is not None and not isinstance(self.guild_id, int):
+            raise TypeError("QueryFilter.guild_id must be a guild id (or None for DMs)")
         if self.limit is not None and self.limit < 1:
             raise ValueError("QueryFilter.limit must be at least 1 (or None for no limit)")
 
     def where(self) -> tuple[str, list[Any]]:
         """WHERE clause from fixed fragments; every value is a bound parameter."""
-        clauses = ["guild_id = ?"]
-        params: list[Any] = [self.guild_id]
+        clauses = ["guild_id = ?" if self.guild_id is not None else "guild_id IS NULL"]
+        params: list[Any] = [self.guild_id] if self.guild_id is not None else []
         if self.user_id is not None:
             clauses.append("user_id = ?")
             params.append(self.user_id)
