@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import actor_of_member, command_kind, policy_name
+from cogs.command_names import actor_of_member, command_kind, parent_channel_id, policy_name
 from cogs.outcome import charge_cooldown, conclude, mark_started
 from cogs.registry import COMMANDS
 from cogs.render import safe
@@ -80,7 +80,7 @@ class TLMTree(app_commands.CommandTree):
         name = policy_name(command) if kind == "student" else command.qualified_name
         decision = await self.client.policy.check(
             interaction.guild_id, interaction.channel_id, actor_of_member(interaction.user),
-            name, kind,
+            name, kind, parent_channel_id=parent_channel_id(interaction.channel),
         )
         if not decision.allowed:
             raise Refused(decision)

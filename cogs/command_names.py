@@ -66,3 +66,10 @@ def actor_of_member(user: discord.User | discord.Member) -> Actor:
             is_moderator=user.guild_permissions.manage_guild,
         )
     return Actor(user_id=user.id)
+
+
+def parent_channel_id(channel: object) -> int | None:
+    """A thread's parent channel (its rules apply to the thread), else None."""
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id
+    return None

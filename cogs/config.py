@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import CommandName, actor_of_member
+from cogs.command_names import CommandName, actor_of_member, parent_channel_id
 from cogs.outcome import reply_staff
 from cogs.render import COLOUR, Reply, clip
 from core.errors import InvalidInput
@@ -21,6 +21,10 @@ from core.settings import ALL_COMMANDS
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
+
+#: Where a channel rule can apply: text and announcement channels, the text chat of voice and
+#: stage channels, and threads (a thread without rules of its own follows its parent).
+RuleChannel = discord.TextChannel | discord.VoiceChannel | discord.StageChannel | discord.Thread
 
 
 @app_commands.guild_only()
@@ -38,7 +42,7 @@ class Moderation(commands.GroupCog, group_name="config",
         await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=text[:100]))
 
     async def _rule(self, interaction: discord.Interaction, command: str, allow: bool | None,
-                    channel: discord.TextChannel | None, role: discord.Role | None) -> None:
+                    channel: RuleChannel | None, role: discord.Role | None) -> None:
         guild_id = interaction.guild_id
         if channel is not None and role is not None:
             raise InvalidInput("Give a channel *or* a role, not both.")
@@ -55,7 +59,7 @@ class Moderation(commands.GroupCog, group_name="config",
 
     @app_commands.command(name="allow")
     async def allow(self, interaction: discord.Interaction, command: CommandName,
-                    channel: discord.TextChannel | None = None,
+                    channel: RuleChannel | None = None,
                     role: discord.Role | None = None) -> None:
         """Allow a command in a channel, for a role, or server-wide.
 
@@ -68,7 +72,7 @@ class Moderation(commands.GroupCog, group_name="config",
 
     @app_commands.command(name="deny")
     async def deny(self, interaction: discord.Interaction, command: CommandName,
-                   channel: discord.TextChannel | None = None,
+                   channel: RuleChannel | None = None,
                    role: discord.Role | None = None) -> None:
         """Turn a command off in a channel, for a role, or server-wide.
 
@@ -81,7 +85,7 @@ class Moderation(commands.GroupCog, group_name="config",
 
     @app_commands.command(name="clear")
     async def clear(self, interaction: discord.Interaction, command: CommandName,
-                    channel: discord.TextChannel | None = None,
+                    channel: RuleChannel | None = None,
                     role: discord.Role | None = None) -> None:
         """Remove a rule so the next level decides.
 
@@ -175,7 +179,7 @@ class Moderation(commands.GroupCog, group_name="config",
     @app_commands.command(name="why")
     async def why(self, interaction: discord.Interaction, command: CommandName,
                   user: discord.Member | None = None,
-                  channel: discord.TextChannel | None = None) -> None:
+                  channel: RuleChannel | None = None) -> None:
         """Explain whether a member may run a command in a channel, step by step.
 
         Args:
@@ -190,7 +194,8 @@ class Moderation(commands.GroupCog, group_name="config",
         if command == ALL_COMMANDS:
             raise InvalidInput("Pick one command to explain.")
         decision = await self.bot.policy.explain(
-            interaction.guild_id, channel_id, actor_of_member(member), command, "student"
+            interaction.guild_id, channel_id, actor_of_member(member), command, "student",
+            parent_channel_id=parent_channel_id(channel or interaction.channel),
         )
         verdict = "✅ allowed" if decision.allowed else "⛔ refused"
         text = (f"/{command} for {member.mention} in <#{channel_id}>: **{verdict}**\n"

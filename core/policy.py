@@ -8,7 +8,8 @@ Precedence, first match wins:
 3. Student commands:
 
    a. Pause: while a guild is paused, students are refused; instructors and moderators are not.
-   b. Channel rule for this channel: a rule for the exact command beats a "*" rule.
+   b. Channel rule for this channel: a rule for the exact command beats a "*" rule. A thread
+      follows its parent channel's rules unless it has rules of its own.
    c. Role rules for the member's roles (exact command first, then "*"): if any of the member's
       roles allows the command, it is allowed; otherwise, if any denies it, it is denied.
       (Allow wins so that a moderator can say "deny @everyone, allow @Students".)
@@ -83,6 +84,7 @@ def decide(
     channel_id: int | None,
     *,
     kind: Kind,
+    parent_channel_id: int | None = None,
 ) -> Decision:
     """Apply the precedence in the module docstring (everything except cooldowns)."""
     name = f"/{command}"
@@ -126,15 +128,18 @@ def decide(
             return replace(done(False, "The moderators have paused the bot for now; "
                                        "try again later."), status="paused")
 
-    if channel_id is not None:
+    # A thread follows its parent channel's rules unless it has rules of its own.
+    for where in (channel_id, parent_channel_id):
+        if where is None:
+            continue
         for cmd in (command, ALL_COMMANDS):
-            rule = settings.rule("channel", channel_id, cmd)
+            rule = settings.rule("channel", where, cmd)
             if rule is not None:
-                steps.append(f"channel rule in <#{channel_id}> for {_label(cmd)}: {_verb(rule)}")
+                steps.append(f"channel rule in <#{where}> for {_label(cmd)}: {_verb(rule)}")
                 if rule.allow:
-                    return done(True, f"{name} is allowed in <#{channel_id}>")
-                return done(False, f"{name} is turned off in <#{channel_id}> by the moderators.")
-        steps.append(f"no channel rule in <#{channel_id}>")
+                    return done(True, f"{name} is allowed in <#{where}>")
+                return done(False, f"{name} is turned off in <#{where}> by the moderators.")
+        steps.append(f"no channel rule in <#{where}>")
 
     for cmd in (command, ALL_COMMANDS):
         matching = [
@@ -193,24 +198,27 @@ class Policy:
 
     async def check(
         self, guild_id: int | None, channel_id: int | None, actor: Actor, command: str,
-        kind: Kind,
+        kind: Kind, *, parent_channel_id: int | None = None,
     ) -> Decision:
         """Decide, and if allowed, count one use against the cooldown."""
-        return await self._evaluate(guild_id, channel_id, actor, command, kind, consume=True)
+        return await self._evaluate(guild_id, channel_id, actor, command, kind, consume=True,
+                                    parent_channel_id=parent_channel_id)
 
     async def explain(
         self, guild_id: int | None, channel_id: int | None, actor: Actor, command: str,
-        kind: Kind,
+        kind: Kind, *, parent_channel_id: int | None = None,
     ) -> Decision:
         """The same decision as `check`, without using up a cooldown slot (/config why)."""
-        return await self._evaluate(guild_id, channel_id, actor, command, kind, consume=False)
+        return await self._evaluate(guild_id, channel_id, actor, command, kind, consume=False,
+                                    parent_channel_id=parent_channel_id)
 
     async def _evaluate(
         self, guild_id: int | None, channel_id: int | None, actor: Actor, command: str,
-        kind: Kind, *, consume: bool,
+        kind: Kind, *, consume: bool, parent_channel_id: int | None = None,
     ) -> Decision:
         settings = await self._store.get(guild_id)
-        decision = decide(settings, actor, command, channel_id, kind=kind)
+        decision = decide(settings, actor, command, channel_id, kind=kind,
+                          parent_channel_id=parent_channel_id)
         if not decision.allowed or kind != "student":
             return decision
         steps = list(decision.steps)

@@ -324,7 +324,20 @@ class Guild:
                               "position": len(self.channels), "permission_overwrites": [],
                               "nsfw": False, "topic": None, "parent_id": None,
                               "last_message_id": None, "rate_limit_per_user": 0, "flags": 0}
+        if type in (2, 13):  # voice and stage channels (their text chat takes commands too)
+            self.channels[cid].update(bitrate=64000, user_limit=0, rtc_region=None)
         return cid
+
+    def add_thread(self, parent_id: int, name: str) -> int:
+        """A public thread under `parent_id` (type 11), as Discord sends it in an interaction."""
+        tid = self.add_channel(name, type=11)
+        self.channels[tid].update(
+            parent_id=str(parent_id), owner_id=str(next(iter(self.members))),
+            member_count=1, message_count=0, total_message_sent=0,
+            thread_metadata={"archived": False, "auto_archive_duration": 1440,
+                             "archive_timestamp": _now_iso(), "locked": False},
+        )
+        return tid
 
     def add_role(self, name: str, permissions: int = 0) -> int:
         return self._add_role(snowflake(), name, permissions)
@@ -376,8 +389,11 @@ class Guild:
                 "public_updates_channel_id": None, "nsfw_level": 0,
                 "premium_progress_bar_enabled": False, "joined_at": _now_iso(), "large": False,
                 "unavailable": False, "member_count": len(self.members),
-                "members": list(self.members.values()), "channels": list(self.channels.values()),
-                "threads": [], "presences": [], "voice_states": [], "stage_instances": [],
+                "members": list(self.members.values()),
+                # Active threads come apart from the channels, as Discord sends them.
+                "channels": [c for c in self.channels.values() if c["type"] not in (10, 11, 12)],
+                "threads": [c for c in self.channels.values() if c["type"] in (10, 11, 12)],
+                "presences": [], "voice_states": [], "stage_instances": [],
                 "guild_scheduled_events": [], "soundboard_sounds": []}
 
 
@@ -876,7 +892,10 @@ class DiscordEmulator:
                 channel = guild.channels[uid]
                 resolved.setdefault("channels", {})[str(uid)] = {
                     "id": channel["id"], "name": channel["name"], "type": channel["type"],
-                    "permissions": str(EVERYONE_PERMISSIONS), "guild_id": str(guild.id)}
+                    "permissions": str(EVERYONE_PERMISSIONS), "guild_id": str(guild.id),
+                    **{k: channel[k] for k in ("parent_id", "thread_metadata", "owner_id",
+                                               "member_count", "message_count")
+                       if channel["type"] in (10, 11, 12)}}
             else:
                 raise ValueError(f"{opt['name']}: {uid} is not a user/role/channel of the guild")
             value = str(uid)

@@ -292,3 +292,28 @@ async def test_guild_isolation_export_mydata_and_retention(tiny_config, tmp_path
             assert "plain text" not in kept and "classmate text" in kept
             [retention] = [r for r in await h.rows() if r["command"] == "config retention"]
             assert json.loads(retention["options"]) == {"days": 7}
+
+
+async def test_threads_and_voice_chats_follow_channel_rules(tiny_config, tmp_path, caplog):
+    """A thread follows its parent channel's rules unless it has its own; a voice channel's
+    text chat and a thread can be named in /config."""
+    config = bot_config(tiny_config, tmp_path, discord=NO_COOLDOWN)
+    async with DiscordEmulator() as emu:
+        guild = emu.guild
+        general = guild.add_channel("general")
+        thread = guild.add_thread(general, "homework help")
+        voice = guild.add_channel("lecture hall", type=2)
+        tokens = {"text": "threads"}
+        async with running_bot(config, caplog, emulator=emu) as h:
+            await staff(h, "config", "deny", {"command": "*", "channel": general})
+            assert "turned off" in await refused(h, "tokens", tokens, channel_id=thread)
+            # The thread's own rule beats its parent's.
+            allowed = await staff(h, "config", "allow", {"command": "tokens", "channel": thread})
+            assert "allowed" in allowed.text, allowed.text
+            assert "tokens" in await answered(h, "tokens", tokens, channel_id=thread)
+            assert "turned off" in await refused(h, "tokens", tokens, channel_id=general)
+            # A voice channel's text chat can be named too.
+            await staff(h, "config", "deny", {"command": "tokens", "channel": voice})
+            assert "turned off" in await refused(h, "tokens", tokens, channel_id=voice)
+            why = await staff(h, "config", "why", {"command": "mask", "channel": thread})
+            assert "refused" in why.text and f"<#{general}>" in why.text
