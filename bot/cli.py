@@ -264,6 +264,15 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         for key, value in dataclasses.asdict(getattr(config, section.name)).items():
             print(f"  {key} = {value!r}")
     print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
+    if getattr(args, "load", False):
+        from core.load_check import try_loads
+
+        loads = try_loads(config)
+        for load in loads:
+            print(load)
+        if not all(load.ok for load in loads):
+            print("config OK, but some models cannot be loaded (see above)")
+            return EXIT_UNAVAILABLE
     print("config OK")
     return EXIT_OK
 
@@ -496,6 +505,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_sync)
     p = sub.add_parser("check-config", help="validate a config file and print the settings")
     p.add_argument("path", nargs="?", help="config file (same as --config)")
+    p.add_argument("--load", action="store_true",
+                   help="also load every configured model, one line per role")
     p.set_defaults(handler=cmd_check_config)
     sub.add_parser("download-models", help="fetch the configured models into the HF cache"
                    ).set_defaults(handler=cmd_download_models)

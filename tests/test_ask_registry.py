@@ -52,3 +52,15 @@ def test_tokens_compare_from_the_cli(capsys, tmp_path, tiny_models):
     assert code == 0, err
     assert "WordPiece" in out or "wordpiece" in out.lower()
     assert "bpe" in out.lower()
+
+
+def test_check_config_load_tries_every_model(capsys, tmp_path, tiny_models):
+    config = write_config(tmp_path, tiny_models)
+    code, out, err = run_cli(capsys, "check-config", str(config), "--load")
+    assert code == 0, err
+    assert out.count("loaded in") >= 3 and out.rstrip().endswith("config OK")
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config.read_text().replace(str(tiny_models.qa), str(tiny_models.causal_lm)))
+    code, out, err = run_cli(capsys, "check-config", str(broken), "--load")
+    assert code == 3, out + err
+    assert "question-answering head" in out, out
