@@ -143,8 +143,8 @@ def redeploy(cluster, replicas: int) -> None:
     holds handles failed to pickle Serve's router module)."""
     import subprocess
     import sys
-    from core.config import tomllib
 
+    from core.config import tomllib
     from tests.ray_cluster import _toml
 
     raw = tomllib.loads(cluster.config_path.read_text(encoding="utf-8"))

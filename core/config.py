@@ -334,7 +334,8 @@ def _resolve_model_paths(models: ModelsConfig, base_dir: Path) -> ModelsConfig:
         if not isinstance(spec, ModelSpec):
             continue
         path = Path(spec.id).expanduser()
-        written_as_path = spec.id.startswith(("./", "../", ".\\", "..\\")) or spec.id.count("/") >= 2
+        written_as_path = (spec.id.startswith(("./", "../", ".\\", "..\\"))
+                           or spec.id.count("/") >= 2)
         if not path.is_absolute() and (written_as_path or (base_dir / path).is_dir()):
             resolved[f.name] = dataclasses.replace(spec, id=str((base_dir / path).resolve()))
     return dataclasses.replace(models, **resolved)

@@ -33,7 +33,8 @@ class RoleLoad:
 
     def __str__(self) -> str:
         heads = ", ".join(sorted(h.value for h in self.heads))
-        return f"{self.role}: {self.spec} ({heads}): {'ok, ' if self.ok else 'FAILED: '}{self.detail}"
+        verdict = "ok, " if self.ok else "FAILED: "
+        return f"{self.role}: {self.spec} ({heads}): {verdict}{self.detail}"
 
 
 def try_loads(config: Config, roles: Iterable[str] | None = None) -> list[RoleLoad]:

@@ -107,11 +107,13 @@ class LoadedModel:
 
 #: What to choose instead, per head, when a model lacks it.
 _HEAD_ADVICE = {
-    Head.MASKED_LM: ("masked-LM", "choose a fill-mask model (e.g. distilbert/distilbert-base-cased)"),
+    Head.MASKED_LM: ("masked-LM",
+                     "choose a fill-mask model (e.g. distilbert/distilbert-base-cased)"),
     Head.QA: ("question-answering", "choose a model fine-tuned for extractive QA (e.g. "
               "distilbert/distilbert-base-cased-distilled-squad)"),
     Head.CAUSAL_LM: ("causal-LM", "choose a text-generation model (e.g. openai-community/gpt2)"),
-    Head.ENCODER: ("encoder", "choose a transformer encoder (e.g. distilbert/distilbert-base-cased)"),
+    Head.ENCODER: ("encoder",
+                   "choose a transformer encoder (e.g. distilbert/distilbert-base-cased)"),
 }
 #: What a user can do when a hub model is not on this machine.
 FIX_MISSING = (

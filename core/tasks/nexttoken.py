@@ -158,7 +158,8 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
         kept=kept,
         kept_model_mass=float(model_probs[kept_mask].sum()),
         drawing=plots.drawing(
-            plots.next_token_bars, labels, [c.model_prob for c in candidates], [c.scaled_prob for c in candidates],
+            plots.next_token_bars, labels, [c.model_prob for c in candidates],
+            [c.scaled_prob for c in candidates],
             [c.final_prob for c in candidates],
             title=f"Next token after '{request.prompt[-60:]}' ({knobs})", footnote=footnote,
         ),
