@@ -1,0 +1,150 @@
+"""Discord's documented limits, as checks the emulator answers with Discord's own errors.
+
+A bot that breaks one of these works against a lenient fake and fails against real Discord, in
+front of a class. Each check returns every problem (as Discord's "field: message" strings) rather
+than the first, so one failing test shows the whole payload's trouble. The numbers come from
+Discord's developer documentation; the OpenAPI spec, where present, adds its schema on top
+(schema.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .schema import _spec_errors
+
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
+# add reactions, view channel, send messages, embed links, attach files, read history, use commands
+EVERYONE_PERMISSIONS = (1 << 6) | (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (
+    1 << 31
+)
+BOT_PERMISSIONS = EVERYONE_PERMISSIONS | (1 << 13)  # + manage messages
+ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
+COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+
+
+def validate_message(payload: dict[str, Any], n_files: int = 0) -> list[str]:
+    """Problems Discord would reject a message payload for, as "field: message" strings."""
+    problems: list[str] = []
+    content = payload.get("content") or ""
+    if len(content) > 2000:
+        problems.append(f"content: Must be 2000 or fewer in length (got {len(content)}).")
+    embeds = payload.get("embeds") or []
+    if len(embeds) > 10:
+        problems.append(f"embeds: Must be 10 or fewer in length (got {len(embeds)}).")
+    total = 0
+    for i, embed in enumerate(embeds):
+        texts = {"title": (embed.get("title") or "", 256),
+                 "description": (embed.get("description") or "", 4096),
+                 "footer.text": ((embed.get("footer") or {}).get("text") or "", 2048),
+                 "author.name": ((embed.get("author") or {}).get("name") or "", 256)}
+        for key, (text, limit) in texts.items():
+            total += len(text)
+            if len(text) > limit:
+                problems.append(f"embeds.{i}.{key}: Must be {limit} or fewer in length "
+                                f"(got {len(text)}).")
+        fields = embed.get("fields") or []
+        if len(fields) > 25:
+            problems.append(f"embeds.{i}.fields: Must be 25 or fewer in length "
+                            f"(got {len(fields)}).")
+        for j, fld in enumerate(fields):
+            for key, limit in (("name", 256), ("value", 1024)):
+                text = str(fld.get(key) or "")
+                total += len(text)
+                if not 1 <= len(text) <= limit:
+                    problems.append(f"embeds.{i}.fields.{j}.{key}: Must be between 1 and {limit} "
+                                    f"in length (got {len(text)}).")
+    if total > 6000:
+        problems.append(f"embeds: Embed size exceeds maximum size of 6000 (got {total}).")
+    n_attachments = max(n_files, len(payload.get("attachments") or []))
+    if n_attachments > 10:
+        problems.append(f"attachments: Must be 10 or fewer in length (got {n_attachments}).")
+    return problems
+
+
+def message_is_empty(message: dict[str, Any], n_files: int = 0) -> bool:
+    """Discord answers 50006 for a message with nothing a user could see."""
+    return not ((message.get("content") or "").strip() or message.get("embeds") or n_files
+                or message.get("attachments") or message.get("components")
+                or message.get("sticker_ids") or message.get("poll"))
+
+
+def validate_command_json(cmd: dict[str, Any]) -> list[str]:
+    """Problems with one application command as synced: documented rules plus the OpenAPI spec."""
+    name = cmd.get("name")
+    where = f"command {name!r}"
+    problems: list[str] = []
+    if (cmd.get("type") or 1) == 1:
+        problems += _check_name_and_description(cmd, where)
+        problems += _check_options(cmd.get("options") or [], where, depth=0)
+        chars = _command_chars(cmd)
+        if chars > 4000:
+            problems.append(f"{where}: {chars} characters in names/descriptions/choices (max 4000)")
+    else:  # user and message context menus: free-form name, no description
+        if not isinstance(name, str) or not 1 <= len(name) <= 32:
+            problems.append(f"{where}: name must be 1-32 characters")
+        if cmd.get("description"):
+            problems.append(f"{where}: context menu commands take no description")
+    problems += [f"{where}: spec: {e}" for e in _spec_errors(cmd)]
+    return problems
+
+
+def _check_name_and_description(obj: dict[str, Any], where: str) -> list[str]:
+    problems = []
+    name, description = obj.get("name"), obj.get("description")
+    if not isinstance(name, str) or not COMMAND_NAME_RE.match(name) or name != name.lower():
+        problems.append(f"{where}: name must be lowercase and match ^[-_\\w]{{1,32}}$")
+    if not isinstance(description, str) or not 1 <= len(description) <= 100:
+        problems.append(f"{where}: description must be 1-100 characters")
+    return problems
+
+
+def _check_options(options: list[dict[str, Any]], where: str, depth: int) -> list[str]:
+    problems = []
+    if len(options) > 25:
+        problems.append(f"{where}: {len(options)} options (max 25)")
+    names = [o.get("name") for o in options]
+    if len(set(names)) != len(names):
+        problems.append(f"{where}: duplicate option names")
+    if len({o.get("type") in (1, 2) for o in options}) > 1:
+        problems.append(f"{where}: subcommands cannot be mixed with options")
+    seen_optional = False
+    for opt in options:
+        w = f"{where} option {opt.get('name')!r}"
+        problems += _check_name_and_description(opt, w)
+        kind = opt.get("type")
+        if kind in (1, 2):
+            children = opt.get("options") or []
+            if kind == 2 and (depth > 0 or any(c.get("type") != 1 for c in children)):
+                problems.append(f"{w}: groups must be top-level and hold only subcommands")
+            if kind == 1 and depth > 1:
+                problems.append(f"{w}: subcommands nest at most one group deep")
+            problems += _check_options(children, w, depth + 1)
+            continue
+        if opt.get("required"):
+            if seen_optional:
+                problems.append(f"{w}: required options must come before optional ones")
+        else:
+            seen_optional = True
+        choices = opt.get("choices") or []
+        if len(choices) > 25:
+            problems.append(f"{w}: {len(choices)} choices (max 25)")
+        if choices and opt.get("autocomplete"):
+            problems.append(f"{w}: autocomplete cannot be used with choices")
+        for choice in choices:
+            if not 1 <= len(str(choice.get("name", ""))) <= 100:
+                problems.append(f"{w}: choice names must be 1-100 characters")
+            if isinstance(choice.get("value"), str) and len(choice["value"]) > 100:
+                problems.append(f"{w}: string choice values must be at most 100 characters")
+    return problems
+
+
+def _command_chars(obj: dict[str, Any]) -> int:
+    total = len(obj.get("name") or "") + len(obj.get("description") or "")
+    for choice in obj.get("choices") or []:
+        total += len(str(choice.get("name", ""))) + len(str(choice.get("value", "")))
+    return total + sum(_command_chars(o) for o in obj.get("options") or [])
