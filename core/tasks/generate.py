@@ -218,9 +218,14 @@ def sampling_candidates(
     row_k = torch.tensor(top_ks)[:, None]
     values = values.masked_fill(torch.arange(k)[None, :] >= row_k, float("-inf"))
     probs = values.softmax(dim=-1)
-    top_p = torch.tensor(top_ps)[:, None]
-    # Drop a candidate once the better ones already cover top_p (the best always stays).
-    probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, 0.0)
+    # Drop a candidate once the better ones already cover top_p, i.e. once it and the worse ones
+    # together hold at most 1 - top_p (the best always stays). The tail is summed from the
+    # worst upwards, as transformers' TopPLogitsWarper does: summing the best first rounds to
+    # 1.0 while tiny tokens remain, and top_p=1.0 then dropped them (tests/test_sampling_warpers).
+    tail = probs.flip(-1).cumsum(dim=-1).flip(-1)
+    dropped = tail <= torch.tensor([1.0 - p for p in top_ps])[:, None]
+    dropped[:, 0] = False
+    probs = probs.masked_fill(dropped, 0.0)
     return probs, ids
 
 

@@ -6,6 +6,10 @@ context never crashes or loses its end; in each window only context tokens may s
 answer, start <= end, at most `max_answer_tokens` long; the score of a span is
 p(start) * p(end) with the softmax taken over the window's context tokens; the best span over all
 windows wins. Every window of every request in a batch goes through one padded forward.
+
+Answers are whole words, as the 4.x pipeline's default `align_to_words=True` made them: see
+`_align_to_words`. tests/test_qa_pipeline_parity.py checks answers and offsets against a fixture
+the transformers 4.57 pipeline produced.
 """
 
 from __future__ import annotations
@@ -90,26 +94,34 @@ class QATask(Task[QARequest, QAResult]):
             qa, enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device),
             tokenizer.padding_side,
         )
-        best: dict[int, tuple[float, int, int]] = {}
+        # Per request, candidate answers in the order first seen: lowercased text -> [score,
+        # start, end]. Token spans that widen to the same words pool their scores (see
+        # `_align_to_words`).
+        candidates: dict[int, dict[str, list]] = {}
         windows: dict[int, int] = {}
         for window, sample in enumerate(enc["overflow_to_sample_mapping"].tolist()):
             in_context = torch.tensor(
                 [s == 1 for s in enc.sequence_ids(window)], dtype=torch.bool
             )
-            span = _best_span(
-                starts[window], ends[window], in_context, self.limits.max_answer_tokens
+            spans = _best_spans(
+                starts[window], ends[window], in_context, self.limits.max_answer_tokens,
+                ALIGN_CANDIDATES,
             )
             windows[sample] = windows.get(sample, 0) + 1
-            if span is None:
-                continue
-            score, s, e = span
-            offsets = enc["offset_mapping"][window]
-            char_span = (int(offsets[s][0]), int(offsets[e][1]))
-            if sample not in best or score > best[sample][0]:
-                best[sample] = (score, *char_span)
+            context = requests[rows[sample]].context
+            pool = candidates.setdefault(sample, {})
+            for score, s, e in spans:
+                start, end = _align_to_words(enc, window, s, e)
+                key = context[start:end].lower()
+                if key in pool:
+                    pool[key][0] += score
+                else:
+                    pool[key] = [score, start, end]
         for sample, index in enumerate(rows):
             request = requests[index]
-            score, start, end = best.get(sample, (0.0, 0, 0))
+            pool = candidates.get(sample, {})
+            # max() keeps the first of equal scores, as the pipeline's stable sort did.
+            score, start, end = max(pool.values(), key=lambda c: c[0], default=(0.0, 0, 0))
             emit(index, QAResult(
                 model_id=str(model.spec),
                 question=request.question,
@@ -122,12 +134,42 @@ class QATask(Task[QARequest, QAResult]):
             ))
 
 
-def _best_span(
-    start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: torch.Tensor, max_tokens: int
-) -> tuple[float, int, int] | None:
-    """Best (score, start, end) token span inside the context, or None if it has no tokens."""
+#: How many of a window's best token spans are widened to words and pooled: the 4.x pipeline's
+#: `top_k * 2 + 10` for top_k=1.
+ALIGN_CANDIDATES = 12
+
+
+def _align_to_words(enc, window: int, s: int, e: int) -> tuple[int, int]:
+    """Character span of tokens s..e in the context, widened to whole words.
+
+    A span that starts or ends inside a word ("##iz ##ation" of "tokenization") is widened to
+    the whole word, as the transformers 4.x QA pipeline did by default (align_to_words=True):
+    students get "tokenization", never "ization" or "024" out of "2024", and answers keep the
+    meaning of the 4.x bot. Words are the tokenizer's pre-tokenizer words (for BERT, split at
+    whitespace and punctuation). Because several token spans widen to the same words, the
+    caller pools their scores by answer text (case-insensitive), again as 4.x did; that pooling
+    often decides the answer. A tokenizer without word ids keeps the token offsets, as 4.x did.
+    """
+    try:
+        start_word = enc.token_to_word(window, s)
+        end_word = enc.token_to_word(window, e)
+        if start_word is None or end_word is None:
+            raise ValueError("no word ids")
+        start = enc.word_to_chars(window, start_word, sequence_index=1)[0]
+        end = enc.word_to_chars(window, end_word, sequence_index=1)[1]
+    except Exception:
+        offsets = enc["offset_mapping"][window]
+        start, end = int(offsets[s][0]), int(offsets[e][1])
+    return int(start), int(end)
+
+
+def _best_spans(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: torch.Tensor,
+    max_tokens: int, count: int,
+) -> list[tuple[float, int, int]]:
+    """Up to `count` best (score, start, end) token spans inside the context, best first."""
     if not bool(in_context.any()):
-        return None
+        return []
     neg = torch.finfo(start_logits.dtype).min
     p_start = start_logits.masked_fill(~in_context, neg).softmax(-1)
     p_end = end_logits.masked_fill(~in_context, neg).softmax(-1)
@@ -136,10 +178,12 @@ def _best_span(
     # Keep start <= end <= start + max_tokens - 1: an upper band of the outer product.
     band = torch.ones(n, n, dtype=torch.bool).triu().tril(max_tokens - 1)
     allowed = band & in_context[:, None] & in_context[None, :]
-    scores = scores.masked_fill(~allowed, -1.0)
-    flat = int(scores.argmax())
-    s, e = divmod(flat, n)
-    return float(scores[s, e]), s, e
+    scores = scores.masked_fill(~allowed, -1.0).flatten()
+    top = scores.topk(min(count, int(allowed.sum())))  # sorted, best first
+    return [
+        (float(value), *divmod(int(flat), n))
+        for value, flat in zip(top.values, top.indices, strict=True)
+    ]
 
 
 def _forward_by_length(
