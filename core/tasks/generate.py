@@ -201,6 +201,10 @@ def _choose(requests: list[GenerateRequest], generators: list[torch.Generator],
     return chosen
 
 
+#: Smallest temperature used in the arithmetic (see `sampling_candidates`).
+MIN_TEMPERATURE = 1e-4
+
+
 def sampling_candidates(
     logits: torch.Tensor, temperatures: Sequence[float], top_ks: Sequence[int],
     top_ps: Sequence[float],
@@ -213,7 +217,10 @@ def sampling_candidates(
     to 0, not renormalised (`torch.multinomial` does not need it).
     """
     k = min(max(top_ks), logits.shape[-1])
-    temperature = torch.tensor(temperatures)[:, None]
+    # A temperature of 5e-239 is allowed (it is > 0) but logits / 5e-239 overflow to inf and the
+    # softmax to NaN: below MIN_TEMPERATURE the distribution is already one-hot (greedy) in
+    # float32, so clamping changes no answer and keeps the arithmetic finite.
+    temperature = torch.tensor(temperatures).clamp(min=MIN_TEMPERATURE)[:, None]
     values, ids = (logits / temperature).topk(k, dim=-1)  # sorted, best first
     row_k = torch.tensor(top_ks)[:, None]
     values = values.masked_fill(torch.arange(k)[None, :] >= row_k, float("-inf"))
