@@ -162,7 +162,8 @@ async def test_a_storage_fault_is_not_mistaken_for_poison(db: Database,
         [[pages]] = await db.fetchall("PRAGMA page_count")
         await db.fetchall(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
         with caplog.at_level(logging.WARNING, logger="core.querylog"):
-            results = await asyncio.gather(*(qlog.record(rec("x" * 3000)) for _ in range(5)))
+            # Each row needs pages of its own (overflow pages), so none fits in free space.
+            results = await asyncio.gather(*(qlog.record(rec("x" * 20000)) for _ in range(5)))
         assert results == [False] * 5
         assert qlog.pending_retry == 5 and qlog.rejected == 0
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
