@@ -97,3 +97,21 @@ def ray_cluster(tiny_models: TinyModelPaths):
 
     with running_cluster(tiny_models) as cluster:
         yield cluster
+
+
+@pytest.fixture(autouse=True)
+def _restore_logger_levels():
+    """`tlm-bot`'s main() configures logging for its process (quiet loggers for one-shot
+    commands); tests call it in-process, so put every logger's level back afterwards."""
+    import logging
+
+    def levels() -> dict[str, int]:
+        return {name: logger.level for name, logger in logging.Logger.manager.loggerDict.items()
+                if isinstance(logger, logging.Logger)}
+
+    before = levels()
+    yield
+    for name, level in before.items():
+        logging.getLogger(name).setLevel(level)
+    for name in set(levels()) - set(before):
+        logging.getLogger(name).setLevel(logging.NOTSET)
