@@ -138,10 +138,13 @@ async def test_deployment_states_map_to_load_states(ray_cluster, ray_engine):
 
 async def test_request_timeout_cancels_the_remote_work(ray_cluster):
     config = dataclasses.replace(ray_cluster.config, engine=dataclasses.replace(
-        ray_cluster.config.engine, request_timeout_s=0.3))
+        ray_cluster.config.engine, request_timeout_s=0.02))
     async with InferenceEngine(config) as ray_engine:
+        # 5 x 100 decode steps plus a Ray round trip (~4 ms) cannot finish in 20 ms; an idle CI
+        # machine finished a single sequence inside the 0.3 s this test first used.
         with pytest.raises(RequestTimeout):
-            await ray_engine.submit(GenerateRequest("Hello", max_new_tokens=100, top_k=50))
+            await ray_engine.submit(GenerateRequest("Hello", max_new_tokens=100, top_k=50,
+                                                    num_return_sequences=5))
         # The cancelled batch frees the replica: the next request is not stuck behind it.
         result = await ray_engine.submit(GenerateRequest("Hi", max_new_tokens=2, temperature=0),
                                          timeout=30)
