@@ -177,8 +177,11 @@ async def test_guild_isolation(qlog: QueryLog) -> None:
         assert (await qlog.stats(guild)).total == 1
         cells = list(csv.DictReader(io.StringIO(await exported(qlog, QueryFilter(guild)))))
         assert [row["input_text"] for row in cells] == [text]
+    # None names the direct-message rows only (the owner's `logs export --dms`), never "all".
+    dms = await qlog.recent(QueryFilter(guild_id=None, limit=None))
+    assert [r.input_text for r in dms] == ["dm"]
     with pytest.raises(TypeError):
-        QueryFilter(guild_id=None)  # type: ignore[arg-type]
+        QueryFilter(guild_id="1")  # type: ignore[arg-type]
 
 
 async def test_concurrent_records_share_few_commits(db: Database, qlog: QueryLog) -> None:
