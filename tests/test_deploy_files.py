@@ -31,8 +31,11 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def make_dry_run(workdir: Path, target: str, *variables: str) -> list[str]:
+    # Run as a top-level make: under `make test` (as CI runs it) the parent's command-line
+    # variables (VENV=.venv-ci ...) reach a child make through MAKEFLAGS.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     done = subprocess.run(["make", "-n", target, *variables], cwd=workdir, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 

@@ -281,8 +281,10 @@ async def test_burst_of_200_is_acknowledged_bounded_and_answered(tiny_config, tm
             return {t.get_coro().__qualname__ for t in asyncio.all_tasks() - tasks_before} - {
                 "RequestHandler.start"}
 
-        await wait_for(lambda: leftovers() <= {"_Lane._run", "QueryLog._writer"},
-                       what="per-interaction tasks to end")
+        try:
+            await wait_for(lambda: leftovers() <= {"_Lane._run", "GroupCommitWriter._run"})
+        except TimeoutError:
+            raise AssertionError(f"per-interaction tasks left: {sorted(leftovers())}") from None
         rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
         assert rss_growth_mb < 200, rss_growth_mb
 
