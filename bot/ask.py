@@ -44,6 +44,10 @@ def slash_commands(extensions: Iterable[str]) -> dict[str, app_commands.Command]
     return found
 
 
+#: Slash options about how Discord shows an answer, meaningless in a terminal.
+DISCORD_ONLY = frozenset({"private"})
+
+
 def add_ask_parsers(ask: argparse.ArgumentParser, extensions: Iterable[str]) -> None:
     what = ask.add_subparsers(dest="what", required=True, metavar="COMMAND")
     declared = slash_commands(extensions)
@@ -53,13 +57,17 @@ def add_ask_parsers(ask: argparse.ArgumentParser, extensions: Iterable[str]) -> 
                             description=command.description,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         for parameter in command.parameters:
-            _add_option(p, parameter)
+            if parameter.name not in DISCORD_ONLY:
+                # The texts a command reads are positional, even one that Discord lets a
+                # student leave out to type it in a form instead (/qa's context).
+                _add_option(p, parameter, positional=parameter.name in student.input_options)
         if student.picture:
             p.add_argument("--out", help="where to write the picture (default: its own name in "
                                          "the current folder)")
 
 
-def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Parameter) -> None:
+def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Parameter, *,
+                positional: bool = False) -> None:
     kind = _TYPES.get(parameter.type, str)
     help_text = parameter.description or ""
     if parameter.type is discord.AppCommandOptionType.string:
@@ -68,7 +76,7 @@ def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Paramet
     elif parameter.min_value is not None or parameter.max_value is not None:
         help_text += f" ({parameter.min_value} to {parameter.max_value})"
     choices = [c.value for c in parameter.choices] or None
-    if parameter.required:
+    if parameter.required or positional:
         parser.add_argument(parameter.name, type=kind, choices=choices, help=help_text)
     else:
         default = None if parameter.default is discord.utils.MISSING else parameter.default
@@ -85,7 +93,7 @@ def models_for(args: argparse.Namespace, config: Config,
     if student.runner is SENTIMENT:
         return [config.models.features]
     command = slash_commands(extensions)[args.what]
-    request = student.build({p.name: getattr(args, p.name) for p in command.parameters})
+    request = student.build({p.name: getattr(args, p.name, None) for p in command.parameters})
     tasks = {t.request_type: t(config.models, config.limits) for t in TASK_TYPES}
     return [tasks[type(r)].spec(r) for r in (request if isinstance(request, tuple) else (request,))]
 
@@ -98,7 +106,8 @@ async def answer_offline(args: argparse.Namespace, config: Config,
 
     student = COMMANDS[args.what]
     command = slash_commands(extensions)[args.what]
-    options = {p.name: getattr(args, p.name) for p in command.parameters}
+    options = {p.name: getattr(args, p.name) for p in command.parameters
+               if p.name not in DISCORD_ONLY}
     async with InferenceEngine(config) as engine:
         sentiment = SentimentService(engine, config)
         if args.what == "sentiment":

@@ -17,15 +17,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import actor_of_member, command_kind, parent_channel_id, policy_name
-from cogs.outcome import charge_cooldown, conclude, mark_started
+from cogs.command_names import command_kind, policy_name
+from cogs.outcome import conclude, gate, mark_started, outcome_of_interaction_error
 from cogs.registry import COMMANDS
-from cogs.render import safe
 from core.config import Config
 from core.engine import InferenceEngine
-from core.errors import CoreError
-from core.outcomes import Outcome, Status, outcome_of_error
-from core.policy import Decision, Policy
+from core.policy import Policy
 from core.querylog import QueryLog, QueryRecord
 from core.sentiment_service import SentimentService
 from core.settings import SettingsStore
@@ -44,20 +41,15 @@ EXTENSIONS: Sequence[str] = (
     "cogs.logs",
     "cogs.mydata",
     "cogs.sync",
+    "cogs.buttons",
+    "cogs.context_menus",
 )
 
 
-class Refused(app_commands.CheckFailure):
-    """A moderator rule, the pause switch or a cooldown said no."""
-
-    def __init__(self, decision: Decision) -> None:
-        super().__init__(decision.reason)
-        self.decision = decision
-
-
 class TLMTree(app_commands.CommandTree):
-    """Holds the global gate (direct messages, moderator rules, cooldowns) and hands every
-    error to the one outcome path (`cogs.outcome.conclude`)."""
+    """Holds the global gate (`cogs.outcome.gate`: direct messages, moderator rules,
+    cooldowns) for slash commands and right-clicks, and hands every error to the one outcome
+    path (`cogs.outcome.conclude`)."""
 
     client: TLMBot
 
@@ -66,49 +58,19 @@ class TLMTree(app_commands.CommandTree):
         command = interaction.command
         if command is None or interaction.type is not discord.InteractionType.application_command:
             return True
-        if interaction.guild_id is None and not self.client.config.discord.allow_dms:
-            # Discord hides the commands in DMs (allowed_contexts); a raw payload still lands.
-            raise Refused(Decision(False, "tlm-bot only answers in a server, not in direct "
-                                          "messages."))
         kind = command_kind(command)
-        if kind in ("owner", "self"):
-            # owner: checked by the command against the application's owner; self: a student's
-            # own data must stay reachable even where moderators turned commands off.
-            return True
-        # Students' rules and cooldowns are per command family (`sentiment`); staff commands
-        # are named in full so a refusal says which one (`/classifier train`).
+        # Students' rules and cooldowns are per command family (`sentiment`, also for the
+        # right-click "Sentiment"); staff commands are named in full so a refusal says which
+        # one (`/classifier train`).
         name = policy_name(command) if kind == "student" else command.qualified_name
-        decision = await self.client.policy.check(
-            interaction.guild_id, interaction.channel_id, actor_of_member(interaction.user),
-            name, kind, parent_channel_id=parent_channel_id(interaction.channel),
-        )
-        if not decision.allowed:
-            raise Refused(decision)
-        if kind == "student":
-            charge_cooldown(interaction, name)
+        await gate(self.client, interaction, name, kind)
         return True
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
     ) -> None:
-        await conclude(self.client, interaction, outcome_of_app_error(error),
+        await conclude(self.client, interaction, outcome_of_interaction_error(error),
                        error=getattr(error, "original", error))
-
-
-def outcome_of_app_error(error: app_commands.AppCommandError) -> Outcome:
-    """discord.py's errors, in the outcome vocabulary; the core's own via `outcome_of_error`."""
-    if isinstance(error, Refused):
-        return Outcome(Status(error.decision.status), error.decision.reason,
-                       error.decision.status)
-    if isinstance(error, app_commands.TransformerError):
-        if isinstance(error.__cause__, CoreError):  # our own transformer's explanation
-            return outcome_of_error(error.__cause__)
-        return Outcome(Status.USER_ERROR,
-                       "That value doesn't fit this option: " + safe(str(error.value), 100),
-                       "bad_option")
-    if isinstance(error, app_commands.CheckFailure):
-        return Outcome(Status.REFUSED, "You can't use this command here.", "check_failure")
-    return outcome_of_error(getattr(error, "original", error))
 
 
 class TLMBot(commands.Bot):

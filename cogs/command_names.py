@@ -25,14 +25,16 @@ def command_kind(command: Any) -> str:
 
 
 def policy_name(command: Any) -> str:
-    """The name rules are written against: the top-level command (`logs`, not `logs recent`)."""
-    return command.qualified_name.split()[0]
+    """The name rules are written against: the top-level command (`logs`, not `logs recent`);
+    for a right-click menu, the student command it runs ("Tokenize" -> `tokens`)."""
+    runs = getattr(command, "extras", {}).get("runs")
+    return runs or command.qualified_name.split()[0]
 
 
 def student_command_names(tree: app_commands.CommandTree) -> list[str]:
+    # Right-click menus are not listed: each belongs to the student command it runs.
     names = {policy_name(c) for c in tree.walk_commands()
              if command_kind(c) == "student" and not isinstance(c, app_commands.Group)}
-    names |= {c.name for c in tree.get_commands(type=discord.AppCommandType.message)}
     return sorted(names)
 
 

@@ -14,7 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.outcome import answer
+from cogs.buttons import OneTextModal, run_submitted
+from cogs.outcome import answer, release_cooldown
 from core.tasks.generate import MAX_TOP_K
 
 if TYPE_CHECKING:
@@ -29,25 +30,43 @@ class Inference(commands.Cog):
 
     @app_commands.command(name="mask")
     async def mask(self, interaction: discord.Interaction, text: TEXT,
-                   top_k: app_commands.Range[int, 1, 10] = 5) -> None:
+                   top_k: app_commands.Range[int, 1, 10] = 5,
+                   private: bool = False) -> None:
         """Ask DistilBERT which words fit a [MASK].
 
         Args:
             text: A sentence with one [MASK], e.g. "Paris is the [MASK] of France."
             top_k: How many candidate words to show.
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
     @app_commands.command(name="qa")
     async def qa(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 300],
-                 context: app_commands.Range[str, 1, 4000]) -> None:
+                 context: app_commands.Range[str, 1, 4000] | None = None,
+                 private: bool = False) -> None:
         """Find the answer to a question inside a text you give.
 
         Args:
             question: What you want to know, e.g. "What is the capital of France?"
-            context: The text that contains the answer.
+            context: The text that contains the answer. Leave it out to paste a long text
+                with line breaks in a form.
+            private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        if context is not None:
+            await answer(self.bot, interaction)
+            return
+        # A slash option has no line breaks: the text comes from a form's paragraph field.
+        release_cooldown(self.bot, interaction)  # the form's submit is counted, not this
+
+        async def submitted(submit: discord.Interaction, text: str) -> None:
+            await run_submitted(self.bot, submit, "qa", lambda: {
+                "question": question, "context": text, "private": private}, "modal")
+
+        await interaction.response.send_modal(OneTextModal(
+            "Context for your question", "The text that contains the answer", submitted,
+            max_length=self.bot.config.limits.max_context_chars, paragraph=True,
+            placeholder="Paste a paragraph (line breaks are kept)."))
 
     @app_commands.command(name="generate")
     async def generate(
@@ -60,6 +79,7 @@ class Inference(commands.Cog):
         top_p: app_commands.Range[float, 0.01, 1.0] = 1.0,
         num_return_sequences: app_commands.Range[int, 1, 5] = 1,
         seed: app_commands.Range[int, 0, 2**31 - 1] | None = None,
+        private: bool = False,
     ) -> None:
         """Let GPT-2 continue your text.
 
@@ -71,17 +91,20 @@ class Inference(commands.Cog):
             top_p: Sample only among the likeliest tokens that together reach this probability.
             num_return_sequences: How many different continuations.
             seed: Set a number to get the same text again.
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
     @app_commands.command(name="tokens")
     async def tokens(self, interaction: discord.Interaction, text: TEXT,
-                     model: Literal["wordpiece", "bpe", "compare"] = "wordpiece") -> None:
+                     model: Literal["wordpiece", "bpe", "compare"] = "wordpiece",
+                     private: bool = False) -> None:
         """See how a model cuts text into tokens.
 
         Args:
             text: Any text, e.g. "Tokenization is unbelievable!"
             model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (Ġ = space).
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 

@@ -97,6 +97,10 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         users = sorted(s.by_user.items(), key=lambda kv: -kv[1])[:20]
         embed.add_field(name="Per student", value=clip(
             "\n".join(f"<@{u}> {n}" for u, n in users) or "—", 1024))
+        if s.feedback_by_command:
+            embed.add_field(name="Feedback", value=clip("\n".join(
+                f"`/{c}` 👍 {up} · 👎 {down}" for c, (up, down) in s.feedback_by_command.items()),
+                1024))
         embed.add_field(name="Outcomes", value=clip(
             "\n".join(f"{k}: {v}" for k, v in s.by_status.items() if v) or "—", 1024))
         await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=f"{s.total} rows"))

@@ -16,6 +16,12 @@ Discord rules encoded here: a deferred reply's first follow-up *replaces* the "t
 message and inherits its visibility, so an error after a public defer deletes that message and
 sends an ephemeral follow-up. An interaction token lives 15 minutes; if it expired the answer
 goes to the channel instead of being dropped (status "expired").
+
+Every interaction kind lands here: a slash command, a right-click (message context menu), a
+button click and a modal submit. Slash commands and context menus pass the tree's
+`interaction_check`; buttons and modal submits are not commands to discord.py, so their
+callbacks call `gate` themselves — the same check (direct messages, moderator rules, pause,
+cooldown) under the student command they run.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from cogs.command_names import actor_of_member, parent_channel_id
 from cogs.registry import COMMANDS, StudentCommand
 from cogs.render import Reply, error_reply, safe
+from core.errors import CoreError
 from core.models import LoadState
 from core.outcomes import Outcome, Status, outcome_of_error
+from core.policy import Decision
 from core.querylog import QueryRecord
 
 if TYPE_CHECKING:
@@ -45,6 +54,66 @@ NOT_ADMITTED = frozenset({Status.USER_ERROR, Status.OVERLOADED, Status.UNAVAILAB
 
 _STARTED = "tlm_started"
 _COOLDOWN_CHARGE = "tlm_cooldown_charge"
+
+
+class Refused(app_commands.CheckFailure):
+    """A moderator rule, the pause switch or a cooldown said no."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+async def gate(bot: TLMBot, interaction: discord.Interaction, command: str,
+               kind: str = "student") -> None:
+    """The one check before any interaction runs: raises `Refused`, or returns having counted
+    a use against the cooldown (given back by `conclude` if the core never admits the work).
+
+    `command` is the name rules are written against: a student command family (`mask`, also
+    for the buttons and right-clicks that run it) or a staff command's full name.
+    """
+    mark_started(interaction)
+    if interaction.guild_id is None and not bot.config.discord.allow_dms:
+        # Discord hides the commands in DMs (allowed_contexts); a raw payload still lands.
+        raise Refused(Decision(False, "tlm-bot only answers in a server, not in direct "
+                                      "messages."))
+    if kind in ("owner", "self"):
+        # owner: checked by the command against the application's owner; self: a member's own
+        # data must stay reachable even where moderators turned commands off.
+        return
+    decision = await bot.policy.check(
+        interaction.guild_id, interaction.channel_id, actor_of_member(interaction.user),
+        command, kind, parent_channel_id=parent_channel_id(interaction.channel),
+    )
+    if not decision.allowed:
+        raise Refused(decision)
+    if kind == "student":
+        charge_cooldown(interaction, command)
+
+
+def release_cooldown(bot: TLMBot, interaction: discord.Interaction) -> None:
+    """Give back the use `gate` counted when the interaction only opened a form (a modal):
+    its submit is gated and counted on its own."""
+    charge = interaction.extras.pop(_COOLDOWN_CHARGE, None)
+    if charge is not None:
+        bot.policy.refund(*charge)
+
+
+def outcome_of_interaction_error(error: BaseException) -> Outcome:
+    """discord.py's errors and `Refused`, in the outcome vocabulary; the core's own via
+    `outcome_of_error`."""
+    if isinstance(error, Refused):
+        return Outcome(Status(error.decision.status), error.decision.reason,
+                       error.decision.status)
+    if isinstance(error, app_commands.TransformerError):
+        if isinstance(error.__cause__, CoreError):  # our own transformer's explanation
+            return outcome_of_error(error.__cause__)
+        return Outcome(Status.USER_ERROR,
+                       "That value doesn't fit this option: " + safe(str(error.value), 100),
+                       "bad_option")
+    if isinstance(error, app_commands.CheckFailure):
+        return Outcome(Status.REFUSED, "You can't use this command here.", "check_failure")
+    return outcome_of_error(getattr(error, "original", error))
 
 
 def mark_started(interaction: discord.Interaction) -> None:
@@ -73,6 +142,26 @@ def options_of(interaction: discord.Interaction) -> dict[str, Any]:
             default = parameter.default
             value = None if default is discord.utils.MISSING else default
         values[parameter.name] = _plain(value)
+    return values
+
+
+def declared_command(bot: TLMBot, name: str) -> app_commands.Command | None:
+    """The slash command `name` ("logs recent" for a subcommand) as the tree declares it."""
+    for command in bot.tree.walk_commands():
+        if command.qualified_name == name and isinstance(command, app_commands.Command):
+            return command
+    return None
+
+
+def with_defaults(bot: TLMBot, name: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Options for running slash command `name` from a button or a right-click: what the
+    click supplies, the slash command's own defaults for the rest (declared once, there)."""
+    command = declared_command(bot, name)
+    values: dict[str, Any] = {}
+    for parameter in command.parameters if command is not None else ():
+        default = parameter.default
+        values[parameter.name] = None if default is discord.utils.MISSING else default
+    values.update(given)
     return values
 
 
@@ -112,33 +201,40 @@ async def conclude(
     input_options: tuple[str, ...] = (),
     error: BaseException | None = None,
     record: bool = True,
+    command: str | None = None,
+    update_message: bool = False,
 ) -> Status:
     """Send the one reply for `outcome` and write the one log row; returns the final status.
 
     `reply` is sent for successful outcomes (public unless `ephemeral`); failures send
     `outcome.message` ephemerally. `record=False` is for `/mydata delete` only: a row about the
-    member who just asked to be forgotten would defeat the point.
+    member who just asked to be forgotten would defeat the point. `command` names the row's
+    command when the interaction is not that slash command (a button, a modal, a right-click);
+    `update_message` replaces the message a clicked component is on instead of answering anew.
     """
     with bot.handling():  # a shutdown (and a test) waits until the row is written
         return await _conclude(bot, interaction, outcome, reply=reply, result=result,
                                ephemeral=ephemeral, options=options, input_text=input_text,
-                               input_options=input_options, error=error, record=record)
+                               input_options=input_options, error=error, record=record,
+                               command=command or command_name(interaction),
+                               update_message=update_message)
 
 
 async def _conclude(
     bot: TLMBot, interaction: discord.Interaction, outcome: Outcome, *, reply: Reply | None,
     result: Any, ephemeral: bool, options: Mapping[str, Any] | None, input_text: str,
-    input_options: tuple[str, ...], error: BaseException | None, record: bool,
+    input_options: tuple[str, ...], error: BaseException | None, record: bool, command: str,
+    update_message: bool,
 ) -> Status:
     status = outcome.status
     if status is Status.FAILED and error is not None:
-        log.error("/%s failed", command_name(interaction), exc_info=error)
+        log.error("/%s failed", command, exc_info=error)
     if outcome.ok and reply is not None:
         try:
-            status = await _deliver(interaction, reply, ephemeral=ephemeral)
+            status = await _deliver(interaction, reply, ephemeral=ephemeral,
+                                    update_message=update_message)
         except Exception as exc:  # Discord refused the answer itself (e.g. a 5xx)
-            log.error("/%s: the answer could not be sent", command_name(interaction),
-                      exc_info=exc)
+            log.error("/%s: the answer could not be sent", command, exc_info=exc)
             outcome = outcome_of_error(exc)
             status = outcome.status
             await send_error(interaction, outcome.message)
@@ -155,14 +251,17 @@ async def _conclude(
         timings = getattr(result, "timings", None)
         started = interaction.extras.get(_STARTED)
         user = interaction.user
+        declared = (interaction.command if isinstance(interaction.command, app_commands.Command)
+                    else declared_command(bot, command))
         await bot.record_query(QueryRecord(
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             user_id=user.id,
             user_name=getattr(user, "display_name", "") or "",
-            command=command_name(interaction),
+            command=command,
             options={k: v for k, v in all_options.items() if k not in input_options},
-            free_text_options=free_text_options(interaction.command),
+            free_text_options=free_text_options(declared),
+            interaction_id=interaction.id,
             input_text=input_text,
             status=status.value,
             output_summary=reply.summary if reply is not None and outcome.ok else "",
@@ -176,13 +275,21 @@ async def _conclude(
 
 
 async def answer(bot: TLMBot, interaction: discord.Interaction,
-                 name: str | None = None, options: Mapping[str, Any] | None = None) -> None:
+                 name: str | None = None, options: Mapping[str, Any] | None = None, *,
+                 via: str = "") -> None:
     """Run a student command end to end (see the module docstring).
 
-    The bot counts it as in flight, so a shutdown delivers it before closing the connection.
+    `name` and `options` (defaults filled in: `with_defaults`) are for interactions that are
+    not the slash command itself; `via` says which ("button:new_sample", "menu:Tokenize",
+    "modal") and is logged with the options. The bot counts it as in flight, so a shutdown
+    delivers it before closing the connection.
     """
-    command: StudentCommand = COMMANDS[name or command_name(interaction)]
+    from cogs.buttons import answer_view  # buttons run answers: imported late, not a cycle
+
+    name = name or command_name(interaction)
+    command: StudentCommand = COMMANDS[name]
     values = dict(options if options is not None else options_of(interaction))
+    private = bool(values.pop("private", False))
     mark_started(interaction)
     with bot.handling():
         outcome, reply, result, failure = Outcome(Status.OK), None, None, None
@@ -191,7 +298,7 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
             # Admission first: "busy" and bad input are answered ephemerally, at once.
             request = command.build(values)
             pending = asyncio.ensure_future(command.runner.admit(bot, request))
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=private)
             state = command.runner.model_status(bot, request)
             if state is not None and state[1] in (LoadState.PENDING, LoadState.LOADING):
                 await interaction.edit_original_response(
@@ -200,6 +307,7 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
                 )
             result = await pending
             reply = command.render(result)
+            reply.view = answer_view(bot, interaction, name, values, result, reply)
         except Exception as exc:
             outcome, failure = outcome_of_error(exc), exc
         finally:
@@ -207,9 +315,12 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
                 pending.cancel()  # the command itself was cancelled: free the queue slot
             elif pending is not None and not pending.cancelled():
                 pending.exception()  # seen, even when delivery failed before we awaited it
-        await conclude(bot, interaction, outcome, reply=reply, result=result, options=values,
-                       input_text=command.input_text(values),
-                       input_options=command.input_options, error=failure)
+        logged = {**values, "private": private} if private else dict(values)
+        if via:
+            logged["via"] = via
+        await conclude(bot, interaction, outcome, reply=reply, result=result, options=logged,
+                       input_text=command.input_text(values), ephemeral=private,
+                       input_options=command.input_options, error=failure, command=name)
 
 
 async def reply_staff(bot: TLMBot, interaction: discord.Interaction, reply: Reply) -> None:
@@ -242,23 +353,31 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
         log.warning("could not send an error to %s", interaction.user.id, exc_info=True)
 
 
-async def _deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral: bool) -> Status:
+async def _deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral: bool,
+                   update_message: bool = False) -> Status:
     """Send a successful answer; OK, or EXPIRED when it had to go elsewhere (or nowhere)."""
+    view = {"view": reply.view} if reply.view is not None else {}
     if not interaction.is_expired():  # a token past 15 min would only earn a 401
         try:
-            if not interaction.response.is_done():
+            if update_message and not interaction.response.is_done():
+                await interaction.response.edit_message(
+                    content=reply.content, embeds=reply.embeds,
+                    attachments=reply.discord_files(), **view,
+                )
+            elif not interaction.response.is_done():
                 await interaction.response.send_message(
                     content=reply.content, embeds=reply.embeds, files=reply.discord_files(),
-                    ephemeral=ephemeral,
+                    ephemeral=ephemeral, **view,
                 )
-            elif ephemeral:
+            elif ephemeral:  # after an ephemeral defer: replaces its "thinking…"
                 await interaction.followup.send(
                     content=reply.content or None, embeds=reply.embeds,
-                    files=reply.discord_files(), ephemeral=True,
+                    files=reply.discord_files(), ephemeral=True, **view,
                 )
             else:
                 await interaction.edit_original_response(
-                    content=reply.content, embeds=reply.embeds, attachments=reply.discord_files()
+                    content=reply.content, embeds=reply.embeds,
+                    attachments=reply.discord_files(), **view,
                 )
             return Status.OK
         except discord.HTTPException as exc:
@@ -272,7 +391,7 @@ async def _deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral:
         try:
             await channel.send(
                 content=f"Answer for {safe(interaction.user.display_name, 100)}:",
-                embeds=reply.embeds, files=reply.discord_files(),
+                embeds=reply.embeds, files=reply.discord_files(), **view,
             )
         except discord.HTTPException:
             log.warning("answer for %s lost: token expired and channel refused",

@@ -22,6 +22,7 @@ from cogs import render
 from cogs.render import Reply
 from core.config import LimitsConfig
 from core.engine import InferenceEngine
+from core.errors import InvalidInput
 from core.models import LoadState
 from core.sentiment_service import SentimentService
 from core.tasks.attention import AttentionRequest
@@ -140,6 +141,14 @@ def _render_tokens(result: Any) -> Reply:
     return render.render_tokens(result)
 
 
+def _required(options: Options, name: str) -> Any:
+    """An option the slash command may leave out (it opens a form instead) but the request
+    needs: a raw API call or `tlm-bot ask` without it gets a user error, not a crash."""
+    if options.get(name) is None:
+        raise InvalidInput(f"Give the {name}: the text that contains the answer.")
+    return options[name]
+
+
 _TOP_K = OptionLimit("top_k", lambda limits: limits.max_mask_top_k)
 
 COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
@@ -148,7 +157,7 @@ COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
         ("text",), limits=(_text_limit("text"), _TOP_K),
     ),
     StudentCommand(
-        "qa", lambda o: QARequest(o["question"], o["context"]), render.render_qa,
+        "qa", lambda o: QARequest(o["question"], _required(o, "context")), render.render_qa,
         ("question", "context"), input_separator="\n---\n",
         limits=(OptionLimit("question", lambda lim: lim.max_question_chars),
                 OptionLimit("context", lambda lim: lim.max_context_chars)),

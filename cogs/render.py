@@ -48,6 +48,8 @@ class Reply:
     summary: str = ""
     #: Alt text per attachment name, for screen readers (Discord's attachment description).
     alt_text: dict[str, str] = field(default_factory=dict)
+    #: Buttons sent with the message (`cogs.buttons`), or None.
+    view: discord.ui.View | None = None
 
     def discord_files(self) -> list[discord.File]:
         return [
@@ -103,6 +105,29 @@ def code(text: str, limit: int, lang: str = "") -> str:
     return f"```{lang}\n{clip(body, limit - overhead)}\n```"
 
 
+def bold_input(text: str) -> str:
+    """A student's text at the start of an answer, bold: where `input_of` reads it back."""
+    return f"**{safe(text)}**"
+
+
+_BOLD_INPUT = re.compile(r"(?:\*\*\d+\.\*\* )?\*\*((?:\\.|[^\\*])*)\*\*", re.DOTALL)
+
+
+def input_of(description: str | None) -> str | None:
+    """The student's text an answer starts with (`bold_input`), as it was asked; None when
+    the answer does not carry it whole.
+
+    Buttons under an answer rerun it with this text: it comes from the message itself, so the
+    bot stores no student text for them, whatever `log_inputs` says, and a restart loses
+    nothing. `safe` escapes with backslashes and defuses mentions with a zero-width space;
+    `printable` removed any zero-width space the student typed, so undoing both is exact.
+    """
+    match = _BOLD_INPUT.match(description or "")
+    if match is None:
+        return None
+    return re.sub(r"\\(.)", r"\1", match.group(1).replace("\u200b", ""), flags=re.DOTALL)
+
+
 def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -134,7 +159,7 @@ def render_fill_mask(result: FillMaskResult) -> Reply:
         lines.append(f"`{rank:>2}` {bar(filler.score)} **{token}** — {filler.score:.3f}")
     embed = discord.Embed(
         title=clip(f"Fillers for {result.mask_token}", EMBED_TITLE_LIMIT),
-        description=clip(safe(result.text, 1000) + "\n\n" + "\n".join(lines), 4000),
+        description=clip(bold_input(result.text) + "\n\n" + "\n".join(lines), 4000),
         colour=COLOUR,
     )
     best = result.fillers[0]
@@ -168,16 +193,21 @@ def render_qa(result: QAResult) -> Reply:
     return Reply(embeds=[embed], summary=f"{result.answer[:80]} {result.score:.3f}")
 
 
+def generate_knobs(result: GenerateResult) -> str:
+    """The knobs a text was made with, in every /generate answer."""
+    if result.greedy:
+        return "greedy (temperature 0: always the likeliest token)"
+    return (f"temperature {result.temperature:g} · top_k {result.top_k} · "
+            f"top_p {result.top_p:g} · seed {result.seed}")
+
+
 def render_generate(result: GenerateResult) -> Reply:
-    options = "greedy" if result.greedy else "sampled"
-    if result.seed is not None:
-        options += f", seed {result.seed}"
     blocks = []
     for i, text in enumerate(result.continuations, 1):
         head = f"**{i}.** " if len(result.continuations) > 1 else ""
-        blocks.append(f"{head}**{safe(result.prompt)}**{safe(text)}")
+        blocks.append(f"{head}{bold_input(result.prompt)}{safe(text)}")
     body = "\n\n".join(blocks)
-    foot = footer(result.model_id, result.timings) + f" · {options}"
+    foot = footer(result.model_id, result.timings) + f" · {generate_knobs(result)}"
     summary = result.continuations[0][:120]
     if len(body) <= EMBED_DESCRIPTION_LIMIT - 10:
         embed = discord.Embed(description=body, colour=COLOUR)

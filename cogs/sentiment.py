@@ -28,11 +28,13 @@ class Sentiment(commands.Cog):
 
     @app_commands.command(name="sentiment")
     async def sentiment(self, interaction: discord.Interaction,
-                        text: app_commands.Range[str, 1, 1000]) -> None:
+                        text: app_commands.Range[str, 1, 1000],
+                        private: bool = False) -> None:
         """Is this text positive or negative?
 
         Args:
             text: A sentence or a short review.
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 

@@ -33,6 +33,7 @@ class Teaching(commands.Cog):
         model: Literal["distilbert", "gpt2"] = "distilbert",
         layer: app_commands.Range[int, 1, 48] | None = None,
         head: app_commands.Range[int, 1, 64] | None = None,
+        private: bool = False,
     ) -> None:
         """Draw where each token looks: one attention head as a heatmap.
 
@@ -41,6 +42,7 @@ class Teaching(commands.Cog):
             model: distilbert (looks both ways) or gpt2 (only looks back).
             layer: Which layer (default: the last).
             head: Which head (default: the average of all heads).
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
@@ -51,6 +53,7 @@ class Teaching(commands.Cog):
         word: app_commands.Range[str, 1, 40],
         sentence_a: SENTENCE,
         sentence_b: SENTENCE,
+        private: bool = False,
     ) -> None:
         """Compare a word's vector in two sentences, layer by layer.
 
@@ -58,6 +61,7 @@ class Teaching(commands.Cog):
             word: A word in both sentences, e.g. bank.
             sentence_a: e.g. "We sat on the bank of the river."
             sentence_b: e.g. "I took money out of the bank."
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
@@ -69,6 +73,7 @@ class Teaching(commands.Cog):
         sentence_b: SENTENCE,
         top_k: app_commands.Range[int, 1, 10] = 5,
         targets: app_commands.Range[str, 1, 200] | None = None,
+        private: bool = False,
     ) -> None:
         """Two masked sentences side by side, e.g. to probe bias.
 
@@ -77,6 +82,7 @@ class Teaching(commands.Cog):
             sentence_b: e.g. "The woman works as a [MASK]."
             top_k: How many fillers per sentence.
             targets: Words to always compare, separated by commas, e.g. "nurse, doctor".
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
@@ -88,6 +94,7 @@ class Teaching(commands.Cog):
         temperature: app_commands.Range[float, 0.0, 2.0] = 1.0,
         top_k: app_commands.Range[int, 1, MAX_TOP_K] = 50,
         top_p: app_commands.Range[float, 0.01, 1.0] = 1.0,
+        private: bool = False,
     ) -> None:
         """See GPT-2's next-token odds, before and after temperature, top-k and top-p.
 
@@ -96,6 +103,7 @@ class Teaching(commands.Cog):
             temperature: 0 = greedy; below 1 sharpens, above 1 flattens.
             top_k: Keep only the k likeliest tokens.
             top_p: Keep the likeliest tokens until they reach this probability.
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 

@@ -144,6 +144,9 @@ class DiscordConfig:
     #: its rows belong to no server. On: the default cooldown applies there, and the owner
     #: exports those rows with `tlm-bot logs export --dms`.
     allow_dms: bool = False
+    #: Buttons under an answer (new sample, feedback...) work this long, restarts included;
+    #: after that a click says the button has expired.
+    button_max_age_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("sentiment", "max_upload_rows"): (2, 1_000_000),
     ("discord", "default_cooldown_uses"): (0, 1000),
     ("discord", "default_cooldown_seconds"): (0, 86400),
+    ("discord", "button_max_age_hours"): (0.001, 8760),
     ("dashboard", "port"): (0, 65535),
     ("dashboard", "link_hours"): (1, 168),
     ("ray", "status_interval_s"): (0.1, 600),

@@ -169,11 +169,18 @@ async def test_synced_commands_fit_discord_limits(tiny_config, tmp_path, caplog)
     async with bot(tiny_config, tmp_path, caplog, wait_models=False) as h:
         put = h.emu.find_requests("PUT", rf"/guilds/{h.emu.guild_id}/commands$")[-1]
         limits = h.bot.config.limits
-    commands = {c["name"]: c for c in put.json}
+    commands = {c["name"]: c for c in put.json if c.get("type", 1) == 1}
     assert {"mask", "qa", "generate", "tokens", "sentiment"} <= set(commands)
+    menus = [c for c in put.json if c.get("type") == 3]
+    # Discord allows 5 message commands; their names may have capitals and spaces.
+    assert {c["name"] for c in menus} == {"Tokenize", "Sentiment", "Ask a question about this",
+                                          "Mask a word"}
+    assert all(1 <= len(c["name"]) <= 32 and not c.get("options") and not c.get("description")
+               for c in menus)
     for command in put.json:
         assert validate_command_json(command) == [], command["name"]
-        _check_documented_limits(command, command["name"])
+        if command.get("type", 1) == 1:
+            _check_documented_limits(command, command["name"])
 
     def option(command: str, name: str, sub: str | None = None) -> dict[str, Any]:
         options = commands[command]["options"]
@@ -278,7 +285,7 @@ async def test_generate_with_a_seed_is_reproducible_through_discord(tiny_config,
     assert description(first) != description(other)
     assert description(first).startswith("**Once upon a time**")
     footer = first.visible_messages[0]["embeds"][0]["footer"]["text"]
-    assert "sampled, seed 1234" in footer
+    assert "temperature 1 · top_k 50 · top_p 1 · seed 1234" in footer  # the knobs, stated
     assert [r["status"] for r in rows] == ["ok"] * 3
     assert json.loads(rows[0]["options"])["seed"] == 1234
 

@@ -262,7 +262,8 @@ async def test_guild_isolation_export_mydata_and_retention(tiny_config, tmp_path
             by_id = {int(r["id"]): r for r in exported}
             for row in in_a:
                 cells = by_id[row["id"]]
-                assert {c: _as_db(cells[c], c, row[c]) for c in CSV_COLUMNS} == dict(row)
+                assert {c: _as_db(cells[c], c, row[c]) for c in CSV_COLUMNS} == {
+                    c: row[c] for c in CSV_COLUMNS}
             assert {by_id[r["id"]]["input_text"] for r in in_a if r["command"] == "tokens"} >= {
                 "'" + TRICKY[0], "'" + TRICKY[1], "plain text", "''already"}
 

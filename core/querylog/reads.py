@@ -92,6 +92,8 @@ class Stats:
     median_total_ms: float | None
     p95_total_ms: float | None
     by_group: dict[str, int] = field(default_factory=dict)
+    #: command -> (👍, 👎) for the commands whose answers got feedback.
+    feedback_by_command: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def rate(self, group: str) -> float:
         return self.by_group.get(group, 0) / self.total if self.total else 0.0
@@ -161,7 +163,11 @@ async def stats(db: Database, guild_id: int, since: datetime | None = None) -> S
         high = values[1] if len(values) > 1 else values[0]
         return values[0] + (high - values[0]) * (rank - low)
 
+    votes = await db.fetchall(
+        f"SELECT command, sum(feedback = 1), sum(feedback = -1) FROM queries WHERE {where}"
+        " AND feedback IS NOT NULL GROUP BY command ORDER BY command", params)
     return Stats(
+        feedback_by_command={r[0]: (int(r[1]), int(r[2])) for r in votes},
         guild_id=guild_id,
         since=since,
         total=sum(by_status.values()),

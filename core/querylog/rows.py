@@ -78,6 +78,8 @@ class QueryRecord:
     free_text_options: frozenset[str] = frozenset()
     #: The member's display name at query time; stored only with log_inputs = "full".
     user_name: str = ""
+    #: The Discord interaction answered (None for the CLI): feedback buttons find the row by it.
+    interaction_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -125,6 +127,7 @@ class StoredRow(NamedTuple):
     queue_ms: float | None
     inference_ms: float | None
     total_ms: float | None
+    interaction_id: int | None
 
 
 INSERT_SQL = (
@@ -180,6 +183,7 @@ class RowBuilder:
             queue_ms=_opt_float(rec.queue_ms),
             inference_ms=_opt_float(rec.inference_ms),
             total_ms=_opt_float(rec.total_ms),
+            interaction_id=_opt_int(rec.interaction_id),
         )
 
     def kept_text(self, value: object) -> str:

@@ -92,6 +92,23 @@ class QueryLog:
         """Write everything queued or waiting for retry now; True when nothing is left over."""
         return await self._writer.flush()
 
+    async def set_feedback(self, interaction_id: int, user_id: int, vote: int) -> bool:
+        """Store 👍 (1) / 👎 (-1) on the row answering `interaction_id`, if `user_id` asked it.
+
+        Goes through the writer's lock after writing what is queued, so a vote cast a moment
+        after the answer still finds its row. False: no such row of that user (someone else's
+        answer, a deleted row, or a row that could not be stored).
+        """
+        if vote not in (-1, 1):
+            raise ValueError("feedback is 1 or -1")
+        async with self._writer.lock:
+            await self._writer.write_pending()
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    "UPDATE queries SET feedback = ? WHERE interaction_id = ? AND user_id = ?",
+                    (vote, interaction_id, user_id))
+                return cursor.rowcount > 0
+
     async def aclose(self) -> None:
         """Stop accepting rows and write what is pending; safe to call twice."""
         await self._writer.aclose()

@@ -55,6 +55,10 @@ class GenerateResult:
     greedy: bool
     seed: int | None
     timings: Timings | None = None
+    #: The knobs it ran with, so an answer can state them (and a button can repeat them).
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
 
 
 class GenerateTask(Task[GenerateRequest, GenerateResult]):
@@ -258,4 +262,7 @@ def _result(model: LoadedModel, request: GenerateRequest, index: int,
         stop_reasons=tuple(r.stop or "cancelled" for r in mine),
         greedy=request.is_greedy,
         seed=None if request.is_greedy else mine[0].seed,
+        temperature=request.temperature,
+        top_k=request.top_k,
+        top_p=request.top_p,
     )

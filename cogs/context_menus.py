@@ -1,0 +1,127 @@
+"""Right-click a message -> Apps: run a student command on a text someone already posted.
+
+Discord allows five message commands per app. These four are the commands that read one text
+as it stands, which is what a posted message is: "Tokenize" and "Sentiment" run on it as is;
+"Ask a question about this" (the message is the context) and "Mask a word" (which word to
+hide) ask for the one missing piece in a modal. The picture commands need a second sentence or
+a layer and stay slash commands; the fifth slot is kept free for a class activity.
+
+Each menu belongs to the student command it runs (`extras["runs"]`): that command's moderator
+rules, pause and cooldown apply, and its row is logged under that command with `via`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.buttons import OneTextModal, run_submitted
+from cogs.outcome import (
+    answer,
+    conclude,
+    outcome_of_interaction_error,
+    release_cooldown,
+    with_defaults,
+)
+from core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+
+def message_text(message: discord.Message) -> str:
+    """What a right-clicked message says: its text, else its first embed's (a bot answer)."""
+    text = message.content or next((e.description for e in message.embeds if e.description), "")
+    if not text.strip():
+        raise InvalidInput("That message has no text to read (only pictures or files).")
+    return text
+
+
+def mask_word(text: str, word: str) -> str:
+    """`text` with the first whole-word occurrence of `word` (any case) hidden as [MASK]."""
+    word = word.strip()
+    if not word:
+        raise InvalidInput("Type the word to hide.")
+    pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+    if pattern.search(text) is None:
+        raise InvalidInput(f"“{word[:40]}” is not a word of that message.")
+    return pattern.sub("[MASK]", text, count=1)
+
+
+class ContextMenus(commands.Cog):
+    def __init__(self, bot: TLMBot) -> None:
+        self.bot = bot
+        self.menus = [
+            app_commands.ContextMenu(name=name, callback=callback, extras={"runs": runs})
+            for name, runs, callback in (
+                ("Tokenize", "tokens", self.tokenize),
+                ("Sentiment", "sentiment", self.sentiment),
+                ("Ask a question about this", "qa", self.ask),
+                ("Mask a word", "mask", self.mask),
+            )
+        ]
+        for menu in self.menus:
+            bot.tree.add_command(menu)
+
+    async def cog_unload(self) -> None:
+        for menu in self.menus:
+            self.bot.tree.remove_command(menu.name, type=menu.type)
+
+    async def _run(self, interaction: discord.Interaction, runs: str,
+                   options: Callable[[], dict]) -> None:
+        via = f"menu:{interaction.command.name if interaction.command else runs}"
+        try:
+            values = with_defaults(self.bot, runs, options())
+        except Exception as exc:
+            await conclude(self.bot, interaction, outcome_of_interaction_error(exc),
+                           command=runs, options={"via": via}, error=exc)
+            return
+        await answer(self.bot, interaction, runs, values, via=via)
+
+    async def tokenize(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        await self._run(interaction, "tokens", lambda: {"text": message_text(message)})
+
+    async def sentiment(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        await self._run(interaction, "sentiment", lambda: {"text": message_text(message)})
+
+    async def ask(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        await self._ask_then(
+            interaction, "qa", message,
+            {"title": "Ask a question about this", "label": "Your question",
+             "placeholder": "Who is mentioned first?",
+             "max_length": self.bot.config.limits.max_question_chars},
+            lambda text, question: {"question": question, "context": text})
+
+    async def mask(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        await self._ask_then(
+            interaction, "mask", message,
+            {"title": "Mask a word", "label": "Which word should the model guess?",
+             "placeholder": "capital", "max_length": 100},
+            lambda text, word: {"text": mask_word(text, word)})
+
+    async def _ask_then(self, interaction: discord.Interaction, runs: str,
+                        message: discord.Message, modal: dict,
+                        options: Callable[[str, str], dict]) -> None:
+        """Open a modal for the missing piece; its submit runs `runs` (gated on its own)."""
+        via = f"menu:{interaction.command.name if interaction.command else runs}"
+        try:
+            text = message_text(message)
+        except Exception as exc:
+            await conclude(self.bot, interaction, outcome_of_interaction_error(exc),
+                           command=runs, options={"via": via}, error=exc)
+            return
+        release_cooldown(self.bot, interaction)  # the submit is counted, not the right-click
+
+        async def submitted(submit: discord.Interaction, value: str) -> None:
+            await run_submitted(self.bot, submit, runs, lambda: options(text, value), via)
+
+        await interaction.response.send_modal(OneTextModal(submitted=submitted, **modal))
+
+
+async def setup(bot: TLMBot) -> None:
+    await bot.add_cog(ContextMenus(bot))
