@@ -305,7 +305,7 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
                     content=f"⏳ The model `{state[0]}` is still loading. "
                             "Your answer will appear here as soon as it is ready."
                 )
-            result = await pending
+            result = await _wait_in_line(bot, interaction, pending)
             reply = command.render(result)
             reply.view = answer_view(bot, interaction, name, values, result, reply)
         except Exception as exc:
@@ -321,6 +321,40 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
         await conclude(bot, interaction, outcome, reply=reply, result=result, options=logged,
                        input_text=command.input_text(values), ephemeral=private,
                        input_options=command.input_options, error=failure, command=name)
+
+
+#: A wait shorter than this shows no place in line; after it, the place is edited at most this
+#: often (each edit is a Discord API call, under its rate limits).
+PLACE_AFTER_S = 1.0
+PLACE_EVERY_S = 2.0
+
+
+async def _wait_in_line(bot: TLMBot, interaction: discord.Interaction,
+                        pending: asyncio.Future) -> Any:
+    """The result; meanwhile, after a second of waiting, "⏳ 12th in line (about 3 s)" in the
+    placeholder, edited only when the place changes."""
+    shown = None
+    delay = PLACE_AFTER_S
+    while True:
+        done, _ = await asyncio.wait({pending}, timeout=delay)
+        if done:
+            return pending.result()
+        delay = PLACE_EVERY_S
+        where = bot.engine.queue_place(pending)
+        if where is None or where.place == shown:
+            continue
+        shown = where.place
+        about = max(1, round(where.about_s))
+        try:
+            await interaction.edit_original_response(
+                content=f"⏳ {ordinal(where.place)} in line (about {about} s)")
+        except discord.HTTPException:
+            pass  # only a progress note: the answer still comes
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 async def reply_staff(bot: TLMBot, interaction: discord.Interaction, reply: Reply) -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -71,6 +72,15 @@ class ModelStatus:
     @property
     def ready(self) -> bool:
         return self.state is LoadState.READY
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where an admitted request waits: its place in its model's line (1 = next) and a rough
+    wait, from how long that lane's recent batches took."""
+
+    place: int
+    about_s: float
 
 
 class _Pending:
@@ -136,6 +146,9 @@ class InferenceEngine:
         self._closed = False
         #: Batches in worker threads right now (updated on the event loop).
         self.running_batches = 0
+        #: A picture request's answer future -> its forward's lane future (`queue_place`).
+        self._forward_of: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Future] = (
+            weakref.WeakKeyDictionary())
 
     async def __aenter__(self) -> InferenceEngine:
         await self.start()
@@ -208,13 +221,24 @@ class InferenceEngine:
                 ticket.release()
             raise
         if ticket is not None:
-            future = self._with_picture(future, ticket)
+            forward, future = future, self._with_picture(future, ticket)
+            self._forward_of[future] = forward
         timeout = self.config.engine.request_timeout_s if timeout is None else timeout
         # The lane's own future, not a wrapper task: cancelling the caller cancels it at once,
         # so the batcher never spends a row on a caller that left.
         expiry = asyncio.get_running_loop().call_later(timeout, _expire, future)
         future.add_done_callback(lambda _: expiry.cancel())
         return future
+
+    def queue_place(self, future: asyncio.Future) -> QueuePlace | None:
+        """Where the request behind `admit`'s `future` waits; None once its batch runs (or
+        for a lane this process does not queue, e.g. on Ray)."""
+        forward = self._forward_of.get(future, future)
+        for lane in self._lanes.values():
+            place = lane.place_of(forward) if isinstance(lane, _Lane) else None
+            if place is not None:
+                return place
+        return None
 
     async def submit(self, request: Any, *, timeout: float | None = None) -> Any:
         """Validate, queue, and wait for the result (with `timings` filled in)."""
@@ -321,6 +345,8 @@ class _Lane:
         #: used from two threads at once fails ("Already borrowed") when one of them pads.
         self.own_tokenizer = own_tokenizer
         self.pending: collections.deque[_Pending] = collections.deque()
+        #: Seconds per batch, smoothed (for `place_of`'s estimate); None before the first.
+        self.batch_seconds: float | None = None
         self.wakeup = asyncio.Event()
         self.closing = False
         self.runner = asyncio.create_task(self._run(), name=f"lane:{spec}")
@@ -336,6 +362,18 @@ class _Lane:
         self.pending.append(_Pending(request, task, task.batch_key(request), future))
         self.wakeup.set()
         return future
+
+    def place_of(self, future: asyncio.Future) -> QueuePlace | None:
+        ahead = 0
+        for item in self.pending:
+            if item.future is future:
+                limit = max(1, self.engine.config.engine.max_batch_size)
+                per_batch = self.batch_seconds if self.batch_seconds is not None else 1.0
+                # The batch in flight, then one batch per `limit` requests ahead of this one.
+                return QueuePlace(ahead + 1, per_batch * (1 + ahead // limit + 1))
+            if not item.future.done():
+                ahead += 1
+        return None
 
     def fail_queued(self, error: Exception) -> None:
         while self.pending:
@@ -401,8 +439,12 @@ class _Lane:
         # A tokenizer-only batch takes a millisecond: it should not cost a forward its threads.
         counted = 0 if self.own_tokenizer else 1
         self.engine.running_batches += counted
+        started = time.perf_counter()
         try:
             await loop.run_in_executor(self.engine.pool, _run_batch, loop, model, batch, threads)
+            took = time.perf_counter() - started
+            self.batch_seconds = took if self.batch_seconds is None else (
+                0.7 * self.batch_seconds + 0.3 * took)
         except Exception as exc:  # the batcher must outlive anything a batch does
             log.exception("batch for %s failed outside the task", self.spec)
             for item in batch:
