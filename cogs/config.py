@@ -7,7 +7,7 @@ per-command permissions (Server Settings -> Integrations) still apply on top of 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -119,6 +119,24 @@ class Moderation(commands.GroupCog, group_name="config",
         await self.bot.settings.set_paused(interaction.guild_id, paused)
         text = ("Student commands are **paused** in this server." if paused
                 else "Student commands run again.")
+        await self._done(interaction, text)
+
+    @app_commands.command(name="answers")
+    async def answers(self, interaction: discord.Interaction,
+                      mode: Literal["private", "public", "student's choice"],
+                      channel: RuleChannel | None = None) -> None:
+        """Force students' answers private (only the asker sees them) or public.
+
+        Args:
+            mode: private, public, or the student's choice (their `private` option).
+            channel: Only this channel (default: the whole server).
+        """
+        scope_id = channel.id if channel is not None else interaction.guild_id
+        where = channel.mention if channel is not None else "this server"
+        stored = None if mode == "student's choice" else mode
+        await self.bot.settings.set_answer_visibility(interaction.guild_id, scope_id, stored)
+        text = (f"In {where}, each student chooses whether an answer is private." if stored is None
+                else f"In {where}, answers are now always **{stored}**.")
         await self._done(interaction, text)
 
     @app_commands.command(name="cooldown")

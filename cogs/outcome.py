@@ -289,8 +289,8 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
     name = name or command_name(interaction)
     command: StudentCommand = COMMANDS[name]
     values = dict(options if options is not None else options_of(interaction))
-    private = bool(values.pop("private", False))
     mark_started(interaction)
+    private = await _answers_private(bot, interaction, bool(values.pop("private", False)))
     with bot.handling():
         outcome, reply, result, failure = Outcome(Status.OK), None, None, None
         pending: Any = None
@@ -321,6 +321,15 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
         await conclude(bot, interaction, outcome, reply=reply, result=result, options=logged,
                        input_text=command.input_text(values), ephemeral=private,
                        input_options=command.input_options, error=failure, command=name)
+
+
+async def _answers_private(bot: TLMBot, interaction: discord.Interaction, asked: bool) -> bool:
+    """The student's `private` option, unless a moderator forced answers private or public
+    in this channel (or its parent, or the server: `/config answers`)."""
+    settings = await bot.settings.get(interaction.guild_id)
+    forced = settings.visibility_in(interaction.channel_id,
+                                    parent_channel_id(interaction.channel))
+    return asked if forced is None else forced == "private"
 
 
 #: A wait shorter than this shows no place in line; after it, the place is edited at most this

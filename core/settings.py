@@ -65,6 +65,17 @@ class GuildSettings:
     paused: bool = False
     retention_days: int = 90
     cooldowns: tuple[Cooldown, ...] = ()
+    #: scope id (a channel's, or the guild's own for the whole server) -> "private"/"public".
+    answer_visibility: tuple[tuple[int, str], ...] = ()
+
+    def visibility_in(self, channel_id: int | None, parent_id: int | None = None) -> str | None:
+        """"private"/"public" when a moderator forced answers so here (the channel, else a
+        thread's parent, else the server), None when the student chooses."""
+        modes = dict(self.answer_visibility)
+        for scope_id in (channel_id, parent_id, self.guild_id):
+            if scope_id is not None and scope_id in modes:
+                return modes[scope_id]
+        return None
 
     def rule(self, scope: Scope, scope_id: int, command: str) -> Rule | None:
         """The rule stored for exactly this scope and command name (no "*" fallback)."""
@@ -123,8 +134,13 @@ class SettingsStore:
             "SELECT command, uses, per_seconds FROM cooldowns WHERE guild_id = ? ORDER BY command",
             (guild_id,),
         )
+        visibility = await self._db.fetchall(
+            "SELECT scope_id, mode FROM answer_visibility WHERE guild_id = ? ORDER BY scope_id",
+            (guild_id,),
+        )
         row = base[0] if base else None
         return GuildSettings(
+            answer_visibility=tuple((int(r["scope_id"]), r["mode"]) for r in visibility),
             guild_id=guild_id,
             rules=tuple(
                 Rule(r["scope"], int(r["scope_id"]), r["command"], bool(r["allow"])) for r in rules
@@ -216,6 +232,23 @@ class SettingsStore:
                     " DO UPDATE SET uses = excluded.uses, per_seconds = excluded.per_seconds",
                     (guild_id, command, int(uses), float(per_seconds)),
                 )
+
+    async def set_answer_visibility(self, guild_id: int, scope_id: int,
+                                    mode: str | None) -> None:
+        """Force answers "private" or "public" in a channel (or the server: its own id);
+        None lets students choose again."""
+        if mode not in (None, "private", "public"):
+            raise InvalidInput("Answers are private, public, or the student's choice.")
+        async with self._write(guild_id) as conn:
+            if mode is None:
+                await conn.execute(
+                    "DELETE FROM answer_visibility WHERE guild_id = ? AND scope_id = ?",
+                    (guild_id, scope_id))
+            else:
+                await conn.execute(
+                    "INSERT INTO answer_visibility (guild_id, scope_id, mode) VALUES (?, ?, ?)"
+                    " ON CONFLICT (guild_id, scope_id) DO UPDATE SET mode = excluded.mode",
+                    (guild_id, scope_id, mode))
 
     async def _upsert(self, guild_id: int, column: str, value: object) -> None:
         # `column` is one of three literals from this module, never user input.
