@@ -320,7 +320,9 @@ async def bot(emu: DiscordEmulator, caplog: pytest.LogCaptureFixture) -> AsyncIt
     await asyncio.wait_for(runner, 5)
     assert emu.unhandled == []
     assert emu.violations == []
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # caplog.records would hold only this teardown's records: read every phase's.
+    errors = [r.getMessage() for phase in ("setup", "call", "teardown")
+              for r in caplog.get_records(phase) if r.levelno >= logging.ERROR]
     assert errors == []
 
 
@@ -705,6 +707,28 @@ async def test_dynamic_item_defer_update_then_edit_and_follow_up(
     assert record.text == "rated 5"  # the same message, seen from the command's record
     thanks = click.followup_messages[0]
     assert thanks["content"] == "thanks for 5" and thanks["id"] != rated["id"]
+
+
+async def test_clicks_keep_the_deadline_and_the_single_acknowledgement(
+        emu: DiscordEmulator, bot: ProbeBot, caplog: pytest.LogCaptureFixture) -> None:
+    record = await emu.invoke("vote")
+    await record.wait_done(5)
+    assert record.message is not None
+    click = await emu.click(record.message, "vote:up")
+    await click.wait_done(5)
+    status, _, body = await raw(emu, "POST", f"/interactions/{click.id}/{click.token}/callback",
+                                json={"type": 6})
+    assert (status, body["code"]) == (400, 40060)
+    _violation(emu, "second initial response")
+    emu.respond_deadline_s = 0.0
+    late = await emu.click(record.message, "vote:up")
+    await asyncio.wait_for(_until(lambda: bool(late.errors)), 5)
+    assert late.errors[0]["code"] == 10062 and late.first_response is None
+    assert emu.message(record.message["id"])["content"] == "votes: 1"  # the late edit is lost
+    _violation(emu, "deadline")
+    await asyncio.wait_for(_until(lambda: any(
+        "Ignoring exception in view" in r.getMessage() for r in caplog.records)), 5)
+    caplog.clear()  # discord.py logs the refused edit; that is the point here
 
 
 async def test_select_menu(emu: DiscordEmulator, bot: ProbeBot) -> None:

@@ -5,6 +5,12 @@ sent. Routes enforce Discord's interaction rules (the first-response deadline, a
 response, token lifetime, acknowledgement before follow-ups) and answer with Discord's error
 codes; a rule broken by the bot is also noted in `violations`. Anything without a route is a 404
 noted in `unhandled`, so a test notices when the bot starts calling an endpoint not emulated yet.
+
+First responses are checked against the interaction's type, as Discord does: a command takes
+4/5/9, a component 4/5/6/7/9, autocomplete only 8, a modal submit 4/5 (and 6/7 when a component
+opened the modal). 6 and 7 answer on the component's own message: 7 edits it in place, and for
+both, @original (edits, deletes) then means that message, while follow-ups are new messages.
+Every message is kept by id (`_messages`), edited in place, so each holder sees its current state.
 """
 
 from __future__ import annotations

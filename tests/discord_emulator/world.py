@@ -227,7 +227,11 @@ class InteractionRecord:
         return self.first_response
 
     async def wait_done(self, timeout: float = 30) -> InteractionRecord:
-        """Wait for a final visible message: a type 4 reply, or a follow-up/edit after a defer."""
+        """Wait for a final visible message: a type 4 reply, or a follow-up/edit after a defer.
+
+        A type 7 update counts at once; a type 6 (deferred update) only once an edit or
+        follow-up comes, so for a bot that only acknowledges a click use wait_first_response.
+        """
         await self._wait(self._done, timeout, "a visible message")
         return self
 
