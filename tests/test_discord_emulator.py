@@ -25,8 +25,11 @@ from tests.discord_emulator import (
     SPEC_PATH,
     DiscordEmulator,
     message_is_empty,
+    validate_autocomplete,
     validate_command_json,
+    validate_components,
     validate_message,
+    validate_modal,
 )
 
 with warnings.catch_warnings():
@@ -39,6 +42,84 @@ with warnings.catch_warnings():
 log = logging.getLogger(__name__)
 
 
+FRUITS = ["apple", "apricot", "banana", "cherry"]
+
+
+class VoteView(discord.ui.View):
+    """A classic per-message view: clicks edit the message in place (callback type 7)."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+        self.votes = 0
+
+    @discord.ui.button(label="Up", custom_id="vote:up", style=discord.ButtonStyle.primary)
+    async def up(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        self.votes += 1
+        await interaction.response.edit_message(content=f"votes: {self.votes}", view=self)
+
+    @discord.ui.button(label="Close", custom_id="vote:close")
+    async def close(self, interaction: discord.Interaction,
+                    button: discord.ui.Button[Any]) -> None:
+        for item in self.children:
+            if isinstance(item, discord.ui.Button):
+                item.disabled = True
+        await interaction.response.edit_message(content=f"closed at {self.votes}", view=self)
+        self.stop()
+
+
+class RateButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"rate:(?P<score>\d)"):
+    """A restart-safe button: discord.py rebuilds it from the clicked message's custom_id."""
+
+    def __init__(self, score: int) -> None:
+        super().__init__(discord.ui.Button(label=f"{score} stars", custom_id=f"rate:{score}"))
+        self.score = score
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: Any) -> RateButton:
+        return cls(int(match["score"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer()  # type 6: nothing visible changes yet
+        await interaction.edit_original_response(content=f"rated {self.score}", view=None)
+        await interaction.followup.send(f"thanks for {self.score}", ephemeral=True)
+
+
+class FeedbackModal(discord.ui.Modal, title="Feedback"):
+    """The classic layout: each text input in its own action row."""
+
+    comment: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Comment", custom_id="comment", max_length=50)
+    email: discord.ui.TextInput[Any] = discord.ui.TextInput(
+        label="Email", custom_id="email", required=False)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(
+            f"got {self.comment.value!r} from {self.email.value or 'anon'}", ephemeral=True)
+
+
+class AskModal(discord.ui.Modal, title="Ask"):
+    """The newer layout: a type 18 label holding the text input."""
+
+    question: discord.ui.Label[Any] = discord.ui.Label(
+        text="Question", component=discord.ui.TextInput(
+            custom_id="question", style=discord.TextStyle.paragraph))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        assert isinstance(self.question.component, discord.ui.TextInput)
+        await interaction.response.edit_message(
+            content=f"Q: {self.question.component.value}", view=None)
+
+
+class AskView(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Ask", custom_id="ask:open")
+    async def open(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await interaction.response.send_modal(AskModal())
+
+
 class ProbeBot(commands.Bot):
     """A bot with a few representative commands; `outcomes` holds what handlers caught."""
 
@@ -48,6 +129,10 @@ class ProbeBot(commands.Bot):
         super().__init__(command_prefix="!", intents=intents, guild_ready_timeout=0.05)
         self.outcomes: dict[str, asyncio.Future[Any]] = {}
         self._add_commands()
+        self._add_component_commands()
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(RateButton)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """Skip discord.py's 5 s pause before a re-IDENTIFY (it protects real Discord's limits)."""
@@ -128,6 +213,90 @@ class ProbeBot(commands.Bot):
 
         tree.add_command(admin)
 
+    def _add_component_commands(self) -> None:
+        """Buttons, selects, modals, autocomplete and a message context menu."""
+        tree = self.tree
+
+        @tree.command(name="vote", description="A message with vote buttons")
+        async def vote(interaction: discord.Interaction, private: bool = False) -> None:
+            await interaction.response.send_message("votes: 0", view=VoteView(),
+                                                    ephemeral=private)
+
+        @tree.command(name="rate", description="Restart-safe rating buttons")
+        async def rate(interaction: discord.Interaction) -> None:
+            view = discord.ui.View(timeout=None)
+            view.add_item(RateButton(1)).add_item(RateButton(5))
+            await interaction.response.send_message("rate me", view=view)
+
+        @tree.command(name="flavour", description="A select menu")
+        async def flavour(interaction: discord.Interaction) -> None:
+            view = discord.ui.View(timeout=None)
+            menu: discord.ui.Select[Any] = discord.ui.Select(
+                custom_id="flavour", max_values=2,
+                options=[discord.SelectOption(label=f) for f in FRUITS])
+
+            async def picked(inner: discord.Interaction) -> None:
+                await inner.response.edit_message(content=" + ".join(menu.values), view=None)
+
+            menu.callback = picked  # type: ignore[method-assign]
+            view.add_item(menu)
+            await interaction.response.send_message("pick", view=view)
+
+        @tree.command(name="feedback", description="Open a form")
+        async def feedback(interaction: discord.Interaction) -> None:
+            await interaction.response.send_modal(FeedbackModal())
+
+        @tree.command(name="askbox", description="A button that opens a form")
+        async def askbox(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("ask away", view=AskView())
+
+        async def fruit_choices(interaction: discord.Interaction,
+                                current: str) -> list[app_commands.Choice[str]]:
+            return [app_commands.Choice(name=f, value=f) for f in FRUITS if f.startswith(current)]
+
+        @tree.command(name="pick", description="Autocompleted fruit")
+        @app_commands.autocomplete(fruit=fruit_choices)
+        async def pick(interaction: discord.Interaction, fruit: str, count: int = 1) -> None:
+            await interaction.response.send_message(f"{count} {fruit}")
+
+        async def too_many(interaction: discord.Interaction,
+                           current: str) -> list[app_commands.Choice[str]]:
+            choices = [app_commands.Choice(name=f"n{i}", value=f"v{i}") for i in range(26)]
+            try:
+                await interaction.response.autocomplete(choices)
+            except discord.HTTPException as exc:
+                self.outcome("too_many").set_result(exc)
+            return []  # discord.py then answers with no choices
+
+        @tree.command(name="many", description="Autocomplete with too many choices")
+        @app_commands.autocomplete(word=too_many)
+        async def many(interaction: discord.Interaction, word: str) -> None:
+            await interaction.response.send_message(word)
+
+        @tree.context_menu(name="Count words")
+        async def count_words(interaction: discord.Interaction, message: discord.Message) -> None:
+            await interaction.response.send_message(
+                f"{len(message.content.split())} words by {message.author.display_name}",
+                ephemeral=True)
+
+        @tree.command(name="badbutton", description="A button whose custom_id is too long")
+        async def badbutton(interaction: discord.Interaction) -> None:
+            view = discord.ui.View(timeout=None)
+            view.add_item(discord.ui.Button(label="x", custom_id="x" * 101))
+            try:
+                await interaction.response.send_message("button", view=view)
+            except discord.HTTPException as exc:
+                self.outcome("badbutton").set_result(exc)
+                await interaction.response.send_message("no button")
+
+        @tree.command(name="badmodal", description="A modal whose title is too long")
+        async def badmodal(interaction: discord.Interaction) -> None:
+            try:
+                await interaction.response.send_modal(FeedbackModal(title="t" * 46))
+            except discord.HTTPException as exc:
+                self.outcome("badmodal").set_result(exc)
+                await interaction.response.send_message("no modal")
+
 
 @pytest.fixture
 async def emu() -> AsyncIterator[DiscordEmulator]:
@@ -151,7 +320,9 @@ async def bot(emu: DiscordEmulator, caplog: pytest.LogCaptureFixture) -> AsyncIt
     await asyncio.wait_for(runner, 5)
     assert emu.unhandled == []
     assert emu.violations == []
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # caplog.records would hold only this teardown's records: read every phase's.
+    errors = [r.getMessage() for phase in ("setup", "call", "teardown")
+              for r in caplog.get_records(phase) if r.levelno >= logging.ERROR]
     assert errors == []
 
 
@@ -453,6 +624,311 @@ def test_validate_message_limits() -> None:
             "embeds.0.fields.0.value", "attachments"} <= fields
     assert validate_message({"content": "ok", "embeds": [{"title": "t"}]}) == []
     assert message_is_empty({"content": "  "}) and not message_is_empty({}, n_files=1)
+
+
+# ----- components, modals, autocomplete and context menus
+
+
+def _violation(emu: DiscordEmulator, text: str) -> None:
+    """Exactly one recorded violation, mentioning `text`; cleared for the fixture's check."""
+    assert len(emu.violations) == 1 and text in emu.violations[0], emu.violations
+    emu.violations.clear()
+
+
+async def test_message_context_menu_sees_the_message(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    message = emu.add_message(content="Paris is the capital")
+    assert emu.message(message["id"]) is message
+    status, _, body = await raw(emu, "GET",
+                                f"/channels/{message['channel_id']}/messages/{message['id']}")
+    assert (status, body["content"], body["author"]["id"]) == (
+        200, "Paris is the capital", str(emu.student_id))
+    record = await emu.invoke_message_command("Count words", message, user_id=emu.moderator_id)
+    await record.wait_done(5)
+    assert record.text == "4 words by student" and record.ephemeral
+    data = record.payload["data"]
+    assert (data["type"], data["target_id"]) == (3, message["id"])
+    assert data["resolved"]["messages"][message["id"]]["content"] == "Paris is the capital"
+    with pytest.raises(LookupError):
+        await emu.invoke_message_command("echo", message)  # a slash command, not a menu
+    with pytest.raises(LookupError):
+        await emu.invoke("Count words")
+
+
+async def test_button_click_updates_the_message_in_place(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("vote")
+    await record.wait_done(5)
+    assert [(c["label"], c["custom_id"]) for c in record.components] == [
+        ("Up", "vote:up"), ("Close", "vote:close")]
+    message = record.message
+    assert message is not None
+    for expected in ("votes: 1", "votes: 2"):
+        click = await emu.click(message, "vote:up")
+        await click.wait_done(5)
+        assert click.first_response is not None and click.first_response["type"] == 7
+        assert click.message is not None and click.message["id"] == message["id"]
+        assert emu.message(message["id"])["content"] == expected
+    assert click.payload["data"] == {"custom_id": "vote:up", "component_type": 2}
+    assert click.payload["message"]["content"] == "votes: 1"  # what the user clicked on
+    close = await emu.click(message["id"], "vote:close")
+    await close.wait_done(5)
+    assert emu.message(message["id"])["content"] == "closed at 2"
+    assert all(c["disabled"] for c in close.components)
+    with pytest.raises(ValueError, match="disabled"):
+        await emu.click(message, "vote:up")
+    with pytest.raises(ValueError, match="no component"):
+        await emu.click(message, "vote:down")
+
+
+async def test_ephemeral_buttons_belong_to_their_viewer(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("vote", {"private": True}, user_id=emu.moderator_id)
+    await record.wait_done(5)
+    assert record.message is not None
+    with pytest.raises(ValueError, match="ephemeral"):
+        await emu.click(record.message, "vote:up", user_id=emu.student_id)
+    click = await emu.click(record.message, "vote:up")  # the viewer, by default
+    await click.wait_done(5)
+    assert click.user_id == emu.moderator_id and click.text == "votes: 1"
+
+
+async def test_dynamic_item_defer_update_then_edit_and_follow_up(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("rate")
+    await record.wait_done(5)
+    assert record.message is not None
+    click = await emu.click(record.message, "rate:5")
+    first = await click.wait_first_response()
+    assert first["type"] == 6
+    await click.wait_done(5)
+    await asyncio.wait_for(_until(lambda: len(click.followup_messages) == 1), 5)
+    rated = emu.message(record.message["id"])
+    assert (rated["content"], rated["components"]) == ("rated 5", [])
+    assert record.text == "rated 5"  # the same message, seen from the command's record
+    thanks = click.followup_messages[0]
+    assert thanks["content"] == "thanks for 5" and thanks["id"] != rated["id"]
+
+
+async def test_clicks_keep_the_deadline_and_the_single_acknowledgement(
+        emu: DiscordEmulator, bot: ProbeBot, caplog: pytest.LogCaptureFixture) -> None:
+    record = await emu.invoke("vote")
+    await record.wait_done(5)
+    assert record.message is not None
+    click = await emu.click(record.message, "vote:up")
+    await click.wait_done(5)
+    status, _, body = await raw(emu, "POST", f"/interactions/{click.id}/{click.token}/callback",
+                                json={"type": 6})
+    assert (status, body["code"]) == (400, 40060)
+    _violation(emu, "second initial response")
+    emu.respond_deadline_s = 0.0
+    late = await emu.click(record.message, "vote:up")
+    await asyncio.wait_for(_until(lambda: bool(late.errors)), 5)
+    assert late.errors[0]["code"] == 10062 and late.first_response is None
+    assert emu.message(record.message["id"])["content"] == "votes: 1"  # the late edit is lost
+    _violation(emu, "deadline")
+    await asyncio.wait_for(_until(lambda: any(
+        "Ignoring exception in view" in r.getMessage() for r in caplog.records)), 5)
+    caplog.clear()  # discord.py logs the refused edit; that is the point here
+
+
+async def test_select_menu(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("flavour")
+    await record.wait_done(5)
+    assert record.message is not None
+    with pytest.raises(ValueError, match="between 1 and 2"):
+        await emu.select(record.message, "flavour", ["apple", "banana", "cherry"])
+    with pytest.raises(ValueError, match="options"):
+        await emu.select(record.message, "flavour", ["kiwi"])
+    picked = await emu.select(record.message, "flavour", ["apple", "cherry"])
+    await picked.wait_done(5)
+    assert emu.message(record.message["id"])["content"] == "apple + cherry"
+
+
+async def test_modal_from_a_command(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("feedback")
+    first = await record.wait_first_response()
+    assert first["type"] == 9 and record.modal is not None
+    assert record.modal["title"] == "Feedback" and record.message is None
+    assert [c["type"] for c in record.modal["components"]] == [1, 1]  # classic rows
+    for values, error in (({"comment": "x" * 51}, "length 51"), ({}, "required"),
+                          ({"comment": "ok", "phone": "1"}, "no fields")):
+        with pytest.raises(ValueError, match=error):
+            await emu.submit_modal(record, values)
+    with pytest.raises(ValueError, match="shown to"):
+        await emu.submit_modal(record, {"comment": "ok"}, user_id=emu.moderator_id)
+    submitted = await emu.submit_modal(record, {"comment": "nice"})
+    await submitted.wait_done(5)
+    assert submitted.text == "got 'nice' from anon" and submitted.ephemeral
+    assert submitted.payload["data"]["components"][1] == {"type": 1, "components": [
+        {"type": 4, "custom_id": "email", "value": ""}]}
+    with pytest.raises(ValueError, match="already submitted"):
+        await emu.submit_modal(record, {"comment": "again"})
+
+
+async def test_modal_from_a_button_updates_the_buttons_message(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("askbox")
+    await record.wait_done(5)
+    assert record.message is not None
+    click = await emu.click(record.message, "ask:open")
+    await click.wait_first_response()
+    assert click.modal is not None and click.modal["components"][0]["type"] == 18  # a label
+    submitted = await emu.submit_modal(click, {"question": "Why is the sky blue?"})
+    await submitted.wait_done(5)
+    assert submitted.payload["message"]["id"] == record.message["id"]
+    assert submitted.payload["data"]["components"][0]["component"]["value"] == (
+        "Why is the sky blue?")
+    assert emu.message(record.message["id"])["content"] == "Q: Why is the sky blue?"
+    assert submitted.message is not None and submitted.message["id"] == record.message["id"]
+
+
+async def test_autocomplete_returns_the_bots_choices(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    choices = await emu.autocomplete("pick", {"fruit": "ap"}, focused="fruit")
+    assert choices == [{"name": "apple", "value": "apple"}, {"name": "apricot", "value": "apricot"}]
+    record = emu.interactions[-1]
+    assert record.payload["type"] == 4 and record.first_response is not None
+    assert record.payload["data"]["options"] == [
+        {"name": "fruit", "type": 3, "value": "ap", "focused": True}]
+    assert len(await emu.autocomplete("pick", {"count": 2}, focused="fruit")) == len(FRUITS)
+    with pytest.raises(ValueError, match="no autocomplete"):
+        await emu.autocomplete("pick", {"count": "1"}, focused="count")
+
+
+# ----- the rules for components, modals, autocomplete and context menus, end to end
+
+
+async def test_custom_id_over_100_characters_is_refused(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("badbutton")
+    exc = await asyncio.wait_for(bot.outcome("badbutton"), 5)
+    assert isinstance(exc, discord.HTTPException) and exc.code == 50035
+    await record.wait_done(5)
+    assert record.text == "no button"
+    _violation(emu, "custom_id: Must be between 1 and 100")
+
+
+async def test_modal_title_over_45_characters_is_refused(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("badmodal")
+    exc = await asyncio.wait_for(bot.outcome("badmodal"), 5)
+    assert isinstance(exc, discord.HTTPException) and exc.code == 50035
+    await record.wait_done(5)
+    assert record.modal is None and record.text == "no modal"
+    _violation(emu, "data.title")
+
+
+async def test_26_autocomplete_choices_are_refused(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    assert await emu.autocomplete("many", {"word": "a"}, focused="word") == []
+    exc = await asyncio.wait_for(bot.outcome("too_many"), 5)
+    assert isinstance(exc, discord.HTTPException) and exc.code == 50035
+    _violation(emu, "data.choices: Must be 25 or fewer")
+
+
+async def test_six_action_rows_are_refused(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    row = {"type": 1, "components": [{"type": 2, "style": 1, "label": "b", "custom_id": "b"}]}
+    rows = [{**row, "components": [{**row["components"][0], "custom_id": f"b{i}"}]}
+            for i in range(6)]
+    status, _, body = await raw(emu, "POST", f"/channels/{emu.channel_id}/messages",
+                                json={"content": "rows", "components": rows})
+    assert (status, body["code"]) == (400, 50035)
+    _violation(emu, "components: Must be 5 or fewer")
+    status, _, _ = await raw(emu, "POST", f"/channels/{emu.channel_id}/messages",
+                             json={"content": "rows", "components": rows[:5]})
+    assert status == 200
+
+
+async def test_six_message_commands_are_refused(emu: DiscordEmulator) -> None:
+    menus = [{"name": f"Menu {i}", "type": 3} for i in range(6)]
+    path = f"/applications/{emu.application_id}/guilds/{emu.guild_id}/commands"
+    status, _, body = await raw(emu, "PUT", path, json=menus)
+    assert (status, body["code"]) == (400, 50035)
+    _violation(emu, "more than 5 message commands")
+    status, _, body = await raw(emu, "PUT", path, json=menus[:5] + [
+        {"name": "Menu 0", "type": 2}, {"name": "ask", "description": "Ask", "type": 1}])
+    assert status == 200, body
+
+
+async def test_callback_types_must_fit_the_interaction(emu: DiscordEmulator, bot: ProbeBot) -> None:
+    emu.respond_deadline_s = 0.3
+    record = await emu.invoke("slow", {"seconds": 0.6})  # answers too late: room to probe
+    url = f"/interactions/{record.id}/{record.token}/callback"
+    status, _, body = await raw(emu, "POST", url, json={"type": 7, "data": {"content": "x"}})
+    assert (status, body["code"]) == (400, 50035)
+    _violation(emu, "not valid for interaction type 2")
+    await asyncio.wait_for(bot.outcome("slow"), 5)
+    emu.violations.clear()  # the deadline, which /slow breaks on purpose
+
+
+def test_validate_component_rules() -> None:
+    def button(custom_id: str, label: str = "b") -> dict[str, Any]:
+        return {"type": 2, "style": 1, "label": label, "custom_id": custom_id}
+
+    def select(custom_id: str) -> dict[str, Any]:
+        return {"type": 3, "custom_id": custom_id, "options": [{"label": "a", "value": "a"}]}
+
+    good = [{"type": 1, "components": [button("a"), button("b")]},
+            {"type": 1, "components": [select("c")]}]
+    assert validate_components(good) == []
+    cases = {
+        "custom_id: Must be between 1 and 100": [{"type": 1, "components": [button("x" * 101)]}],
+        "cannot be duplicated": [{"type": 1, "components": [button("a"), button("a")]}],
+        "components: Must be 5 or fewer": [{"type": 1, "components": [button(f"{i}")]}
+                                           for i in range(6)],
+        "components.0.components: Must be between 1 and 5": [
+            {"type": 1, "components": [button(f"{i}") for i in range(6)]}],
+        "select menu fills its whole row": [{"type": 1, "components": [select("s"),
+                                                                       button("b")]}],
+        "label: Must be 80 or fewer": [{"type": 1, "components": [button("a", "l" * 81)]}],
+        "must be action rows": [button("a")],
+    }
+    for expected, components in cases.items():
+        problems = validate_components(components)
+        assert any(expected in p for p in problems), (expected, problems)
+    six_rows = cases["components: Must be 5 or fewer"]
+    assert validate_components(six_rows, components_v2=True) == []  # v2 lays out up to 40
+    assert validate_message({"content": "x", "components": cases["must be action rows"]})
+
+
+def test_validate_modal_and_autocomplete_rules() -> None:
+    def text(custom_id: str, **extra: Any) -> dict[str, Any]:
+        return {"type": 4, "custom_id": custom_id, "style": 1, "label": "L", **extra}
+
+    good = {"title": "Ask", "custom_id": "m", "components": [
+        {"type": 1, "components": [text("q", max_length=4000)]},
+        {"type": 18, "label": "Why", "component": {**text("w"), "label": None}}]}
+    good["components"][1]["component"].pop("label")
+    assert validate_modal(good) == []
+    cases = {
+        "data.title": {**good, "title": "t" * 46},
+        "data.components: Must be between 1 and 5": {
+            **good, "components": [{"type": 1, "components": [text(f"{i}")]} for i in range(6)]},
+        "label: Must be between 1 and 45": {**good, "components": [
+            {"type": 1, "components": [text("q", label="l" * 46)]}]},
+        "max_length: Must be between 1 and 4000": {**good, "components": [
+            {"type": 1, "components": [text("q", max_length=4001)]}]},
+        "placeholder: Must be between 0 and 100": {**good, "components": [
+            {"type": 1, "components": [text("q", placeholder="p" * 101)]}]},
+        "value: Must be between 0 and 4000": {**good, "components": [
+            {"type": 1, "components": [text("q", value="v" * 4001)]}]},
+        "custom_id: Must be between 1 and 100": {**good, "custom_id": "m" * 101},
+    }
+    for expected, modal in cases.items():
+        problems = validate_modal(modal)
+        assert any(expected in p for p in problems), (expected, problems)
+    assert validate_autocomplete({"choices": [{"name": "n", "value": "v"}] * 25}) == []
+    for expected, choice in (
+            ("name: Must be between 1 and 100", {"name": "", "value": "v"}),
+            ("value: Must be between 0 and 100", {"name": "n", "value": "v" * 101})):
+        assert any(expected in p for p in validate_autocomplete({"choices": [choice]}))
+    assert validate_autocomplete({"choices": [{"name": "n", "value": 10 ** 9}]}) == []
+
+
+def test_context_menu_names_follow_their_own_rules() -> None:
+    assert validate_command_json({"name": "Explain This", "type": 3}) == []
+    assert validate_command_json({"name": "Who Is", "type": 2}) == []
+    assert any("1-32" in p for p in validate_command_json({"name": "M" * 33, "type": 3}))
+    assert any("lowercase" in p for p in validate_command_json(
+        {"name": "Explain This", "description": "d", "type": 1}))
 
 
 SUBPROCESS_BOT = """

@@ -26,13 +26,25 @@ One idea per module, so a change to Discord's rules or to the gateway protocol t
     gateway.py       websocket sessions: HELLO, IDENTIFY/READY, dispatch, RESUME, faults
     rest.py          the REST API and CDN: recording, rate limits, delays, the routes
     interactions.py  a user running a slash command (INTERACTION_CREATE)
+    components.py    a user's messages, message context menus, button clicks and selects,
+                     modal submits and autocomplete
     emulator.py      DiscordEmulator, which holds the state and wires the parts together
 
-Tests import from this package only; the names below are its public surface.
+Tests import from this package only; the names below are its public surface. Beyond slash
+commands (`invoke`) a test can:
+
+    msg = emu.add_message(content="Paris is nice")             # a user's message
+    record = await emu.invoke_message_command("Explain", msg)  # right-click -> Apps
+    clicked = await emu.click(record.message, "vote:up")       # a button on the bot's answer
+    emu.message(record.message["id"])                           # its current state, after edits
+    form = await emu.click(record.message, "ask")               # the bot answers with a modal...
+    submitted = await emu.submit_modal(form, {"question": "Why?"})  # ...the user fills it in
+    choices = await emu.autocomplete("ask", {"model": "be"}, focused="model")
 """
 
 from __future__ import annotations
 
+from .components import ComponentsMixin
 from .emulator import SITE_DIR, DiscordEmulator
 from .gateway import GatewayMixin
 from .interactions import InteractionsMixin
@@ -42,16 +54,21 @@ from .rules import (
     ATTACHMENT_SIZE_LIMIT,
     BOT_PERMISSIONS,
     COMMAND_NAME_RE,
+    CONTEXT_MENUS_PER_TYPE,
     EPHEMERAL,
     EVERYONE_PERMISSIONS,
+    IS_COMPONENTS_V2,
     LOADING,
     MANAGE_GUILD,
     message_is_empty,
+    validate_autocomplete,
     validate_command_json,
+    validate_components,
     validate_message,
+    validate_modal,
 )
 from .schema import SPEC_PATH
-from .world import DISCORD_EPOCH_MS, Guild, InteractionRecord, snowflake
+from .world import DISCORD_EPOCH_MS, Guild, InteractionRecord, flatten_components, snowflake
 
 __all__ = [
     "ADMINISTRATOR",
@@ -59,13 +76,16 @@ __all__ = [
     "ATTACHMENT_SIZE_LIMIT",
     "BOT_PERMISSIONS",
     "COMMAND_NAME_RE",
+    "CONTEXT_MENUS_PER_TYPE",
     "DISCORD_EPOCH_MS",
     "EPHEMERAL",
     "EVERYONE_PERMISSIONS",
+    "IS_COMPONENTS_V2",
     "LOADING",
     "MANAGE_GUILD",
     "SITE_DIR",
     "SPEC_PATH",
+    "ComponentsMixin",
     "DiscordEmulator",
     "GatewayMixin",
     "Guild",
@@ -74,8 +94,12 @@ __all__ = [
     "InteractionsMixin",
     "RecordedRequest",
     "RestMixin",
+    "flatten_components",
     "message_is_empty",
     "snowflake",
+    "validate_autocomplete",
     "validate_command_json",
+    "validate_components",
     "validate_message",
+    "validate_modal",
 ]

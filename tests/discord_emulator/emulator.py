@@ -1,8 +1,9 @@
 """DiscordEmulator: the world, the gateway and the REST API on one loopback port.
 
 The class only holds the state and the wiring (start/close, pointing discord.py at it in this
-process or in a subprocess); what it does lives in the mixins of gateway.py, rest.py and
-interactions.py, and the state is all created here so one place shows everything a test can read.
+process or in a subprocess); what it does lives in the mixins of gateway.py, rest.py,
+interactions.py and components.py, and the state is all created here so one place shows
+everything a test can read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .components import ComponentsMixin
 from .gateway import GatewayMixin, _Session
 from .interactions import InteractionsMixin
 from .rest import API_PREFIX, RecordedRequest, RestMixin, _RateLimit
@@ -26,7 +28,7 @@ from .world import Guild, InteractionRecord, _user
 SITE_DIR = Path(__file__).resolve().parents[1] / "emulator_site"
 
 
-class DiscordEmulator(InteractionsMixin, GatewayMixin, RestMixin):
+class DiscordEmulator(ComponentsMixin, InteractionsMixin, GatewayMixin, RestMixin):
     """REST + gateway on 127.0.0.1 that a real discord.py client logs into.
 
     One bot at a time: events go to the session that identified last. Paths in `requests`,
@@ -54,6 +56,7 @@ class DiscordEmulator(InteractionsMixin, GatewayMixin, RestMixin):
         self._by_id: dict[int, InteractionRecord] = {}
         self._by_token: dict[str, InteractionRecord] = {}
         self._cdn: dict[str, tuple[str, bytes]] = {}
+        self._messages: dict[int, dict[str, Any]] = {}  # every live message, by id
         self._rate_limits: list[_RateLimit] = []
         self._delays: dict[str, float] = {}
         self._sessions: dict[str, _Session] = {}

@@ -42,10 +42,6 @@ class InteractionsMixin:
         `dm=True` sends it from the user's direct messages with the bot (no guild, no member),
         as Discord does for a globally synced command there.
         """
-        # Read from the package at call time: a test that patches
-        # tests.discord_emulator.ATTACHMENT_SIZE_LIMIT changes what the interaction advertises.
-        from . import ATTACHMENT_SIZE_LIMIT
-
         guild = self.guilds[guild_id or self.guild_id]
         channel_id = channel_id or next(iter(guild.channels))
         user_id = user_id or self.student_id
@@ -59,22 +55,7 @@ class InteractionsMixin:
             data["guild_id"] = str(scope)
         if resolved:
             data["resolved"] = resolved
-        iid = snowflake()
-        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
-        payload = {
-            "id": str(iid), "application_id": str(self.application_id), "type": 2,
-            "token": token, "version": 1, "data": data, "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "guild_locale": "en-US", "channel_id": str(channel_id),
-            "channel": {**guild.channels[channel_id],
-                        "permissions": str(guild.permissions_of(user_id))},
-            "member": {**guild.members[user_id],
-                       "permissions": str(guild.permissions_of(user_id))},
-            "app_permissions": str(guild.permissions_of(self.application_id)),
-            "locale": "en-US", "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
-            "entitlements": [], "entitlement_sku_ids": [],
-            "authorizing_integration_owners": {"0": str(guild.id)}, "context": 0,
-        }
+        payload = self._interaction_payload(2, data, guild, channel_id, user_id)
         if dm:
             data.pop("guild_id", None)
             for key in ("guild_id", "guild", "guild_locale", "member"):
@@ -86,41 +67,84 @@ class InteractionsMixin:
                          "recipients": [guild.members[user_id]["user"]]},
                 authorizing_integration_owners={"1": str(user_id)},
             )
-        record = InteractionRecord(iid, token, payload)
+        return await self._dispatch_interaction(payload)
+
+    def _interaction_payload(self, kind: int, data: dict[str, Any], guild: Guild,
+                             channel_id: int, user_id: int) -> dict[str, Any]:
+        """INTERACTION_CREATE of `kind` (2 command, 3 component, 4 autocomplete, 5 modal)."""
+        # Read from the package at call time: a test that patches
+        # tests.discord_emulator.ATTACHMENT_SIZE_LIMIT changes what the interaction advertises.
+        from . import ATTACHMENT_SIZE_LIMIT
+
+        if user_id not in guild.members:
+            raise ValueError(f"user {user_id} is not a member of guild {guild.id}")
+        return {
+            "id": str(snowflake()), "application_id": str(self.application_id), "type": kind,
+            "token": "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48), "version": 1,
+            "data": data, "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+            "guild_locale": "en-US", "channel_id": str(channel_id),
+            "channel": {**guild.channels[channel_id],
+                        "permissions": str(guild.permissions_of(user_id))},
+            "member": {**guild.members[user_id],
+                       "permissions": str(guild.permissions_of(user_id))},
+            "app_permissions": str(guild.permissions_of(self.application_id)),
+            "locale": "en-US", "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+            "entitlements": [], "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": str(guild.id)}, "context": 0,
+        }
+
+    async def _dispatch_interaction(self, payload: dict[str, Any]) -> InteractionRecord:
+        """Record the interaction (so its callback and webhooks are accepted), then send it."""
+        record = InteractionRecord(int(payload["id"]), payload["token"], payload)
         self.interactions.append(record)
-        self._by_id[iid] = self._by_token[token] = record
+        self._by_id[record.id] = self._by_token[record.token] = record
         record.dispatched_at = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return record
 
-    def _find_command(self, name: str, guild_id: int) -> tuple[int | None, dict[str, Any]]:
+    def _find_command(self, name: str, guild_id: int,
+                      kind: int = 1) -> tuple[int | None, dict[str, Any]]:
+        """The synced command a user can see: the guild's first, then the global one."""
         for scope in (guild_id, None):
             for command in self.synced_commands.get(scope, []):
-                if command["name"] == name and (command.get("type") or 1) == 1:
+                if command["name"] == name and (command.get("type") or 1) == kind:
                     return scope, command
-        raise LookupError(f"/{name} was never synced (synced: {self.synced_commands})")
+        what = {1: "slash command", 2: "user command", 3: "message command"}[kind]
+        raise LookupError(f"{what} {name!r} was never synced (synced: {self.synced_commands})")
 
     def _build_options(self, schema: list[dict[str, Any]], values: dict[str, Any],
                        uploads: dict[str, tuple[str, bytes, str]], resolved: dict[str, Any],
-                       guild: Guild, channel_id: int, path: list[str]) -> list[dict[str, Any]]:
+                       guild: Guild, channel_id: int, path: list[str],
+                       focused: str | None = None) -> list[dict[str, Any]]:
+        """Options as the client sends them; with `focused`, as it sends them for autocomplete
+        (required options may still be empty, the focused one carries the partial text)."""
         if path:
             sub = next((o for o in schema if o["name"] == path[0] and o["type"] in (1, 2)), None)
             if sub is None:
                 raise ValueError(f"no subcommand (group) {path[0]!r}")
             inner = self._build_options(sub.get("options") or [], values, uploads, resolved,
-                                        guild, channel_id, path[1:])
+                                        guild, channel_id, path[1:], focused)
             return [{"name": sub["name"], "type": sub["type"], "options": inner}]
         if any(o["type"] in (1, 2) for o in schema):
             raise ValueError("this command has subcommands: pass subcommand=")
         unknown = (set(values) | set(uploads)) - {o["name"] for o in schema}
         if unknown:
             raise ValueError(f"unknown options {sorted(unknown)}")
+        if focused is not None:
+            target = next((o for o in schema if o["name"] == focused), None)
+            if target is None or not target.get("autocomplete"):
+                raise ValueError(f"option {focused!r} has no autocomplete")
         built = []
         for opt in schema:
             name, kind = opt["name"], opt["type"]
             if name not in values and name not in uploads:
-                if opt.get("required"):
+                if opt.get("required") and focused is None:
                     raise ValueError(f"option {name!r} is required")
+                continue
+            if name == focused:
+                built.append({"name": name, "type": kind, "value": str(values[name]),
+                              "focused": True})
                 continue
             if kind == 11:
                 value: Any = self._upload(uploads[name], channel_id, resolved)

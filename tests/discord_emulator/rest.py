@@ -5,6 +5,12 @@ sent. Routes enforce Discord's interaction rules (the first-response deadline, a
 response, token lifetime, acknowledgement before follow-ups) and answer with Discord's error
 codes; a rule broken by the bot is also noted in `violations`. Anything without a route is a 404
 noted in `unhandled`, so a test notices when the bot starts calling an endpoint not emulated yet.
+
+First responses are checked against the interaction's type, as Discord does: a command takes
+4/5/9, a component 4/5/6/7/9, autocomplete only 8, a modal submit 4/5 (and 6/7 when a component
+opened the modal). 6 and 7 answer on the component's own message: 7 edits it in place, and for
+both, @original (edits, deletes) then means that message, while follow-ups are new messages.
+Every message is kept by id (`_messages`), edited in place, so each holder sees its current state.
 """
 
 from __future__ import annotations
@@ -23,12 +29,26 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .rules import EPHEMERAL, LOADING, message_is_empty, validate_command_json, validate_message
+from .rules import (
+    CONTEXT_MENUS_PER_TYPE,
+    EPHEMERAL,
+    LOADING,
+    message_is_empty,
+    validate_autocomplete,
+    validate_command_json,
+    validate_message,
+    validate_modal,
+)
+from .schema import CALLBACK_SCHEMAS, spec_errors
 from .world import Guild, InteractionRecord, _now_iso, _user, snowflake
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v10"
+
+# Which first responses Discord accepts for each interaction type (command, component,
+# autocomplete, modal submit); 6 and 7 after a modal submit only when a component opened it.
+CALLBACK_TYPES = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}
 
 
 def _opt_int(value: Any) -> int | None:
@@ -79,10 +99,12 @@ class RestMixin:
     unhandled: list[str]
     violations: list[str]
     channel_messages: list[dict[str, Any]]
+    interactions: list[InteractionRecord]
     synced_commands: dict[int | None, list[dict[str, Any]]]
     _by_id: dict[int, InteractionRecord]
     _by_token: dict[str, InteractionRecord]
     _cdn: dict[str, tuple[str, bytes]]
+    _messages: dict[int, dict[str, Any]]
     _rate_limits: list[_RateLimit]
     _delays: dict[str, float]
     _routes: list[tuple[str, re.Pattern[str], Handler, bool]]
@@ -130,6 +152,12 @@ class RestMixin:
             ("PATCH", message, self._webhook_message, False),
             ("DELETE", message, self._webhook_message, False),
             ("POST", r"/channels/(?P<cid>\d+)/messages", self._channel_message, True),
+            ("GET", r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)", self._channel_message_by_id,
+             True),
+            ("PATCH", r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)",
+             self._channel_message_by_id, True),
+            ("DELETE", r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)",
+             self._channel_message_by_id, True),
             ("GET", r"/channels/(?P<cid>\d+)", self._get_channel, True),
             ("GET", r"/guilds/(?P<gid>\d+)/members/(?P<uid>\d+)", self._get_member, True),
         ]
@@ -253,6 +281,45 @@ class RestMixin:
             msg["webhook_id"] = msg["application_id"] = str(self.application_id)
         return msg
 
+    def _remember(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Keep a message by id: emu.message(), clicks and context menus see its current state."""
+        self._messages[int(message["id"])] = message
+        return message
+
+    def _forget(self, message: dict[str, Any]) -> None:
+        """A deleted message disappears from the registry and from the record that showed it."""
+        self._messages.pop(int(message["id"]), None)
+        for inter in self.interactions:
+            if inter.original is message:
+                inter.original = None
+            if message in inter.followup_messages:
+                inter.followup_messages.remove(message)
+
+    def _apply_edit(self, rec: RecordedRequest, message: dict[str, Any], data: dict[str, Any],
+                    inter: InteractionRecord | None) -> web.Response | None:
+        """Edit `message` in place (every holder sees it); an error response if Discord refuses."""
+        problems = validate_message(data, len(rec.files))
+        if problems:
+            return self._error(rec, 400, 50035, "Invalid Form Body", problems=problems,
+                               inter=inter)
+        updated = dict(message)
+        for key, empty in (("content", ""), ("embeds", []), ("components", [])):
+            if key in data:
+                updated[key] = data[key] or empty
+        kept = {str(a.get("id")) for a in data.get("attachments") or []}
+        if "attachments" in data:
+            updated["attachments"] = [a for a in message["attachments"] if a["id"] in kept]
+        channel_id = int(message["channel_id"])
+        updated["attachments"] += [self._store_file(channel_id, n, d) for n, d in rec.files]
+        if message_is_empty(updated):
+            return self._error(rec, 400, 50006, "Cannot send an empty message", inter=inter,
+                               violation="edit leaves the message empty")
+        updated["flags"] = message["flags"] & ~LOADING
+        updated["edited_timestamp"] = _now_iso()
+        message.clear()
+        message.update(updated)
+        return None
+
     def _interaction_message(self, inter: InteractionRecord, payload: dict[str, Any],
                              files: list[tuple[str, bytes]]) -> dict[str, Any]:
         return self._message(payload, files, channel_id=int(inter.payload["channel_id"]),
@@ -292,6 +359,9 @@ class RestMixin:
             problems.append("commands: duplicate command names")
         if sum(1 for kind, _ in names if kind == 1) > 100:
             problems.append("commands: more than 100 slash commands")
+        for kind, what in ((2, "user"), (3, "message")):
+            if sum(1 for k, _ in names if k == kind) > CONTEXT_MENUS_PER_TYPE:
+                problems.append(f"commands: more than {CONTEXT_MENUS_PER_TYPE} {what} commands")
         if not isinstance(rec.json, list):
             problems.append("commands: body must be a JSON array")
         if problems:
@@ -325,21 +395,34 @@ class RestMixin:
                                inter=inter, violation="second initial response")
         body = rec.json if isinstance(rec.json, dict) else {}
         kind, data = body.get("type"), body.get("data") or {}
-        if kind not in (4, 5, 6, 7, 8, 9):
-            return self._error(rec, 400, 50035, "Invalid Form Body", inter=inter,
-                               problems=[f"type: Invalid interaction callback type {kind!r}."])
-        if kind in (4, 7):
-            rejected = self._reject_message(rec, data, len(rec.files), inter)
-            if rejected is not None:
-                return rejected
+        rejected = self._reject_callback(rec, inter, body)
+        if rejected is not None:
+            return rejected
+        target = None  # the message a component is on, which 6 and 7 answer by updating
+        if kind in (6, 7):
+            target = self._messages.get(int(inter.payload["message"]["id"]))
+            if target is None:
+                return self._error(rec, 404, 10008, "Unknown Message", inter=inter)
+        if kind == 7:
+            edited = self._apply_edit(rec, target, data, inter)  # type: ignore[arg-type]
+            if edited is not None:
+                return edited
         inter.first_response, inter.first_response_at = body, rec.time
         inter.files += rec.files
         message = None
         if kind == 4:
-            message = inter.original = self._interaction_message(inter, data, rec.files)
+            message = inter.original = self._remember(
+                self._interaction_message(inter, data, rec.files))
         elif kind == 5:  # the "thinking..." placeholder, replaced by an edit or first follow-up
             flags = ((data.get("flags") or 0) & EPHEMERAL) | LOADING
-            message = inter.original = self._interaction_message(inter, {"flags": flags}, [])
+            message = inter.original = self._remember(
+                self._interaction_message(inter, {"flags": flags}, []))
+        elif kind in (6, 7):  # @original now means the component's message
+            message = inter.original = target
+        elif kind == 8:
+            inter.choices = list(data.get("choices") or [])
+        elif kind == 9:
+            inter.modal = data
         inter._changed()
         if rec.query.get("with_response") not in ("1", "true", "True"):
             return web.Response(status=204)
@@ -348,10 +431,38 @@ class RestMixin:
         if message is not None:
             resource["message"] = message
         return _json({"interaction": {
-            "id": str(inter.id), "type": 2, "activity_instance_id": None,
+            "id": str(inter.id), "type": inter.payload["type"], "activity_instance_id": None,
             "response_message_id": message["id"] if message else None,
             "response_message_loading": bool(flags & LOADING),
             "response_message_ephemeral": bool(flags & EPHEMERAL)}, "resource": resource})
+
+    def _reject_callback(self, rec: RecordedRequest, inter: InteractionRecord,
+                         body: dict[str, Any]) -> web.Response | None:
+        """Discord's checks of a first response: its type for this interaction, then its data."""
+        kind, data = body.get("type"), body.get("data") or {}
+        allowed = set(CALLBACK_TYPES.get(inter.payload["type"], ()))
+        if inter.payload["type"] == 5 and "message" not in inter.payload:
+            allowed -= {6, 7}
+        if kind not in allowed:
+            return self._error(rec, 400, 50035, "Invalid Form Body", inter=inter, problems=[
+                f"type: Interaction callback type {kind!r} is not valid for interaction type "
+                f"{inter.payload['type']} (allowed: {sorted(allowed)})."])
+        problems = []
+        if kind in (4, 7):
+            problems += validate_message(data, len(rec.files))
+        elif kind == 8:
+            problems += validate_autocomplete(data)
+        elif kind == 9:
+            problems += validate_modal(data)
+        if not problems:  # the spec on top, so one mistake is not reported twice
+            problems = [f"spec: {e}" for e in spec_errors(body, CALLBACK_SCHEMAS[kind])]
+        if problems:
+            return self._error(rec, 400, 50035, "Invalid Form Body", problems=problems,
+                               inter=inter)
+        if kind == 4 and message_is_empty(data, len(rec.files)):
+            return self._error(rec, 400, 50006, "Cannot send an empty message", inter=inter,
+                               violation="empty message")
+        return None
 
     def _webhook_interaction(self, rec: RecordedRequest,
                              m: re.Match[str]) -> InteractionRecord | web.Response:
@@ -382,9 +493,9 @@ class RestMixin:
             # keeping the defer's ephemeral choice.
             message = self._interaction_message(inter, data, rec.files)
             message["id"], message["flags"] = original["id"], original["flags"] & ~LOADING
-            inter.original = message
+            inter.original = self._remember(message)
         else:
-            message = self._interaction_message(inter, data, rec.files)
+            message = self._remember(self._interaction_message(inter, data, rec.files))
             inter.followup_messages.append(message)
         inter._changed()
         if rec.query.get("wait") in ("1", "true", "True"):
@@ -405,32 +516,12 @@ class RestMixin:
         if rec.method == "GET":
             return _json(message)
         if rec.method == "DELETE":
-            if message is original:
-                inter.original = None
-            else:
-                inter.followup_messages.remove(message)
+            self._forget(message)
             return web.Response(status=204)
         data = rec.json if isinstance(rec.json, dict) else {}
-        problems = validate_message(data, len(rec.files))
-        if problems:
-            return self._error(rec, 400, 50035, "Invalid Form Body", problems=problems,
-                               inter=inter)
-        updated = dict(message)
-        for key, empty in (("content", ""), ("embeds", []), ("components", [])):
-            if key in data:
-                updated[key] = data[key] or empty
-        kept = {str(a.get("id")) for a in data.get("attachments") or []}
-        if "attachments" in data:
-            updated["attachments"] = [a for a in message["attachments"] if a["id"] in kept]
-        channel_id = int(message["channel_id"])
-        updated["attachments"] += [self._store_file(channel_id, n, d) for n, d in rec.files]
-        if message_is_empty(updated):
-            return self._error(rec, 400, 50006, "Cannot send an empty message", inter=inter,
-                               violation="edit leaves the message empty")
-        updated["flags"] = message["flags"] & ~LOADING
-        updated["edited_timestamp"] = _now_iso()
-        message.clear()
-        message.update(updated)
+        rejected = self._apply_edit(rec, message, data, inter)
+        if rejected is not None:
+            return rejected
         inter.edits.append(data)
         inter.files += rec.files
         inter._changed()
@@ -445,12 +536,31 @@ class RestMixin:
         rejected = self._reject_message(rec, data, len(rec.files))
         if rejected is not None:
             return rejected
-        message = self._message(data, rec.files, channel_id=cid, guild_id=guild.id,
-                                interaction=False)
+        message = self._remember(self._message(data, rec.files, channel_id=cid,
+                                               guild_id=guild.id, interaction=False))
         response = _json(message)
         # Discord does not echo allowed_mentions, but tests want to see what a ping would do.
         self.channel_messages.append({**message, "allowed_mentions": data.get("allowed_mentions")})
         return response
+
+    async def _channel_message_by_id(self, rec: RecordedRequest,
+                                     m: re.Match[str]) -> web.Response:
+        """GET/PATCH/DELETE /channels/{cid}/messages/{mid}: ephemeral messages are not there."""
+        message = self._messages.get(int(m["mid"]))
+        if (message is None or message["channel_id"] != m["cid"]
+                or message["flags"] & (EPHEMERAL | LOADING)):
+            return self._error(rec, 404, 10008, "Unknown Message")
+        if rec.method == "GET":
+            return _json(message)
+        if rec.method == "DELETE":
+            self._forget(message)
+            return web.Response(status=204)
+        if message["author"]["id"] != self.bot_user["id"]:
+            return self._error(rec, 403, 50005, "Cannot edit a message authored by another user",
+                               violation="edit of another user's message")
+        data = rec.json if isinstance(rec.json, dict) else {}
+        rejected = self._apply_edit(rec, message, data, None)
+        return rejected if rejected is not None else _json(message)
 
     async def _get_channel(self, rec: RecordedRequest, m: re.Match[str]) -> web.Response:
         for guild in self.guilds.values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .schema import _spec_errors
+from .schema import _spec_errors, message_components_spec_errors
 
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -25,6 +25,10 @@ EVERYONE_PERMISSIONS = (1 << 6) | (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) 
 BOT_PERMISSIONS = EVERYONE_PERMISSIONS | (1 << 13)  # + manage messages
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+IS_COMPONENTS_V2 = 1 << 15
+BUTTON, STRING_SELECT, TEXT_INPUT, LABEL = 2, 3, 4, 18
+SELECT_TYPES = {3, 5, 6, 7, 8}  # string, user, role, mentionable, channel selects
+CONTEXT_MENUS_PER_TYPE = 5  # message commands and user commands, each, per scope
 
 
 def validate_message(payload: dict[str, Any], n_files: int = 0) -> list[str]:
@@ -63,6 +67,135 @@ def validate_message(payload: dict[str, Any], n_files: int = 0) -> list[str]:
     n_attachments = max(n_files, len(payload.get("attachments") or []))
     if n_attachments > 10:
         problems.append(f"attachments: Must be 10 or fewer in length (got {n_attachments}).")
+    components = payload.get("components") or []
+    if components:
+        v2 = bool((payload.get("flags") or 0) & IS_COMPONENTS_V2)
+        problems += validate_components(components, components_v2=v2)
+    return problems
+
+
+def validate_components(components: list[dict[str, Any]], *,
+                        components_v2: bool = False) -> list[str]:
+    """Problems with a message's components: rows, buttons, selects and their custom ids.
+
+    Classic messages hold at most 5 action rows of at most 5 buttons or 1 select; components v2
+    messages (flag 1 << 15) lay out up to 40 components freely, so only the per-item limits and
+    custom id uniqueness apply to them.
+    """
+    problems: list[str] = []
+    if not components_v2:
+        if len(components) > 5:
+            problems.append(f"components: Must be 5 or fewer in length (got {len(components)}).")
+        for i, row in enumerate(components):
+            if row.get("type") != 1:
+                problems.append(f"components.{i}.type: top-level components must be action rows")
+                continue
+            children = row.get("components") or []
+            selects = sum(1 for c in children if c.get("type") in SELECT_TYPES)
+            if not 1 <= len(children) <= 5:
+                problems.append(f"components.{i}.components: Must be between 1 and 5 in length "
+                                f"(got {len(children)}).")
+            if selects and len(children) > 1:
+                problems.append(f"components.{i}.components: a select menu fills its whole row")
+    problems += _check_custom_ids(components, "components")
+    for path, item in _walk(components, "components"):
+        label = item.get("label")
+        if item.get("type") == BUTTON and label is not None and len(str(label)) > 80:
+            problems.append(f"{path}.label: Must be 80 or fewer in length (got {len(label)}).")
+    if not problems:  # the spec on top, so one mistake is not reported twice
+        problems = [f"components: spec: {e}" for e in message_components_spec_errors(components)]
+    return problems
+
+
+def validate_modal(modal: dict[str, Any]) -> list[str]:
+    """Problems with a modal (interaction callback type 9's data)."""
+    problems: list[str] = []
+    title = str(modal.get("title") or "")
+    if not 1 <= len(title) <= 45:
+        problems.append(f"data.title: Must be between 1 and 45 in length (got {len(title)}).")
+    components = modal.get("components") or []
+    if not 1 <= len(components) <= 5:
+        problems.append(f"data.components: Must be between 1 and 5 in length "
+                        f"(got {len(components)}).")
+    problems += _check_custom_ids([modal], "data", include_self=True)
+    for path, item in _walk(components, "data.components"):
+        if item.get("type") == LABEL:
+            problems += _check_length(item, "label", path, 1, 45)
+        if item.get("type") != TEXT_INPUT:
+            continue
+        if "label" in item:  # classic layout; inside a type 18 label it has none
+            problems += _check_length(item, "label", path, 1, 45)
+        problems += _check_length(item, "value", path, 0, 4000)
+        problems += _check_length(item, "placeholder", path, 0, 100)
+        for key, low in (("min_length", 0), ("max_length", 1)):
+            value = item.get(key)
+            if value is not None and not low <= value <= 4000:
+                problems.append(f"{path}.{key}: Must be between {low} and 4000 (got {value}).")
+    return problems
+
+
+def validate_autocomplete(data: dict[str, Any]) -> list[str]:
+    """Problems with autocomplete choices (interaction callback type 8's data)."""
+    choices = data.get("choices") or []
+    problems: list[str] = []
+    if len(choices) > 25:
+        problems.append(f"data.choices: Must be 25 or fewer in length (got {len(choices)}).")
+    for i, choice in enumerate(choices):
+        problems += _check_length(choice, "name", f"data.choices.{i}", 1, 100, required=True)
+        if isinstance(choice.get("value"), str):
+            problems += _check_length(choice, "value", f"data.choices.{i}", 0, 100)
+    return problems
+
+
+def _check_length(obj: dict[str, Any], key: str, path: str, low: int, high: int, *,
+                  required: bool = False) -> list[str]:
+    value = obj.get(key)
+    if value is None and not required:
+        return []
+    n = len(str(value or ""))
+    if not low <= n <= high:
+        return [f"{path}.{key}: Must be between {low} and {high} in length (got {n})."]
+    return []
+
+
+def _walk(components: list[dict[str, Any]], path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every component with its "field" path, descending into rows, sections and labels."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for i, item in enumerate(components):
+        found += _walk_one(item, f"{path}.{i}")
+    return found
+
+
+def _walk_one(item: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, item)] + _walk(item.get("components") or [], f"{path}.components")
+    for key in ("component", "accessory"):
+        if isinstance(item.get(key), dict):
+            found += _walk_one(item[key], f"{path}.{key}")
+    return found
+
+
+def _check_custom_ids(components: list[dict[str, Any]], path: str, *,
+                      include_self: bool = False) -> list[str]:
+    """custom_id is 1-100 characters and unique among `components` (a modal's own id aside)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    items = _walk(components, path)
+    if include_self:  # [modal]: its own custom_id shares the length limit, not the namespace
+        items = [(path, components[0])] + _walk(components[0].get("components") or [],
+                                                f"{path}.components")
+    for i, (where, item) in enumerate(items):
+        custom_id = item.get("custom_id")
+        if custom_id is None:
+            continue
+        if not 1 <= len(str(custom_id)) <= 100:
+            problems.append(f"{where}.custom_id: Must be between 1 and 100 in length "
+                            f"(got {len(str(custom_id))}).")
+        if include_self and i == 0:
+            continue
+        if custom_id in seen:
+            problems.append(f"{where}.custom_id: Component custom id cannot be duplicated "
+                            f"({custom_id!r}).")
+        seen.add(custom_id)
     return problems
 
 

@@ -1,10 +1,13 @@
-"""Validation of synced commands against Discord's published OpenAPI spec, when it is present.
+"""Validation against Discord's published OpenAPI spec, when it is present.
+
+Synced commands, interaction callback bodies (messages, updates, modals, autocomplete choices) and
+message components are checked against the spec's request schemas.
 
 The hand-written rules (rules.py) cover what Discord documents in prose; the spec catches shape
 mistakes they do not list (wrong types, unknown properties). The spec lives beside the repository
 in ../shared/discord-api-spec/openapi.json (or $TLM_DISCORD_API_SPEC) and is optional: without it
 the checks are skipped, never failed. jsonschema is not a dependency, so this validates the small
-JSON-schema subset that the spec uses for commands.
+JSON-schema subset that the spec uses for these.
 """
 
 from __future__ import annotations
@@ -39,11 +42,36 @@ def _load_spec() -> dict[str, Any] | None:
 
 
 def _spec_errors(cmd: dict[str, Any]) -> list[str]:
+    return spec_errors(cmd, "ApplicationCommandCreateRequest")
+
+
+# The spec's request schema for each interaction callback type (5 and 6 share 4's and 7's).
+CALLBACK_SCHEMAS = {
+    4: "CreateMessageInteractionCallbackRequest",
+    5: "CreateMessageInteractionCallbackRequest",
+    6: "UpdateMessageInteractionCallbackRequest",
+    7: "UpdateMessageInteractionCallbackRequest",
+    8: "ApplicationCommandAutocompleteCallbackRequest",
+    9: "ModalInteractionCallbackRequest",
+}
+
+
+def spec_errors(value: Any, schema_name: str) -> list[str]:
+    """Problems with `value` against the spec's components/schemas/`schema_name` ([] without it)."""
     spec = _load_spec()
     if spec is None:
         return []
-    schema = spec["components"]["schemas"]["ApplicationCommandCreateRequest"]
-    return _schema_errors(cmd, schema, spec, "$")
+    return _schema_errors(value, spec["components"]["schemas"][schema_name], spec, "$")
+
+
+def message_components_spec_errors(components: list[Any]) -> list[str]:
+    """Top-level message components against the spec (what a message, follow-up or edit sends)."""
+    spec = _load_spec()
+    if spec is None:
+        return []
+    schemas = spec["components"]["schemas"]
+    schema = schemas["IncomingWebhookUpdateForInteractionCallbackRequestPartial"]
+    return _schema_errors(components, schema["properties"]["components"], spec, "$.components")
 
 
 _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -64,6 +92,8 @@ def _schema_errors(value: Any, schema: dict[str, Any], spec: dict[str, Any], at:
         for part in schema["$ref"].lstrip("#/").split("/"):
             target = target[part]
         return _schema_errors(value, target, spec, at)
+    if schema.get("format") == "snowflake" and _JSON_TYPES["integer"](value) and value >= 0:
+        return []  # Discord takes a snowflake as an integer too (discord.py sends upload ids so)
     kinds = schema.get("type")
     if kinds is not None:
         kinds = kinds if isinstance(kinds, list) else [kinds]
@@ -76,11 +106,15 @@ def _schema_errors(value: Any, schema: dict[str, Any], spec: dict[str, Any], at:
         errors.append(f"{at}: {value!r} != {schema['const']!r}")
     for sub in schema.get("allOf", []):
         errors += _schema_errors(value, sub, spec, at)
+    if "anyOf" in schema:
+        results = [_schema_errors(value, sub, spec, at) for sub in schema["anyOf"]]
+        if all(results):
+            errors += min(results, key=len)
     if "oneOf" in schema:
         results = [_schema_errors(value, sub, spec, at) for sub in schema["oneOf"]]
         matches = sum(not r for r in results)
-        if matches == 0:
-            errors += min(results, key=len)
+        if matches == 0:  # report the branch that came closest: not a plain type mismatch
+            errors += min(results, key=lambda r: (r[0].startswith(f"{at}: expected "), len(r)))
         elif matches > 1:
             errors.append(f"{at}: matches {matches} oneOf branches")
     if isinstance(value, str):

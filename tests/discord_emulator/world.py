@@ -2,7 +2,8 @@
 
 Objects here are kept in the shapes Discord sends (string ids, full member and role objects), so
 the gateway and REST layers hand them to discord.py as they are. InteractionRecord is a test's
-view of one slash command: everything the bot answered, and what a user would have seen.
+view of one interaction (command, click, modal submit, autocomplete): everything the bot
+answered, and what a user would have seen.
 """
 
 from __future__ import annotations
@@ -127,6 +128,22 @@ class Guild:
                 "guild_scheduled_events": [], "soundboard_sounds": []}
 
 
+# Components that only lay others out; a test looking for "the buttons" looks through them.
+_LAYOUT_TYPES = {1, 9, 17, 18}  # action row, section, container, label
+
+
+def flatten_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The components inside rows, sections, containers and labels, in display order."""
+    flat: list[dict[str, Any]] = []
+    for component in components:
+        if component.get("type") not in _LAYOUT_TYPES:
+            flat.append(component)
+        children = list(component.get("components") or [])
+        children += [component[k] for k in ("component", "accessory") if component.get(k)]
+        flat += flatten_components(children)
+    return flat
+
+
 class InteractionRecord:
     """One dispatched interaction and everything the bot did with it."""
 
@@ -143,6 +160,9 @@ class InteractionRecord:
         self.errors: list[dict[str, Any]] = []  # error bodies the emulator answered with
         self.original: dict[str, Any] | None = None  # current state of the @original message
         self.followup_messages: list[dict[str, Any]] = []
+        self.modal: dict[str, Any] | None = None  # the modal a type 9 first response opened
+        self.modal_submitted = False
+        self.choices: list[dict[str, Any]] | None = None  # a type 8 autocomplete answer
         self._responded = asyncio.Event()
         self._done = asyncio.Event()
 
@@ -157,6 +177,23 @@ class InteractionRecord:
         original = self.original
         shown = [original] if original is not None and not original["flags"] & LOADING else []
         return shown + self.followup_messages
+
+    @property
+    def message(self) -> dict[str, Any] | None:
+        """The bot's visible message for this interaction (with its components), if any."""
+        shown = self.visible_messages
+        return shown[0] if shown else None
+
+    @property
+    def components(self) -> list[dict[str, Any]]:
+        """Every component of `message` flattened out of its rows (buttons, selects, ...)."""
+        return flatten_components(self.message["components"]) if self.message else []
+
+    @property
+    def user_id(self) -> int:
+        """The user who caused the interaction (a member in a guild, a user in DMs)."""
+        user = (self.payload.get("member") or {}).get("user") or self.payload["user"]
+        return int(user["id"])
 
     @property
     def ephemeral(self) -> bool:
@@ -177,7 +214,11 @@ class InteractionRecord:
     def _changed(self) -> None:
         if self.first_response is not None:
             self._responded.set()
-        if self.visible_messages:
+        # After a deferred update (6) the component's message is already on screen; the answer
+        # is the edit or follow-up that comes next.
+        waiting = (self.first_response is not None and self.first_response.get("type") == 6
+                   and not self.edits and not self.followups)
+        if self.visible_messages and not waiting:
             self._done.set()
 
     async def wait_first_response(self, timeout: float = 5) -> dict[str, Any]:
@@ -186,7 +227,11 @@ class InteractionRecord:
         return self.first_response
 
     async def wait_done(self, timeout: float = 30) -> InteractionRecord:
-        """Wait for a final visible message: a type 4 reply, or a follow-up/edit after a defer."""
+        """Wait for a final visible message: a type 4 reply, or a follow-up/edit after a defer.
+
+        A type 7 update counts at once; a type 6 (deferred update) only once an edit or
+        follow-up comes, so for a bot that only acknowledges a click use wait_first_response.
+        """
         await self._wait(self._done, timeout, "a visible message")
         return self
 
@@ -194,5 +239,7 @@ class InteractionRecord:
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except asyncio.TimeoutError:
-            raise TimeoutError(f"interaction {self.payload['data']['name']!r} got no {what} in "
+            data = self.payload["data"]
+            name = data.get("name") or data.get("custom_id")
+            raise TimeoutError(f"interaction {name!r} got no {what} in "
                                f"{timeout}s (errors returned: {self.errors})") from None
