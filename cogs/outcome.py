@@ -127,13 +127,20 @@ def charge_cooldown(interaction: discord.Interaction, policy_name: str) -> None:
 
 
 def command_name(interaction: discord.Interaction) -> str:
-    return interaction.command.qualified_name if interaction.command else "?"
+    """The row's command: a slash command's full name; for a right-click menu, the student
+    command it runs (its rules and its statistics)."""
+    command = interaction.command
+    if isinstance(command, app_commands.ContextMenu):
+        return command.extras.get("runs") or command.name
+    return command.qualified_name if command else "?"
 
 
 def options_of(interaction: discord.Interaction) -> dict[str, Any]:
     """The command's options as plain values (ids for members, roles, channels; defaults
     filled in), from discord.py's parsed namespace rather than a hand parser."""
     command = interaction.command
+    if isinstance(command, app_commands.ContextMenu):
+        return {"via": f"menu:{command.name}"}
     parameters = getattr(command, "parameters", None) or []
     values: dict[str, Any] = {}
     for parameter in parameters:
