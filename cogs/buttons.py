@@ -251,8 +251,8 @@ class OneTextModal(discord.ui.Modal):
         super().__init__(title=title[:45], timeout=900)
         self.submitted = submitted
         self.text: discord.ui.TextInput = discord.ui.TextInput(
-            custom_id="text", label=label[:45], placeholder=placeholder[:100] or None, default=default,
-            max_length=min(max_length, 4000),
+            custom_id="text", label=label[:45], placeholder=placeholder[:100] or None,
+            default=default, max_length=min(max_length, 4000),
             style=discord.TextStyle.paragraph if paragraph else discord.TextStyle.short)
         self.add_item(self.text)
 
