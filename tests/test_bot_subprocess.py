@@ -61,6 +61,14 @@ async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_p
                 mask = await emu.invoke("mask", {"text": "Paris is the [MASK] of France."})
                 tokens = await emu.invoke("tokens", {"text": "Tokenization is unbelievable!"})
                 await asyncio.gather(final_answer(mask), final_answer(tokens))
+                # The other interaction kinds, through the real entry point: a button under
+                # the answer, and a right-click on a message someone posted.
+                attention = next(c["custom_id"] for c in mask.components
+                                 if c.get("label") == "Attention")
+                clicked = await emu.click(mask.message, attention)
+                posted = emu.add_message(content="Tokenize me, please.")
+                menu = await emu.invoke_message_command("Tokenize", posted)
+                await asyncio.gather(final_answer(clicked), final_answer(menu))
                 proc.send_signal(signal.SIGTERM)
                 code = await asyncio.wait_for(proc.wait(), 60)
             finally:
@@ -71,7 +79,7 @@ async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_p
     assert code == 0, log
     assert "Traceback" not in log and " ERROR " not in log, log
     print(f"\nsubprocess ack latencies: {[round(r.ack_latency or -1, 3) for r in (mask, tokens)]}")
-    for record in (mask, tokens):
+    for record in (mask, tokens, clicked, menu):
         assert record.ack_latency is not None and record.ack_latency < 1.0, record.ack_latency
     assert mask.visible_messages[0]["embeds"][0]["title"] == "Fillers for [MASK]"
     assert tokens.visible_messages[0]["embeds"][0]["title"] == "WordPiece tokens"
@@ -79,4 +87,5 @@ async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_p
     with sqlite3.connect(tmp_path / "tlm.db") as db:
         rows = db.execute("SELECT command, status, guild_id FROM queries ORDER BY id").fetchall()
     db.close()
-    assert sorted(rows) == [("mask", "ok", emu.guild_id), ("tokens", "ok", emu.guild_id)]
+    assert sorted(rows) == [("attention", "ok", emu.guild_id), ("mask", "ok", emu.guild_id),
+                            ("tokens", "ok", emu.guild_id), ("tokens", "ok", emu.guild_id)]

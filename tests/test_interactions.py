@@ -265,18 +265,23 @@ async def test_private_answers_and_the_moderators_override(tiny_config, tmp_path
 
 
 async def test_a_long_wait_shows_the_place_in_line(tiny_config, tmp_path, caplog, monkeypatch):
-    slow_fill_mask(monkeypatch, 1.5)
+    slow_fill_mask(monkeypatch, 1.5, when=lambda requests: "Student" in requests[0].text)
     config = bot_config(tiny_config, tmp_path, engine={"max_batch_size": 1},
                         discord={"default_cooldown_uses": 0})
     async with running_bot(config, caplog) as h:
         await models_ready(h)
+        earlier = await answered(await h.emu.invoke("mask", {"text": "Paris is the [MASK]."}))
         records = [await h.emu.invoke("mask", {"text": f"Student {i} is the [MASK]."})
                    for i in range(3)]
-        await asyncio.gather(*(answered(r, 60) for r in records))
-        assert all(r.ack_latency < 1.0 for r in records)
+        # While the core is busy, every kind of interaction is still acknowledged at once.
+        clicks = [await h.emu.click(earlier.message, button(earlier, label))
+                  for label in ("Attention", "👍")]
+        await asyncio.gather(*(answered(r, 60) for r in records), clicks[1].wait_done(),
+                             answered(clicks[0], 60))
+        assert all(r.ack_latency < 1.0 for r in records + clicks)
         notes = [e.get("content") for e in records[2].edits if e.get("content")]
         assert notes and notes[0].startswith("⏳ ") and " in line (about " in notes[0], notes
-        assert not any(e.get("content") for e in records[0].edits)  # no note for a short wait
+        assert not any(e.get("content") for e in earlier.edits)  # no note for a short wait
         assert embed(records[2])["title"] == "Fillers for [MASK]"
 
 
