@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cogs import render
+from cogs import render, render_activities
 from cogs.render import Reply
 from core.config import LimitsConfig
 from core.engine import InferenceEngine
@@ -29,7 +29,9 @@ from core.tasks.attention import AttentionRequest
 from core.tasks.contextsim import ContextSimRequest
 from core.tasks.fill_mask import FillMaskRequest
 from core.tasks.generate import GenerateRequest
+from core.tasks.logitlens import LogitLensRequest
 from core.tasks.maskpair import MaskPairRequest
+from core.tasks.neighbours import NeighboursRequest
 from core.tasks.nexttoken import NextTokenRequest
 from core.tasks.qa import QARequest
 from core.tasks.tokens import TokensRequest
@@ -199,5 +201,15 @@ COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
         "nexttoken",
         lambda o: NextTokenRequest(o["prompt"], o["temperature"], o["top_k"], o["top_p"]),
         render.render_nexttoken, ("prompt",), picture=True, limits=(_text_limit("prompt"),),
+    ),
+    StudentCommand(
+        "logitlens", lambda o: LogitLensRequest(o["prompt"], o["position"]),
+        render_activities.render_logitlens, ("prompt",), picture=True,
+        limits=(_text_limit("prompt"),),
+    ),
+    StudentCommand(
+        "neighbours", lambda o: NeighboursRequest(o["word"], o["sentence"], o["layer"]),
+        render_activities.render_neighbours, ("word", "sentence"), picture=True,
+        limits=(_text_limit("sentence"),),
     ),
 )}

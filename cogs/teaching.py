@@ -1,4 +1,5 @@
-"""Teaching commands beyond the notebook: /attention, /contextsim, /maskpair, /nexttoken.
+"""Teaching commands beyond the notebook: /attention, /contextsim, /maskpair, /nexttoken, and
+the class activities' /logitlens and /neighbours.
 
 The pictures are drawn by the core, never on the event loop; like `cogs.inference`, each method
 only declares its options (`cogs.registry` says what runs).
@@ -13,7 +14,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.outcome import answer
+from core.tasks.contextsim import MAX_WORD_CHARS
 from core.tasks.generate import MAX_TOP_K
+from core.tasks.logitlens import MAX_LENS_TOKENS
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
@@ -104,6 +107,38 @@ class Teaching(commands.Cog):
             top_k: Keep only the k likeliest tokens.
             top_p: Keep the likeliest tokens until they reach this probability.
             private: Only you see the answer.
+        """
+        await answer(self.bot, interaction)
+
+    @app_commands.command(name="logitlens")
+    async def logitlens(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1000],
+        position: app_commands.Range[int, 1, MAX_LENS_TOKENS] | None = None,
+    ) -> None:
+        """What GPT-2 would say next if it stopped after each layer (the logit lens).
+
+        Args:
+            prompt: The text so far, e.g. "The Eiffel Tower is in the city of".
+            position: Which token's prediction to read, counted from 1 (default: the last).
+        """
+        await answer(self.bot, interaction)
+
+    @app_commands.command(name="neighbours")
+    async def neighbours(
+        self,
+        interaction: discord.Interaction,
+        word: app_commands.Range[str, 1, MAX_WORD_CHARS],
+        sentence: SENTENCE,
+        layer: app_commands.Range[int, 0, 48] | None = None,
+    ) -> None:
+        """The words nearest to a word's vector in a sentence, beside its context-free ones.
+
+        Args:
+            word: A word in the sentence, e.g. bank.
+            sentence: e.g. "We sat on the bank of the river."
+            layer: 0 = the embeddings; default: the last layer.
         """
         await answer(self.bot, interaction)
 

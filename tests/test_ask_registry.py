@@ -28,7 +28,8 @@ def test_every_student_command_has_an_ask_subcommand_with_its_options(capsys):
             assert parameter.description in " ".join(help_text.split()), (name, shown)
 
 
-@pytest.mark.parametrize("name", ["attention", "contextsim", "maskpair", "nexttoken"])
+@pytest.mark.parametrize("name", ["attention", "contextsim", "maskpair", "nexttoken",
+                                  "logitlens", "neighbours"])
 def test_pictures_are_written_to_a_file(capsys, tmp_path, tiny_models, name, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path, tiny_models)

@@ -37,6 +37,8 @@ VALID = {
     "maskpair": {"sentence_a": "The {M} is [MASK] .", "sentence_b": "A {M} was [MASK] .",
                  "targets": "{M}, good"},
     "nexttoken": {"prompt": "{M} says"},
+    "logitlens": {"prompt": "The {M} said"},
+    "neighbours": {"word": "{M}", "sentence": "the {M} sat"},
 }
 
 
