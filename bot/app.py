@@ -29,6 +29,7 @@ from core.engine import InferenceEngine
 from core.errors import ServiceError
 from core.policy import Policy
 from core.querylog import QueryLog
+from core.quiz import QuizStore
 from core.sentiment_service import SentimentService
 from core.settings import Cooldown, SettingsStore
 
@@ -76,6 +77,8 @@ class Services:
     policy: Policy
     engine: InferenceEngine
     sentiment: SentimentService
+    #: Class quizzes and their guesses (same database, same `log_inputs` and salt as the log).
+    quizzes: QuizStore
     #: None when `[dashboard] enabled = false`, for one-shot commands, or if it failed to bind.
     dashboard: Dashboard | None = None
 
@@ -84,10 +87,11 @@ class Services:
 async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIterator[Services]:
     db_path = config.resolve_path(config.database.path)
     async with await Database.open(db_path) as db:
+        salt = _salt(db_path)
         querylog = QueryLog(
             db,
             log_inputs=config.database.log_inputs,
-            hash_salt=_salt(db_path),
+            hash_salt=salt,
             default_retention_days=config.database.default_retention_days,
         )
         async with querylog:
@@ -105,8 +109,10 @@ async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIt
                 sentiment = SentimentService(engine, config)
                 async with _dashboard(config, db, settings, sentiment,
                                       enabled=start_engine) as dashboard:
+                    quizzes = QuizStore(db, log_inputs=config.database.log_inputs,
+                                        hash_salt=salt)
                     yield Services(config, db, querylog, settings, policy, engine, sentiment,
-                                   dashboard)
+                                   quizzes, dashboard)
             finally:
                 await engine.aclose()
 
@@ -143,6 +149,7 @@ def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
         settings=services.settings,
         policy=services.policy,
         sentiment=services.sentiment,
+        quizzes=services.quizzes,
         dashboard=services.dashboard,
         extensions=extensions,
         **options,
@@ -187,13 +194,24 @@ async def sync_commands(config: Config, token: str, guild_id: int | None) -> lis
 async def _purge_forever(services: Services) -> None:
     """Apply each guild's retention on a schedule (and once at start)."""
     while True:
-        try:
-            removed = await services.querylog.purge()
-            if removed:
-                log.info("retention: purged %d old query-log rows", removed)
-        except Exception:
-            log.exception("retention purge failed")
+        await purge_expired(services)
         await asyncio.sleep(services.config.database.purge_interval_s)
+
+
+async def purge_expired(services: Services) -> None:
+    """One retention pass over everything kept about students: query-log rows, and closed
+    quizzes with their guesses. Never raises: the next pass tries again."""
+    try:
+        removed = await services.querylog.purge()
+        if removed:
+            log.info("retention: purged %d old query-log rows", removed)
+    except Exception:
+        log.exception("retention purge failed")
+    try:
+        await services.quizzes.purge(
+            default_retention_days=services.config.database.default_retention_days)
+    except Exception:
+        log.exception("retention purge of quizzes failed")
 
 
 def _salt(db_path: Path) -> bytes:

@@ -24,6 +24,7 @@ from core.config import Config
 from core.engine import InferenceEngine
 from core.policy import Policy
 from core.querylog import QueryLog, QueryRecord
+from core.quiz import QuizStore
 from core.sentiment_service import SentimentService
 from core.settings import SettingsStore
 
@@ -59,10 +60,11 @@ class TLMTree(app_commands.CommandTree):
         if command is None or interaction.type is not discord.InteractionType.application_command:
             return True
         kind = command_kind(command)
-        # Students' rules and cooldowns are per command family (`sentiment`, also for the
-        # right-click "Sentiment"); staff commands are named in full so a refusal says which
-        # one (`/classifier train`).
-        name = policy_name(command) if kind == "student" else command.qualified_name
+        # Students' (and activities') rules and cooldowns are per command family (`sentiment`,
+        # also for the right-click "Sentiment"; `quiz`); staff commands are named in full so a
+        # refusal says which one (`/classifier train`).
+        name = (policy_name(command) if kind in ("student", "activity")
+                else command.qualified_name)
         await gate(self.client, interaction, name, kind)
         return True
 
@@ -83,6 +85,7 @@ class TLMBot(commands.Bot):
         settings: SettingsStore,
         policy: Policy,
         sentiment: SentimentService,
+        quizzes: QuizStore,
         dashboard: Dashboard | None = None,
         extensions: Sequence[str] = EXTENSIONS,
         guild_ready_timeout: float = 2.0,
@@ -111,6 +114,7 @@ class TLMBot(commands.Bot):
         self.settings = settings
         self.policy = policy
         self.sentiment = sentiment
+        self.quizzes = quizzes
         self.dashboard = dashboard
         self._extensions = extensions
         self._handlers = 0

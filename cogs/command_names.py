@@ -31,10 +31,15 @@ def policy_name(command: Any) -> str:
     return runs or command.qualified_name.split()[0]
 
 
+#: The kinds moderators write rules for (`/config allow|deny`): students' commands, and the
+#: activities an instructor runs for the class (which a rule may open to others).
+RULED_KINDS = frozenset({"student", "activity"})
+
+
 def student_command_names(tree: app_commands.CommandTree) -> list[str]:
     # Right-click menus are not listed: each belongs to the student command it runs.
     names = {policy_name(c) for c in tree.walk_commands()
-             if command_kind(c) == "student" and not isinstance(c, app_commands.Group)}
+             if command_kind(c) in RULED_KINDS and not isinstance(c, app_commands.Group)}
     return sorted(names)
 
 

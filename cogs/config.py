@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import CommandName, actor_of_member, parent_channel_id
+from cogs.command_names import CommandName, actor_of_member, command_kind, parent_channel_id
 from cogs.outcome import reply_staff
 from cogs.render import COLOUR, Reply, clip
 from core.errors import InvalidInput
@@ -211,8 +211,10 @@ class Moderation(commands.GroupCog, group_name="config",
         channel_id = channel.id if channel else interaction.channel_id
         if command == ALL_COMMANDS:
             raise InvalidInput("Pick one command to explain.")
+        declared = self.bot.tree.get_command(command)  # /quiz is an activity, not a student's
+        kind = command_kind(declared) if declared is not None else "student"
         decision = await self.bot.policy.explain(
-            interaction.guild_id, channel_id, actor_of_member(member), command, "student",
+            interaction.guild_id, channel_id, actor_of_member(member), command, kind,  # type: ignore[arg-type]
             parent_channel_id=parent_channel_id(channel or interaction.channel),
         )
         verdict = "✅ allowed" if decision.allowed else "⛔ refused"

@@ -47,7 +47,7 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
 
     @app_commands.command(name="delete")
     async def delete(self, interaction: discord.Interaction, confirm: bool) -> None:
-        """Erase every row the bot logged about you in this server.
+        """Erase every row the bot logged about you in this server, and your quiz guesses.
 
         Args:
             confirm: Must be True: this cannot be undone.
@@ -57,11 +57,12 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
         if interaction.guild_id is None:  # Discord never sends this; a raw payload might
             raise InvalidInput("/mydata only works in a server.")
         removed = await self.bot.querylog.delete_user(interaction.guild_id, interaction.user.id)
+        guesses = await self.bot.quizzes.delete_user(interaction.guild_id, interaction.user.id)
         # No log row for this one: it would be a fresh record about the user who just asked
         # for theirs to be erased.
         await conclude(self.bot, interaction, Outcome(Status.OK), ephemeral=True, record=False,
                        reply=Reply(content=f"Deleted {removed} rows about you from this "
-                                           "server's log."))
+                                           f"server's log, and {guesses} quiz guesses."))
 
 
 async def setup(bot: TLMBot) -> None:

@@ -5,7 +5,12 @@ Precedence, first match wins:
 1. Moderator commands (``kind="moderator"``, e.g. /config) need the Manage Server permission.
 2. Instructor commands (``kind="instructor"``, e.g. /logs) need the guild's instructor role or
    Manage Server (moderators count as instructors).
-3. Student commands:
+3. Activity commands (``kind="activity"``, e.g. /quiz, which an instructor runs for the whole
+   class): instructors and moderators may always; anyone else only where a moderator's rule
+   allows it (the student ladder below, whose default is "refused" instead of "allowed"; the
+   pause and cooldowns apply to them). The class's part in an activity (a quiz guess) is a
+   student use of the same command name, so "deny /quiz" also stops guessing.
+4. Student commands:
 
    a. Pause: while a guild is paused, students are refused; instructors and moderators are not.
    b. Channel rule for this channel: a rule for the exact command beats a "*" rule. A thread
@@ -20,8 +25,9 @@ Precedence, first match wins:
    "everything off in #announcements" holds even if /mask is allowed guild-wide.
    Rules apply to everyone, staff included (they describe the channel, not the person);
    a moderator who is refused can change the rule.
-4. Cooldowns apply to allowed student commands, for students only (instructors and moderators
-   are exempt): at most ``uses`` runs per ``per_seconds`` sliding window, per user and command.
+5. Cooldowns apply to allowed student (and activity) commands, for students only (instructors
+   and moderators are exempt): at most ``uses`` runs per ``per_seconds`` sliding window, per
+   user and command.
 
 Direct messages (guild None) are refused for every command unless the operator sets
 ``[discord] allow_dms = true`` (checked by the bot, before this policy). Where allowed, DMs have
@@ -47,7 +53,7 @@ from core.settings import ALL_COMMANDS, Cooldown, GuildSettings, Rule, SettingsS
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["student", "instructor", "moderator"]
+Kind = Literal["student", "activity", "instructor", "moderator"]
 
 
 @dataclass(frozen=True)
@@ -116,10 +122,15 @@ def decide(
         if role in actor.role_ids:
             return done(True, f"you have the instructor role <@&{role}>")
         return done(False, f"Only instructors (<@&{role}>) can use {name}.")
-    if kind != "student":
+    activity = kind == "activity"
+    if activity:
+        steps.append(f"{name} is an activity command (instructors, or whom a moderator allows)")
+        if actor.is_instructor(settings):
+            return done(True, "instructors and moderators run activities")
+    elif kind != "student":
         raise ValueError(f"unknown command kind {kind!r}")
-
-    steps.append(f"{name} is a student command")
+    else:
+        steps.append(f"{name} is a student command")
     if settings.paused:
         if actor.is_instructor(settings):
             steps.append("the bot is paused, but instructors and moderators are exempt")
@@ -163,6 +174,9 @@ def decide(
                     return done(True, f"{name} is allowed in this server")
                 return done(False, f"{name} is turned off in this server by the moderators.")
         steps.append("no server-wide rule")
+    if activity:
+        return done(False, f"Only instructors can start {name}, unless a moderator allows it "
+                           f"(`/config allow command:{command}`).")
     return done(True, "no rule restricts it (default: allowed)")
 
 
@@ -219,7 +233,7 @@ class Policy:
         settings = await self._store.get(guild_id)
         decision = decide(settings, actor, command, channel_id, kind=kind,
                           parent_channel_id=parent_channel_id)
-        if not decision.allowed or kind != "student":
+        if not decision.allowed or kind not in ("student", "activity"):
             return decision
         steps = list(decision.steps)
         if actor.is_instructor(settings):
