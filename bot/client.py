@@ -38,6 +38,7 @@ EXTENSIONS: Sequence[str] = (
     "cogs.sentiment",
     "cogs.classifier",
     "cogs.teaching",
+    "cogs.quiz",
     "cogs.config",
     "cogs.logs",
     "cogs.mydata",

@@ -197,6 +197,31 @@ def test_staff_commands() -> None:
     assert decide(settings(chan("*", False)), mod, "config", CH, kind="moderator").allowed
 
 
+def test_activities_are_for_instructors_unless_a_rule_opens_them() -> None:
+    """/quiz: instructors and moderators always; others only where a moderator allowed it."""
+    s = settings(instructor_role_id=TEACHERS)
+    mod, teacher = Actor(user_id=9, is_moderator=True), student(TEACHERS)
+    assert decide(s, mod, "quiz", CH, kind="activity").allowed
+    assert decide(s, teacher, "quiz", CH, kind="activity").allowed
+    refused = decide(s, student(STUDENTS), "quiz", CH, kind="activity")
+    assert not refused.allowed and "/config allow command:quiz" in refused.reason
+    # A rule for the students' role (or their channel, or the server) opens it to them.
+    opened = settings(role(STUDENTS, "quiz", True), instructor_role_id=TEACHERS)
+    assert decide(opened, student(STUDENTS), "quiz", CH, kind="activity").allowed
+    assert not decide(opened, student(HELPERS), "quiz", CH, kind="activity").allowed
+    assert decide(settings(chan("quiz", True)), student(), "quiz", CH, kind="activity").allowed
+    assert not decide(settings(chan("quiz", True)), student(), "quiz", OTHER_CH,
+                      kind="activity").allowed
+    # The pause stops the students it was opened to, not the instructors.
+    paused = settings(guild("quiz", True), paused=True, instructor_role_id=TEACHERS)
+    assert decide(paused, student(), "quiz", CH, kind="activity").status == "paused"
+    assert decide(paused, teacher, "quiz", CH, kind="activity").allowed
+    # A deny keeps its meaning for the students' part (a guess is a student use of /quiz).
+    denied = settings(role(STUDENTS, "quiz", False))
+    assert not decide(denied, student(STUDENTS), "quiz", CH, kind="student").allowed
+    assert decide(settings(), student(STUDENTS), "quiz", CH, kind="student").allowed
+
+
 def test_pause() -> None:
     s = settings(paused=True, instructor_role_id=TEACHERS)
     refused = decide(s, student(STUDENTS), "mask", CH, kind="student")
