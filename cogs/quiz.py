@@ -78,6 +78,7 @@ REVEAL_RETRY_S = 3.0
 GUESS_ID = r"tlm:quiz:guess:(?P<quiz_id>[0-9]+)"
 REVEAL_ID = r"tlm:quiz:reveal:(?P<quiz_id>[0-9]+)"
 MODAL_ID = "tlm:quiz:modal:{quiz_id}"
+MODAL_RE = re.compile(r"tlm:quiz:modal:(?P<quiz_id>[0-9]+)")
 WORD_FIELD = "word"
 
 ENDED = "This quiz has ended."
@@ -122,27 +123,29 @@ class RevealButton(discord.ui.DynamicItem[discord.ui.Button], template=REVEAL_ID
         await _cog(interaction).reveal_clicked(interaction, self.quiz_id)
 
 
-class GuessModal(discord.ui.Modal):
-    """One word. Its custom_id names the quiz, for the record; the submit is handled by the
-    instance discord.py keeps while the modal is open."""
-
-    word: discord.ui.TextInput = discord.ui.TextInput(
+def guess_modal(quiz: Quiz) -> discord.ui.Modal:
+    """The one-word form. It is answered by `QuizCog.on_interaction` from its custom_id alone,
+    not by this object: discord.py keeps open modals by custom_id only, so the modals of 30
+    students of one quiz would replace one another there (and the first submit would drop the
+    others), and a modal opened before a restart would find nothing. Stopped before it is sent,
+    discord.py does not keep it at all."""
+    modal = discord.ui.Modal(title="Your guess", custom_id=MODAL_ID.format(quiz_id=quiz.id))
+    modal.add_item(discord.ui.TextInput(
         label="Your guess (one word)", custom_id=WORD_FIELD, min_length=1,
-        max_length=MAX_GUESS_CHARS, placeholder="e.g. dog")
+        max_length=MAX_GUESS_CHARS, placeholder="e.g. dog"))
+    modal.stop()
+    return modal
 
-    def __init__(self, cog: QuizCog, quiz: Quiz) -> None:
-        super().__init__(title="Your guess", custom_id=MODAL_ID.format(quiz_id=quiz.id),
-                         timeout=quiz.seconds_left() + 60)
-        self.cog = cog
-        self.quiz_id = quiz.id
 
-    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        await self.cog.guess_submitted(interaction, self.quiz_id, self.word.value)
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception,
-                       /) -> None:  # type: ignore[override]
-        # guess_submitted concludes everything itself; this is only a last line.
-        log.error("quiz guess modal failed", exc_info=error)
+def submitted_values(data: Any) -> dict[str, str]:
+    """A modal submit's text inputs by custom_id (in action rows, or in labels)."""
+    values: dict[str, str] = {}
+    for top in (data or {}).get("components") or []:
+        children = top.get("components") or ([top["component"]] if "component" in top else [])
+        for child in children:
+            if "custom_id" in child and isinstance(child.get("value"), str):
+                values[child["custom_id"]] = child["value"]
+    return values
 
 
 def card_view(quiz_id: int, *, open_: bool = True) -> discord.ui.View:
@@ -291,12 +294,22 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                 quiz = await self._open_quiz(quiz_id)
                 # Checked (not counted): the submit counts the use, so one guess is one use.
                 await self._gate(interaction, consume=False)
-                await interaction.response.send_modal(GuessModal(self, quiz))
+                await interaction.response.send_modal(guess_modal(quiz))
                 return  # the submit writes this guess's row
             except Exception as exc:
                 outcome, failure = _outcome(exc), exc
         await conclude(self.bot, interaction, outcome, options={"quiz": quiz_id},
                        command=GUESS_COMMAND, error=failure)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Guess modal submits, by custom_id (see `guess_modal`), whenever it was opened."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        match = MODAL_RE.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+        if match is not None:
+            word = submitted_values(interaction.data).get(WORD_FIELD, "")
+            await self.guess_submitted(interaction, int(match["quiz_id"]), word)
 
     async def guess_submitted(self, interaction: discord.Interaction, quiz_id: int,
                               word: str) -> None:

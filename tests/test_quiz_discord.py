@@ -104,6 +104,19 @@ async def test_a_class_of_thirty_guesses_across_a_restart_and_sees_the_reveal(
             await h.run("config", {"paused": False}, subcommand="pause", user_id=teacher)
             # A word that is not one word is refused with a hint.
             assert "one word" in await _guess(h, card, students[1], "two words")
+            # Two forms open at once are answered each (discord.py alone would keep one).
+            ids = _custom_ids(h.emu.message(card["id"]))
+            forms = [await h.emu.click(card["id"], ids["Guess"]["custom_id"], user_id=uid)
+                     for uid in students[10:13]]
+            for form in forms:
+                await form.wait_first_response(timeout=10)
+            for form in forms[:2]:
+                done = await h.emu.submit_modal(form, {"word": first_words[form.user_id]})
+                await done.wait_done(timeout=10)
+                assert "Your guess changed to" in done.text
+                await h.rows()  # the submit's handling has finished entirely
+            open_form = forms[2]  # submitted after the restart
+
 
         # A restart in the middle: the guesses, the card's buttons and its timer survive.
         async with running_bot(config, caplog, emulator=emu) as h:
@@ -113,6 +126,10 @@ async def test_a_class_of_thirty_guesses_across_a_restart_and_sees_the_reveal(
                                              for uid, w in changed.items()))
             assert all("changed to" in a for a in answers), answers
             final = {**first_words, **changed}
+            late_form = await h.emu.submit_modal(open_form, {"word": "cat"})
+            await late_form.wait_done(timeout=10)
+            assert "changed to" in late_form.text
+            final[open_form.user_id] = "cat"
 
             # Only the instructor who started it (or a moderator) can reveal it.
             ids = _custom_ids(h.emu.message(card["id"]))
@@ -160,8 +177,8 @@ async def test_a_class_of_thirty_guesses_across_a_restart_and_sees_the_reveal(
 
     guesses = [r for r in rows if r["command"] == "quiz guess"]
     statuses = [r["status"] for r in guesses]
-    # 30 guesses, 10 changes; /mydata delete took student 4's two rows with their guess.
-    assert statuses.count("ok") == 40 - 2
+    # 30 guesses, 2 + 1 + 10 changes; /mydata delete took student 4's two rows.
+    assert statuses.count("ok") == 43 - 2
     assert students[4] not in {r["user_id"] for r in rows}
     assert {"refused", "paused", "user_error"} <= set(statuses)
     assert {r["input_text"] for r in guesses if r["status"] == "ok"} <= set(WORDS)
