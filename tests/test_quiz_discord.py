@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cogs.quiz import CARD_EDIT_INTERVAL_S
 from core.plots_activities import visible_token
 from core.tasks.fill_mask import FillMaskRequest
 from tests.bot_harness import Harness, bot_config, running_bot
@@ -94,6 +95,10 @@ async def test_a_class_of_thirty_guesses_across_a_restart_and_sees_the_reveal(
                                              for uid in students))
             assert all("Your guess is in" in a for a in answers), answers
             await _card_shows(h, card["id"], "30 students")
+            # 30 guesses, a handful of edits: at most one every CARD_EDIT_INTERVAL_S.
+            edits = [r.time for r in emu.find_requests("PATCH", f"/messages/{card['id']}$")]
+            assert 1 <= len(edits) < 30
+            assert all(b - a >= CARD_EDIT_INTERVAL_S - 0.05 for a, b in zip(edits, edits[1:]))
 
             # A member a rule denies, and everyone while paused, cannot guess.
             await h.run("config", {"command": "quiz", "role": muted_role}, subcommand="deny",
