@@ -87,7 +87,7 @@ async def gate(bot: TLMBot, interaction: discord.Interaction, command: str,
     )
     if not decision.allowed:
         raise Refused(decision)
-    if kind == "student":
+    if kind in ("student", "activity"):  # the kinds with cooldowns (core.policy)
         charge_cooldown(interaction, command)
 
 

@@ -34,15 +34,21 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import actor_of_member, parent_channel_id
-from cogs.outcome import charge_cooldown, conclude, mark_started, options_of
+from cogs.command_names import actor_of_member
+from cogs.outcome import (
+    conclude,
+    gate,
+    mark_started,
+    options_of,
+    outcome_of_interaction_error,
+    release_cooldown,
+)
 from cogs.render import Reply, safe
 from cogs.render_activities import render_quiz_failed, render_quiz_open, render_quiz_reveal
 from core import plots
 from core.errors import InvalidInput, Overloaded
 from core.outcomes import Outcome, Status, outcome_of_error
 from core.plots_activities import quiz_reveal_alt_text, quiz_reveal_chart
-from core.policy import Decision
 from core.quiz import (
     DEFAULT_SECONDS,
     MAX_GUESS_CHARS,
@@ -292,8 +298,8 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         with self.bot.handling():
             try:
                 quiz = await self._open_quiz(quiz_id)
-                # Checked (not counted): the submit counts the use, so one guess is one use.
-                await self._gate(interaction, consume=False)
+                await gate(self.bot, interaction, POLICY_NAME)
+                release_cooldown(self.bot, interaction)  # the submit is counted, not the click
                 await interaction.response.send_modal(guess_modal(quiz))
                 return  # the submit writes this guess's row
             except Exception as exc:
@@ -317,7 +323,7 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         outcome, reply, failure = Outcome(Status.OK), None, None
         with self.bot.handling():
             try:
-                await self._gate(interaction, consume=True)
+                await gate(self.bot, interaction, POLICY_NAME)
                 receipt = await self.store.guess(
                     quiz_id, interaction.user.id, word,
                     user_name=getattr(interaction.user, "display_name", "") or "")
@@ -340,23 +346,6 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         if not quiz.is_open or quiz.seconds_left() <= 0:
             raise QuizClosed(ENDED)
         return quiz
-
-    async def _gate(self, interaction: discord.Interaction, *, consume: bool) -> None:
-        """The slash commands' gate (`TLMTree.interaction_check`) for a click or a submit: a
-        guess is a student use of /quiz, so its rules, the pause and its cooldown apply."""
-        from bot.client import Refused
-
-        if interaction.guild_id is None and not self.bot.config.discord.allow_dms:
-            raise Refused(Decision(False, "tlm-bot only answers in a server, not in direct "
-                                          "messages."))
-        check = self.bot.policy.check if consume else self.bot.policy.explain
-        decision = await check(
-            interaction.guild_id, interaction.channel_id, actor_of_member(interaction.user),
-            POLICY_NAME, "student", parent_channel_id=parent_channel_id(interaction.channel))
-        if not decision.allowed:
-            raise Refused(decision)
-        if consume:
-            charge_cooldown(interaction, POLICY_NAME)
 
     # -------------------------------------------------------------------------- the card
 
@@ -492,15 +481,11 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
 
 
 def _outcome(exc: Exception) -> Outcome:
-    """A click's or a submit's error in the outcome vocabulary (`Refused` as the tree maps it)."""
-    from bot.client import Refused, outcome_of_app_error
-
-    if isinstance(exc, Refused):
-        return outcome_of_app_error(exc)
+    """A click's or a submit's error in the outcome vocabulary."""
     if isinstance(exc, NotYourQuiz):
         return Outcome(Status.REFUSED, "Only the instructor who started this quiz, or a "
                                        "moderator, can reveal it.", "not_quiz_owner")
-    return outcome_of_error(exc)
+    return outcome_of_interaction_error(exc)
 
 
 async def setup(bot: TLMBot) -> None:
