@@ -2,7 +2,7 @@
 stored only as `log_inputs` says, in every place they could end up.
 
 Every student command (read from the registry, so a new command is covered without editing this
-file) x every outcome a student can reach (answered or failed, a bad option, a rule, the pause,
+file), and a quiz guess, x every outcome a student can reach (answered or failed, a bad option, a rule, the pause,
 a cooldown, a direct message) x every `log_inputs` mode, through the real bot and the emulated
 Discord. Each free-text option carries a marker; with "hashed" or "none" the marker must appear
 nowhere: not in the database file, not in its WAL, not in the CSV exports (Discord's and the
@@ -20,6 +20,8 @@ import pytest
 from bot.cli import main as cli_main
 from cogs.registry import COMMANDS
 from tests.bot_harness import bot_config, running_bot
+from tests.test_quiz_discord import _guess as guess
+from tests.test_quiz_discord import _start as start_quiz
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +53,27 @@ def test_every_student_command_is_covered():
     assert set(VALID) == set(COMMANDS)
 
 
+async def _quiz_guesses(h, marker: str) -> None:
+    """A quiz guess is a student's word too: one answered, one refused at its submit (the bot
+    was paused while the form was open)."""
+    emu = h.emu
+    card = await start_quiz(h, "mask", {"sentence": "The [MASK] sat here ."}, emu.moderator_id)
+    marker = marker.lower()  # as a guess is stored (case-folded)
+    assert "Your guess is in" in await guess(h, card, emu.student_id, marker)
+    guess_id = next(c["custom_id"] for row in emu.message(card["id"])["components"]
+                    for c in row["components"] if c["label"] == "Guess")
+    form = await emu.click(card["id"], guess_id)
+    await form.wait_first_response(timeout=10)
+    await h.run("config", {"paused": True}, subcommand="pause", user_id=emu.moderator_id)
+    refused = await emu.submit_modal(form, {"word": marker})
+    await refused.wait_done(timeout=10)
+    assert "paused" in refused.text
+    await h.run("config", {"paused": False}, subcommand="pause", user_id=emu.moderator_id)
+
+
 async def _all_outcomes(h, marker: str) -> None:
     emu = h.emu
+    await _quiz_guesses(h, marker)
 
     async def each(**kwargs):
         records = [await h.run(name, options_for(name, marker), **kwargs) for name in COMMANDS]
@@ -108,7 +129,8 @@ async def test_raw_text_is_stored_only_as_log_inputs_says(tiny_config, tmp_path,
     if log_inputs == "full":  # the test can see the marker where it is allowed to be
         assert marker in places["database"] and marker in places["discord export"]
         return
-    leaks = [where for where, data in places.items() if marker in data]
+    leaks = [where for where, data in places.items()
+             if marker in data or marker.lower() in data]  # a quiz guess is case-folded
     assert leaks == []
 
 
