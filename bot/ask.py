@@ -37,6 +37,8 @@ def slash_commands(extensions: Iterable[str]) -> dict[str, app_commands.Command]
     for name in extensions:
         module = importlib.import_module(name)
         for _, cog in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cog, commands.GroupCog):
+                continue  # its commands are sub-commands (`/quiz mask` is not `/mask`)
             if issubclass(cog, commands.Cog) and cog.__module__ == module.__name__:
                 for command in cog.__cog_app_commands__:
                     if isinstance(command, app_commands.Command):

@@ -15,6 +15,8 @@ from tests.test_privacy_outcomes import VALID
 def test_every_student_command_has_an_ask_subcommand_with_its_options(capsys):
     declared = slash_commands(EXTENSIONS)
     for name in COMMANDS:
+        # The top-level command, not a group's sub-command of the same name (`/quiz mask`).
+        assert set(VALID[name]) <= {p.name for p in declared[name].parameters}, name
         with pytest.raises(SystemExit):
             main(["ask", name, "--help"])
         help_text = capsys.readouterr().out
