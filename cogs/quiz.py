@@ -46,7 +46,7 @@ from cogs.outcome import (
 from cogs.render import Reply, safe
 from cogs.render_activities import render_quiz_failed, render_quiz_open, render_quiz_reveal
 from core import plots
-from core.errors import InvalidInput, Overloaded
+from core.errors import InvalidInput, Overloaded, ServiceError
 from core.outcomes import Outcome, Status, outcome_of_error
 from core.plots_activities import quiz_reveal_alt_text, quiz_reveal_chart
 from core.quiz import (
@@ -88,6 +88,13 @@ MODAL_RE = re.compile(r"tlm:quiz:modal:(?P<quiz_id>[0-9]+)")
 WORD_FIELD = "word"
 
 ENDED = "This quiz has ended."
+
+
+class CannotPostCard(ServiceError):
+    """The bot may not post in the channel (a permission overwrite); the instructor can fix it."""
+
+    code = "cannot_post"
+    status = "unavailable"
 
 
 class NotYourQuiz(Exception):
@@ -285,7 +292,13 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         if not isinstance(channel, discord.abc.Messageable):
             channel = self.bot.get_partial_messageable(quiz.channel_id)
         card = render_quiz_open(quiz, 0)
-        return await channel.send(embeds=card.embeds, view=card_view(quiz.id))
+        try:
+            return await channel.send(embeds=card.embeds, view=card_view(quiz.id))
+        except discord.Forbidden:
+            raise CannotPostCard(
+                "I can't post the quiz card in this channel: give tlm-bot the View Channel, "
+                "Send Messages and Embed Links permissions here, then start it again."
+            ) from None
 
     def _top_k(self) -> int:
         return min(REVEAL_TOP_K, self.bot.config.limits.max_mask_top_k)
@@ -448,7 +461,10 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                 timer.cancel()
             card = await self._reveal_card(quiz)
             async with self._card_lock(quiz_id):
-                await self._edit_card(quiz, card, card_view(quiz_id, open_=False))
+                try:
+                    await self._edit_card(quiz, card, card_view(quiz_id, open_=False))
+                except discord.NotFound:  # someone deleted the card: nothing to show it on
+                    log.info("quiz %d: its card was deleted; the reveal is not shown", quiz_id)
             self._card_locks.pop(quiz_id, None)
             self._last_edit.pop(quiz_id, None)
             log.info("quiz %d revealed", quiz_id)
