@@ -84,6 +84,9 @@ async def test_a_class_of_thirty_guesses_across_a_restart_and_sees_the_reveal(
             denied = await h.run("quiz", {"sentence": SENTENCE}, subcommand="mask",
                                  user_id=students[0])
             assert denied.ephemeral and "Only instructors" in denied.text
+            why = await h.run("config", {"command": "quiz", "user": students[0]},
+                              subcommand="why", user_id=teacher)
+            assert "activity command" in why.text and "refused" in why.text
             card = await _start(h, "mask", {"sentence": SENTENCE, "seconds": 600}, teacher)
             assert "Class quiz" in card["embeds"][0]["title"]
             # One open quiz per channel.
