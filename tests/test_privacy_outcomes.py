@@ -2,11 +2,11 @@
 stored only as `log_inputs` says, in every place they could end up.
 
 Every student command (read from the registry, so a new command is covered without editing this
-file), and a quiz guess, x every outcome a student can reach (answered or failed, a bad option, a rule, the pause,
-a cooldown, a direct message) x every `log_inputs` mode, through the real bot and the emulated
-Discord. Each free-text option carries a marker; with "hashed" or "none" the marker must appear
-nowhere: not in the database file, not in its WAL, not in the CSV exports (Discord's and the
-CLI's), not in the bot's log output at DEBUG.
+file), and a quiz guess, x every outcome a student can reach (answered or failed, a bad option,
+a rule, the pause, a cooldown, a direct message) x every `log_inputs` mode, through the real bot
+and the emulated Discord. Each free-text option carries a marker; with "hashed" or "none" the
+marker must appear nowhere: not in the database file, not in its WAL, not in the CSV exports
+(Discord's and the CLI's), not in the bot's log output at DEBUG.
 """
 
 from __future__ import annotations
