@@ -32,6 +32,7 @@ from core.querylog import QueryLog
 from core.quiz import QuizStore
 from core.sentiment_service import SentimentService
 from core.settings import Cooldown, SettingsStore
+from core.sync_state import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ async def _dashboard(config: Config, db: Database, settings: SettingsStore,
 
 
 def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
-             **options: float) -> TLMBot:
+             **options: float | bool) -> TLMBot:
     return TLMBot(
         services.config,
         engine=services.engine,
@@ -151,6 +152,7 @@ def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
         sentiment=services.sentiment,
         quizzes=services.quizzes,
         dashboard=services.dashboard,
+        sync_state=SyncState(services.db),
         extensions=extensions,
         **options,
     )
@@ -179,15 +181,13 @@ async def run_bot(config: Config, token: str) -> None:
 
 
 async def sync_commands(config: Config, token: str, guild_id: int | None) -> list[str]:
-    """Register the slash commands with Discord (globally, or to one guild), then log out."""
+    """Register the slash commands with Discord (globally, or to one guild) whether or not
+    they changed, then log out. `tlm-bot run` then knows they are current."""
     async with open_services(config, start_engine=False) as services:
-        async with make_bot(services) as bot:
+        async with make_bot(services, sync_at_start=False) as bot:
             with _discord_reachable():
                 await bot.login(token)
-                guild = discord.Object(id=guild_id) if guild_id else None
-                if guild is not None:
-                    bot.tree.copy_global_to(guild=guild)
-                synced = await bot.tree.sync(guild=guild)
+                synced = await bot.sync_commands(guild_id, force=True) or []
             return [command.name for command in synced]
 
 

@@ -500,7 +500,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the bot").set_defaults(handler=cmd_run)
     sub.add_parser("serve", help="deploy the models onto the Ray cluster ([ray] address)"
                    ).set_defaults(handler=cmd_serve)
-    p = sub.add_parser("sync", help="register slash commands with Discord")
+    p = sub.add_parser("sync", help="register slash commands with Discord now (`run` does it "
+                                    "by itself when they changed)")
     p.add_argument("--guild", type=int, help="only this guild (instant) instead of global")
     p.set_defaults(handler=cmd_sync)
     p = sub.add_parser("check-config", help="validate a config file and print the settings")

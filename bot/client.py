@@ -17,6 +17,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.command_sync import SYNC_ERRORS, describe_scope, sync_tree
 from cogs.command_names import command_kind, policy_name
 from cogs.outcome import conclude, gate, mark_started, outcome_of_interaction_error
 from cogs.registry import COMMANDS
@@ -27,6 +28,7 @@ from core.querylog import QueryLog, QueryRecord
 from core.quiz import QuizStore
 from core.sentiment_service import SentimentService
 from core.settings import SettingsStore
+from core.sync_state import SyncState
 
 if TYPE_CHECKING:
     from bot.dashboard import Dashboard
@@ -88,6 +90,8 @@ class TLMBot(commands.Bot):
         sentiment: SentimentService,
         quizzes: QuizStore,
         dashboard: Dashboard | None = None,
+        sync_state: SyncState | None = None,
+        sync_at_start: bool = True,
         extensions: Sequence[str] = EXTENSIONS,
         guild_ready_timeout: float = 2.0,
     ) -> None:
@@ -117,6 +121,9 @@ class TLMBot(commands.Bot):
         self.sentiment = sentiment
         self.quizzes = quizzes
         self.dashboard = dashboard
+        #: Where the last synced tree's digest is kept; None: this bot never syncs by itself.
+        self.sync_state = sync_state
+        self._sync_at_start = sync_at_start and sync_state is not None
         self._extensions = extensions
         self._handlers = 0
         self._idle = asyncio.Event()
@@ -154,12 +161,29 @@ class TLMBot(commands.Bot):
         for name in self._extensions:
             await self.load_extension(name)
         apply_option_limits(self.tree, self.config)
+        if self._sync_at_start:
+            await self._sync_if_changed()
+
+    async def sync_commands(self, guild_id: int | None, *, force: bool = True
+                            ) -> list[app_commands.AppCommand] | None:
+        """Register the tree with Discord for one guild or globally (`bot.command_sync`);
+        None when `force` is off and the tree is what Discord already has."""
+        if self.sync_state is None or self.application_id is None:
+            raise RuntimeError("sync_commands needs a sync state and a logged-in bot")
+        return await sync_tree(self.tree, self.sync_state, self.application_id, guild_id,
+                               force=force)
+
+    async def _sync_if_changed(self) -> None:
+        """At start: sync to `dev_guild` (guild commands update instantly) or globally, if the
+        tree changed. A failure costs only the update: it is logged in one line and the bot
+        serves the commands Discord already has."""
         guild_id = self.config.discord.dev_guild
-        if guild_id:
-            # Guild commands update instantly: handy while developing, never global spam.
-            guild = discord.Object(id=guild_id)
-            self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
+        try:
+            await self.sync_commands(guild_id, force=False)
+        except SYNC_ERRORS as exc:
+            log.error("command sync to %s failed (%s: %s); serving the commands Discord "
+                      "already has. `tlm-bot sync` retries.", describe_scope(guild_id),
+                      type(exc).__name__, _one_line(exc))
 
     async def record_query(self, record: QueryRecord) -> None:
         """Never raises: a failed log write must not cost a student their answer."""
@@ -170,6 +194,11 @@ class TLMBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "no details"
 
 
 def quiet_library_payload_logs() -> None:

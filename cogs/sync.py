@@ -1,7 +1,8 @@
 """Owner-only maintenance from inside Discord: registering the slash commands.
 
-Commands are deliberately not re-synced on every start (Discord rate-limits syncs and a
-global sync takes up to an hour to spread); `tlm-bot sync` or this command does it on demand.
+`tlm-bot run` syncs by itself when the tree changed since the last sync (`bot.command_sync`);
+this command (like `tlm-bot sync`) forces one, e.g. after commands were removed by hand in
+Discord's developer portal. Its digest is recorded, so the next start does not repeat it.
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ class Owner(commands.Cog):
         if not await self.bot.is_owner(interaction.user):
             raise InvalidInput("Only the bot's owner can sync its commands.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        guild = interaction.guild if scope == "this server" else None
-        if guild is not None:
-            self.bot.tree.copy_global_to(guild=guild)
-        synced = await self.bot.tree.sync(guild=guild)
+        guild_id = interaction.guild_id if scope == "this server" else None
+        synced = await self.bot.sync_commands(guild_id, force=True) or []
         names = ", ".join(sorted(f"/{c.name}" for c in synced))
         await reply_staff(self.bot, interaction, Reply(
             content=f"Synced {len(synced)} commands ({scope}): {names}"[:2000],

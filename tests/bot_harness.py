@@ -71,7 +71,9 @@ async def running_bot(
     extensions: Sequence[str] = EXTENSIONS,
     check_clean: bool = True,
     log_level: int = logging.INFO,
+    sync: bool = True,
 ) -> AsyncIterator[Harness]:
+    """`sync=False` leaves the commands to the bot's own start-up sync (`bot.command_sync`)."""
     caplog.set_level(log_level)
     async with contextlib.AsyncExitStack() as stack:
         emu = emulator or await stack.enter_async_context(DiscordEmulator())
@@ -86,9 +88,10 @@ async def running_bot(
         try:
             await emu.wait_ready()
             await asyncio.wait_for(bot.wait_until_ready(), 10)
-            guild = discord.Object(emu.guild_id)
-            bot.tree.copy_global_to(guild=guild)
-            await bot.tree.sync(guild=guild)
+            if sync:
+                guild = discord.Object(emu.guild_id)
+                bot.tree.copy_global_to(guild=guild)
+                await bot.tree.sync(guild=guild)
             yield Harness(bot, services, emu)
         finally:
             await bot.close()
