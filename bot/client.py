@@ -47,6 +47,7 @@ EXTENSIONS: Sequence[str] = (
     "cogs.sync",
     "cogs.buttons",
     "cogs.context_menus",
+    "cogs.help",
 )
 
 

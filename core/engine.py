@@ -83,6 +83,21 @@ class QueuePlace:
     about_s: float
 
 
+@dataclass(frozen=True)
+class QueueState:
+    """A snapshot of the work waiting in the core, for members (`/help`): read-only."""
+
+    #: Requests waiting per model lane, by model (`id@revision`); a task's own lane beside the
+    #: model's main lane (tokenizer-only work) is listed as "<model> (<task>)".
+    waiting: dict[str, int]
+    #: Batches in worker threads right now.
+    running_batches: int
+    #: Picture requests admitted to the drawing stage and not finished.
+    pictures_in_flight: int
+    #: A lane refuses new requests ("busy") beyond this many waiting.
+    queue_size: int
+
+
 class _Pending:
     __slots__ = ("request", "task", "key", "future", "enqueued_at")
 
@@ -319,6 +334,24 @@ class InferenceEngine:
         if fixed:
             return fixed
         return max(1, _usable_cores() - self.running_batches)
+
+    def model_state(self, spec: ModelSpec) -> LoadState | None:
+        """Loading, ready or failed, wherever the model runs; None for a model not served."""
+        try:
+            if self.remote is not None:
+                return self.remote.state(spec)[0]
+            return self.registry.state(spec)
+        except KeyError:
+            return None
+
+    def queue_state(self) -> QueueState:
+        """What is waiting now, per lane (callers that went away are not counted)."""
+        waiting: dict[str, int] = {}
+        for (spec, own_lane), lane in self._lanes.items():
+            name = str(spec) if own_lane is None else f"{spec} ({own_lane})"
+            waiting[name] = sum(1 for p in lane.pending if not p.future.done())
+        return QueueState(waiting, self.running_batches, self.pictures.in_flight,
+                          self.config.engine.queue_size)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
