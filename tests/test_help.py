@@ -63,6 +63,8 @@ async def test_help_lists_what_this_member_may_run_here_and_why_not(tiny_config,
         assert f"`/{name}" in student, name
     assert "✅ `/later`: Added after /help was written." in student
     assert line_of(student, "`/mask`").startswith("✅")
+    # Right-click menus follow the command they run.
+    assert line_of(student, "Apps ▸ **Mask a word**").startswith("✅")
     generate = line_of(student, "`/generate`")
     assert generate.startswith("⛔") and f"turned off in <#{emu.channel_id}>" in generate
     assert line_of(student, "`/tokens`").startswith("✅")
@@ -96,6 +98,7 @@ async def test_help_and_about_answer_where_student_commands_are_off(tiny_config,
     assert refused.ephemeral and "paused" in refused.text
     assert "✅" not in line_of(help_text, "`/mask`")
     assert "paused" in line_of(help_text, "`/mask`")
+    assert line_of(help_text, "Apps ▸ **Tokenize**").startswith("⛔")
     text = embed_text(about)
     assert f"tlm-bot {package_version()}" in text
     assert "salted hash of your text" in text and "**30 days**" in text
