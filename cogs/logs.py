@@ -6,6 +6,7 @@ id, so one server's instructors can never read another server's rows.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
@@ -15,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.outcome import reply_staff
+from cogs.paging import Page, clamp, first_page, page_count
 from cogs.render import COLOUR, Reply, clip, safe
 from core.outcomes import STATUS_VALUES
 from core.querylog import QueryFilter
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 SINCE = Literal["1h", "24h", "7d", "30d", "all"]
 STATUS = Literal[STATUS_VALUES]  # type: ignore[valid-type]  # the one vocabulary
+#: Rows per page of /logs recent: 15 lines of at most ~250 characters fit one embed.
+RECENT_PAGE_SIZE = 15
 _SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
           "30d": timedelta(days=30)}
 
@@ -60,20 +64,33 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             since: How far back.
             status: Only this outcome.
         """
-        rows = await self.bot.querylog.recent(
-            self._filter(interaction, user, command, since, status, 15)
-        )
-        lines = []
-        for row in rows:
-            when = f"<t:{int(row.created_at.timestamp())}:R>"
-            text = safe(row.input_text.replace("\n", " "), 80) or "—"
-            out = safe(row.output_summary, 60)
-            lines.append(f"{when} <@{row.user_id}> `/{row.command}` **{row.status}** {text}"
-                         + (f" → {out}" if out else ""))
-        embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
-                              description=clip("\n".join(lines) or "No queries match.", 4000))
+        # Pinned to now: rows logged while the instructor reads do not shift the later pages.
+        listing = dataclasses.replace(
+            self._filter(interaction, user, command, since, status, RECENT_PAGE_SIZE),
+            until=datetime.now(timezone.utc))
+
+        async def page(index: int) -> Page:
+            total = await self.bot.querylog.count(listing)
+            count = page_count(total, RECENT_PAGE_SIZE)
+            index = clamp(index, count)
+            rows = await self.bot.querylog.recent(
+                dataclasses.replace(listing, offset=index * RECENT_PAGE_SIZE))
+            lines = []
+            for row in rows:
+                when = f"<t:{int(row.created_at.timestamp())}:R>"
+                text = safe(row.input_text.replace("\n", " "), 80) or "—"
+                out = safe(row.output_summary, 60)
+                lines.append(f"{when} <@{row.user_id}> `/{row.command}` **{row.status}** {text}"
+                             + (f" → {out}" if out else ""))
+            embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
+                                  description=clip("\n".join(lines) or "No queries match.", 4000))
+            embed.set_footer(text=f"Page {index + 1} of {count} · {total} queries, newest first")
+            return Page(Reply(embeds=[embed], summary=f"page {index + 1} of {count}: "
+                                                      f"{len(rows)} of {total} rows"),
+                        index, count)
+
         await reply_staff(self.bot, interaction,
-                          Reply(embeds=[embed], summary=f"{len(rows)} rows"))
+                          await first_page(self.bot, interaction, page, kind="instructor"))
 
     @app_commands.command(name="stats")
     async def stats(self, interaction: discord.Interaction, since: SINCE = "7d") -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import discord
@@ -9,6 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.outcome import conclude, reply_staff
+from cogs.paging import Page, clamp, first_page, page_count
 from cogs.render import COLOUR, Reply, clip, safe
 from core.errors import InvalidInput
 from core.outcomes import Outcome, Status
@@ -16,6 +19,10 @@ from core.querylog import QueryFilter
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
+
+
+#: Rows per page of /mydata show.
+MYDATA_PAGE_SIZE = 10
 
 
 @app_commands.guild_only()
@@ -28,22 +35,34 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
 
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
-        """Show what the bot logged about you in this server (latest 20)."""
-        rows = await self.bot.querylog.recent(QueryFilter(
-            guild_id=interaction.guild_id, user_id=interaction.user.id, limit=20))
-        lines = [
-            f"<t:{int(r.created_at.timestamp())}:f> `/{r.command}` {r.status}: "
-            f"{safe(r.input_text.replace(chr(10), ' '), 100) or '—'}"
-            for r in rows
-        ]
+        """Show what the bot logged about you in this server, newest first."""
+        mine = QueryFilter(guild_id=interaction.guild_id, user_id=interaction.user.id,
+                           until=datetime.now(timezone.utc), limit=MYDATA_PAGE_SIZE)
         days = (await self.bot.settings.get(interaction.guild_id)).retention_days
-        embed = discord.Embed(
-            title="Your data", colour=COLOUR,
-            description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
-        )
-        embed.set_footer(text=f"Rows are kept {days} days. /mydata delete erases them now.")
+
+        async def page(index: int) -> Page:
+            total = await self.bot.querylog.count(mine)
+            count = page_count(total, MYDATA_PAGE_SIZE)
+            index = clamp(index, count)
+            rows = await self.bot.querylog.recent(
+                dataclasses.replace(mine, offset=index * MYDATA_PAGE_SIZE))
+            lines = [
+                f"<t:{int(r.created_at.timestamp())}:f> `/{r.command}` {r.status}: "
+                f"{safe(r.input_text.replace(chr(10), ' '), 100) or '—'}"
+                for r in rows
+            ]
+            embed = discord.Embed(
+                title="Your data", colour=COLOUR,
+                description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
+            )
+            embed.set_footer(text=f"Page {index + 1} of {count} · {total} rows · kept {days} "
+                                  "days. /mydata delete erases them now.")
+            return Page(Reply(embeds=[embed], summary=f"page {index + 1} of {count}: "
+                                                      f"{len(rows)} of {total} rows"),
+                        index, count)
+
         await reply_staff(self.bot, interaction,
-                          Reply(embeds=[embed], summary=f"{len(rows)} rows"))
+                          await first_page(self.bot, interaction, page, kind="self"))
 
     @app_commands.command(name="delete")
     async def delete(self, interaction: discord.Interaction, confirm: bool) -> None:

@@ -31,7 +31,9 @@ class QueryFilter:
     `None` names the rows of direct messages (where `[discord] allow_dms` let them run): the
     owner's CLI export reads them, no guild's instructors ever do.
 
-    `since` is inclusive, `until` exclusive. `limit=None` means no limit (exports).
+    `since` is inclusive, `until` exclusive. `limit=None` means no limit (exports). `offset`
+    skips that many of the newest matching rows (`recent` only: a page of a listing; pin
+    `until` to the first page's time so new rows do not shift the later pages).
     """
 
     guild_id: int | None
@@ -41,12 +43,15 @@ class QueryFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = 50
+    offset: int = 0
 
     def __post_init__(self) -> None:
         if self.guild_id is not None and not isinstance(self.guild_id, int):
             raise TypeError("QueryFilter.guild_id must be a guild id (or None for DMs)")
         if self.limit is not None and self.limit < 1:
             raise ValueError("QueryFilter.limit must be at least 1 (or None for no limit)")
+        if self.offset < 0:
+            raise ValueError("QueryFilter.offset must be at least 0")
 
     def where(self) -> tuple[str, list[Any]]:
         """WHERE clause from fixed fragments; every value is a bound parameter."""
@@ -119,8 +124,8 @@ async def recent(db: Database, f: QueryFilter) -> list[QueryRow]:
     """Rows matching `f`, newest first."""
     where, params = f.where()
     sql = f"SELECT {COLUMNS_SQL} FROM queries WHERE {where} ORDER BY created_at DESC, id DESC"
-    sql += " LIMIT ?"
-    params.append(f.limit if f.limit is not None else -1)
+    sql += " LIMIT ? OFFSET ?"
+    params += [f.limit if f.limit is not None else -1, f.offset]
     return [row_from_db(r) for r in await db.fetchall(sql, params)]
 
 

@@ -1,0 +1,136 @@
+"""Previous/Next buttons for a long private listing (`/logs recent`, `/mydata show`).
+
+A `Pager` is a plain in-memory `discord.ui.View`, like RoboDanny's `RoboPages`. Paging need not
+survive a restart: a listing is one command away, and a restart-safe `DynamicItem` would have to
+carry every filter in its 100-character custom_id. So after a restart Discord says the click
+failed, and after `PAGER_TIMEOUT_S` without a click the buttons are greyed out on the message
+(the timeout is shorter than the 15 minutes the command's token may edit that message).
+
+Who may turn the pages: only the member who ran the command (`interaction_check`). The listing
+is ephemeral, so nobody else sees it, but a forged click is still refused, ephemerally, and
+logged. Every page turn passes the same gate as a command (an instructor who lost the role since
+reads no further page) and ends in `conclude`: one logged row per turn, under the command's
+name with the `page` it showed, and the message replaced in place (callback type 7).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from cogs.outcome import conclude, gate, mark_started, options_of, outcome_of_interaction_error
+from cogs.render import Reply
+from core.outcomes import Outcome, Status
+
+if TYPE_CHECKING:
+    from bot.client import TLMBot
+
+log = logging.getLogger(__name__)
+
+NOT_YOURS = "Only the person who ran this can turn its pages."
+#: Inside the 15 minutes an interaction token lives, so the timeout can still grey the buttons.
+PAGER_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: what to show, which page it is (0-based, clamped to the pages
+    that exist now) and how many there are."""
+
+    reply: Reply
+    index: int
+    count: int
+
+
+#: Renders page `index` (0-based; the source clamps it to the pages that exist now).
+PageSource = Callable[[int], Awaitable[Page]]
+
+
+def page_count(total: int, size: int) -> int:
+    """Pages needed for `total` rows, `size` per page; an empty listing is one (empty) page."""
+    return max(1, -(-total // size))
+
+
+def clamp(index: int, count: int) -> int:
+    return max(0, min(index, count - 1))
+
+
+async def first_page(bot: TLMBot, interaction: discord.Interaction, source: PageSource, *,
+                     kind: str) -> Reply:
+    """Page 1 of a listing, with Previous/Next attached when there is more than one page.
+
+    `kind` is the command's kind for the gate a page turn passes (`instructor`, `self`...).
+    """
+    page = await source(0)
+    if page.count > 1:
+        page.reply.view = Pager(bot, interaction, source, page, kind=kind)
+    return page.reply
+
+
+class Pager(discord.ui.View):
+    def __init__(self, bot: TLMBot, origin: discord.Interaction, source: PageSource,
+                 page: Page, *, kind: str) -> None:
+        super().__init__(timeout=PAGER_TIMEOUT_S)
+        self.bot = bot
+        self.origin = origin
+        self.source = source
+        self.kind = kind
+        self.owner_id = origin.user.id
+        #: The command's full name and options: every page turn's row is logged under them.
+        self.command = origin.command.qualified_name if origin.command else "?"
+        self.options: Mapping[str, Any] = options_of(origin)
+        self.page = 0
+        self._show(page)
+
+    def _show(self, page: Page) -> None:
+        self.page = page.index
+        self.previous_page.disabled = page.index <= 0
+        self.next_page.disabled = page.index >= page.count - 1
+
+    def _row_options(self, index: int) -> dict[str, Any]:
+        return {**self.options, "page": index + 1}
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if interaction.user.id == self.owner_id:
+            return True
+        mark_started(interaction)
+        await conclude(self.bot, interaction, Outcome(Status.REFUSED, NOT_YOURS, "not_owner"),
+                       command=self.command, options=self._row_options(self.page))
+        return False
+
+    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
+    async def previous_page(self, interaction: discord.Interaction,
+                            button: discord.ui.Button) -> None:
+        await self._turn(interaction, self.page - 1)
+
+    @discord.ui.button(label="Next ▶", style=discord.ButtonStyle.secondary)
+    async def next_page(self, interaction: discord.Interaction,
+                        button: discord.ui.Button) -> None:
+        await self._turn(interaction, self.page + 1)
+
+    async def _turn(self, interaction: discord.Interaction, index: int) -> None:
+        try:
+            await gate(self.bot, interaction, self.command, self.kind)
+            page = await self.source(index)
+        except Exception as exc:  # refused by a rule now, or a read that failed
+            await conclude(self.bot, interaction, outcome_of_interaction_error(exc),
+                           command=self.command, options=self._row_options(index), error=exc)
+            return
+        self._show(page)
+        page.reply.view = self
+        await conclude(self.bot, interaction, Outcome(Status.OK), reply=page.reply,
+                       ephemeral=True, update_message=True, command=self.command,
+                       options=self._row_options(page.index))
+
+    async def on_timeout(self) -> None:
+        for item in self.children:
+            if isinstance(item, discord.ui.Button):
+                item.disabled = True
+        try:
+            await self.origin.edit_original_response(view=self)
+        except discord.HTTPException as exc:  # deleted by the member, or the token is gone
+            log.debug("could not grey out the page buttons: %s", exc)
