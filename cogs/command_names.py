@@ -64,6 +64,41 @@ class StudentCommandName(app_commands.Transformer):
 CommandName = app_commands.Transform[str, StudentCommandName]
 
 
+def logged_command_names(tree: app_commands.CommandTree) -> list[str]:
+    """The names query-log rows carry: every slash command's full name (`logs recent`).
+    Buttons and right-click menus log the student command they run, so they add none."""
+    return sorted({c.qualified_name for c in tree.walk_commands()
+                   if not isinstance(c, app_commands.Group)})
+
+
+class LoggedCommandName(app_commands.Transformer):
+    """A command to filter the query log by (`/logs`), autocompleted from the live tree.
+
+    Any name is accepted, unlike `StudentCommandName`: rows of a command since removed or
+    renamed are still in the log and must stay reachable.
+    """
+
+    @property
+    def min_value(self) -> int:  # a string option's length bounds
+        return 1
+
+    @property
+    def max_value(self) -> int:
+        return 32
+
+    async def transform(self, interaction: discord.Interaction, value: str) -> str:
+        return value.strip().lstrip("/").strip().lower()
+
+    async def autocomplete(self, interaction: discord.Interaction, value: str,
+                           ) -> list[app_commands.Choice[str]]:
+        names = logged_command_names(interaction.client.tree)  # type: ignore[attr-defined]
+        typed = value.strip().lstrip("/").lower()
+        return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]
+
+
+LoggedCommand = app_commands.Transform[str, LoggedCommandName]
+
+
 def actor_of_member(user: discord.User | discord.Member) -> Actor:
     if isinstance(user, discord.Member):
         # Discord's @everyone role has the guild's id; include it so rules on it apply.

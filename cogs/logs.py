@@ -15,8 +15,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.command_names import LoggedCommand
 from cogs.outcome import reply_staff
-from cogs.paging import Page, clamp, first_page, page_count
+from cogs.paging import Page, clamp, first_page, page_count, plural
 from cogs.render import COLOUR, Reply, clip, safe
 from core.outcomes import STATUS_VALUES
 from core.querylog import QueryFilter
@@ -54,7 +55,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
 
     @app_commands.command(name="recent")
     async def recent(self, interaction: discord.Interaction, user: discord.User | None = None,
-                     command: app_commands.Range[str, 1, 32] | None = None,
+                     command: LoggedCommand | None = None,
                      since: SINCE = "24h", status: STATUS | None = None) -> None:
         """The latest queries, newest first.
 
@@ -75,6 +76,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             index = clamp(index, count)
             rows = await self.bot.querylog.recent(
                 dataclasses.replace(listing, offset=index * RECENT_PAGE_SIZE))
+            # A row committed between the count and the read (group commit) still counts.
+            total = max(total, index * RECENT_PAGE_SIZE + len(rows))
             lines = []
             for row in rows:
                 when = f"<t:{int(row.created_at.timestamp())}:R>"
@@ -84,7 +87,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                              + (f" → {out}" if out else ""))
             embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
                                   description=clip("\n".join(lines) or "No queries match.", 4000))
-            embed.set_footer(text=f"Page {index + 1} of {count} · {total} queries, newest first")
+            found = plural(total, "query", "queries")
+            embed.set_footer(text=f"Page {index + 1} of {count} · {found}, newest first")
             return Page(Reply(embeds=[embed], summary=f"page {index + 1} of {count}: "
                                                       f"{len(rows)} of {total} rows"),
                         index, count)
@@ -124,7 +128,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
 
     @app_commands.command(name="export")
     async def export(self, interaction: discord.Interaction, user: discord.User | None = None,
-                     command: app_commands.Range[str, 1, 32] | None = None,
+                     command: LoggedCommand | None = None,
                      since: SINCE = "all", status: STATUS | None = None) -> None:
         """Download the query log as a CSV file.
 

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.outcome import conclude, reply_staff
-from cogs.paging import Page, clamp, first_page, page_count
+from cogs.paging import Page, clamp, first_page, page_count, plural
 from cogs.render import COLOUR, Reply, clip, safe
 from core.errors import InvalidInput
 from core.outcomes import Outcome, Status
@@ -46,6 +46,8 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
             index = clamp(index, count)
             rows = await self.bot.querylog.recent(
                 dataclasses.replace(mine, offset=index * MYDATA_PAGE_SIZE))
+            # A row committed between the count and the read (group commit) still counts.
+            total = max(total, index * MYDATA_PAGE_SIZE + len(rows))
             lines = [
                 f"<t:{int(r.created_at.timestamp())}:f> `/{r.command}` {r.status}: "
                 f"{safe(r.input_text.replace(chr(10), ' '), 100) or '—'}"
@@ -55,8 +57,9 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
                 title="Your data", colour=COLOUR,
                 description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
             )
-            embed.set_footer(text=f"Page {index + 1} of {count} · {total} rows · kept {days} "
-                                  "days. /mydata delete erases them now.")
+            found = plural(total, "row", "rows")
+            embed.set_footer(text=f"Page {index + 1} of {count} · {found} · kept {days} days. "
+                                  "/mydata delete erases them now.")
             return Page(Reply(embeds=[embed], summary=f"page {index + 1} of {count}: "
                                                       f"{len(rows)} of {total} rows"),
                         index, count)

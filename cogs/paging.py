@@ -55,6 +55,10 @@ def page_count(total: int, size: int) -> int:
     return max(1, -(-total // size))
 
 
+def plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def clamp(index: int, count: int) -> int:
     return max(0, min(index, count - 1))
 
