@@ -7,15 +7,22 @@ restarts the bot on the same emulator and database, as an operator restarting `t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sqlite3
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.config import Config
+from core.config import Config, load_config
 from tests.bot_harness import bot_config, running_bot
+from tests.conftest import write_tiny_config
 from tests.discord_emulator import DiscordEmulator
+
+ENTRY_POINT = Path(sys.executable).with_name("tlm-bot")
 
 QUIET = {"default_cooldown_uses": 0}
 
@@ -106,3 +113,29 @@ def test_the_digest_ignores_order_and_covers_the_application():
     assert tree_digest(1, [a, b]) != tree_digest(2, [a, b])  # another application's token
     longer = {**a, "options": [{"name": "text", "max_length": 600}]}
     assert tree_digest(1, [a, b]) != tree_digest(1, [longer, b])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
+async def test_tlm_bot_sync_forces_a_sync_and_records_it(tiny_models, tmp_path, caplog):
+    """The CLI's forced sync is remembered: a `tlm-bot run` on the same database then sends
+    nothing for that scope (shown here by the bot's own start-up check)."""
+    async with DiscordEmulator() as emu:
+        config_path = write_tiny_config(tmp_path / "config.toml", tiny_models,
+                                        discord={"dev_guild": emu.guild_id})
+        env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1"}
+        env.pop("TLM_CONFIG", None)
+        for _ in range(2):  # forced: the second one syncs again
+            proc = await asyncio.create_subprocess_exec(
+                str(ENTRY_POINT), "--config", str(config_path), "sync", "--guild",
+                str(emu.guild_id), env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, err.decode()
+            assert f"synced {len(emu.synced_commands[emu.guild_id])} commands to guild" in \
+                out.decode()
+        assert len(puts(emu, emu.guild_id)) == 2
+        config = load_config(config_path)
+        async with running_bot(config, caplog, emulator=emu, sync=False):
+            pass
+        assert len(puts(emu, emu.guild_id)) == 2, "run found the tree already synced"
