@@ -123,7 +123,8 @@ class Help(commands.Cog):
             return decisions[name, kind]
 
         student: list[str] = []
-        staff: list[str] = []
+        #: Staff commands by family, one line each (`/config` has a dozen subcommands).
+        staff: dict[str, list[Any]] = {}
         own: list[str] = []
         menus: list[Any] = bot.tree.get_commands(type=discord.AppCommandType.message)
         everything = [c for c in bot.tree.walk_commands()
@@ -142,17 +143,22 @@ class Help(commands.Cog):
                                else f"⛔ {label}: {decision.reason}")
             elif kind in ("instructor", "moderator"):
                 if (await decide(command.qualified_name, kind)).allowed:
-                    staff.append(f"• {described}")
+                    staff.setdefault(policy_name(command), []).append(command)
             elif kind == "owner":
                 if is_owner is None:
                     is_owner = await bot.is_owner(user)
                 if is_owner:
-                    staff.append(f"• {described}")
+                    staff.setdefault(policy_name(command), []).append(command)
             else:  # self: a member's own data and these help pages, reachable everywhere
                 own.append(f"• {described}")
         lines = ["**Commands for you here**", *student]
         if staff:
-            lines += ["", "**Your staff commands**", *staff]
+            lines += ["", "**Your staff commands**"]
+            for family, members in staff.items():
+                subs = [c.qualified_name.split(" ", 1)[1] for c in members if " " in
+                        c.qualified_name]
+                about = clip(members[0].description, 100) if not subs else " · ".join(subs)
+                lines.append(f"• `/{family}` {about}")
         lines += ["", "**Always available**", *own]
         return lines
 

@@ -74,7 +74,8 @@ async def test_help_lists_what_this_member_may_run_here_and_why_not(tiny_config,
     for text in (student, staff):
         assert "`/mydata show`" in text and "`/about`" in text
     assert "/logs" not in student and "/config" not in student and "/sync" not in student
-    assert "`/logs recent`" in staff and "`/config allow`" in staff
+    logs = line_of(staff, "`/logs`")
+    assert "recent" in logs and "export" in logs and "allow · deny" in line_of(staff, "`/config`")
     assert "/sync" not in staff  # the application's owner only
     # Models with revisions, the limits from [limits], the queue.
     assert "@ `main`" in student and "**mask**" in student and "**generate**" in student
