@@ -137,8 +137,8 @@ class Help(commands.Cog):
                      else f"`/{command.qualified_name}`")
             about = clip(getattr(command, "description", "") or "", 100)
             described = f"{label}: {about}" if about else label
-            if kind == "student":
-                decision = await decide(policy_name(command), "student")
+            if kind in ("student", "activity"):  # the kinds moderators' rules apply to
+                decision = await decide(policy_name(command), kind)
                 student.append(f"✅ {described}" if decision.allowed
                                else f"⛔ {label}: {decision.reason}")
             elif kind in ("instructor", "moderator"):
@@ -149,7 +149,7 @@ class Help(commands.Cog):
                     is_owner = await bot.is_owner(user)
                 if is_owner:
                     staff.setdefault(policy_name(command), []).append(command)
-            else:  # self: a member's own data and these help pages, reachable everywhere
+            elif kind == "self":  # a member's own data and these pages, reachable everywhere
                 own.append(f"• {described}")
         lines = ["**Commands for you here**", *student]
         if staff:

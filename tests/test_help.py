@@ -68,12 +68,16 @@ async def test_help_lists_what_this_member_may_run_here_and_why_not(tiny_config,
     generate = line_of(student, "`/generate`")
     assert generate.startswith("⛔") and f"turned off in <#{emu.channel_id}>" in generate
     assert line_of(student, "`/tokens`").startswith("✅")
+    # An activity (/quiz) is the instructors' unless a moderator allows it: refused, with why.
+    assert line_of(student, "`/quiz").startswith("⛔")
+    assert line_of(staff, "`/quiz").startswith("✅")
     tokens_after = line_of(after, "`/tokens`")  # now the cooldown is used up
     assert tokens_after.startswith("⛔") and "too fast (1 per 600 s)" in tokens_after
     # Staff commands only for staff; the member's own data for everyone.
     for text in (student, staff):
         assert "`/mydata show`" in text and "`/about`" in text
-    assert "/logs" not in student and "/config" not in student and "/sync" not in student
+    assert "Your staff commands" not in student and "Your staff commands" in staff
+    assert "`/logs`" not in student and "`/config`" not in student and "/sync" not in student
     logs = line_of(staff, "`/logs`")
     assert "recent" in logs and "export" in logs and "allow · deny" in line_of(staff, "`/config`")
     assert "/sync" not in staff  # the application's owner only
