@@ -242,6 +242,21 @@ class ProbeBot(commands.Bot):
             view.add_item(menu)
             await interaction.response.send_message("pick", view=view)
 
+        @tree.command(name="poll", description="A button that edits its message by channel")
+        async def poll(interaction: discord.Interaction) -> None:
+            view = discord.ui.View(timeout=None)
+            button: discord.ui.Button[Any] = discord.ui.Button(label="Close",
+                                                               custom_id="poll:close")
+
+            async def close(inner: discord.Interaction) -> None:
+                await inner.response.defer()
+                assert inner.message is not None
+                await inner.message.edit(content="poll closed", view=None)
+
+            button.callback = close  # type: ignore[method-assign]
+            view.add_item(button)
+            await interaction.response.send_message("poll open", view=view)
+
         @tree.command(name="feedback", description="Open a form")
         async def feedback(interaction: discord.Interaction) -> None:
             await interaction.response.send_modal(FeedbackModal())
@@ -729,6 +744,28 @@ async def test_clicks_keep_the_deadline_and_the_single_acknowledgement(
     await asyncio.wait_for(_until(lambda: any(
         "Ignoring exception in view" in r.getMessage() for r in caplog.records)), 5)
     caplog.clear()  # discord.py logs the refused edit; that is the point here
+
+
+async def test_component_message_edited_through_the_channel(
+        emu: DiscordEmulator, bot: ProbeBot) -> None:
+    record = await emu.invoke("poll")
+    await record.wait_done(5)
+    assert record.message is not None
+    click = await emu.click(record.message, "poll:close")
+    await click.wait_first_response()
+    path = f"/channels/{emu.channel_id}/messages/{record.message['id']}"
+    await asyncio.wait_for(_until(lambda: bool(emu.find_requests("PATCH", path))), 5)
+    assert emu.message(record.message["id"])["content"] == "poll closed"
+    assert record.components == []
+    message = emu.add_message(content="a student's words")
+    status, _, body = await raw(emu, "PATCH", f"/channels/{emu.channel_id}/messages/"
+                                f"{message['id']}", json={"content": "rewritten"})
+    assert (status, body["code"]) == (403, 50005)
+    _violation(emu, "another user's message")
+    status, _, _ = await raw(emu, "DELETE", path)
+    assert status == 204 and record.message is None
+    with pytest.raises(KeyError):
+        emu.message(message["id"] + "0")
 
 
 async def test_select_menu(emu: DiscordEmulator, bot: ProbeBot) -> None:
