@@ -810,7 +810,7 @@ async def test_modal_from_a_button_updates_the_buttons_message(
     click = await emu.click(record.message, "ask:open")
     await click.wait_first_response()
     assert click.modal is not None and click.modal["components"][0]["type"] == 18  # a label
-    submitted = await emu.submit_modal(click, {"question": "Why is the sky blue?"})
+    submitted = await emu.submit_modal(click, {"Question": "Why is the sky blue?"})  # label
     await submitted.wait_done(5)
     assert submitted.payload["message"]["id"] == record.message["id"]
     assert submitted.payload["data"]["components"][0]["component"]["value"] == (

@@ -165,8 +165,10 @@ class ComponentsMixin:
                            user_id: int | None = None) -> InteractionRecord:
         """Fill in and submit the modal that `record`'s first response (type 9) opened.
 
-        `values` maps each text input's custom_id to its text (a list of values for a select in
-        a label); optional fields left out are sent empty, as the client does.
+        `values` maps each field to its text (a list of values for a select in a label); a key
+        is the field's custom_id or, failing that, its label as the user sees it (handy when
+        discord.py generated the custom_id). Optional fields left out are sent empty, as the
+        client does.
         """
         modal = record.modal
         if modal is None:
@@ -198,16 +200,18 @@ class ComponentsMixin:
         ident = {"id": component["id"]} if "id" in component else {}
         if kind == 1:
             return {"type": 1, **ident, "components": [
-                self._field_value(c, values) for c in component.get("components") or []]}
+                self._field_value(c, c.get("label"), values)
+                for c in component.get("components") or []]}
         if kind == 18:
-            return {"type": 18, **ident,
-                    "component": self._field_value(component["component"], values)}
+            return {"type": 18, **ident, "component": self._field_value(
+                component["component"], component.get("label"), values)}
         return None  # text displays and the like carry no value
 
-    def _field_value(self, field: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    def _field_value(self, field: dict[str, Any], label: str | None,
+                     values: dict[str, Any]) -> dict[str, Any]:
         custom_id = field.get("custom_id")
         kind = field.get("type")
-        given = values.pop(custom_id, None)
+        given = values.pop(custom_id if custom_id in values else label, None)
         required = field.get("required", True)
         if kind == TEXT_INPUT:
             text = "" if given is None else str(given)
