@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from cogs.command_names import LoggedCommand
 from cogs.outcome import reply_staff
-from cogs.paging import Page, clamp, first_page, page_count, plural
+from cogs.paging import Page, first_page, plural, rows_page
 from cogs.render import COLOUR, Reply, clip, safe
 from core.outcomes import STATUS_VALUES
 from core.querylog import QueryFilter
@@ -71,13 +71,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             until=datetime.now(timezone.utc))
 
         async def page(index: int) -> Page:
-            total = await self.bot.querylog.count(listing)
-            count = page_count(total, RECENT_PAGE_SIZE)
-            index = clamp(index, count)
-            rows = await self.bot.querylog.recent(
-                dataclasses.replace(listing, offset=index * RECENT_PAGE_SIZE))
-            # A row committed between the count and the read (group commit) still counts.
-            total = max(total, index * RECENT_PAGE_SIZE + len(rows))
+            found = await rows_page(self.bot.querylog, listing, index, RECENT_PAGE_SIZE)
+            rows, index, count, total = found.rows, found.index, found.count, found.total
             lines = []
             for row in rows:
                 when = f"<t:{int(row.created_at.timestamp())}:R>"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.outcome import conclude, reply_staff
-from cogs.paging import Page, clamp, first_page, page_count, plural
+from cogs.paging import Page, first_page, plural, rows_page
 from cogs.render import COLOUR, Reply, clip, safe
 from core.errors import InvalidInput
 from core.outcomes import Outcome, Status
@@ -41,13 +40,8 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
         days = (await self.bot.settings.get(interaction.guild_id)).retention_days
 
         async def page(index: int) -> Page:
-            total = await self.bot.querylog.count(mine)
-            count = page_count(total, MYDATA_PAGE_SIZE)
-            index = clamp(index, count)
-            rows = await self.bot.querylog.recent(
-                dataclasses.replace(mine, offset=index * MYDATA_PAGE_SIZE))
-            # A row committed between the count and the read (group commit) still counts.
-            total = max(total, index * MYDATA_PAGE_SIZE + len(rows))
+            found = await rows_page(self.bot.querylog, mine, index, MYDATA_PAGE_SIZE)
+            rows, index, count, total = found.rows, found.index, found.count, found.total
             lines = [
                 f"<t:{int(r.created_at.timestamp())}:f> `/{r.command}` {r.status}: "
                 f"{safe(r.input_text.replace(chr(10), ' '), 100) or '—'}"

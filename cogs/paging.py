@@ -15,6 +15,7 @@ name with the `page` it showed, and the message replaced in place (callback type
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import discord
 from cogs.outcome import conclude, gate, mark_started, options_of, outcome_of_interaction_error
 from cogs.render import Reply
 from core.outcomes import Outcome, Status
+from core.querylog import QueryFilter, QueryLog, QueryRow
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
@@ -61,6 +63,28 @@ def plural(n: int, one: str, many: str) -> str:
 
 def clamp(index: int, count: int) -> int:
     return max(0, min(index, count - 1))
+
+
+@dataclass(frozen=True)
+class RowsPage:
+    rows: list[QueryRow]
+    index: int
+    count: int
+    total: int
+
+
+async def rows_page(querylog: QueryLog, listing: QueryFilter, index: int,
+                    size: int) -> RowsPage:
+    """Page `index` of the query-log rows `listing` matches (clamped to the pages that exist
+    now), `size` rows a page; `listing` should end at a fixed time (`until`), so rows logged
+    while someone reads do not shift the later pages."""
+    total = await querylog.count(listing)
+    count = page_count(total, size)
+    index = clamp(index, count)
+    rows = await querylog.recent(dataclasses.replace(listing, offset=index * size, limit=size))
+    # A row committed between the count and the read (group commit) still counts.
+    total = max(total, index * size + len(rows))
+    return RowsPage(rows, index, count, total)
 
 
 async def first_page(bot: TLMBot, interaction: discord.Interaction, source: PageSource, *,
