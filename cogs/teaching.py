@@ -116,12 +116,14 @@ class Teaching(commands.Cog):
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
         position: app_commands.Range[int, 1, MAX_LENS_TOKENS] | None = None,
+        private: bool = False,
     ) -> None:
         """What GPT-2 would say next if it stopped after each layer (the logit lens).
 
         Args:
             prompt: The text so far, e.g. "The Eiffel Tower is in the city of".
             position: Which token's prediction to read, counted from 1 (default: the last).
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
@@ -132,6 +134,7 @@ class Teaching(commands.Cog):
         word: app_commands.Range[str, 1, MAX_WORD_CHARS],
         sentence: SENTENCE,
         layer: app_commands.Range[int, 0, 48] | None = None,
+        private: bool = False,
     ) -> None:
         """The words nearest to a word's vector in a sentence, beside its context-free ones.
 
@@ -139,6 +142,7 @@ class Teaching(commands.Cog):
             word: A word in the sentence, e.g. bank.
             sentence: e.g. "We sat on the bank of the river."
             layer: 0 = the embeddings; default: the last layer.
+            private: Only you see the answer.
         """
         await answer(self.bot, interaction)
 
