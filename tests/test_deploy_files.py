@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -31,9 +32,12 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def make_dry_run(workdir: Path, target: str, *variables: str) -> list[str]:
-    # Run as a top-level make: under `make test` (as CI runs it) the parent's command-line
-    # variables (VENV=.venv-ci ...) reach a child make through MAKEFLAGS.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # Run as a top-level make: under `make test VENV=.venv-ci` (as CI runs it) the parent's
+    # command-line variables reach a child make through MAKEFLAGS *and* the environment.
+    makefile_variables = set(re.findall(r"^([A-Z_]+) *\?=", (workdir / "Makefile").read_text(),
+                                        re.M))
+    inherited = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"} | makefile_variables
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
     done = subprocess.run(["make", "-n", target, *variables], cwd=workdir, capture_output=True,
                           text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
