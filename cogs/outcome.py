@@ -297,11 +297,14 @@ async def answer(bot: TLMBot, interaction: discord.Interaction,
     command: StudentCommand = COMMANDS[name]
     values = dict(options if options is not None else options_of(interaction))
     mark_started(interaction)
-    private = await _answers_private(bot, interaction, bool(values.pop("private", False)))
+    private = bool(values.pop("private", False))
     with bot.handling():
         outcome, reply, result, failure = Outcome(Status.OK), None, None, None
         pending: Any = None
         try:
+            # A moderator's setting may override the student's choice (a storage fault here
+            # is an outcome like any other, not an escaped exception).
+            private = await _answers_private(bot, interaction, private)
             # Admission first: "busy" and bad input are answered ephemerally, at once.
             request = command.build(values)
             pending = asyncio.ensure_future(command.runner.admit(bot, request))
