@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from core import plots_activities
-from core.config import ModelSpec
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head, LoadedModel
 from core.tasks.attention import token_labels
@@ -88,14 +87,9 @@ class LogitLensResult:
 
 class LogitLensTask(Task[LogitLensRequest, LogitLensResult]):
     name = "logitlens"
-    head = Head.CAUSAL_LM
     draws = True
-    #: The task contract being introduced on the engine branch (models by role); unused before.
     needs = {"generate": frozenset({Head.CAUSAL_LM})}
     request_type = LogitLensRequest
-
-    def spec(self, request: LogitLensRequest) -> ModelSpec:
-        return self.models.generate
 
     def validate(self, request: LogitLensRequest) -> LogitLensRequest:
         prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)

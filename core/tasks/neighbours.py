@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from core import plots_activities
-from core.config import ModelSpec
 from core.errors import InputTooLong, InvalidInput
 from core.models import Head, LoadedModel
 from core.tasks.attention import encoder_of, token_labels
@@ -79,14 +78,9 @@ class NeighboursResult:
 
 class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
     name = "neighbours"
-    head = Head.MASKED_LM
     draws = True
-    #: The task contract being introduced on the engine branch (models by role); unused before.
     needs = {"mask": frozenset({Head.MASKED_LM})}
     request_type = NeighboursRequest
-
-    def spec(self, request: NeighboursRequest) -> ModelSpec:
-        return self.models.mask
 
     def validate(self, request: NeighboursRequest) -> NeighboursRequest:
         word = clean_text(request.word, what="word", max_chars=MAX_WORD_CHARS)
