@@ -72,7 +72,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
 
         async def page(index: int) -> Page:
             found = await rows_page(self.bot.querylog, listing, index, RECENT_PAGE_SIZE)
-            rows, index, count, total = found.rows, found.index, found.count, found.total
+            rows, total = found.rows, found.total
             lines = []
             for row in rows:
                 when = f"<t:{int(row.created_at.timestamp())}:R>"
@@ -82,11 +82,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                              + (f" → {out}" if out else ""))
             embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
                                   description=clip("\n".join(lines) or "No queries match.", 4000))
-            found = plural(total, "query", "queries")
-            embed.set_footer(text=f"Page {index + 1} of {count} · {found}, newest first")
-            return Page(Reply(embeds=[embed], summary=f"page {index + 1} of {count}: "
-                                                      f"{len(rows)} of {total} rows"),
-                        index, count)
+            return found.page(embed, f"{plural(total, 'query', 'queries')}, newest first")
 
         await reply_staff(self.bot, interaction,
                           await first_page(self.bot, interaction, page, kind="instructor"))

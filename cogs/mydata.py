@@ -41,7 +41,7 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
 
         async def page(index: int) -> Page:
             found = await rows_page(self.bot.querylog, mine, index, MYDATA_PAGE_SIZE)
-            rows, index, count, total = found.rows, found.index, found.count, found.total
+            rows, total = found.rows, found.total
             lines = [
                 f"<t:{int(r.created_at.timestamp())}:f> `/{r.command}` {r.status}: "
                 f"{safe(r.input_text.replace(chr(10), ' '), 100) or '—'}"
@@ -51,12 +51,8 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
                 title="Your data", colour=COLOUR,
                 description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
             )
-            found = plural(total, "row", "rows")
-            embed.set_footer(text=f"Page {index + 1} of {count} · {found} · kept {days} days. "
-                                  "/mydata delete erases them now.")
-            return Page(Reply(embeds=[embed], summary=f"page {index + 1} of {count}: "
-                                                      f"{len(rows)} of {total} rows"),
-                        index, count)
+            return found.page(embed, f"{plural(total, 'row', 'rows')} · kept {days} days. "
+                                     "/mydata delete erases them now.")
 
         await reply_staff(self.bot, interaction,
                           await first_page(self.bot, interaction, page, kind="self"))

@@ -72,6 +72,13 @@ class RowsPage:
     count: int
     total: int
 
+    def page(self, embed: discord.Embed, footer: str) -> Page:
+        """This page shown as `embed`, its footer led by "Page i of n"."""
+        embed.set_footer(text=f"Page {self.index + 1} of {self.count} · {footer}")
+        return Page(Reply(embeds=[embed], summary=f"page {self.index + 1} of {self.count}: "
+                                                  f"{len(self.rows)} of {self.total} rows"),
+                    self.index, self.count)
+
 
 async def rows_page(querylog: QueryLog, listing: QueryFilter, index: int,
                     size: int) -> RowsPage:
