@@ -31,10 +31,10 @@ from aiohttp import web
 
 from bot.dashboard.app import COOKIE_PREFIX, DashboardContext, make_app
 from bot.dashboard.signing import Grant, Signer
-from core.dashboard_data import DashboardData
-from core.database import Database
-from core.querylog import to_db_time
-from core.settings import SettingsStore
+from core.storage.dashboard_data import DashboardData
+from core.storage.database import Database
+from core.storage.querylog import to_db_time
+from core.storage.guild_settings import SettingsStore
 
 OUTPUT = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- dashboard:start -->", "<!-- dashboard:end -->"

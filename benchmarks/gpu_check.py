@@ -89,11 +89,11 @@ def config_for(paths, device: str, dtype: str):
 
 
 async def measure(paths, device: str, dtype: str, rounds: int) -> dict:
-    from core.engine import InferenceEngine
-    from core.tasks.features import FeaturesRequest
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.generate import GenerateRequest
-    from core.tasks.qa import QARequest
+    from core.inference.engine import InferenceEngine
+    from core.inference.tasks.features import FeaturesRequest
+    from core.inference.tasks.fill_mask import FillMaskRequest
+    from core.inference.tasks.generate import GenerateRequest
+    from core.inference.tasks.qa import QARequest
 
     if device != "cpu":
         torch.cuda.empty_cache()

@@ -253,7 +253,7 @@ async def started_engines(paths: BenchModelPaths, variants: list[Variant]):
     Replacing `registry` is a benchmark-only shortcut: the variants differ only in engine
     settings, and loading 1 GB of weights per variant would cost memory and minutes.
     """
-    from core.engine import InferenceEngine
+    from core.inference.engine import InferenceEngine
 
     async with contextlib.AsyncExitStack() as stack:
         registry = None

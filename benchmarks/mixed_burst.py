@@ -52,16 +52,16 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from core.config import parse_config  # noqa: E402
-from core.engine import InferenceEngine  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
 from core.errors import Overloaded  # noqa: E402
-from core.tasks.attention import AttentionRequest  # noqa: E402
-from core.tasks.contextsim import ContextSimRequest  # noqa: E402
-from core.tasks.fill_mask import FillMaskRequest  # noqa: E402
-from core.tasks.generate import GenerateRequest  # noqa: E402
-from core.tasks.maskpair import MaskPairRequest  # noqa: E402
-from core.tasks.nexttoken import NextTokenRequest  # noqa: E402
-from core.tasks.qa import QARequest  # noqa: E402
-from core.tasks.tokens import TokensRequest  # noqa: E402
+from core.inference.tasks.attention import AttentionRequest  # noqa: E402
+from core.inference.tasks.contextsim import ContextSimRequest  # noqa: E402
+from core.inference.tasks.fill_mask import FillMaskRequest  # noqa: E402
+from core.inference.tasks.generate import GenerateRequest  # noqa: E402
+from core.inference.tasks.maskpair import MaskPairRequest  # noqa: E402
+from core.inference.tasks.nexttoken import NextTokenRequest  # noqa: E402
+from core.inference.tasks.qa import QARequest  # noqa: E402
+from core.inference.tasks.tokens import TokensRequest  # noqa: E402
 
 MASK_P95_TARGET_S = 2.0
 

@@ -32,11 +32,11 @@ from pathlib import Path  # noqa: E402
 
 from benchmarks.models import DEFAULT_CACHE, build_models  # noqa: E402
 from core.config import Config  # noqa: E402
-from core.engine import InferenceEngine  # noqa: E402
-from core.tasks.fill_mask import FillMaskRequest  # noqa: E402
-from core.tasks.generate import GenerateRequest  # noqa: E402
-from core.tasks.qa import QARequest  # noqa: E402
-from core.tasks.tokens import TokensRequest  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
+from core.inference.tasks.fill_mask import FillMaskRequest  # noqa: E402
+from core.inference.tasks.generate import GenerateRequest  # noqa: E402
+from core.inference.tasks.qa import QARequest  # noqa: E402
+from core.inference.tasks.tokens import TokensRequest  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADING = "## Ray Serve"

@@ -51,8 +51,8 @@ from benchmarks.harness import (  # noqa: E402
 async def bench_mask(registry, work: Workload, s: Settings) -> dict:
     import transformers
 
-    from core.models import Head
-    from core.tasks.fill_mask import FillMaskRequest
+    from core.inference.models import Head
+    from core.inference.tasks.fill_mask import FillMaskRequest
 
     spec = VARIANTS[0].engine.config.models.mask
     model = await registry.get(spec)
@@ -94,7 +94,7 @@ async def bench_mask(registry, work: Workload, s: Settings) -> dict:
 
 @section("qa")
 async def bench_qa(registry, work: Workload, s: Settings) -> dict:
-    from core.tasks.qa import QARequest
+    from core.inference.tasks.qa import QARequest
 
     default = VARIANTS[0]
     task = default.engine.task_for(QARequest("q", "c"))
@@ -124,7 +124,7 @@ async def bench_qa(registry, work: Workload, s: Settings) -> dict:
 async def bench_features(registry, work: Workload, s: Settings) -> dict:
     import numpy as np
 
-    from core.tasks.features import FeaturesRequest
+    from core.inference.tasks.features import FeaturesRequest
 
     default = VARIANTS[0]
     task = default.engine.task_for(FeaturesRequest("x"))
@@ -158,8 +158,8 @@ async def bench_generate(registry, work: Workload, s: Settings) -> dict:
     (consecutive rounds take consecutive slices) and scales its time to all 16; over the full
     run every prompt is generated unbatched once and compared with the batched answer.
     """
-    from core.models import Head
-    from core.tasks.generate import GenerateRequest
+    from core.inference.models import Head
+    from core.inference.tasks.generate import GenerateRequest
 
     default = VARIANTS[0]
     model = await registry.get(default.engine.config.models.generate)
@@ -208,10 +208,10 @@ async def bench_generate(registry, work: Workload, s: Settings) -> dict:
 
 def stream_schedule(work: Workload, rate: float, seconds: float, seed: int = 5) -> list:
     """Poisson arrivals: (time, kind, request); same seed, same stream for every variant."""
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.generate import GenerateRequest
-    from core.tasks.qa import QARequest
-    from core.tasks.tokens import TokensRequest
+    from core.inference.tasks.fill_mask import FillMaskRequest
+    from core.inference.tasks.generate import GenerateRequest
+    from core.inference.tasks.qa import QARequest
+    from core.inference.tasks.tokens import TokensRequest
 
     rng = random.Random(seed)
     kinds = [("mask", 0.40), ("tokens", 0.25), ("qa", 0.20), ("generate", 0.15)]
@@ -290,11 +290,11 @@ async def bench_stream(registry, work: Workload, s: Settings) -> dict:
 @section("lag")
 async def bench_lag(registry, work: Workload, s: Settings) -> dict:
     """Everything at once, twice: the core is saturated, generation included."""
-    from core.tasks.features import FeaturesRequest
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.generate import GenerateRequest
-    from core.tasks.qa import QARequest
-    from core.tasks.tokens import TokensRequest
+    from core.inference.tasks.features import FeaturesRequest
+    from core.inference.tasks.fill_mask import FillMaskRequest
+    from core.inference.tasks.generate import GenerateRequest
+    from core.inference.tasks.qa import QARequest
+    from core.inference.tasks.tokens import TokensRequest
 
     default = VARIANTS[0]
     set_threads(default.threads)
@@ -343,13 +343,13 @@ async def bench_lag(registry, work: Workload, s: Settings) -> dict:
 
 async def _startup_child(paths: BenchModelPaths, spawned: float) -> dict:
     """In a fresh process: when can the engine take requests, answer, and what does it weigh?"""
-    from core.engine import InferenceEngine
-    from core.models import LoadState
-    from core.tasks.features import FeaturesRequest
-    from core.tasks.fill_mask import FillMaskRequest
-    from core.tasks.generate import GenerateRequest
-    from core.tasks.qa import QARequest
-    from core.tasks.tokens import TokensRequest
+    from core.inference.engine import InferenceEngine
+    from core.inference.models import LoadState
+    from core.inference.tasks.features import FeaturesRequest
+    from core.inference.tasks.fill_mask import FillMaskRequest
+    from core.inference.tasks.generate import GenerateRequest
+    from core.inference.tasks.qa import QARequest
+    from core.inference.tasks.tokens import TokensRequest
 
     out: dict[str, Any] = {}
     out["import_core"] = time.time() - spawned

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.config import parse_config  # noqa: E402
-from core.engine import InferenceEngine  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
 from core.sentiment import (  # noqa: E402
     EncoderInfo,
     Featurize,
@@ -37,7 +37,7 @@ from core.sentiment import (  # noqa: E402
     load_labelled_data,
     train_classifier,
 )
-from core.sentiment_service import SentimentService  # noqa: E402
+from core.sentiment.service import SentimentService  # noqa: E402
 
 log = logging.getLogger(__name__)
 

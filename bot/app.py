@@ -24,15 +24,15 @@ import discord
 from bot.client import EXTENSIONS, TLMBot
 from bot.dashboard import Dashboard
 from core.config import Config
-from core.database import Database
-from core.engine import InferenceEngine
+from core.storage.database import Database
+from core.inference.engine import InferenceEngine
 from core.errors import ServiceError
 from core.policy import Policy
-from core.querylog import QueryLog
-from core.quiz import QuizStore
-from core.sentiment_service import SentimentService
-from core.settings import Cooldown, SettingsStore
-from core.sync_state import SyncState
+from core.storage.querylog import QueryLog
+from core.storage.quizzes import QuizStore
+from core.sentiment.service import SentimentService
+from core.storage.guild_settings import Cooldown, SettingsStore
+from core.storage.sync_state import SyncState
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Paramet
 def models_for(args: argparse.Namespace, config: Config,
                extensions: Iterable[str]) -> list[ModelSpec]:
     """The models `args.what` will load, from the tasks its request goes to."""
-    from core.engine import TASK_TYPES
+    from core.inference.engine import TASK_TYPES
 
     student = COMMANDS[args.what]
     if student.runner is SENTIMENT:
@@ -103,8 +103,8 @@ def models_for(args: argparse.Namespace, config: Config,
 async def answer_offline(args: argparse.Namespace, config: Config,
                          extensions: Iterable[str]) -> str:
     """Run `args.what` like the bot would and return what a student would read."""
-    from core.engine import InferenceEngine
-    from core.sentiment_service import SentimentService
+    from core.inference.engine import InferenceEngine
+    from core.sentiment.service import SentimentService
 
     student = COMMANDS[args.what]
     command = slash_commands(extensions)[args.what]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from core.backends import describe_runtime
+from core.inference.backends import describe_runtime
 from core.config import (
     TOKEN_ENV,
     Config,
@@ -135,7 +135,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
         hub_logging.set_verbosity_error()
         if args.command in _QUIET_COMMANDS:
             # A model that cannot load is reported by the `error:` line, with the fix.
-            logging.getLogger("core.models").setLevel(logging.CRITICAL)
+            logging.getLogger("core.inference.models").setLevel(logging.CRITICAL)
     # A plain logger name: importing transformers here would cost a second and a half.
     logging.getLogger("transformers.tokenization_utils_base").addFilter(_DropTokenLengthWarning())
 
@@ -185,11 +185,11 @@ def _models_needed(args: argparse.Namespace, config: Config) -> list[ModelSpec]:
 def _check_models(specs: Sequence[ModelSpec]) -> None:
     """Fail within a second, with the fix, when a model is neither local nor reachable.
 
-    The loader's own check (`core.models.where_to_load`), run before anything else: without
+    The loader's own check (`core.inference.models.where_to_load`), run before anything else: without
     it, transformers retries an unreachable hub for about a minute per model and then reports
     it in a traceback. A model already in the cache or a local folder never touches the network.
     """
-    from core.models import ModelRefused, where_to_load
+    from core.inference.models import ModelRefused, where_to_load
 
     for spec in dict.fromkeys(specs):
         try:
@@ -226,7 +226,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Deploy one Ray Serve application per model onto the cluster in `[ray] address`."""
-    from core.serving.cluster import connect, deploy
+    from core.inference.serving.cluster import connect, deploy
 
     connect(config)
     for plan in deploy(config):
@@ -265,7 +265,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
             print(f"  {key} = {value!r}")
     print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
     if getattr(args, "load", False):
-        from core.load_check import try_loads
+        from core.inference.load_check import try_loads
 
         loads = try_loads(config)
         for load in loads:
@@ -281,7 +281,7 @@ def cmd_download_models(args: argparse.Namespace, config: Config) -> int:
     """One line per model; a failure names its cause and the others still download."""
     from huggingface_hub import constants, snapshot_download
 
-    from core.models import ModelRefused, looks_local, where_to_load
+    from core.inference.models import ModelRefused, looks_local, where_to_load
 
     specs = {s.key: s for s in (config.models.mask, config.models.qa, config.models.generate,
                                 config.models.features)}
@@ -363,12 +363,12 @@ def cmd_train_sentiment(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _train(args: argparse.Namespace, config: Config) -> int:
-    from core.engine import InferenceEngine
+    from core.inference.engine import InferenceEngine
     from core.sentiment import load_labelled_data
-    from core.sentiment_service import SentimentService
+    from core.sentiment.service import SentimentService
 
     if args.download:
-        from core.datasets import download_sst2
+        from core.sentiment.datasets import download_sst2
 
         def progress(done: int, total: int) -> None:
             of = f" of {total / 1e6:.1f}" if total else ""
@@ -396,8 +396,8 @@ def cmd_logs_export(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _export(args: argparse.Namespace, config: Config) -> int:
-    from core.database import Database
-    from core.querylog import QueryFilter, QueryLog
+    from core.storage.database import Database
+    from core.storage.querylog import QueryFilter, QueryLog
 
     path = config.resolve_path(config.database.path)
     if not path.exists():

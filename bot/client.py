@@ -22,13 +22,13 @@ from cogs.command_names import command_kind, policy_name
 from cogs.outcome import conclude, gate, mark_started, outcome_of_interaction_error
 from cogs.registry import COMMANDS
 from core.config import Config
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.policy import Policy
-from core.querylog import QueryLog, QueryRecord
-from core.quiz import QuizStore
-from core.sentiment_service import SentimentService
-from core.settings import SettingsStore
-from core.sync_state import SyncState
+from core.storage.querylog import QueryLog, QueryRecord
+from core.storage.quizzes import QuizStore
+from core.sentiment.service import SentimentService
+from core.storage.guild_settings import SettingsStore
+from core.storage.sync_state import SyncState
 
 if TYPE_CHECKING:
     from bot.dashboard import Dashboard

@@ -11,7 +11,7 @@ from discord import app_commands
 
 from core.errors import InvalidInput
 from core.policy import Actor
-from core.settings import ALL_COMMANDS
+from core.storage.guild_settings import ALL_COMMANDS
 
 
 def command_kind(command: Any) -> str:

@@ -17,7 +17,7 @@ from cogs.command_names import CommandName, actor_of_member, command_kind, paren
 from cogs.outcome import reply_staff
 from cogs.render import COLOUR, Reply, clip
 from core.errors import InvalidInput
-from core.settings import ALL_COMMANDS
+from core.storage.guild_settings import ALL_COMMANDS
 
 if TYPE_CHECKING:
     from bot.client import TLMBot

@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from cogs.buttons import OneTextModal, run_submitted
 from cogs.outcome import answer, release_cooldown
-from core.tasks.generate import MAX_TOP_K
+from core.inference.tasks.generate import MAX_TOP_K
 
 if TYPE_CHECKING:
     from bot.client import TLMBot

@@ -20,7 +20,7 @@ from cogs.outcome import reply_staff
 from cogs.paging import Page, first_page, plural, rows_page
 from cogs.render import COLOUR, Reply, clip, safe
 from core.outcomes import STATUS_VALUES
-from core.querylog import QueryFilter
+from core.storage.querylog import QueryFilter
 
 if TYPE_CHECKING:
     from bot.client import TLMBot
@@ -131,7 +131,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         """
         await interaction.response.defer(ephemeral=True, thinking=True)
         # Streamed in a worker thread, stopping at Discord's limit: the bot stays responsive
-        # and memory stays bounded by the attachment size (core.querylog.export).
+        # and memory stays bounded by the attachment size (core.storage.querylog.export).
         # discord.py names the payload's `attachment_size_limit` `filesize_limit`.
         limit = getattr(interaction, "filesize_limit", None) or 10 * 1024 * 1024
         out = io.BytesIO()

@@ -14,7 +14,7 @@ from cogs.paging import Page, first_page, plural, rows_page
 from cogs.render import COLOUR, Reply, clip, safe
 from core.errors import InvalidInput
 from core.outcomes import Outcome, Status
-from core.querylog import QueryFilter
+from core.storage.querylog import QueryFilter
 
 if TYPE_CHECKING:
     from bot.client import TLMBot

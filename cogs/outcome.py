@@ -39,10 +39,10 @@ from cogs.command_names import actor_of_member, parent_channel_id
 from cogs.registry import COMMANDS, StudentCommand
 from cogs.render import Reply, error_reply, safe
 from core.errors import CoreError
-from core.models import LoadState
+from core.inference.models import LoadState
 from core.outcomes import Outcome, Status, outcome_of_error
 from core.policy import Decision
-from core.querylog import QueryRecord
+from core.storage.querylog import QueryRecord
 
 if TYPE_CHECKING:
     from bot.client import TLMBot

@@ -26,7 +26,7 @@ import discord
 from cogs.outcome import conclude, gate, mark_started, options_of, outcome_of_interaction_error
 from cogs.render import Reply
 from core.outcomes import Outcome, Status
-from core.querylog import QueryFilter, QueryLog, QueryRow
+from core.storage.querylog import QueryFilter, QueryLog, QueryRow
 
 if TYPE_CHECKING:
     from bot.client import TLMBot

@@ -1,7 +1,7 @@
 """/quiz mask and /quiz next: the whole class guesses, then the model's answer is revealed.
 
 The quiz itself (storage, one open quiz per channel, guesses under `log_inputs`, the tally) is
-`core.quiz`; this cog is its Discord side: the public card with its two buttons, the guess
+`core.storage.quizzes`; this cog is its Discord side: the public card with its two buttons, the guess
 modal, the timers, and the card's edits.
 
 Why the card is a channel message of its own (the instructor gets an ephemeral "started"): a
@@ -45,11 +45,11 @@ from cogs.outcome import (
 )
 from cogs.render import Reply, safe
 from cogs.render_activities import render_quiz_failed, render_quiz_open, render_quiz_reveal
-from core import plots
+from core.pictures import charts
 from core.errors import InvalidInput, Overloaded, ServiceError
 from core.outcomes import Outcome, Status, outcome_of_error
-from core.plots_activities import quiz_reveal_alt_text, quiz_reveal_chart
-from core.quiz import (
+from core.pictures.charts import quiz_reveal_alt_text, quiz_reveal_chart
+from core.storage.quizzes import (
     DEFAULT_SECONDS,
     MAX_GUESS_CHARS,
     MAX_PROMPT_CHARS,
@@ -491,7 +491,7 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         with contextlib.suppress(Overloaded):
             ticket = self.bot.engine.pictures.reserve()
             picture = await self.bot.engine.pictures.finish(
-                _RevealPicture(plots.drawing(quiz_reveal_chart, reveal)), ticket)
+                _RevealPicture(charts.drawing(quiz_reveal_chart, reveal)), ticket)
             png = picture.png
         return render_quiz_reveal(quiz, reveal, png, quiz_reveal_alt_text(reveal))
 

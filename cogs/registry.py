@@ -21,20 +21,20 @@ from typing import Any, Protocol
 from cogs import render, render_activities
 from cogs.render import Reply
 from core.config import LimitsConfig
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import InvalidInput
-from core.models import LoadState
-from core.sentiment_service import SentimentService
-from core.tasks.attention import AttentionRequest
-from core.tasks.contextsim import ContextSimRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.logitlens import LogitLensRequest
-from core.tasks.maskpair import MaskPairRequest
-from core.tasks.neighbours import NeighboursRequest
-from core.tasks.nexttoken import NextTokenRequest
-from core.tasks.qa import QARequest
-from core.tasks.tokens import TokensRequest
+from core.inference.models import LoadState
+from core.sentiment.service import SentimentService
+from core.inference.tasks.attention import AttentionRequest
+from core.inference.tasks.contextsim import ContextSimRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.logitlens import LogitLensRequest
+from core.inference.tasks.maskpair import MaskPairRequest
+from core.inference.tasks.neighbours import NeighboursRequest
+from core.inference.tasks.nexttoken import NextTokenRequest
+from core.inference.tasks.qa import QARequest
+from core.inference.tasks.tokens import TokensRequest
 
 Options = Mapping[str, Any]
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 
 import discord
 
-from core.sentiment_service import SentimentResult
-from core.tasks.attention import AttentionResult
-from core.tasks.contextsim import ContextSimResult
-from core.tasks.fill_mask import FillMaskResult
-from core.tasks.generate import GenerateResult
-from core.tasks.maskpair import MaskPairResult
-from core.tasks.nexttoken import NextTokenResult
-from core.tasks.qa import QAResult
-from core.tasks.tokens import TokensResult
+from core.sentiment.service import SentimentResult
+from core.inference.tasks.attention import AttentionResult
+from core.inference.tasks.contextsim import ContextSimResult
+from core.inference.tasks.fill_mask import FillMaskResult
+from core.inference.tasks.generate import GenerateResult
+from core.inference.tasks.maskpair import MaskPairResult
+from core.inference.tasks.nexttoken import NextTokenResult
+from core.inference.tasks.qa import QAResult
+from core.inference.tasks.tokens import TokensResult
 
 # Discord's limits (https://discord.com/developers/docs/resources/message).
 CONTENT_LIMIT = 2000

@@ -13,10 +13,10 @@ from datetime import datetime
 import discord
 
 from cogs.render import COLOUR, EMBED_FIELD_LIMIT, Reply, _picture, clip, code, footer, safe
-from core.plots_activities import visible_token
-from core.quiz import Quiz, QuizReveal
-from core.tasks.logitlens import LogitLensResult
-from core.tasks.neighbours import NeighboursResult
+from core.pictures.charts import visible_token
+from core.storage.quizzes import Quiz, QuizReveal
+from core.inference.tasks.logitlens import LogitLensResult
+from core.inference.tasks.neighbours import NeighboursResult
 
 CLOSED_COLOUR = discord.Colour.dark_grey()
 
@@ -110,7 +110,7 @@ def _guess_count(count: int) -> str:
 def render_quiz_reveal(quiz: Quiz, reveal: QuizReveal, png: bytes = b"",
                        alt_text: str = "") -> Reply:
     """The card after the end: the model's top-k, the class's words, the matches; the chart
-    (`core.plots_activities.quiz_reveal_chart`) when it could be drawn."""
+    (`core.charts.quiz_reveal_chart`) when it could be drawn."""
     embed = discord.Embed(title=clip(_QUIZ_TITLE[quiz.kind] + " · revealed", 256),
                           colour=CLOSED_COLOUR)
     rows = [f"{'#':>2} {'model says':<14} {'p':>6} {'class':>5}"]

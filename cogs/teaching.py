@@ -14,9 +14,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.outcome import answer
-from core.tasks.contextsim import MAX_WORD_CHARS
-from core.tasks.generate import MAX_TOP_K
-from core.tasks.logitlens import MAX_LENS_TOKENS
+from core.inference.tasks.contextsim import MAX_WORD_CHARS
+from core.inference.tasks.generate import MAX_TOP_K
+from core.inference.tasks.logitlens import MAX_LENS_TOKENS
 
 if TYPE_CHECKING:
     from bot.client import TLMBot

@@ -32,7 +32,7 @@ class ModelSpec:
 
     id: str
     revision: str = "main"
-    #: CPU fast paths, opt-in per model (`core/backends/`): "int8" = torch dynamic
+    #: CPU fast paths, opt-in per model (`core/inference/backends/`): "int8" = torch dynamic
     #: quantization of the Linear layers; "onnxruntime" = the encoder runs in ONNX Runtime.
     quantize: Literal["none", "int8"] = "none"
     backend: Literal["torch", "onnxruntime"] = "torch"
@@ -305,7 +305,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise ConfigError(f"{section}.{key} must be {bounds}, got {value!r}")
-    from core.backends.placement import check_device_setting
+    from core.inference.backends.placement import check_device_setting
 
     check_device_setting(config.engine.device)
     for role in ("mask", "qa", "generate", "features"):

@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from core.settings import ALL_COMMANDS, Cooldown, GuildSettings, Rule, SettingsStore
+from core.storage.guild_settings import ALL_COMMANDS, Cooldown, GuildSettings, Rule, SettingsStore
 
 log = logging.getLogger(__name__)
 

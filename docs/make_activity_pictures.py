@@ -20,13 +20,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core import plots_activities  # noqa: E402
+from core.pictures import charts  # noqa: E402
 from core.config import parse_config  # noqa: E402
-from core.database import Database  # noqa: E402
-from core.engine import InferenceEngine  # noqa: E402
-from core.quiz import NewQuiz, QuizStore, model_request  # noqa: E402
-from core.tasks.logitlens import LogitLensRequest  # noqa: E402
-from core.tasks.neighbours import NeighboursRequest  # noqa: E402
+from core.storage.database import Database  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
+from core.storage.quizzes import NewQuiz, QuizStore, model_request  # noqa: E402
+from core.inference.tasks.logitlens import LogitLensRequest  # noqa: E402
+from core.inference.tasks.neighbours import NeighboursRequest  # noqa: E402
 from tests.tiny_models import build_tiny_models  # noqa: E402
 
 OUT = REPO / "docs" / "img"
@@ -60,12 +60,12 @@ async def main() -> None:
             await store.guess(quiz.id, student, word)
         reveal = await store.reveal(quiz, result)
     pictures = [
-        ("logitlens", plots_activities.logit_lens_chart(lens),
-         plots_activities.logit_lens_alt_text(lens)),
-        ("neighbours", plots_activities.neighbours_chart(neighbours),
-         plots_activities.neighbours_alt_text(neighbours)),
-        ("quiz", plots_activities.quiz_reveal_chart(reveal),
-         plots_activities.quiz_reveal_alt_text(reveal)),
+        ("logitlens", charts.logit_lens_chart(lens),
+         charts.logit_lens_alt_text(lens)),
+        ("neighbours", charts.neighbours_chart(neighbours),
+         charts.neighbours_alt_text(neighbours)),
+        ("quiz", charts.quiz_reveal_chart(reveal),
+         charts.quiz_reveal_alt_text(reveal)),
     ]
     for name, png, alt_text in pictures:
         (OUT / f"{name}.png").write_bytes(png)

@@ -27,11 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.config import parse_config  # noqa: E402
-from core.engine import InferenceEngine  # noqa: E402
-from core.tasks.attention import AttentionRequest  # noqa: E402
-from core.tasks.contextsim import ContextSimRequest  # noqa: E402
-from core.tasks.maskpair import MaskPairRequest  # noqa: E402
-from core.tasks.nexttoken import NextTokenRequest  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
+from core.inference.tasks.attention import AttentionRequest  # noqa: E402
+from core.inference.tasks.contextsim import ContextSimRequest  # noqa: E402
+from core.inference.tasks.maskpair import MaskPairRequest  # noqa: E402
+from core.inference.tasks.nexttoken import NextTokenRequest  # noqa: E402
 from tests.tiny_models import build_tiny_models  # noqa: E402
 
 OUT = REPO / "docs" / "img"

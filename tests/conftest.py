@@ -13,7 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray reads these at import: loopback addresses stay loopback, no usage reports (see
-# core/serving/cluster.py; tests/ray_cluster.py proves it with strace).
+# core/inference/serving/cluster.py; tests/ray_cluster.py proves it with strace).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from core.config import Config, parse_config  # noqa: E402
-from core.engine import InferenceEngine  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
 from tests.tiny_models import TinyModelPaths, build_tiny_models  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

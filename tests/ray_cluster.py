@@ -73,7 +73,7 @@ def _traced(log: Path) -> list[str]:
 
 def ray_env(base: Path) -> dict[str, str]:
     """The variables every Ray process of the test cluster (and its drivers) runs with."""
-    from core.serving.cluster import LOOPBACK_ENV
+    from core.inference.serving.cluster import LOOPBACK_ENV
 
     token = base / "auth_token"
     if not token.exists():
@@ -153,7 +153,7 @@ def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool =
             )
         output = serve_log.read_text(errors="replace")
         assert served.returncode == 0, output
-        from core.serving.cluster import connect
+        from core.inference.serving.cluster import connect
 
         connect(config)  # this process joins once; engines in tests find it joined
         logs = [p for p in (cluster_trace, serve_trace) if p.exists()]

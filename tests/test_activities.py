@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core import plots_activities
+from core.pictures import charts
 from core.errors import InputTooLong, InvalidInput
-from core.models import Head
-from core.tasks.logitlens import LogitLensRequest, lens_distributions
-from core.tasks.neighbours import NeighboursRequest
-from core.tasks.nexttoken import NextTokenRequest
+from core.inference.models import Head
+from core.inference.tasks.logitlens import LogitLensRequest, lens_distributions
+from core.inference.tasks.neighbours import NeighboursRequest
+from core.inference.tasks.nexttoken import NextTokenRequest
 
 PROMPT = "The capital of France is"
 
@@ -163,21 +163,21 @@ async def test_activity_pictures_are_drawn_from_the_results_alone(engine, tmp_pa
     neighbours = await engine.submit(NeighboursRequest("tokenization", "We learn tokenization."))
     # Drawable after a round trip through pickle: what a drawing process receives.
     lens, neighbours = pickle.loads(pickle.dumps((lens, neighbours)))
-    assert _png_size(plots_activities.logit_lens_chart(lens)) == (1000, 800)
-    assert _png_size(plots_activities.neighbours_chart(neighbours)) == (1100, 800)
+    assert _png_size(charts.logit_lens_chart(lens)) == (1000, 800)
+    assert _png_size(charts.neighbours_chart(neighbours)) == (1100, 800)
     # What the engine's drawing stage runs (or has already run: then `png` is filled in).
     assert _png_size(lens.png or lens.drawing()) == (1000, 800)
     assert _png_size(neighbours.png or neighbours.drawing()) == (1100, 800)
-    assert lens.alt_text == plots_activities.logit_lens_alt_text(lens)
-    assert neighbours.alt_text == plots_activities.neighbours_alt_text(neighbours)
-    text = plots_activities.logit_lens_alt_text(lens)
-    assert f"The final answer is {plots_activities.visible_token(lens.answer.token)}" in text
+    assert lens.alt_text == charts.logit_lens_alt_text(lens)
+    assert neighbours.alt_text == charts.neighbours_alt_text(neighbours)
+    text = charts.logit_lens_alt_text(lens)
+    assert f"The final answer is {charts.visible_token(lens.answer.token)}" in text
     assert "layer 2:" in text and len(text) <= 1000
-    text = plots_activities.neighbours_alt_text(neighbours)
+    text = charts.neighbours_alt_text(neighbours)
     assert "mean of its pieces" in text and neighbours.static[0].token in text
 
 
 def test_visible_token_shows_gpt2_spaces():
-    assert plots_activities.visible_token(" Paris") == "␣Paris"
-    assert plots_activities.visible_token("\n") == "\\n"
-    assert plots_activities.visible_token("") == "(empty)"
+    assert charts.visible_token(" Paris") == "␣Paris"
+    assert charts.visible_token("\n") == "\\n"
+    assert charts.visible_token("") == "(empty)"

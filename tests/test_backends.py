@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from core.backends import describe_runtime, resolve_placement
-from core.backends.int8 import conv1d_to_linear
+from core.inference.backends import describe_runtime, resolve_placement
+from core.inference.backends.int8 import conv1d_to_linear
 from core.config import ModelSpec, parse_config
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import ConfigError, Overloaded
-from core.models import Head
-from core.tasks.attention import AttentionRequest
-from core.tasks.features import FeaturesRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.qa import QARequest
+from core.inference.models import Head
+from core.inference.tasks.attention import AttentionRequest
+from core.inference.tasks.features import FeaturesRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.qa import QARequest
 from tests.conftest import tiny_config_dict, write_tiny_config
 
 try:
@@ -177,7 +177,7 @@ async def test_bfloat16_on_the_cpu_agrees_with_float32(tiny_models, tmp_path, fl
 def test_conv1d_becomes_an_equal_linear(tiny_models):
     from transformers import AutoModelForCausalLM
 
-    from core.models import LOAD_LOCK
+    from core.inference.models import LOAD_LOCK
 
     with LOAD_LOCK:
         lm = AutoModelForCausalLM.from_pretrained(tiny_models.causal_lm).eval()
@@ -242,7 +242,7 @@ async def test_onnxruntime_with_int8_keeps_top1_fillers(
 # --- GPU out of memory ------------------------------------------------------------------------
 
 async def test_out_of_memory_splits_the_batch_until_it_fits(engine, monkeypatch, caplog):
-    from core.tasks.fill_mask import FillMaskTask
+    from core.inference.tasks.fill_mask import FillMaskTask
 
     sizes = []
     real = FillMaskTask.run_batch

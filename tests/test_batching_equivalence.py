@@ -14,12 +14,12 @@ import pytest
 import torch
 import transformers
 
-from core.engine import InferenceEngine
-from core.models import LOAD_LOCK
-from core.tasks.features import FeaturesRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.qa import QARequest
+from core.inference.engine import InferenceEngine
+from core.inference.models import LOAD_LOCK
+from core.inference.tasks.features import FeaturesRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.qa import QARequest
 from tests.conftest import with_engine
 
 MASK_TEXTS = [

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import core.models
+import core.inference.models
 from core.config import Config
 from core.sentiment import LabelledData
 from tests.bot_harness import Harness, bot_config, running_bot
@@ -475,10 +475,10 @@ async def test_cooldown_refusal_is_ephemeral_and_logged(tiny_config, tmp_path, c
 
 def slow_load(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make every model load take `seconds` longer (in the loading thread, like a real one)."""
-    real = core.models.load_model
+    real = core.inference.models.load_model
 
     def load_model(*args: Any, **kwargs: Any) -> Any:
         time.sleep(seconds)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core.models, "load_model", load_model)
+    monkeypatch.setattr(core.inference.models, "load_model", load_model)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from core.database import Database
-from core.querylog import QueryLog, QueryRecord, unescape_csv_cell
+from core.storage.database import Database
+from core.storage.querylog import QueryLog, QueryRecord, unescape_csv_cell
 from tests.conftest import write_tiny_config
 from tests.tiny_models import TinyModelPaths
 

@@ -133,7 +133,7 @@ def test_discord_unreachable_is_one_line_and_loads_no_model_first(tmp_path, tiny
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: cannot reach Discord: "), errors
     # `run` logs in before any model starts loading: nothing to wait for on the way out.
-    assert "core.models: loading" not in done.stderr, done.stderr
+    assert "core.inference.models: loading" not in done.stderr, done.stderr
     # A bot that never joins voice does not warn about voice libraries.
     assert "voice will NOT be supported" not in done.stderr, done.stderr
 

@@ -105,7 +105,7 @@ async def test_a_failed_sync_is_one_log_line_and_the_bot_serves(tiny_config, tmp
 
 
 def test_the_digest_ignores_order_and_covers_the_application():
-    from core.sync_state import tree_digest
+    from core.storage.sync_state import tree_digest
 
     a = {"name": "mask", "type": 1, "options": [{"name": "text", "max_length": 1000}]}
     b = {"type": 3, "name": "Tokenize"}

@@ -25,8 +25,8 @@ import pytest
 
 from bot.dashboard.app import COOKIE_PREFIX, MAX_FAILURES, SECURITY_HEADERS, FailureLimiter
 from bot.dashboard.signing import Grant, Signer
-from core.dashboard_data import Window
-from core.querylog import CSV_COLUMNS
+from core.storage.dashboard_data import Window
+from core.storage.querylog import CSV_COLUMNS
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import MANAGE_GUILD, DiscordEmulator
 
@@ -527,8 +527,8 @@ async def test_dashboard_key_survives_a_restart(tiny_config, tmp_path):
 async def test_rollups_equal_the_rows_after_inserts_updates_and_deletes(tmp_path):
     """The overview reads triggers' roll-ups (migration V3); whatever writes the log (group
     commit, feedback updates, retention purge, /mydata delete), they must equal the rows."""
-    from core.database import Database
-    from core.querylog import QueryLog, QueryRecord
+    from core.storage.database import Database
+    from core.storage.querylog import QueryLog, QueryRecord
 
     now = datetime.now(timezone.utc)
     async with await Database.open(tmp_path / "r.db") as db, QueryLog(db) as querylog:

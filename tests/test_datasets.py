@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.datasets import download_sst2
+from core.sentiment.datasets import download_sst2
 from core.errors import NotReady
 from core.sentiment import load_labelled_data
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from core.config import Config, ModelSpec
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import (
     EngineClosed,
     InvalidInput,
@@ -25,12 +25,12 @@ from core.errors import (
     Overloaded,
     RequestTimeout,
 )
-from core.models import Head, LoadState
-from core.tasks.features import FeaturesRequest, FeaturesResult
-from core.tasks.fill_mask import FillMaskRequest, FillMaskResult
-from core.tasks.generate import GenerateRequest, GenerateResult
-from core.tasks.qa import QARequest, QAResult
-from core.tasks.tokens import TokensRequest, TokensResult
+from core.inference.models import Head, LoadState
+from core.inference.tasks.features import FeaturesRequest, FeaturesResult
+from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult
+from core.inference.tasks.generate import GenerateRequest, GenerateResult
+from core.inference.tasks.qa import QARequest, QAResult
+from core.inference.tasks.tokens import TokensRequest, TokensResult
 from tests.conftest import with_engine
 
 MASK = FillMaskRequest("Paris is the [MASK] of France.", top_k=3)

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from core.config import ModelSpec, load_config
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import ModelUnavailable
-from core.models import LOAD_LOCK, Head, ModelRegistry
-from core.tasks.fill_mask import FillMaskRequest
+from core.inference.models import LOAD_LOCK, Head, ModelRegistry
+from core.inference.tasks.fill_mask import FillMaskRequest
 from tests.tiny_models import TinyModelPaths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ import asyncio, logging, sys, time
 logging.basicConfig(level=logging.INFO)
 from core.config import ModelSpec
 from core.errors import ModelUnavailable
-from core.models import Head, ModelRegistry
+from core.inference.models import Head, ModelRegistry
 
 async def main():
     spec = ModelSpec("tlm-bot-tests/not-cached-anywhere")
@@ -177,7 +177,7 @@ def test_a_model_not_cached_fails_fast_with_what_to_do(tmp_path, network):
 
 
 def test_try_loads_reports_every_role(tiny_config, tiny_models):
-    from core.load_check import try_loads
+    from core.inference.load_check import try_loads
 
     good = try_loads(tiny_config)
     assert [r.role for r in good] == ["mask", "qa", "generate", "features"]

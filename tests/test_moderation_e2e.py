@@ -16,7 +16,7 @@ import logging
 import time
 from datetime import datetime, timedelta, timezone
 
-from core.querylog import CSV_COLUMNS, QueryRecord, unescape_csv_cell
+from core.storage.querylog import CSV_COLUMNS, QueryRecord, unescape_csv_cell
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import MANAGE_GUILD, DiscordEmulator, InteractionRecord
 

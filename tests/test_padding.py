@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.tasks.padding import length_groups, length_slices
+from core.inference.tasks.padding import length_groups, length_slices
 
 
 @given(st.lists(st.integers(1, 512), min_size=1, max_size=40))

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cogs.paging import NOT_YOURS
-from core.querylog import QueryRecord
+from core.storage.querylog import QueryRecord
 from tests.bot_harness import Harness, bot_config, running_bot
 
 PREVIOUS, NEXT = "◀ Previous", "Next ▶"

@@ -14,11 +14,11 @@ import time
 import pytest
 from PIL import Image
 
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import Overloaded
-from core.tasks.attention import AttentionRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.nexttoken import NextTokenRequest
+from core.inference.tasks.attention import AttentionRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.nexttoken import NextTokenRequest
 from tests.conftest import with_engine
 
 SENTENCE = "The woman went to the bank to deposit money and then she went home."

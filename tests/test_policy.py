@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core.database import Database
+from core.storage.database import Database
 from core.errors import InvalidInput
 from core.policy import Actor, Policy, decide
-from core.settings import Cooldown, GuildSettings, Rule, SettingsStore
+from core.storage.guild_settings import Cooldown, GuildSettings, Rule, SettingsStore
 
 G, CH, OTHER_CH = 10, 100, 101
 STUDENTS, HELPERS, MUTED, TEACHERS = 201, 202, 203, 299

@@ -1,6 +1,6 @@
 """`/qa` answers what transformers 4.57's question-answering pipeline answered: whole words.
 
-transformers 5 has no QA pipeline, so span decoding is ours (core/tasks/qa.py). The reference is
+transformers 5 has no QA pipeline, so span decoding is ours (core/inference/tasks/qa.py). The reference is
 tests/fixtures/qa_pipeline_4_57.json, written by tests/fixtures/make_qa_fixture.py in a separate
 transformers 4.57 venv from the same tiny QA model (tests/tiny_models.py builds it
 deterministically; the fixture keeps a fingerprint of its weights). The pipeline ran with its
@@ -27,8 +27,8 @@ import pytest
 from safetensors.torch import load_file
 
 from core.config import Config
-from core.engine import InferenceEngine
-from core.tasks.qa import QARequest
+from core.inference.engine import InferenceEngine
+from core.inference.tasks.qa import QARequest
 from tests.tiny_models import TinyModelPaths
 
 FIXTURE = json.loads(

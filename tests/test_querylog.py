@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from core.database import Database, DatabaseTooNew, Migration, load_migrations
+from core.storage.database import Database, DatabaseTooNew, Migration, load_migrations
 from core.errors import ConfigError
 from core.outcomes import STATUS_VALUES, Status
-from core.querylog import (
+from core.storage.querylog import (
     CSV_COLUMNS,
     QueryFilter,
     QueryLog,
@@ -25,7 +25,7 @@ from core.querylog import (
     from_db_time,
     unescape_csv_cell,
 )
-from core.settings import SettingsStore
+from core.storage.guild_settings import SettingsStore
 
 GUILD_A, GUILD_B = 1001, 2002
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -225,7 +225,7 @@ async def test_cancelled_caller_row_is_still_written(db: Database, qlog: QueryLo
 
 
 async def test_invalid_record_returns_false(qlog: QueryLog, caplog: pytest.LogCaptureFixture):
-    with caplog.at_level(logging.ERROR, logger="core.querylog"):
+    with caplog.at_level(logging.ERROR, logger="core.storage.querylog"):
         assert await qlog.record(rec(status="exploded")) is False
     assert "could not encode" in caplog.text
     assert await qlog.record(rec()) is True  # a bad row never poisons the next batch
@@ -380,7 +380,7 @@ async def test_failed_write_returns_false_and_is_retried(
 ) -> None:
     async with QueryLog(db, retry_interval_s=3600) as qlog:
         add_failing_trigger(db.path)
-        with caplog.at_level(logging.WARNING, logger="core.querylog"):
+        with caplog.at_level(logging.WARNING, logger="core.storage.querylog"):
             assert await qlog.record(rec(1, text="first")) is False
             assert await qlog.record(rec(2, text="second")) is False
         assert "write failed" in caplog.text
@@ -418,7 +418,7 @@ async def test_buffered_rows_retried_by_timer_and_on_close(db: Database) -> None
 async def test_retry_buffer_is_bounded(db: Database, caplog: pytest.LogCaptureFixture) -> None:
     async with QueryLog(db, retry_limit=3, retry_interval_s=3600) as qlog:
         add_failing_trigger(db.path)
-        with caplog.at_level(logging.ERROR, logger="core.querylog"):
+        with caplog.at_level(logging.ERROR, logger="core.storage.querylog"):
             for i in range(5):
                 assert await qlog.record(rec(i)) is False
         assert qlog.pending_retry == 3 and qlog.dropped == 2

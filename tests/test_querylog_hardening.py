@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from core.database import Database, DatabaseUnusable, StorageError, load_migrations
+from core.storage.database import Database, DatabaseUnusable, StorageError, load_migrations
 from core.errors import ConfigError, CoreError
 from core.outcomes import STATUS_VALUES, Status
-from core.querylog import (
+from core.storage.querylog import (
     CSV_COLUMNS,
     STATUS_GROUPS,
     QueryFilter,
@@ -33,7 +33,7 @@ from core.querylog import (
     escape_csv_cell,
     unescape_csv_cell,
 )
-from core.settings import SettingsStore
+from core.storage.guild_settings import SettingsStore
 
 GUILD = 1234567890123456789  # 19 digits: more than a spreadsheet's 15
 USER = 987654321098765432
@@ -131,7 +131,7 @@ async def test_a_poison_row_is_set_aside_and_never_blocks_the_others(
 
     monkeypatch.setattr(RowBuilder, "build_row", build_row)
     qlog = QueryLog(db, retry_interval_s=3600)
-    with caplog.at_level(logging.INFO, logger="core.querylog"):
+    with caplog.at_level(logging.INFO, logger="core.storage.querylog"):
         # Alone, then in the middle of a group commit, then followed by more rows.
         assert await qlog.record(rec("POISON secret 1")) is False
         results = await asyncio.gather(
@@ -161,7 +161,7 @@ async def test_a_storage_fault_is_not_mistaken_for_poison(db: Database,
         assert await qlog.record(rec("fills a page"))
         [[pages]] = await db.fetchall("PRAGMA page_count")
         await db.fetchall(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk is full"
-        with caplog.at_level(logging.WARNING, logger="core.querylog"):
+        with caplog.at_level(logging.WARNING, logger="core.storage.querylog"):
             # Each row needs pages of its own (overflow pages), so none fits in free space.
             results = await asyncio.gather(*(qlog.record(rec("x" * 20000)) for _ in range(5)))
         assert results == [False] * 5

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from PIL import Image
 
-from core import plots_activities
-from core.database import Database
+from core.pictures import charts
+from core.storage.database import Database
 from core.errors import InvalidInput
-from core.quiz import (
+from core.storage.quizzes import (
     NewQuiz,
     Quiz,
     QuizAlreadyOpen,
@@ -25,8 +25,8 @@ from core.quiz import (
     model_request,
     normalise_guess,
 )
-from core.tasks.fill_mask import FillMaskRequest, FillMaskResult, MaskFiller
-from core.tasks.nexttoken import NextTokenRequest
+from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult, MaskFiller
+from core.inference.tasks.nexttoken import NextTokenRequest
 
 SENTENCE = "The [MASK] barked at the mailman."
 GUILD, CHANNEL, TEACHER = 1, 10, 99
@@ -247,15 +247,15 @@ async def test_reveal_chart_is_drawn_from_the_reveal_alone(db, engine):
             word = word[1:]
         await store.guess(quiz.id, student, word)
     reveal = pickle.loads(pickle.dumps(await store.reveal(quiz, result)))
-    image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(reveal)))
+    image = Image.open(io.BytesIO(charts.quiz_reveal_chart(reveal)))
     image.load()
     assert image.format == "PNG" and image.size == (1200, 800)
-    text = plots_activities.quiz_reveal_alt_text(reveal)
+    text = charts.quiz_reveal_alt_text(reveal)
     assert "dog 10" in text and "The class's guesses (20)" in text
     empty = build_reveal(quiz, [], result)
-    image = Image.open(io.BytesIO(plots_activities.quiz_reveal_chart(empty)))
+    image = Image.open(io.BytesIO(charts.quiz_reveal_chart(empty)))
     assert image.size == (1200, 800)
-    assert "none" in plots_activities.quiz_reveal_alt_text(empty)
+    assert "none" in charts.quiz_reveal_alt_text(empty)
 
 
 async def test_purge_deletes_old_closed_quizzes_with_their_guesses(db):

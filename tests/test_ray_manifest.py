@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from core.config import Config
-from core.serving.cluster import DEPLOYMENT_NAME, app_plans
-from core.serving.replica import _config
+from core.inference.serving.cluster import DEPLOYMENT_NAME, app_plans
+from core.inference.serving.replica import _config
 
 MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "kuberay-rayservice.yaml"
 

@@ -22,19 +22,19 @@ import numpy as np
 import pytest
 
 from core.config import Config
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import ModelUnavailable, Overloaded, RequestTimeout, UserError
-from core.models import LoadState
-from core.serving.backend import REPLICA_LOST
-from core.tasks.attention import AttentionRequest
-from core.tasks.contextsim import ContextSimRequest
-from core.tasks.features import FeaturesRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.maskpair import MaskPairRequest
-from core.tasks.nexttoken import NextTokenRequest
-from core.tasks.qa import QARequest
-from core.tasks.tokens import TokensRequest
+from core.inference.models import LoadState
+from core.inference.serving.backend import REPLICA_LOST
+from core.inference.tasks.attention import AttentionRequest
+from core.inference.tasks.contextsim import ContextSimRequest
+from core.inference.tasks.features import FeaturesRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.maskpair import MaskPairRequest
+from core.inference.tasks.nexttoken import NextTokenRequest
+from core.inference.tasks.qa import QARequest
+from core.inference.tasks.tokens import TokensRequest
 
 pytestmark = [
     pytest.mark.ray,
@@ -126,7 +126,7 @@ async def test_deployment_states_map_to_load_states(ray_cluster, ray_engine):
     assert ray_engine.status(FillMaskRequest("a [MASK]")).state is LoadState.READY
     from ray import serve
 
-    from core.serving.backend import NOT_DEPLOYED, _app_state
+    from core.inference.serving.backend import NOT_DEPLOYED, _app_state
 
     status = serve.status()
     assert _app_state(status.applications["tlm-mask"]) == (LoadState.READY, None)
@@ -206,7 +206,7 @@ def test_cluster_unreachable_at_start_is_one_clear_line(tmp_path, tiny_models):
 
 
 def test_one_application_per_model_spec():
-    from core.serving.cluster import app_plans
+    from core.inference.serving.cluster import app_plans
 
     plans = app_plans(Config())
     assert [p.name for p in plans] == ["tlm-mask", "tlm-qa", "tlm-generate"]  # features = mask

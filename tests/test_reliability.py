@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from core.tasks.fill_mask import FillMaskRequest, FillMaskTask
+from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskTask
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import DiscordEmulator
 

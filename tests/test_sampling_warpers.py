@@ -1,6 +1,6 @@
 """`sampling_candidates` keeps what transformers' own logits warpers keep, with the same weights.
 
-`/generate` samples from, and `/nexttoken` draws, `core.tasks.generate.sampling_candidates`
+`/generate` samples from, and `/nexttoken` draws, `core.inference.tasks.generate.sampling_candidates`
 (temperature -> top-k -> top-p). transformers' `generate()` builds the same chain from
 `TemperatureLogitsWarper`, `TopKLogitsWarper` and `TopPLogitsWarper`, applied in that order. On
 random logits both must keep the same token set, and the renormalised probabilities of the kept
@@ -20,7 +20,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from core.tasks.generate import sampling_candidates
+from core.inference.tasks.generate import sampling_candidates
 
 VOCAB = 700  # the tiny GPT-2's vocabulary size
 SEEDS = (0, 1, 2, 3, 4)

@@ -20,8 +20,8 @@ import pytest
 from bot.cli import main as cli_main
 from core.config import ModelSpec
 from core.errors import InvalidInput, ModelUnavailable
-from core.models import Head, LoadState, ModelRegistry
-from core.querylog import QueryFilter
+from core.inference.models import Head, LoadState, ModelRegistry
+from core.storage.querylog import QueryFilter
 from core.sentiment import NPZ_NAME, EncoderInfo, SentimentClassifier
 from tests.bot_harness import bot_config, running_bot
 from tests.discord_emulator import MANAGE_GUILD, DiscordEmulator

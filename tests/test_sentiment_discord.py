@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from core.config import Config
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.sentiment import LabelledData
-from core.sentiment_service import SentimentService
+from core.sentiment.service import SentimentService
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, InteractionRecord
 

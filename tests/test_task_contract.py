@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from core.config import ModelSpec
-from core.engine import TASK_TYPES, InferenceEngine, model_needs
+from core.inference.engine import TASK_TYPES, InferenceEngine, model_needs
 from core.errors import InputTooLong, ModelUnavailable
-from core.models import Head
-from core.tasks.base import ROLES
-from core.tasks.features import FeaturesRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.tokens import TokensRequest
+from core.inference.models import Head
+from core.inference.tasks.base import ROLES
+from core.inference.tasks.features import FeaturesRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.tokens import TokensRequest
 
 
 def _with_models(config, **models):

@@ -12,14 +12,14 @@ import asyncio
 import pytest
 
 from core.config import Config
-from core.engine import InferenceEngine
+from core.inference.engine import InferenceEngine
 from core.errors import InputTooLong, InvalidInput, UserError
-from core.models import Head
-from core.tasks.features import FeaturesRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.qa import QARequest
-from core.tasks.tokens import TokensRequest
+from core.inference.models import Head
+from core.inference.tasks.features import FeaturesRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.qa import QARequest
+from core.inference.tasks.tokens import TokensRequest
 from tests.tiny_models import MAX_POSITIONS
 
 

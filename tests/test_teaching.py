@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from core import plots
+from core.pictures import charts
 from core.errors import InputTooLong, InvalidInput
-from core.models import Head
-from core.tasks.attention import AttentionRequest
-from core.tasks.contextsim import ContextSimRequest
-from core.tasks.fill_mask import FillMaskRequest
-from core.tasks.generate import GenerateRequest
-from core.tasks.maskpair import MaskPairRequest
-from core.tasks.nexttoken import NextTokenRequest, next_token_distribution
+from core.inference.models import Head
+from core.inference.tasks.attention import AttentionRequest
+from core.inference.tasks.contextsim import ContextSimRequest
+from core.inference.tasks.fill_mask import FillMaskRequest
+from core.inference.tasks.generate import GenerateRequest
+from core.inference.tasks.maskpair import MaskPairRequest
+from core.inference.tasks.nexttoken import NextTokenRequest, next_token_distribution
 
 SENTENCE = "The woman went to the bank to deposit money."
 
@@ -228,10 +228,10 @@ def test_pictures_survive_odd_labels():
     """`$` would start mathtext and CJK is missing from the font (a warning, so an error here)."""
     labels = ["$x$", "日本", "a" * 40, "$", "\n"]
     weights = np.full((5, 5), 0.2)
-    assert _png_size(plots.attention_heatmap(labels, weights, title="$5 日本", causal=False)) == (
+    assert _png_size(charts.attention_heatmap(labels, weights, title="$5 日本", causal=False)) == (
         1000, 1000)
-    png = plots.paired_bars(labels, [0.1] * 5, [0.2] * 5, name_a="$a", name_b="日", title="t",
+    png = charts.paired_bars(labels, [0.1] * 5, [0.2] * 5, name_a="$a", name_b="日", title="t",
                             xlabel="p", highlight=[True] * 5)
     assert _png_size(png) == (1000, 800)
-    png = plots.next_token_bars(labels, [0.2] * 5, [0.2] * 5, [0.0] * 5, title="$", footnote="$")
+    png = charts.next_token_bars(labels, [0.2] * 5, [0.2] * 5, [0.0] * 5, title="$", footnote="$")
     assert _png_size(png) == (1000, 800)

@@ -2,7 +2,7 @@
 
 `Dashboard` owns the web server's lifetime and makes the signed links `/logs dashboard` hands
 out; `app` has the routes and the access rules, `pages` and `charts` the HTML and SVG, and
-`core.dashboard_data` the queries.
+`core.storage.dashboard_data` the queries.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from aiohttp import web
 from bot.dashboard.app import DashboardContext, make_app
 from bot.dashboard.signing import Grant, Signer, dashboard_key
 from core.config import Config
-from core.dashboard_data import DashboardData
-from core.database import Database
-from core.settings import SettingsStore
+from core.storage.dashboard_data import DashboardData
+from core.storage.database import Database
+from core.storage.guild_settings import SettingsStore
 
 if TYPE_CHECKING:  # not at run time: benchmarks/dashboard.py runs without torch
-    from core.sentiment_service import SentimentService
+    from core.sentiment.service import SentimentService
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ another guild) are counted per client; past `MAX_FAILURES` in `FAILURE_WINDOW_S`
 gets 429 for everything that needs a credential, valid or not, so guessing gains nothing.
 
 Only GET (and HEAD) routes exist: no endpoint can write, and the data connection is read-only
-besides (core.dashboard_data).
+besides (core.storage.dashboard_data).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from aiohttp import web
 
 from bot.dashboard import pages
 from bot.dashboard.signing import Grant, Signer
-from core.dashboard_data import DashboardData, Window
+from core.storage.dashboard_data import DashboardData, Window
 from core.outcomes import STATUS_VALUES
-from core.querylog import CSV_COLUMNS, QueryFilter, QueryRow, escape_csv_cell, to_db_time
-from core.settings import SettingsStore
+from core.storage.querylog import CSV_COLUMNS, QueryFilter, QueryRow, escape_csv_cell, to_db_time
+from core.storage.guild_settings import SettingsStore
 
 log = logging.getLogger(__name__)
 

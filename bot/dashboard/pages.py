@@ -15,10 +15,10 @@ from html import escape
 from urllib.parse import urlencode
 
 from bot.dashboard import charts
-from core.dashboard_data import Overview, Page, StudentView, Window
+from core.storage.dashboard_data import Overview, Page, StudentView, Window
 from core.outcomes import STATUS_VALUES, Status
-from core.querylog import QueryRow
-from core.settings import GuildSettings
+from core.storage.querylog import QueryRow
+from core.storage.guild_settings import GuildSettings
 
 #: Outcomes that are the bot's problem, not the student's (see core.outcomes).
 SERVER_FAULTS = ("overloaded", "unavailable", "timeout", "failed")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
-from core.database import Database
+from core.storage.database import Database
 
 log = logging.getLogger(__name__)
 

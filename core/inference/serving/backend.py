@@ -1,0 +1,277 @@
+"""The bot's side of the Ray backend: deployment states, and lanes that send whole batches.
+
+The lane still forms batches here (validation, queue bound and batching stay on the bot), then
+sends each batch as one call through a `DeploymentHandle`; Serve spreads calls over replicas.
+A lane keeps one batch in flight per replica slot and splits what it collected over the free
+slots, so 32 requests become two batches of 16 on two idle replicas instead of one of 32.
+
+Errors, mapped to what the local engine says:
+- Serve's back-pressure (`max_queued_requests`) -> `Overloaded` ("busy");
+- a replica that died mid-batch -> the batch's unanswered requests are sent once more (Serve
+  routes them to a live or replacement replica), then fail with "try again";
+- a deployment still starting -> `LoadState.LOADING` (the "still loading" notice); requests wait
+  in the lane, never in Serve's queue, so one whose deployment then fails is failed here;
+- anything else from Ray (whose text carries pids, IPs, actor ids) -> a plain error logged here,
+  a generic apology for the student. Only a `CoreError`'s own message ever reaches a student.
+The request timeout is the engine's, end to end; when every caller of a batch has gone, the
+remote call is cancelled (`DeploymentResponseGenerator.cancel()`), which stops the replica's
+work, since cancelling the awaiting task alone does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.config import Config, ModelSpec
+from core.inference.engine import _Lane, _Pending, _resolve
+from core.errors import CoreError, ModelUnavailable, Overloaded
+from core.inference.models import LoadState
+from core.inference.serving.cluster import AppPlan, app_plans, batches_in_flight, connect, require_ray
+from core.inference.tasks.base import Timings
+
+if TYPE_CHECKING:
+    from core.inference.engine import InferenceEngine
+
+log = logging.getLogger(__name__)
+
+BUSY = "The bot is very busy right now. Please try again in a moment."
+REPLICA_LOST = ("The model server restarted while answering. Please try again in a moment.")
+NOT_DEPLOYED = "it is not deployed on the Ray cluster (run `tlm-bot serve`)"
+
+
+class RayBackend:
+    """Connection, per-model deployment state, and the lanes' remote calls."""
+
+    def __init__(self, config: Config) -> None:
+        require_ray()
+        self.config = config
+        self.plans: dict[ModelSpec, AppPlan] = {plan.spec: plan for plan in app_plans(config)}
+        self._states: dict[ModelSpec, tuple[LoadState, str | None]] = {
+            spec: (LoadState.PENDING, None) for spec in self.plans
+        }
+        self._handles: dict[ModelSpec, Any] = {}
+        self._refreshed = asyncio.Event()
+        self._poller: asyncio.Task | None = None
+        self._joined = False
+
+    async def start(self) -> None:
+        self._joined = await asyncio.to_thread(connect, self.config)
+        await self.refresh()
+        self._poller = asyncio.create_task(self._poll(), name="ray-status")
+
+    async def aclose(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        if self._joined:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+
+    # ------------------------------------------------------------------------- states
+
+    def state(self, spec: ModelSpec) -> tuple[LoadState, str | None]:
+        return self._states[spec]
+
+    async def refresh(self) -> None:
+        """Ask Serve for every application's status (one controller call)."""
+        from ray import serve
+
+        try:
+            status = await asyncio.to_thread(serve.status)
+        except Exception as exc:
+            log.warning("cannot read Serve's status: %s", exc)
+            reason = "the Ray cluster does not answer, or Serve is not running on it"
+            states = {spec: (LoadState.FAILED, reason) for spec in self.plans}
+        else:
+            states = {
+                spec: _app_state(status.applications.get(plan.name))
+                for spec, plan in self.plans.items()
+            }
+        for spec, state in states.items():
+            if state != self._states[spec]:
+                log.info("deployment of %s: %s%s", spec, state[0].value,
+                         f" ({state[1]})" if state[1] else "")
+        self._states = states
+        self._refreshed.set()
+        self._refreshed = asyncio.Event()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.ray.status_interval_s)
+            await self.refresh()
+
+    async def ready(self, spec: ModelSpec) -> None:
+        """Wait while the deployment starts; raise `ModelUnavailable` if it cannot serve."""
+        while True:
+            state, error = self._states[spec]
+            if state is LoadState.READY:
+                return
+            if state is LoadState.FAILED:
+                raise ModelUnavailable(f"The model `{spec}` is not available: {error}")
+            await self._refreshed.wait()
+
+    # ------------------------------------------------------------------------- calls
+
+    def lane(self, engine: InferenceEngine, spec: ModelSpec) -> RemoteLane:
+        return RemoteLane(engine, spec, self)
+
+    def _handle(self, spec: ModelSpec) -> Any:
+        if spec not in self._handles:
+            from ray import serve
+
+            handle = serve.get_app_handle(self.plans[spec].name)
+            self._handles[spec] = handle.options(stream=True)
+        return self._handles[spec]
+
+    async def run(self, spec: ModelSpec, batch: list[_Pending]) -> None:
+        """Send one batch; resolve each caller's future as its outcome streams back."""
+        from ray.exceptions import RayActorError, RayTaskError
+        from ray.serve.exceptions import BackPressureError, RequestCancelledError
+
+        sent = time.perf_counter()
+        for attempt in (1, 2):
+            todo = [item for item in batch if not item.future.done()]
+            if not todo:
+                return
+            response = self._handle(spec).run_batch.remote([item.request for item in todo])
+
+            def cancel_when_abandoned(_: asyncio.Future, todo=todo, response=response) -> None:
+                if all(i.future.done() for i in todo) and any(i.future.cancelled() for i in todo):
+                    response.cancel()
+
+            for item in todo:
+                item.future.add_done_callback(cancel_when_abandoned)
+            try:
+                async for index, outcome in response:
+                    _resolve(todo[index].future, _arrived(outcome, todo[index], sent))
+                return
+            except RequestCancelledError:
+                return
+            except BackPressureError:
+                _fail(todo, Overloaded(BUSY))
+                return
+            except RayActorError as exc:
+                if attempt == 1:
+                    log.warning("a %s replica died mid-batch (%s); sending the batch again",
+                                spec, type(exc).__name__)
+                    continue
+                _fail(todo, ModelUnavailable(REPLICA_LOST))
+                return
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                log.error("a %s batch failed on the cluster: %s", spec, exc)
+                _fail(todo, cause if isinstance(cause, CoreError) else
+                      RuntimeError(f"a {spec} batch failed on the cluster"))
+                return
+            except asyncio.CancelledError:
+                response.cancel()
+                raise
+
+
+def _app_state(app: Any) -> tuple[LoadState, str | None]:
+    if app is None:
+        return LoadState.FAILED, NOT_DEPLOYED
+    status = str(getattr(app.status, "value", app.status))
+    if status == "RUNNING":
+        return LoadState.READY, None
+    if status in ("NOT_STARTED", "DEPLOYING"):
+        return LoadState.LOADING, None
+    if status == "UNHEALTHY":  # replicas being replaced; Serve routes to the healthy ones
+        return LoadState.READY, None
+    message = (app.message or status).strip().splitlines()
+    return LoadState.FAILED, f"its deployment failed on the Ray cluster ({message[0][:200]})"
+
+
+def _arrived(outcome: Any, item: _Pending, sent: float) -> Any:
+    """A replica's outcome as the local engine would give it: the bot-side wait added to the
+    queue time, and arrays writable again (Ray hands numpy arrays back read-only)."""
+    if isinstance(outcome, BaseException):
+        return outcome
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(outcome):
+        value = getattr(outcome, field.name)
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            changes[field.name] = value.copy()
+    remote = outcome.timings
+    if remote is not None:
+        changes["timings"] = Timings(
+            queued_ms=(sent - item.enqueued_at) * 1000 + remote.queued_ms,
+            inference_ms=remote.inference_ms,
+            batch_size=remote.batch_size,
+        )
+    return dataclasses.replace(outcome, **changes) if changes else outcome
+
+
+def _fail(items: list[_Pending], error: Exception) -> None:
+    for item in items:
+        _resolve(item.future, error)
+
+
+class RemoteLane(_Lane):
+    """A model's lane whose batches run on Serve replicas, several in flight at once."""
+
+    def __init__(self, engine: InferenceEngine, spec: ModelSpec, backend: RayBackend) -> None:
+        self.backend = backend
+        self.free = batches_in_flight(backend.plans[spec].sizing)
+        self.slot_freed = asyncio.Event()
+        self.in_flight: set[asyncio.Task] = set()
+        super().__init__(engine, spec)
+
+    async def _run(self) -> None:
+        try:
+            while not self.closing:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                while self.pending:
+                    try:
+                        await self.backend.ready(self.spec)
+                    except ModelUnavailable as exc:
+                        self.fail_queued(exc)
+                        break
+                    while self.free == 0:
+                        self.slot_freed.clear()
+                        await self.slot_freed.wait()
+                    if not self.pending:
+                        break
+                    batch = await self._collect()
+                    for chunk in _split(batch, self.free):
+                        self.free -= 1
+                        sender = asyncio.create_task(self._send(chunk))
+                        self.in_flight.add(sender)
+                        sender.add_done_callback(self.in_flight.discard)
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+        except asyncio.CancelledError:
+            for sender in list(self.in_flight):
+                sender.cancel()
+            raise
+
+    async def _send(self, chunk: list[_Pending]) -> None:
+        try:
+            await self.backend.run(self.spec, chunk)
+        except Exception:  # the lane must outlive anything a call does
+            log.exception("a batch for %s failed outside the mapping", self.spec)
+            _fail(chunk, RuntimeError(f"a {self.spec} batch failed on the cluster"))
+        finally:
+            _fail([i for i in chunk if not i.future.done()],
+                  RuntimeError(f"{self.spec}: the cluster returned no result"))
+            self.free += 1
+            self.slot_freed.set()
+
+
+def _split(batch: list[_Pending], parts: int) -> list[list[_Pending]]:
+    """`batch` in at most `parts` contiguous chunks of near-equal size (order kept)."""
+    parts = max(1, min(parts, len(batch)))
+    size, extra = divmod(len(batch), parts)
+    chunks, start = [], 0
+    for n in range(parts):
+        end = start + size + (1 if n < extra else 0)
+        chunks.append(batch[start:end])
+        start = end
+    return [c for c in chunks if c]

@@ -1,0 +1,152 @@
+"""What every task shares: the task protocol, timings, and input checks.
+
+Tasks follow transformers' pipeline split: `validate` sanitises a request once (cheap, on the
+event loop, before it is queued, so a bad request never takes a queue slot); `run_batch` does
+preprocess -> one padded forward -> postprocess for a whole batch in a worker thread.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+from core.config import EngineConfig, LimitsConfig, ModelsConfig, ModelSpec
+from core.errors import InputTooLong, InvalidInput
+from core.inference.models import Head, LoadedModel
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+#: A model's role: its key in the config's `[models]` table.
+Role = Literal["mask", "qa", "generate", "features"]
+ROLES: tuple[Role, ...] = ("mask", "qa", "generate", "features")
+
+
+class Emit(Protocol):
+    """How a worker hands back outcomes, one per request, as soon as each is ready."""
+
+    def __call__(self, index: int, outcome: Any) -> None:
+        """Deliver a result or a `UserError` for request `index` (safe from any thread)."""
+
+    def wanted(self, index: int) -> bool:
+        """False once the caller went away (cancelled or timed out): skip the work if you can."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where a request's time went, so slow answers can be told apart from long queues."""
+
+    queued_ms: float
+    inference_ms: float
+    batch_size: int
+    #: Drawing the picture, after the forward (teaching commands only).
+    drawing_ms: float = 0.0
+
+
+class Task(Generic[Req, Res]):
+    """One kind of request, and everything the engine needs to know about it, declared.
+
+    Subclasses set `name`, `request_type` and `needs`; the engine reads these declarations (and
+    `rows`, `max_batch_rows`, `own_lane`, `draws`) and never asks what type a task is. `needs`
+    drives the model registry: each role's model is loaded with the union of the heads that
+    the engine's tasks declare for it, and only for the tasks an engine serves.
+    """
+
+    name: ClassVar[str]
+    request_type: ClassVar[type]
+    #: The models this task may use, by role, and the heads each must be loaded with.
+    needs: ClassVar[Mapping[Role, frozenset[Head]]]
+    #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
+    #: that waiting behind a forward pass would cost it 100x its own time.
+    own_lane: ClassVar[bool] = False
+    #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
+    #: forward, so a picture never holds the model's lane (see `core.pictures.stage`).
+    draws: ClassVar[bool] = False
+
+    def __init__(self, models: ModelsConfig, limits: LimitsConfig) -> None:
+        self.models = models
+        self.limits = limits
+
+    def role(self, request: Req) -> Role:
+        """Which model this request runs on; tasks with a model choice override this."""
+        (role,) = self.needs
+        return role
+
+    def spec(self, request: Req) -> ModelSpec:
+        return getattr(self.models, self.role(request))
+
+    def rows(self, request: Req) -> int:
+        """Rows of a batch this request costs (a request for n sequences costs n)."""
+        return 1
+
+    def max_batch_rows(self, engine: EngineConfig) -> int:
+        """The most rows one batch of this task may hold."""
+        return engine.max_batch_size
+
+    def validate(self, request: Req) -> Req:
+        """Raise a `UserError` for input that can never succeed; return the cleaned request."""
+        return request
+
+    def batch_key(self, request: Req) -> Hashable:
+        """Requests with equal keys may share one forward pass."""
+        return self.name
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[Req], emit: Emit) -> None:
+        """Compute every request's result (or a `UserError`) and `emit` it. Worker thread."""
+        raise NotImplementedError
+
+
+def clean_text(text: str, *, what: str, max_chars: int) -> str:
+    """Normalise what a student typed; reject what no model can use.
+
+    Control characters (other than newlines and tabs) are dropped because tokenizers map them to
+    nothing and the reply would not match the input; NFC keeps offsets stable for highlighting.
+    """
+    if not isinstance(text, str):
+        raise InvalidInput(f"The {what} must be text.")
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+    text = text.strip()
+    if not text:
+        raise InvalidInput(f"The {what} is empty. Type some text and try again.")
+    if len(text) > max_chars:
+        raise InputTooLong(
+            f"The {what} is {len(text)} characters long; the limit is {max_chars}. "
+            "Try a shorter one."
+        )
+    return text
+
+
+def too_long(model: LoadedModel, count: int, *, what: str = "That text", reserve: int = 0,
+             cap: int | None = None, cap_reason: str = "",
+             advice: str = "Try a shorter one.") -> InputTooLong | None:
+    """The one token-length check: `count` tokens must fit what the model reads.
+
+    The window is the model's `max_length` less `reserve` (room a task needs after the input,
+    e.g. new tokens to generate), or `cap` if that is smaller (a task's own limit, explained by
+    `cap_reason`). Returns the `InputTooLong` to emit (naming the count, the limit and what to
+    do), or None when it fits.
+    """
+    window = model.max_length - reserve
+    if cap is not None and cap < window:
+        limit, reason = cap, cap_reason or f"this command reads at most {cap}"
+    else:
+        limit, reason = window, f"`{model.spec}` reads at most {window}"
+        if reserve:
+            reason += f" (of its {model.max_length}, leaving room for {reserve} more)"
+    if count <= limit:
+        return None
+    return InputTooLong(f"{what} is {count} tokens; {reason}. {advice}")
+
+
+def check_range(
+    name: str, value: float, low: float, high: float, *, low_open: bool = False
+) -> None:
+    ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise InvalidInput(f"`{name}` must be in {bracket}{low}, {high}], got {value}.")

@@ -1,0 +1,165 @@
+"""`/neighbours`: the vocabulary items nearest to a word's vector, in context and out of it.
+
+The exBERT view: "bank" by a river and "bank" for money share one static input embedding, so
+their nearest vocabulary items are the same list; the contextual vector at a layer moves with
+the sentence, and so do its neighbours. Both lists are searched in the same space, the rows of
+the input embedding matrix, by cosine similarity, so they can be compared side by side.
+
+The word is located with `/contextsim`'s rules (whole word, first occurrence, pieces that lie
+inside it); a word cut into several pieces is represented by the mean of its pieces, and the
+result says so. Special tokens ([CLS], [PAD], ...) are never listed: they are not words.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from core.pictures import charts
+from core.errors import InputTooLong, InvalidInput
+from core.inference.models import Head, LoadedModel
+from core.inference.tasks.attention import encoder_of, token_labels
+from core.inference.tasks.base import Emit, Task, Timings, check_range, clean_text
+from core.inference.tasks.contextsim import MAX_WORD_CHARS, _locate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NEIGHBOURS = 10
+MAX_NEIGHBOURS = 25
+
+
+@dataclass(frozen=True)
+class NeighboursRequest:
+    word: str
+    sentence: str
+    #: 0 is the embedding layer's output (token + position), i the hidden state after layer i;
+    #: None means the last layer.
+    layer: int | None = None
+    top_k: int = DEFAULT_NEIGHBOURS
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    token_id: int
+    #: As the tokenizer writes the piece (`##ing` stays: it is the lesson).
+    token: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class NeighboursResult:
+    model_id: str
+    word: str
+    sentence: str
+    #: The word's pieces in the sentence; several pieces are averaged (`averaged` is then True).
+    pieces: tuple[str, ...]
+    layer: int
+    num_layers: int
+    #: Nearest vocabulary items to the word's hidden state at `layer`, best first.
+    contextual: tuple[Neighbour, ...]
+    #: Nearest vocabulary items to the word's static input embedding, best first.
+    static: tuple[Neighbour, ...]
+    #: The picture: `drawing` (a picklable call of `core.charts.neighbours_chart` on
+    #: this result) is turned into `png` by the engine's drawing stage, off the model lane.
+    png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+    alt_text: str = ""
+    timings: Timings | None = None
+
+    @property
+    def averaged(self) -> bool:
+        return len(self.pieces) > 1
+
+
+class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
+    name = "neighbours"
+    draws = True
+    needs = {"mask": frozenset({Head.MASKED_LM})}
+    request_type = NeighboursRequest
+
+    def validate(self, request: NeighboursRequest) -> NeighboursRequest:
+        word = clean_text(request.word, what="word", max_chars=MAX_WORD_CHARS)
+        if any(ch.isspace() for ch in word):
+            raise InvalidInput(f"Give one word, without spaces (got `{word}`), e.g. `bank`.")
+        sentence = clean_text(request.sentence, what="sentence",
+                              max_chars=self.limits.max_text_chars)
+        layer = request.layer
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)
+                                  or layer < 0):
+            raise InvalidInput(
+                f"`layer` is 0 (the embeddings) or a layer number from 1; got {layer}."
+            )
+        check_range("top_k", request.top_k, 1, MAX_NEIGHBOURS)
+        return NeighboursRequest(word, sentence, layer, int(request.top_k))
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[NeighboursRequest],
+                  emit: Emit) -> None:
+        base = encoder_of(model, "mask")
+        num_layers = base.config.num_hidden_layers
+        vocabulary = _unit_rows(base.get_input_embeddings().weight.float())
+        never = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), dtype=torch.long)
+        for i, request in enumerate(requests):
+            if not emit.wanted(i):
+                continue
+            layer = num_layers if request.layer is None else request.layer
+            if layer > num_layers:
+                emit(i, InvalidInput(
+                    f"`{model.spec}` has {num_layers} layers: pick a layer from 0 (the "
+                    f"embeddings) to {num_layers}."
+                ))
+                continue
+            try:
+                ids, positions = _locate(model, request.word, request.sentence, "")
+            except (InvalidInput, InputTooLong) as exc:
+                emit(i, _one_sentence(exc))
+                continue
+            input_ids = torch.tensor([ids])
+            out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                       output_hidden_states=True)
+            contextual = out.hidden_states[layer][0, positions].float().mean(dim=0)
+            static = base.get_input_embeddings()(input_ids[0, positions]).float().mean(dim=0)
+            emit(i, _with_picture(NeighboursResult(
+                model_id=str(model.spec),
+                word=request.word,
+                sentence=request.sentence,
+                pieces=token_labels(model.tokenizer, [ids[p] for p in positions]),
+                layer=layer,
+                num_layers=num_layers,
+                contextual=nearest(model.tokenizer, vocabulary, contextual, request.top_k, never),
+                static=nearest(model.tokenizer, vocabulary, static, request.top_k, never),
+            )))
+
+
+def _with_picture(result: NeighboursResult) -> NeighboursResult:
+    return replace(result, drawing=functools.partial(charts.neighbours_chart, result),
+                   alt_text=charts.neighbours_alt_text(result))
+
+
+def nearest(tokenizer: Any, unit_vocabulary: torch.Tensor, vector: torch.Tensor, k: int,
+            excluded: torch.Tensor) -> tuple[Neighbour, ...]:
+    """The `k` rows of `unit_vocabulary` (unit length) most cosine-similar to `vector`."""
+    similarities = unit_vocabulary @ (vector / vector.norm().clamp_min(1e-12))
+    similarities[excluded] = -float("inf")
+    values, ids = similarities.topk(min(k, similarities.shape[0] - len(excluded)))
+    pieces = tokenizer.convert_ids_to_tokens(ids.tolist())
+    return tuple(
+        Neighbour(int(t), piece, float(min(1.0, max(-1.0, v))))
+        for t, piece, v in zip(ids.tolist(), pieces, values.tolist())
+    )
+
+
+def _unit_rows(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix / matrix.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _one_sentence(exc: InvalidInput | InputTooLong) -> InvalidInput | InputTooLong:
+    """`_locate` names "sentence A/B" for `/contextsim`; here there is only one sentence."""
+    message = (exc.message.replace("Sentence  is", "The sentence is")
+               .replace("sentence  ", "the sentence ").replace("sentence .", "the sentence.")
+               .replace("appears in both sentences", "appears in the sentence"))
+    return type(exc)(message)

@@ -1,0 +1,111 @@
+"""`/tokens`: how a text is cut into pieces, the first lesson of the course.
+
+WordPiece (DistilBERT) marks word continuations with `##` and adds [CLS]/[SEP]; byte-level BPE
+(GPT-2) marks a leading space with `Ġ` and adds nothing. Showing both side by side is the point,
+so pieces are reported exactly as the tokenizer has them, plus flags a renderer can colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from core.errors import InvalidInput
+from core.inference.models import Head, LoadedModel
+from core.inference.tasks.base import Emit, Role, Task, Timings, clean_text
+
+TokenizerChoice = Literal["wordpiece", "bpe"]
+
+
+@dataclass(frozen=True)
+class TokensRequest:
+    text: str
+    tokenizer: TokenizerChoice = "wordpiece"
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    piece: str
+    special: bool
+    #: WordPiece `##` continuation, or a BPE piece that does not start a word.
+    continuation: bool
+    unknown: bool
+    #: Character span in the input; None for special tokens.
+    start: int | None
+    end: int | None
+
+
+@dataclass(frozen=True)
+class TokensResult:
+    model_id: str
+    algorithm: str
+    text: str
+    tokens: tuple[Token, ...]
+    #: The most tokens the model reads; a longer text would be cut (or refused) by it.
+    max_length: int | None = None
+    timings: Timings | None = None
+
+
+class TokensTask(Task[TokensRequest, TokensResult]):
+    name = "tokens"
+    needs = {"mask": frozenset({Head.TOKENIZER}), "generate": frozenset({Head.TOKENIZER})}
+    request_type = TokensRequest
+    own_lane = True  # ~1 ms of work; measured 110-320 ms p50 when queued behind /mask forwards
+
+    def role(self, request: TokensRequest) -> Role:
+        return "mask" if request.tokenizer == "wordpiece" else "generate"
+
+    def validate(self, request: TokensRequest) -> TokensRequest:
+        if request.tokenizer not in ("wordpiece", "bpe"):
+            raise InvalidInput("Choose the tokenizer `wordpiece` (DistilBERT) or `bpe` (GPT-2).")
+        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        return TokensRequest(text, request.tokenizer)
+
+    def run_batch(self, model: LoadedModel, requests: Sequence[TokensRequest], emit: Emit) -> None:
+        tokenizer = model.tokenizer
+        encodings = tokenizer(
+            [r.text for r in requests], return_offsets_mapping=True,
+            return_special_tokens_mask=True, verbose=False,  # long is fine here, see below
+        )
+        algorithm = _algorithm(tokenizer)
+        for i, request in enumerate(requests):
+            # No length check: cutting text into pieces needs no model window, and seeing
+            # that a text is longer than the model reads is itself a lesson (`max_length`).
+            ids = encodings["input_ids"][i]
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            specials = encodings["special_tokens_mask"][i]
+            offsets = encodings["offset_mapping"][i]
+            tokens = tuple(
+                _token(tokenizer, algorithm, token_id, piece, bool(special), span)
+                for token_id, piece, special, span in zip(ids, pieces, specials, offsets)
+            )
+            emit(i, TokensResult(str(model.spec), algorithm, request.text, tokens,
+                                 max_length=model.max_length))
+
+
+def _algorithm(tokenizer) -> str:
+    model_type = type(tokenizer.backend_tokenizer.model).__name__
+    known = {"WordPiece": "WordPiece", "BPE": "BPE", "Unigram": "Unigram"}
+    return known.get(model_type, model_type)
+
+
+def _token(tokenizer, algorithm: str, token_id: int, piece: str, special: bool, span) -> Token:
+    if algorithm == "WordPiece":
+        continuation = piece.startswith("##")
+    elif algorithm == "BPE":
+        # Byte-level BPE marks a word start with "Ġ" (a space); anything else continues a word.
+        continuation = not special and not piece.startswith("Ġ") and span[0] > 0
+    else:
+        continuation = not piece.startswith("▁")
+    start, end = (None, None) if special else (int(span[0]), int(span[1]))
+    return Token(
+        id=int(token_id),
+        piece=piece,
+        special=special,
+        continuation=continuation,
+        unknown=token_id == tokenizer.unk_token_id and not special,
+        start=start,
+        end=end,
+    )

@@ -1,0 +1,414 @@
+"""PNG pictures for the teaching commands.
+
+Plain functions, called by `core.pictures.stage`' drawing processes (see there why drawing is a stage
+of its own, in processes); a task only describes its picture as a `drawing(...)` call.
+
+Only the object-oriented matplotlib API is used (`Figure` + `FigureCanvasAgg`): pyplot keeps
+global figure state and picks a GUI backend, neither of which belongs in a server.
+Sizes are fixed in pixels (dpi 100, no tight bounding box) so a picture is predictable on a
+phone; fonts are never below 10 pt. Everything a student typed is passed through `_label`, so
+a `$` cannot switch on mathtext and a character the font lacks becomes `?` instead of a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties, findfont, get_font
+
+if TYPE_CHECKING:  # the tasks import this module to describe their pictures
+    from core.storage.quizzes import QuizReveal
+    from core.inference.tasks.logitlens import LogitLensResult
+    from core.inference.tasks.neighbours import Neighbour, NeighboursResult
+
+DPI = 100
+#: Below this many tokens each attention cell also shows its weight as a number.
+_ANNOTATE_CELLS_UP_TO = 12
+_LABEL_CHARS = 18
+#: Drawing in threads (the fallback, tests, docs) must not interleave figures' font caches.
+_RENDER_LOCK = threading.Lock()
+
+
+def drawing(draw: Callable[..., bytes], *args, **kwargs) -> Callable[[], bytes]:
+    """A picture to draw later, in another process: picklable because `draw` is a module
+    function of this module and the arguments are plain data (lists, arrays, strings)."""
+    return functools.partial(draw, *args, **kwargs)
+
+
+# Colours that stay distinguishable for the common colour-vision deficiencies (Okabe-Ito).
+_BLUE, _ORANGE, _GREEN, _GREY = "#0072B2", "#E69F00", "#009E73", "#999999"
+
+
+def attention_heatmap(
+    labels: Sequence[str], weights: np.ndarray, *, title: str, causal: bool,
+    size: tuple[int, int] = (1000, 1000),
+) -> bytes:
+    """Rows are the tokens that look (queries), columns what they look at (keys)."""
+    weights = np.asarray(weights, dtype=float)
+    n = len(labels)
+    ticks = [_label(t) for t in labels]
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        ax = fig.add_subplot()
+        future = np.triu(np.ones((n, n), bool), 1)
+        shown = np.ma.masked_where(future, weights) if causal else weights
+        cmap = _colormap("viridis", bad="#dddddd")
+        image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=max(float(weights.max()), 1e-9),
+                          aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(n), ticks, rotation=90, fontsize=_tick_size(n))
+        ax.set_yticks(range(n), ticks, fontsize=_tick_size(n))
+        ax.set_xlabel("attends to (key)", fontsize=12)
+        ax.set_ylabel("token (query)", fontsize=12)
+        ax.xaxis.set_ticks_position("top")
+        ax.xaxis.set_label_position("top")
+        ax.set_title(_label(title, limit=120), fontsize=14, pad=12)
+        if n <= _ANNOTATE_CELLS_UP_TO:
+            for i in range(n):
+                for j in range(n):
+                    if causal and j > i:
+                        continue
+                    value = weights[i, j]
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=10,
+                            color="black" if value > 0.6 * weights.max() else "white")
+        colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+        colorbar.set_label("attention weight (each row sums to 1)", fontsize=11)
+        colorbar.ax.tick_params(labelsize=10)
+        if causal:
+            fig.supxlabel("Grey cells: a causal model cannot look at later tokens.",
+                          fontsize=11, color="#444444")
+        return _png(fig)
+
+
+def similarity_by_layer(
+    similarities: Sequence[float], static_similarity: float, *, title: str,
+    size: tuple[int, int] = (1000, 800),
+) -> bytes:
+    """Layer 0 is the embedding layer's output (token + position), then one point per layer."""
+    layers = list(range(len(similarities)))
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        ax = fig.add_subplot()
+        ax.plot(layers, similarities, marker="o", markersize=8, linewidth=2.5, color=_BLUE,
+                label="in context (hidden state after each layer)")
+        ax.axhline(static_similarity, color=_ORANGE, linestyle="--", linewidth=2,
+                   label=f"static input embedding ({static_similarity:.3f})")
+        for x, y in zip(layers, similarities):
+            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 10),
+                        ha="center", fontsize=11)
+        low = min(0.0, min(similarities, default=0.0), static_similarity)
+        ax.set_ylim(low - 0.05, 1.1)
+        ax.set_xticks(layers, ["emb"] + [str(i) for i in layers[1:]], fontsize=12)
+        ax.tick_params(axis="y", labelsize=12)
+        ax.set_xlabel("layer (emb = embeddings + positions)", fontsize=12)
+        ax.set_ylabel("cosine similarity", fontsize=12)
+        ax.set_title(_label(title, limit=120), fontsize=14)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=11, loc="lower left")
+        return _png(fig)
+
+
+def paired_bars(
+    labels: Sequence[str], values_a: Sequence[float], values_b: Sequence[float], *,
+    name_a: str, name_b: str, title: str, xlabel: str, highlight: Sequence[bool] = (),
+    size: tuple[int, int] = (1000, 800),
+) -> bytes:
+    """Horizontal bar pairs, best at the top; highlighted labels (asked-for targets) in bold."""
+    n = len(labels)
+    y = np.arange(n)
+    height = 0.4
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        ax = fig.add_subplot()
+        bars_a = ax.barh(y - height / 2, values_a, height, color=_BLUE, label=_label(name_a, 60))
+        bars_b = ax.barh(y + height / 2, values_b, height, color=_ORANGE, label=_label(name_b, 60))
+        for bars in (bars_a, bars_b):
+            ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=10)
+        ax.set_yticks(y, [_label(t) for t in labels], fontsize=_tick_size(n, large=13))
+        for tick, bold in zip(ax.get_yticklabels(), highlight):
+            if bold:
+                tick.set_fontweight("bold")
+        ax.invert_yaxis()
+        top = max([*values_a, *values_b, 1e-9])
+        ax.set_xlim(0, top * 1.2)
+        ax.tick_params(axis="x", labelsize=11)
+        ax.set_xlabel(xlabel, fontsize=12)
+        ax.set_title(_label(title, limit=120), fontsize=14)
+        ax.legend(fontsize=11, loc="lower right")
+        ax.grid(True, axis="x", alpha=0.3)
+        return _png(fig)
+
+
+def next_token_bars(
+    labels: Sequence[str], model_probs: Sequence[float], scaled_probs: Sequence[float],
+    final_probs: Sequence[float], *, title: str, footnote: str = "",
+    size: tuple[int, int] = (1000, 800),
+) -> bytes:
+    """Three bars per candidate: the model's distribution, after temperature, after top-k/top-p."""
+    n = len(labels)
+    y = np.arange(n)
+    height = 0.27
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        ax = fig.add_subplot()
+        series = (
+            (model_probs, _GREY, "model (temperature 1)"),
+            (scaled_probs, _BLUE, "after temperature"),
+            (final_probs, _GREEN, "after top-k and top-p: what is sampled"),
+        )
+        for offset, (values, colour, name) in zip((-height, 0.0, height), series):
+            bars = ax.barh(y + offset, values, height, color=colour, label=name)
+            ax.bar_label(bars, labels=[f"{v:.3f}" if v > 0 else "" for v in values],
+                         padding=2, fontsize=10)
+        ax.set_yticks(y, [_label(t) for t in labels], fontsize=_tick_size(n, large=13))
+        ax.invert_yaxis()
+        top = max([*model_probs, *scaled_probs, *final_probs, 1e-9])
+        ax.set_xlim(0, min(1.0, top) * 1.2)
+        ax.tick_params(axis="x", labelsize=11)
+        ax.set_xlabel("probability of being the next token", fontsize=12)
+        ax.set_title(_label(title, limit=120), fontsize=14)
+        ax.legend(fontsize=11, loc="lower right")
+        ax.grid(True, axis="x", alpha=0.3)
+        if footnote:
+            fig.supxlabel(_label(footnote, limit=150), fontsize=11, color="#444444")
+        return _png(fig)
+
+
+def _figure(size: tuple[int, int]) -> Figure:
+    width, height = size
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _tick_size(count: int, *, large: int = 12) -> int:
+    """Fewer labels get bigger text; never below 10 pt."""
+    if count <= 15:
+        return large
+    if count <= 30:
+        return 11
+    return 10
+
+
+def _colormap(name: str, *, bad: str):
+    from matplotlib import colormaps
+
+    return colormaps[name].with_extremes(bad=bad)
+
+
+def _label(text: str, limit: int = _LABEL_CHARS) -> str:
+    """Make user text safe to draw: no mathtext, no missing glyphs, not too long."""
+    text = text.replace("\n", " ").replace("\t", " ")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    covered = _font_codepoints()
+    text = "".join(ch if ord(ch) in covered or ch == " " else "?" for ch in text)
+    return text.replace("$", r"\$")
+
+
+@functools.lru_cache(maxsize=1)
+def _font_codepoints() -> frozenset[int]:
+    """Characters the default font can draw (DejaVu Sans covers Latin, Greek, Cyrillic...)."""
+    font = get_font(findfont(FontProperties()))
+    return frozenset(font.get_charmap())
+
+
+__all__ = ["attention_heatmap", "next_token_bars", "paired_bars", "similarity_by_layer"]
+
+
+# ---------------------------------------------------------------- class activities
+# The logit lens, contextual neighbours and a quiz's reveal: each drawn from its result
+# dataclass alone, each with a matching `*_alt_text` for the attachment description.
+
+ALT_TEXT_LIMIT = 1000
+
+
+def visible_token(token: str) -> str:
+    """GPT-2's leading space is part of the token: show it as ␣; name empty tokens."""
+    token = "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in token)
+    return "␣" + token[1:] if token.startswith(" ") else (token or "(empty)")
+
+
+# --------------------------------------------------------------------------- /logitlens
+
+def logit_lens_chart(result: LogitLensResult, size: tuple[int, int] = (1000, 800)) -> bytes:
+    """The final answer's probability per layer; each point is labelled with what that layer
+    would have said (bold where it already is the final answer)."""
+    layers = [layer.layer for layer in result.layers]
+    answer = [layer.answer_prob for layer in result.layers]
+    best = [layer.top[0].prob for layer in result.layers]
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        ax = fig.add_subplot()
+        ax.plot(layers, best, marker="s", markersize=7, linewidth=1.5, linestyle="--",
+                color=_GREY, label="probability of that layer's own top guess")
+        ax.plot(layers, answer, marker="o", markersize=9, linewidth=2.5, color=_BLUE,
+                label="probability of the final answer "
+                      f"{_label(visible_token(result.answer.token))}")
+        for layer, top_prob in zip(result.layers, best):
+            guess = layer.top[0]
+            final = guess.token_id == result.answer.token_id
+            ax.annotate(_label(visible_token(guess.token), limit=14), (layer.layer, top_prob),
+                        textcoords="offset points", xytext=(0, 12), ha="center", fontsize=12,
+                        fontweight="bold" if final else "normal",
+                        color=_GREEN if final else "#222222")
+        top = max([*answer, *best, 1e-9])
+        ax.set_ylim(0, min(1.0, top) * 1.25)
+        ax.set_xticks(layers, ["emb"] + [str(i) for i in layers[1:]],
+                      fontsize=_tick_size(len(layers)))
+        ax.tick_params(axis="y", labelsize=12)
+        ax.set_xlabel("stop after layer (emb = embeddings only); label = that layer's top guess",
+                      fontsize=12)
+        ax.set_ylabel("probability of the next token", fontsize=12)
+        context = result.tokens[result.position - 1]
+        ax.set_title(_label(f"Logit lens: next token after '{context}' (token {result.position}) "
+                            f"in '{result.prompt}'", limit=110), fontsize=14)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=11, loc="upper left")
+        return _png(fig)
+
+
+def logit_lens_alt_text(result: LogitLensResult) -> str:
+    steps = "; ".join(
+        f"{'embeddings' if layer.layer == 0 else f'layer {layer.layer}'}: "
+        f"{visible_token(layer.top[0].token)} (final answer {layer.answer_prob:.3f}, "
+        f"rank {layer.answer_rank})"
+        for layer in result.layers
+    )
+    return _clip(
+        f"Line chart: what each layer of {result.model_id} would predict after token "
+        f"{result.position} ('{result.tokens[result.position - 1]}'). The final answer is "
+        f"{visible_token(result.answer.token)} ({result.answer.prob:.3f}). {steps}."
+    )
+
+
+# --------------------------------------------------------------------------- /neighbours
+
+def neighbours_chart(result: NeighboursResult, size: tuple[int, int] = (1100, 800)) -> bytes:
+    """Two lists side by side: static embedding neighbours, contextual neighbours at a layer.
+    Items in both lists are orange, so what the context changed stands out in blue."""
+    shared = {n.token_id for n in result.static} & {n.token_id for n in result.contextual}
+    where = "embeddings" if result.layer == 0 else f"layer {result.layer} of {result.num_layers}"
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        axes = fig.subplots(1, 2, sharex=True)
+        panels = ((axes[0], result.static, "static input embedding (no context)"),
+                  (axes[1], result.contextual, f"in this sentence, {where}"))
+        for ax, neighbours, heading in panels:
+            _neighbour_bars(ax, neighbours, shared)
+            ax.set_title(heading, fontsize=13)
+            ax.set_xlabel("cosine similarity", fontsize=12)
+        pieces = " + ".join(result.pieces)
+        note = f" (mean of pieces {pieces})" if result.averaged else ""
+        fig.suptitle(_label(f"Nearest vocabulary items to '{result.word}'{note}", limit=110),
+                     fontsize=14)
+        fig.supxlabel(_label(f"Sentence: {result.sentence}", limit=140), fontsize=11,
+                      color="#444444")
+        return _png(fig)
+
+
+def _neighbour_bars(ax, neighbours: tuple[Neighbour, ...], shared: set[int]) -> None:
+    n = len(neighbours)
+    y = np.arange(n)
+    values = [nb.similarity for nb in neighbours]
+    colours = [_ORANGE if nb.token_id in shared else _BLUE for nb in neighbours]
+    bars = ax.barh(y, values, color=colours)
+    ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=10)
+    ax.set_yticks(y, [_label(nb.token) for nb in neighbours], fontsize=_tick_size(n, large=13))
+    ax.invert_yaxis()
+    ax.set_xlim(min(0.0, *values) - 0.05 if values else 0, 1.15)
+    ax.tick_params(axis="x", labelsize=11)
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def neighbours_alt_text(result: NeighboursResult) -> str:
+    def listed(neighbours: tuple[Neighbour, ...]) -> str:
+        return ", ".join(f"{n.token} {n.similarity:.2f}" for n in neighbours)
+
+    note = f" (the mean of its pieces {' + '.join(result.pieces)})" if result.averaged else ""
+    return _clip(
+        f"Nearest vocabulary items to '{result.word}'{note}. Static embedding: "
+        f"{listed(result.static)}. In the sentence at layer {result.layer}: "
+        f"{listed(result.contextual)}."
+    )
+
+
+# --------------------------------------------------------------------------- /quiz reveal
+
+def quiz_reveal_chart(reveal: QuizReveal, size: tuple[int, int] = (1200, 800)) -> bytes:
+    """Left: the model's top-k with probabilities. Right: the class's guesses by count, green
+    where the word is in the model's top-k (its rank in the label), grey where it is not."""
+    with _RENDER_LOCK:
+        fig = _figure(size)
+        left, right = fig.subplots(1, 2)
+        n = len(reveal.candidates)
+        y = np.arange(n)
+        probs = [c.prob for c in reveal.candidates]
+        bars = left.barh(y, probs, color=_BLUE)
+        left.bar_label(bars, labels=[f"{c.prob:.3f}" + (f"  ({c.class_count} guessed)"
+                                                          if c.class_count else "")
+                                     for c in reveal.candidates], padding=3, fontsize=10)
+        left.set_yticks(y, [f"{c.rank}. {_label(visible_token(c.token))}"
+                            for c in reveal.candidates], fontsize=_tick_size(n, large=13))
+        left.invert_yaxis()
+        left.set_xlim(0, max([*probs, 1e-9]) * 1.5)
+        left.set_xlabel("model probability", fontsize=12)
+        left.set_title("The model's top choices", fontsize=13)
+        left.grid(True, axis="x", alpha=0.3)
+
+        shown = reveal.tally[:15]
+        m = len(shown)
+        y = np.arange(m)
+        counts = [e.count for e in shown]
+        colours = [_GREEN if e.model_rank is not None else _GREY for e in shown]
+        bars = right.barh(y, counts, color=colours)
+        right.bar_label(bars, padding=3, fontsize=11)
+        right.set_yticks(y, [_label(e.label) + (f" (#{e.model_rank})" if e.model_rank else "")
+                             for e in shown], fontsize=_tick_size(m, large=13))
+        right.invert_yaxis()
+        right.set_xlim(0, max([*counts, 1]) * 1.25)
+        right.xaxis.get_major_locator().set_params(integer=True)
+        right.set_xlabel("students", fontsize=12)
+        hidden = len(reveal.tally) - m
+        right.set_title("The class's guesses" + (f" (top 15 of {len(reveal.tally)})"
+                                                 if hidden else ""), fontsize=13)
+        right.grid(True, axis="x", alpha=0.3)
+        if not shown:
+            right.text(0.5, 0.5, "nobody guessed", transform=right.transAxes, ha="center",
+                       fontsize=14, color="#444444")
+        fig.suptitle(_label(reveal.prompt, limit=100), fontsize=14)
+        fig.supxlabel(
+            f"{reveal.total_guesses} guesses; {reveal.matched_first} matched the model's first "
+            f"choice, {reveal.matched_top_k} are in its top {len(reveal.candidates)} (green).",
+            fontsize=12, color="#444444")
+        return _png(fig)
+
+
+def quiz_reveal_alt_text(reveal: QuizReveal) -> str:
+    model = ", ".join(f"{visible_token(c.token)} {c.prob:.3f}" for c in reveal.candidates)
+    tally = ", ".join(
+        f"{e.label} {e.count}" + (f" (model #{e.model_rank})" if e.model_rank else "")
+        for e in reveal.tally
+    )
+    return _clip(
+        f"Quiz reveal. The model's top choices: {model}. The class's guesses "
+        f"({reveal.total_guesses}): {tally or 'none'}. {reveal.matched_first} matched the "
+        f"model's first choice."
+    )
+
+
+def _clip(text: str, limit: int = ALT_TEXT_LIMIT) -> str:
+    """Discord caps an attachment description at 1024 characters."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

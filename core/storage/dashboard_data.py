@@ -1,0 +1,343 @@
+"""What the instructor dashboard shows, read from the query log: one guild, bounded work per page.
+
+Why its own read-only connection: the bot's `Database` serialises every statement behind one
+lock, so a 100 ms dashboard aggregate on it would hold up the query log's commits. WAL lets a
+second connection read while the bot writes; opening it with ``mode=ro`` and
+``PRAGMA query_only`` makes "the dashboard never writes" a property of the connection, not a
+promise of the code.
+
+Why these pages stay fast at 200,000 rows (benchmarks/dashboard.py): the overview reads the
+hourly roll-ups that triggers keep exact as rows are written (migration V3: counts per hour x
+command x status x feedback, per hour x student, and total_ms histograms per hour and per day),
+so its cost grows with the hours shown, not with the rows; latency percentiles come from those
+histograms (whole ms below 1 s, three significant digits above). Every other statement starts
+with ``guild_id = ?`` and walks an index; tables are paged with LIMIT/OFFSET after a COUNT the
+index answers; the command list is a loose index scan over ``(guild_id, command, ...)``; exports
+stream in keyset-paged chunks. The one scan is text search, over the chosen range of one guild.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from core.storage.querylog import QueryFilter, QueryRow, from_db_time, to_db_time
+
+Bucket = Literal["hour", "day"]
+#: Characters of the fixed-width timestamp that name an hour / a day ("2026-11-30T01").
+_BUCKET_CHARS: dict[str, int] = {"hour": 13, "day": 10}
+_COLUMNS = (
+    "id, created_at, guild_id, channel_id, user_id, user_name, command, options, input_text, "
+    "status, output_summary, error, model_id, queue_ms, inference_ms, total_ms, feedback"
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open time range [since, until) drawn in `bucket`s."""
+
+    since: datetime
+    until: datetime
+    bucket: Bucket
+
+    @classmethod
+    def last(cls, span: timedelta, now: datetime | None = None) -> Window:
+        """The last `span` up to `now`, widened to whole buckets (the roll-ups are hourly)."""
+        now = now or datetime.now(timezone.utc)
+        bucket: Bucket = "hour" if span <= timedelta(days=2) else "day"
+        since = (now - span).replace(minute=0, second=0, microsecond=0)
+        if bucket == "day":
+            since = since.replace(hour=0)
+        return cls(since, now, bucket)
+
+    @property
+    def first_hour(self) -> str:
+        return to_db_time(self.since)[:13]
+
+    @property
+    def last_hour(self) -> str:
+        return to_db_time(self.until)[:13]
+
+    def buckets(self) -> list[str]:
+        """Every bucket label in the window, oldest first (empty ones included)."""
+        step = timedelta(hours=1) if self.bucket == "hour" else timedelta(days=1)
+        width = _BUCKET_CHARS[self.bucket]
+        labels: list[str] = []
+        moment = self.since
+        while moment < self.until + step:
+            label = to_db_time(moment)[:width]
+            if not labels or labels[-1] != label:
+                labels.append(label)
+            moment += step
+        last = to_db_time(self.until)[:width]
+        return labels[: labels.index(last) + 1] if last in labels else labels
+
+
+@dataclass(frozen=True)
+class Latency:
+    bucket: str
+    count: int
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass(frozen=True)
+class Student:
+    user_id: int
+    queries: int
+    name: str  # display name at the latest query, "" unless log_inputs = "full"
+
+
+@dataclass(frozen=True)
+class Overview:
+    window: Window
+    total: int
+    #: bucket label -> command -> count
+    per_bucket: dict[str, dict[str, int]]
+    by_command: dict[str, int]
+    by_status: dict[str, int]
+    #: 1 (thumbs up) / -1 (thumbs down) -> count; empty when nobody gave feedback
+    feedback: dict[int, int]
+    latency: list[Latency]
+    p50_ms: float | None
+    p95_ms: float | None
+    busiest: list[Student]
+
+    def rate(self, *statuses: str) -> float:
+        return sum(self.by_status.get(s, 0) for s in statuses) / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[QueryRow]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+@dataclass(frozen=True)
+class StudentView:
+    user_id: int
+    name: str
+    total: int
+    by_command: dict[str, int]
+    per_bucket: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class DashboardData:
+    """Read-only queries over one database file; every method takes the guild it may read."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: str | Path) -> DashboardData:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = await aiosqlite.connect(uri, uri=True)
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute("PRAGMA query_only = ON")
+            await conn.execute("PRAGMA busy_timeout = 5000")
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
+    async def aclose(self) -> None:
+        await self._conn.close()
+
+    async def _all(self, sql: str, params: list[Any] | tuple[Any, ...]) -> list[Any]:
+        return list(await self._conn.execute_fetchall(sql, tuple(params)))
+
+    # ------------------------------------------------------------------ overview
+
+    async def overview(self, guild_id: int, window: Window, *, top: int = 10) -> Overview:
+        """From the hourly roll-ups (migration V3), never from the rows themselves."""
+        width = _BUCKET_CHARS[window.bucket]
+        first, last = window.first_hour, window.last_hour
+        counted = await self._all(
+            f"SELECT substr(hour, 1, {width}) AS b, command, status, feedback, SUM(n) AS n "
+            "FROM dash_counts WHERE guild_id = ? AND hour >= ? AND hour <= ? "
+            "GROUP BY b, command, status, feedback", [guild_id, first, last])
+        per_bucket: dict[str, dict[str, int]] = defaultdict(dict)
+        by_command: Counter[str] = Counter()
+        by_status: Counter[str] = Counter()
+        feedback: Counter[int] = Counter()
+        for r in counted:
+            n = int(r["n"])
+            if not n:
+                continue
+            cell = per_bucket[r["b"]]
+            cell[r["command"]] = cell.get(r["command"], 0) + n
+            by_command[r["command"]] += n
+            by_status[r["status"]] += n
+            if r["feedback"]:
+                feedback[int(r["feedback"])] += n
+        histograms = await self._all(
+            "SELECT period, ms, n FROM dash_latency WHERE guild_id = ? AND period >= ? "
+            f"AND period <= ? AND length(period) = {width} AND n > 0 ORDER BY period, ms",
+            [guild_id, first[:width], last[:width]])
+        per_period: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        merged: Counter[int] = Counter()
+        for r in histograms:
+            per_period[r["period"]].append((int(r["ms"]), int(r["n"])))
+            merged[int(r["ms"])] += int(r["n"])
+        latency = [Latency(b, sum(n for _, n in h), _percentile(h, 50), _percentile(h, 95))
+                   for b, h in sorted(per_period.items())]
+        overall = sorted(merged.items())
+        busiest = await self._all(
+            # SQLite: with one max() aggregate, the bare user_name comes from that latest hour.
+            "SELECT user_id, SUM(n) AS total, max(hour) AS latest, user_name FROM dash_users "
+            "WHERE guild_id = ? AND hour >= ? AND hour <= ? GROUP BY user_id "
+            "HAVING total > 0 ORDER BY total DESC, user_id LIMIT ?", [guild_id, first, last, top])
+        return Overview(
+            window=window,
+            total=sum(by_status.values()),
+            per_bucket=dict(per_bucket),
+            by_command=dict(by_command.most_common()),
+            by_status=dict(by_status.most_common()),
+            feedback=dict(feedback),
+            latency=latency,
+            p50_ms=_percentile(overall, 50) if overall else None,
+            p95_ms=_percentile(overall, 95) if overall else None,
+            busiest=[Student(int(r["user_id"]), int(r["total"]), r["user_name"])
+                     for r in busiest],
+        )
+
+    # ------------------------------------------------------------------ tables
+
+    async def commands(self, guild_id: int) -> list[str]:
+        """The distinct commands this guild ever logged: a loose index scan (one seek per
+        command) over (guild_id, command, created_at), not a pass over every row."""
+        rows = await self._all(
+            """WITH RECURSIVE c(command) AS (
+                SELECT min(command) FROM queries WHERE guild_id = ?
+                UNION ALL
+                SELECT (SELECT min(command) FROM queries WHERE guild_id = ? AND command > c.command)
+                FROM c WHERE c.command IS NOT NULL)
+            SELECT command FROM c WHERE command IS NOT NULL""", [guild_id, guild_id])
+        return [r["command"] for r in rows]
+
+    async def page(self, f: QueryFilter, *, text: str = "", page: int = 1,
+                   page_size: int = 50) -> Page:
+        """One page of matching rows, newest first, and how many match in all."""
+        where, params = _where(f, text)
+        (total,) = (await self._all(f"SELECT COUNT(*) FROM queries WHERE {where}", params))[0]
+        page = max(1, min(page, max(1, -(-int(total) // page_size))))
+        rows = await self._all(
+            f"SELECT {_COLUMNS} FROM queries WHERE {where} "
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, page_size, (page - 1) * page_size])
+        return Page([_row(r) for r in rows], int(total), page, page_size)
+
+    async def iter_rows(self, f: QueryFilter, *, text: str = "",
+                        chunk: int = 2000) -> AsyncIterator[QueryRow]:
+        """Every matching row, newest first, fetched `chunk` rows at a time (keyset paging on
+        (created_at, id), so the last chunk costs what the first did)."""
+        where, params = _where(f, text)
+        after: tuple[str, int] | None = None
+        while True:
+            extra, extra_params = "", []
+            if after is not None:
+                extra = " AND (created_at < ? OR (created_at = ? AND id < ?))"
+                extra_params = [after[0], after[0], after[1]]
+            rows = await self._all(
+                f"SELECT {_COLUMNS} FROM queries WHERE {where}{extra} "
+                "ORDER BY created_at DESC, id DESC LIMIT ?", [*params, *extra_params, chunk])
+            for r in rows:
+                yield _row(r)
+            if len(rows) < chunk:
+                return
+            after = (rows[-1]["created_at"], int(rows[-1]["id"]))
+
+    # ------------------------------------------------------------------ one student
+
+    async def student(self, guild_id: int, user_id: int, window: Window) -> StudentView:
+        """A student's commands (all time) and their queries per bucket in `window`.
+        Uses the (user_id, guild_id) index: a student's rows, never the class's."""
+        mine = "user_id = ? AND guild_id = ?"
+        totals = await self._all(
+            f"SELECT command, COUNT(*) AS n FROM queries WHERE {mine} "
+            "GROUP BY command ORDER BY n DESC, command", [user_id, guild_id])
+        name_rows = await self._all(
+            f"SELECT user_name FROM queries WHERE {mine} AND user_name != '' "
+            "ORDER BY created_at DESC LIMIT 1", [user_id, guild_id])
+        width = _BUCKET_CHARS[window.bucket]
+        counted = await self._all(
+            f"SELECT substr(created_at, 1, {width}) AS b, command, COUNT(*) AS n "
+            f"FROM queries WHERE {mine} AND created_at >= ? AND created_at < ? "
+            "GROUP BY b, command",
+            [user_id, guild_id, to_db_time(window.since), to_db_time(window.until)])
+        per_bucket: dict[str, dict[str, int]] = defaultdict(dict)
+        for r in counted:
+            per_bucket[r["b"]][r["command"]] = int(r["n"])
+        return StudentView(
+            user_id=user_id,
+            name=name_rows[0]["user_name"] if name_rows else "",
+            total=sum(int(r["n"]) for r in totals),
+            by_command={r["command"]: int(r["n"]) for r in totals},
+            per_bucket=dict(per_bucket),
+        )
+
+
+def _where(f: QueryFilter, text: str) -> tuple[str, list[Any]]:
+    """WHERE clause from fixed fragments; every value is a bound parameter."""
+    clauses = ["guild_id = ?"]
+    params: list[Any] = [f.guild_id]
+    for column, value in (("user_id", f.user_id), ("command", f.command),
+                          ("status", f.status)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if f.since is not None:
+        clauses.append("created_at >= ?")
+        params.append(to_db_time(f.since))
+    if f.until is not None:
+        clauses.append("created_at < ?")
+        params.append(to_db_time(f.until))
+    if text:
+        # instr, not LIKE: no wildcard characters to escape in what an instructor types.
+        clauses.append("instr(lower(input_text), lower(?)) > 0")
+        params.append(text)
+    return " AND ".join(clauses), params
+
+
+def _row(r: Any) -> QueryRow:
+    return QueryRow(
+        id=int(r["id"]), created_at=from_db_time(r["created_at"]), guild_id=r["guild_id"],
+        channel_id=r["channel_id"], user_id=int(r["user_id"]), command=r["command"],
+        options=json.loads(r["options"]), input_text=r["input_text"], status=r["status"],
+        output_summary=r["output_summary"], error=r["error"], model_id=r["model_id"],
+        queue_ms=r["queue_ms"], inference_ms=r["inference_ms"], total_ms=r["total_ms"],
+        user_name=r["user_name"], feedback=r["feedback"],
+    )
+
+
+def _percentile(histogram: list[tuple[int, int]], pct: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default, like `QueryLog.stats`),
+    over a histogram of (value, count) sorted by value."""
+    n = sum(count for _, count in histogram)
+    position = (n - 1) * pct / 100
+    low, high = int(position), min(int(position) + 1, n - 1)
+
+    def value_at(rank: int) -> float:
+        seen = 0
+        for value, count in histogram:
+            seen += count
+            if rank < seen:
+                return float(value)
+        return float(histogram[-1][0])
+
+    a, b = value_at(low), value_at(high)
+    return a + (b - a) * (position - low)

@@ -1,0 +1,515 @@
+"""Class quizzes: everyone commits to a guess, then the model's answer is revealed beside them.
+
+`/quiz mask` asks for the word behind a `[MASK]`, `/quiz next` for GPT-2's next token. The
+quiz lives in the database, not in a view's memory, so a restart keeps it and its guesses: the
+bot reloads `QuizStore.open_quizzes()` at start and re-arms the timers (closing at once what
+ended while it was down). One open quiz per channel is a UNIQUE partial index, so two
+instructors starting a quiz at the same moment cannot both win.
+
+The reveal is not computed here: it is the very `FillMaskResult` / `NextTokenResult` that
+`/mask` and `/nexttoken` return for the quiz's prompt (`model_request` builds the request), so
+the quiz cannot disagree with the commands students already know. `build_reveal` puts that
+result beside the class's tally.
+
+Privacy: a guess is the student's own word, so it follows `database.log_inputs` like the query
+log: with "full" the normalised word is stored; otherwise only its salted SHA-256 (the same
+digest as `core.storage.querylog` keeps). "none" stores the digest too, because a quiz cannot count
+guesses it cannot compare; the digest of a model candidate is compared with the stored ones,
+so matches with the model's top-k are still shown by name and the other words are shown as
+"hidden word N". Display names are kept only with "full". `delete_user` serves `/mydata delete`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sqlite3
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from core.storage.database import Database
+from core.errors import InvalidInput, UserError
+from core.storage.querylog import LogInputs, from_db_time, to_db_time
+from core.inference.tasks.base import clean_text
+from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult
+from core.inference.tasks.nexttoken import NextTokenRequest, NextTokenResult
+
+log = logging.getLogger(__name__)
+
+QuizKind = Literal["mask", "next"]
+QUIZ_KINDS: tuple[str, ...] = ("mask", "next")
+
+MIN_SECONDS = 10
+MAX_SECONDS = 3600
+DEFAULT_SECONDS = 60
+#: How many of the model's candidates the reveal lists (and marks in the class chart).
+REVEAL_TOP_K = 10
+MAX_GUESS_CHARS = 40
+MAX_PROMPT_CHARS = 500
+
+#: A word: letters or digits, with inner apostrophes or hyphens ("don't", "well-known").
+_WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+#: A next token may also be one punctuation mark (GPT-2 often predicts "," or ".").
+_PUNCTUATION = frozenset(".,!?;:")
+
+
+class QuizAlreadyOpen(UserError):
+    code = "quiz_open"
+
+
+class QuizClosed(UserError):
+    code = "quiz_closed"
+
+
+class QuizNotFound(UserError):
+    code = "quiz_not_found"
+
+
+@dataclass(frozen=True)
+class NewQuiz:
+    guild_id: int
+    channel_id: int
+    kind: QuizKind
+    #: The sentence with one `[MASK]` (kind "mask") or the prompt to continue (kind "next").
+    prompt: str
+    creator_id: int
+    seconds: int = DEFAULT_SECONDS
+    show_names: bool = False
+
+
+@dataclass(frozen=True)
+class Quiz:
+    id: int
+    guild_id: int
+    channel_id: int
+    #: The public card's message id (None until the card is posted).
+    message_id: int | None
+    kind: QuizKind
+    prompt: str
+    seconds: int
+    show_names: bool
+    creator_id: int
+    created_at: datetime
+    ends_at: datetime
+    closed_at: datetime | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+    def seconds_left(self, now: datetime | None = None) -> float:
+        return max(0.0, (self.ends_at - (now or _now())).total_seconds())
+
+
+@dataclass(frozen=True)
+class StoredGuess:
+    user_id: int
+    #: The normalised word (log_inputs "full") or its salted SHA-256.
+    guess: str
+    #: The display name at guess time; "" unless log_inputs is "full".
+    user_name: str
+    guessed_at: datetime
+
+
+@dataclass(frozen=True)
+class GuessReceipt:
+    """What the student is told: their word as counted, and whether it replaced a guess."""
+
+    quiz_id: int
+    word: str
+    changed: bool
+    #: How many students have guessed so far (for the card).
+    count: int
+
+
+@dataclass(frozen=True)
+class RevealCandidate:
+    rank: int
+    #: As the model writes it (GPT-2 keeps the leading space: " dog").
+    token: str
+    prob: float
+    #: Students who guessed this word.
+    class_count: int
+
+
+@dataclass(frozen=True)
+class TallyEntry:
+    #: The guessed word, or "hidden word N" when log_inputs keeps only digests.
+    label: str
+    count: int
+    #: 1-based rank of this word among the model's top-k, None if the model did not list it.
+    model_rank: int | None
+    #: Who guessed it, only when the instructor chose show_names (else empty).
+    user_ids: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuizReveal:
+    quiz_id: int
+    kind: QuizKind
+    prompt: str
+    model_id: str
+    #: The model's top-k, best first, with how many students guessed each.
+    candidates: tuple[RevealCandidate, ...]
+    #: The class's words, most guessed first (ties: the model's rank, then the label).
+    tally: tuple[TallyEntry, ...]
+    total_guesses: int
+    #: Students whose guess is the model's first choice.
+    matched_first: int
+    #: Students whose guess is anywhere in the model's top-k.
+    matched_top_k: int
+    show_names: bool
+
+
+# --------------------------------------------------------------------------- validation
+
+def normalise_guess(text: str) -> str:
+    """One word, as the quiz counts it: NFC, trimmed, case-folded ("Dog" and "dog" agree).
+
+    Raises `InvalidInput` with a message written for the student.
+    """
+    if not isinstance(text, str):
+        raise InvalidInput("Your guess must be text.")
+    word = unicodedata.normalize("NFC", text).strip()
+    if not word:
+        raise InvalidInput("Your guess is empty. Type one word.")
+    if any(ch.isspace() for ch in word):
+        raise InvalidInput(f"Guess one word, without spaces (got `{_shown(word)}`).")
+    if len(word) > MAX_GUESS_CHARS:
+        raise InvalidInput(f"That guess is {len(word)} characters long; the limit is "
+                           f"{MAX_GUESS_CHARS}. Guess one word.")
+    if not (_WORD.fullmatch(word) or word in _PUNCTUATION):
+        raise InvalidInput(
+            f"`{_shown(word)}` is not a word. Use letters or digits (an inner ' or - is fine), "
+            "or a single punctuation mark such as `,` or `.`."
+        )
+    return word.casefold()
+
+
+def check_new_quiz(new: NewQuiz) -> NewQuiz:
+    """Clean what the instructor typed; the prompt's own rules (one `[MASK]`...) are the model
+    task's: validate `model_request(...)` with the engine too before creating the quiz."""
+    if new.kind not in QUIZ_KINDS:
+        raise InvalidInput(f"A quiz is `mask` or `next`, not `{new.kind}`.")
+    if isinstance(new.seconds, bool) or not isinstance(new.seconds, int) or not (
+            MIN_SECONDS <= new.seconds <= MAX_SECONDS):
+        raise InvalidInput(
+            f"`seconds` goes from {MIN_SECONDS} to {MAX_SECONDS}; got {new.seconds}."
+        )
+    what = "sentence" if new.kind == "mask" else "prompt"
+    prompt = clean_text(new.prompt, what=what, max_chars=MAX_PROMPT_CHARS)
+    return NewQuiz(new.guild_id, new.channel_id, new.kind, prompt, new.creator_id,
+                   new.seconds, bool(new.show_names))
+
+
+def model_request(kind: str, prompt: str,
+                  mask_top_k: int = REVEAL_TOP_K) -> FillMaskRequest | NextTokenRequest:
+    """The request whose result is the reveal: exactly what `/mask` or `/nexttoken` would run.
+
+    `/nexttoken` at its defaults (temperature 1) lists the model's own distribution, the one
+    `/generate` samples from at temperature 1. `mask_top_k` is capped by the engine's
+    `limits.max_mask_top_k` (pass `min(REVEAL_TOP_K, limits.max_mask_top_k)`).
+    """
+    if kind == "mask":
+        return FillMaskRequest(prompt, top_k=mask_top_k)
+    if kind == "next":
+        return NextTokenRequest(prompt)
+    raise InvalidInput(f"A quiz is `mask` or `next`, not `{kind}`.")
+
+
+# --------------------------------------------------------------------------- storage
+
+_QUIZ_COLUMNS = ("id, guild_id, channel_id, message_id, kind, prompt, seconds, show_names, "
+                 "creator_id, created_at, ends_at, closed_at")
+
+
+class QuizStore:
+    """Quizzes and guesses in the bot's database. Does not own `db`."""
+
+    def __init__(self, db: Database, *, log_inputs: LogInputs = "full",
+                 hash_salt: bytes = b"") -> None:
+        if log_inputs not in ("full", "hashed", "none"):
+            raise ValueError(f"log_inputs must be 'full', 'hashed' or 'none', not {log_inputs!r}")
+        self._db = db
+        self._log_inputs = log_inputs
+        self._hash_salt = hash_salt
+
+    @property
+    def keeps_words(self) -> bool:
+        return self._log_inputs == "full"
+
+    def kept_guess(self, word: str) -> str:
+        """What is stored for a normalised word: the word itself, or the same salted SHA-256
+        `core.storage.querylog` keeps for `log_inputs = "hashed"`."""
+        if self.keeps_words:
+            return word
+        return hashlib.sha256(self._hash_salt + word.encode("utf-8")).hexdigest()
+
+    async def create(self, new: NewQuiz, *, now: datetime | None = None) -> Quiz:
+        """Store a new open quiz; `QuizAlreadyOpen` if the channel has one."""
+        new = check_new_quiz(new)
+        created = now or _now()
+        ends = created + timedelta(seconds=new.seconds)
+        try:
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    "INSERT INTO quizzes (guild_id, channel_id, kind, prompt, seconds, "
+                    "show_names, creator_id, created_at, ends_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new.guild_id, new.channel_id, new.kind, new.prompt, new.seconds,
+                     int(new.show_names), new.creator_id, to_db_time(created), to_db_time(ends)),
+                )
+                quiz_id = cursor.lastrowid
+        except sqlite3.IntegrityError:
+            raise QuizAlreadyOpen(
+                "A quiz is already running in this channel. Reveal it (or wait for its end) "
+                "before starting another."
+            ) from None
+        assert quiz_id is not None
+        quiz = await self.get(quiz_id)
+        assert quiz is not None
+        log.info("quiz %d (%s) opened in channel %d for %ds", quiz.id, quiz.kind,
+                 quiz.channel_id, quiz.seconds)
+        return quiz
+
+    async def set_message(self, quiz_id: int, message_id: int) -> None:
+        """Remember the card's message, so its buttons can be found again after a restart."""
+        async with self._db.transaction() as conn:
+            await conn.execute("UPDATE quizzes SET message_id = ? WHERE id = ?",
+                               (message_id, quiz_id))
+
+    async def get(self, quiz_id: int) -> Quiz | None:
+        rows = await self._db.fetchall(f"SELECT {_QUIZ_COLUMNS} FROM quizzes WHERE id = ?",
+                                       (quiz_id,))
+        return _quiz(rows[0]) if rows else None
+
+    async def open_in_channel(self, channel_id: int) -> Quiz | None:
+        rows = await self._db.fetchall(
+            f"SELECT {_QUIZ_COLUMNS} FROM quizzes WHERE channel_id = ? AND closed_at IS NULL",
+            (channel_id,))
+        return _quiz(rows[0]) if rows else None
+
+    async def open_quizzes(self) -> list[Quiz]:
+        """Every open quiz, soonest end first: what the bot re-arms at start."""
+        rows = await self._db.fetchall(
+            f"SELECT {_QUIZ_COLUMNS} FROM quizzes WHERE closed_at IS NULL ORDER BY ends_at, id")
+        return [_quiz(row) for row in rows]
+
+    async def guess(self, quiz_id: int, user_id: int, text: str, *, user_name: str = "",
+                    now: datetime | None = None) -> GuessReceipt:
+        """Store or replace a student's guess; refused once the quiz is closed or over."""
+        word = normalise_guess(text)
+        moment = now or _now()
+        async with self._db.transaction() as conn:
+            # Checked inside the write transaction: a concurrent close cannot slip between.
+            rows = list(await conn.execute_fetchall(
+                "SELECT closed_at, ends_at FROM quizzes WHERE id = ?", (quiz_id,)))
+            if not rows:
+                raise QuizNotFound("This quiz no longer exists.")
+            if rows[0]["closed_at"] is not None or moment >= from_db_time(rows[0]["ends_at"]):
+                raise QuizClosed("This quiz has ended; guesses are no longer taken.")
+            before = list(await conn.execute_fetchall(
+                "SELECT 1 FROM quiz_guesses WHERE quiz_id = ? AND user_id = ?",
+                (quiz_id, user_id)))
+            await conn.execute(
+                "INSERT INTO quiz_guesses (quiz_id, user_id, guess, user_name, guessed_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (quiz_id, user_id) DO UPDATE SET "
+                "guess = excluded.guess, user_name = excluded.user_name, "
+                "guessed_at = excluded.guessed_at",
+                (quiz_id, user_id, self.kept_guess(word),
+                 user_name if self.keeps_words else "", to_db_time(moment)),
+            )
+            count_rows = list(await conn.execute_fetchall(
+                "SELECT COUNT(*) FROM quiz_guesses WHERE quiz_id = ?", (quiz_id,)))
+        return GuessReceipt(quiz_id, word, bool(before), int(count_rows[0][0]))
+
+    async def count(self, quiz_id: int) -> int:
+        rows = await self._db.fetchall("SELECT COUNT(*) FROM quiz_guesses WHERE quiz_id = ?",
+                                       (quiz_id,))
+        return int(rows[0][0])
+
+    async def guesses(self, quiz_id: int) -> list[StoredGuess]:
+        rows = await self._db.fetchall(
+            "SELECT user_id, guess, user_name, guessed_at FROM quiz_guesses WHERE quiz_id = ? "
+            "ORDER BY guessed_at, user_id", (quiz_id,))
+        return [StoredGuess(int(r["user_id"]), r["guess"], r["user_name"],
+                            from_db_time(r["guessed_at"])) for r in rows]
+
+    async def close(self, quiz_id: int, *, now: datetime | None = None) -> tuple[Quiz, bool]:
+        """Close the quiz; safe to call twice. The bool is True only for the call that closed
+        it, so of a timer and a "Reveal now" click exactly one posts the reveal."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE quizzes SET closed_at = ? WHERE id = ? AND closed_at IS NULL",
+                (to_db_time(now or _now()), quiz_id))
+            closed_now = cursor.rowcount == 1
+        quiz = await self.get(quiz_id)
+        if quiz is None:
+            raise QuizNotFound("This quiz no longer exists.")
+        return quiz, closed_now
+
+    async def delete_user(self, guild_id: int | None, user_id: int) -> int:
+        """Delete a user's guesses in one guild (every guild when None); returns how many."""
+        sql = "DELETE FROM quiz_guesses WHERE user_id = ?"
+        params: list[int] = [user_id]
+        if guild_id is not None:
+            sql += " AND quiz_id IN (SELECT id FROM quizzes WHERE guild_id = ?)"
+            params.append(guild_id)
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(sql, params)
+            deleted = cursor.rowcount
+        log.info("Deleted %d quiz guesses of a user (guild %s)", deleted, guild_id)
+        return deleted
+
+    async def purge(self, *, default_retention_days: int, now: datetime | None = None) -> int:
+        """Delete closed quizzes (their guesses go with them) older than their guild's
+        retention, as `QueryLog.purge` does for rows. Returns how many quizzes went."""
+        now = now or _now()
+        overrides = await self._db.fetchall(
+            "SELECT guild_id, retention_days FROM guild_settings WHERE retention_days IS NOT NULL")
+        custom = {int(r["guild_id"]): int(r["retention_days"]) for r in overrides}
+        deleted = 0
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM quizzes WHERE closed_at IS NOT NULL AND created_at < ? AND guild_id "
+                "NOT IN (SELECT guild_id FROM guild_settings WHERE retention_days IS NOT NULL)",
+                (to_db_time(now - timedelta(days=default_retention_days)),))
+            deleted += cursor.rowcount
+            for guild_id, days in custom.items():
+                cursor = await conn.execute(
+                    "DELETE FROM quizzes WHERE closed_at IS NOT NULL AND guild_id = ? AND "
+                    "created_at < ?", (guild_id, to_db_time(now - timedelta(days=days))))
+                deleted += cursor.rowcount
+        if deleted:
+            log.info("Retention purge deleted %d quizzes", deleted)
+        return deleted
+
+    async def reveal(self, quiz: Quiz, result: FillMaskResult | NextTokenResult,
+                     *, top_k: int = REVEAL_TOP_K) -> QuizReveal:
+        """The model's answer (the `/mask` or `/nexttoken` result for `quiz.prompt`) beside the
+        class's stored guesses."""
+        return build_reveal(quiz, await self.guesses(quiz.id), result,
+                            key=None if self.keeps_words else self.kept_guess, top_k=top_k)
+
+
+# --------------------------------------------------------------------------- the reveal
+
+def model_candidates(result: FillMaskResult | NextTokenResult,
+                     top_k: int = REVEAL_TOP_K) -> list[tuple[str, float]]:
+    """(token, probability) of the model's best candidates, best first."""
+    if isinstance(result, FillMaskResult):
+        return [(f.token, f.score) for f in result.fillers[:top_k]]
+    return [(c.token, c.model_prob) for c in result.candidates[:top_k]]
+
+
+def candidate_word(token: str) -> str | None:
+    """The word a student would type for a model token, or None if no guess can match it
+    (a special token, a word piece such as `##s`, whitespace)."""
+    word = token.strip()
+    if not word or word.startswith("##"):
+        return None
+    try:
+        return normalise_guess(word)
+    except InvalidInput:
+        return None
+
+
+def build_reveal(quiz: Quiz, guesses: Sequence[StoredGuess],
+                 result: FillMaskResult | NextTokenResult, *,
+                 key: Callable[[str], str] | None = None,
+                 top_k: int = REVEAL_TOP_K) -> QuizReveal:
+    """Tally the stored guesses against the model's top-k.
+
+    `key` maps a normalised word to its stored digest (`QuizStore.kept_guess`) when guesses are
+    stored hashed, so digests are compared with digests; None means guesses are stored as words.
+    """
+    keeps_words = key is None
+    key = key or (lambda word: word)
+    candidates = model_candidates(result, top_k)
+    rank_of: dict[str, int] = {}
+    word_of: dict[str, str] = {}
+    for rank, (token, _) in enumerate(candidates, start=1):
+        word = candidate_word(token)
+        if word is not None:
+            stored = key(word)
+            rank_of.setdefault(stored, rank)
+            word_of.setdefault(stored, word)
+    counts = Counter(g.guess for g in guesses)
+    by_guess: dict[str, list[StoredGuess]] = defaultdict(list)
+    for g in guesses:
+        by_guess[g.guess].append(g)
+    hidden = 0
+    entries: list[TallyEntry] = []
+    ordered = sorted(counts, key=lambda s: (-counts[s], rank_of.get(s, top_k + 1), s))
+    for stored in ordered:
+        if stored in word_of:
+            label = word_of[stored]
+        elif keeps_words:
+            label = stored
+        else:
+            hidden += 1
+            label = f"hidden word {hidden}"
+        who = by_guess[stored] if quiz.show_names else []
+        entries.append(TallyEntry(
+            label=label,
+            count=counts[stored],
+            model_rank=rank_of.get(stored),
+            user_ids=tuple(g.user_id for g in who),
+            names=tuple(g.user_name for g in who if g.user_name),
+        ))
+    first = next((s for s, r in rank_of.items() if r == 1), None)
+    return QuizReveal(
+        quiz_id=quiz.id,
+        kind=quiz.kind,
+        prompt=quiz.prompt,
+        model_id=result.model_id,
+        candidates=tuple(
+            RevealCandidate(rank, token, prob, _class_count(counts, token, key))
+            for rank, (token, prob) in enumerate(candidates, start=1)
+        ),
+        tally=tuple(entries),
+        total_guesses=len(guesses),
+        matched_first=counts[first] if first is not None else 0,
+        matched_top_k=sum(counts[s] for s in rank_of),
+        show_names=quiz.show_names,
+    )
+
+
+def _class_count(counts: Counter[str], token: str, key: Callable[[str], str]) -> int:
+    word = candidate_word(token)
+    return counts[key(word)] if word is not None else 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _quiz(row: sqlite3.Row) -> Quiz:
+    return Quiz(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        channel_id=int(row["channel_id"]),
+        message_id=None if row["message_id"] is None else int(row["message_id"]),
+        kind=row["kind"],
+        prompt=row["prompt"],
+        seconds=int(row["seconds"]),
+        show_names=bool(row["show_names"]),
+        creator_id=int(row["creator_id"]),
+        created_at=from_db_time(row["created_at"]),
+        ends_at=from_db_time(row["ends_at"]),
+        closed_at=None if row["closed_at"] is None else from_db_time(row["closed_at"]),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _shown(word: str) -> str:
+    """A student's text echoed in a message: short, and no backticks to break the code span."""
+    word = word.replace("`", "'")
+    return word if len(word) <= 40 else word[:39] + "…"
