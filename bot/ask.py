@@ -13,7 +13,6 @@ import importlib
 import inspect
 from collections.abc import Iterable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import discord
@@ -103,18 +102,15 @@ def models_for(args: argparse.Namespace, config: Config,
 async def answer_offline(args: argparse.Namespace, config: Config,
                          extensions: Iterable[str]) -> str:
     """Run `args.what` like the bot would and return what a student would read."""
-    from core.inference.engine import InferenceEngine
-    from core.sentiment.service import SentimentService
+    from bot.compose import ASK, open_services
 
     student = COMMANDS[args.what]
     command = slash_commands(extensions)[args.what]
     options = {p.name: getattr(args, p.name) for p in command.parameters
                if p.name not in DISCORD_ONLY}
-    async with InferenceEngine(config) as engine:
-        sentiment = SentimentService(engine, config)
+    async with open_services(config, ASK) as services:
         if args.what == "sentiment":
-            sentiment.load()
-        services: Any = SimpleNamespace(engine=engine, sentiment=sentiment)
+            services.sentiment.load()
         result = await student.runner.admit(services, student.build(options))
     reply = student.render(result)
     text = reply.as_text()

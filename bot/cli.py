@@ -208,7 +208,7 @@ def _extensions() -> Sequence[str]:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from bot.app import DiscordUnreachable, run_bot
+    from bot.compose import DiscordUnreachable, run_bot
 
     token = _token()
     log.info("starting tlm-bot (token %s)", mask_secret(token))
@@ -236,7 +236,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, config: Config) -> int:
-    from bot.app import DiscordUnreachable, sync_commands
+    from bot.compose import DiscordUnreachable, sync_commands
 
     try:
         names = asyncio.run(sync_commands(config, _token(), args.guild))

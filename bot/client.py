@@ -2,7 +2,7 @@
 
 The bot receives every collaborator (config, inference engine, query log, policy) in its
 constructor, like discord.py's `advanced_startup.py`: nothing is a module global, so a test can
-build one against a loopback Discord and tiny models. Lifetimes belong to `bot.app`.
+build one against a loopback Discord and tiny models. Lifetimes belong to `bot.compose`.
 """
 
 from __future__ import annotations

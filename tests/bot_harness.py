@@ -19,7 +19,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.app import Services, make_bot, open_services
+from bot.compose import RUN, Services, make_bot, open_services
 from bot.client import EXTENSIONS, TLMBot
 from core.config import Config
 from tests.discord_emulator import DiscordEmulator
@@ -78,12 +78,14 @@ async def running_bot(
     async with contextlib.AsyncExitStack() as stack:
         emu = emulator or await stack.enter_async_context(DiscordEmulator())
         stack.enter_context(emu.patch_discord())
-        services = await stack.enter_async_context(open_services(config))
+        # The same assembly `tlm-bot run` uses (bot.compose.RUN): the engine starts after login.
+        services = await stack.enter_async_context(open_services(config, RUN))
         # discord.py waits guild_ready_timeout after the last GUILD_CREATE before READY; the
         # emulator sends them all at once, so the default 2 s would only slow every test.
         bot = make_bot(services, extensions, guild_ready_timeout=0.05)
         await stack.enter_async_context(bot)
         await bot.login(emu.token)
+        await services.start_engine()
         runner = asyncio.create_task(bot.connect())
         try:
             await emu.wait_ready()

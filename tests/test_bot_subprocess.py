@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
+from yarl import URL
 
 from tests.conftest import write_tiny_config
 from tests.discord_emulator import DiscordEmulator, InteractionRecord
@@ -69,6 +72,9 @@ async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_p
                 posted = emu.add_message(content="Tokenize me, please.")
                 menu = await emu.invoke_message_command("Tokenize", posted)
                 await asyncio.gather(final_answer(clicked), final_answer(menu))
+                # Every web surface the bot serves, opened as an instructor would: the link
+                # from `/logs dashboard`, then each page of that server.
+                pages = await _open_dashboard(emu)
                 proc.send_signal(signal.SIGTERM)
                 code = await asyncio.wait_for(proc.wait(), 60)
             finally:
@@ -87,5 +93,34 @@ async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_p
     with sqlite3.connect(tmp_path / "tlm.db") as db:
         rows = db.execute("SELECT command, status, guild_id FROM queries ORDER BY id").fetchall()
     db.close()
-    assert sorted(rows) == [("attention", "ok", emu.guild_id), ("mask", "ok", emu.guild_id),
-                            ("tokens", "ok", emu.guild_id), ("tokens", "ok", emu.guild_id)]
+    assert sorted(rows) == [
+        ("attention", "ok", emu.guild_id), ("logs dashboard", "ok", emu.guild_id),
+        ("mask", "ok", emu.guild_id), ("tokens", "ok", emu.guild_id),
+        ("tokens", "ok", emu.guild_id)]
+    assert pages == {"overview": 200, "queries": 200, "queries.csv": 200, "queries.json": 200,
+                     "rules": 200}, pages
+
+
+LINK = re.compile(r"<?(http://[^\s>]+/login\?[^\s>]+)>?")
+
+
+async def _open_dashboard(emu: DiscordEmulator) -> dict[str, int]:
+    """`/logs dashboard` as the moderator, then the link and every page it leads to; the HTTP
+    status of each. (v0.2's `tlm-bot run` never started the dashboard: the link was missing.)"""
+    record = await emu.invoke("logs", subcommand="dashboard", user_id=emu.moderator_id)
+    await record.wait_done(timeout=30)
+    match = LINK.search(record.text)
+    assert match, record.text
+    statuses: dict[str, int] = {}
+    link = URL(match.group(1))
+    base = f"{link.origin()}/g/{emu.guild_id}"
+    statuses: dict[str, int] = {}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(link) as response:  # the cookie, and a page that moves on
+            assert response.status == 200, await response.text()
+        for page in ("", "queries", "queries.csv", "queries.json", "rules"):
+            async with browser.get(f"{base}/{page}") as response:
+                statuses[page or "overview"] = response.status
+                if not page:
+                    assert "Overview" in await response.text()
+    return statuses

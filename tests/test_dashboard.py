@@ -507,12 +507,12 @@ async def test_dashboard_off_says_so(tiny_config, tmp_path, caplog):
 
 
 async def test_dashboard_key_survives_a_restart(tiny_config, tmp_path):
-    from bot.app import open_services
+    from bot.compose import Assembly, open_services
 
     config = bot_config(tiny_config, tmp_path)
-    async with open_services(config, start_engine=True) as services:
+    async with open_services(config, Assembly(engine="now")) as services:
         link = services.dashboard.link(1, 2)
-    async with open_services(config, start_engine=True) as services:
+    async with open_services(config, Assembly(engine="now")) as services:
         base = services.dashboard.base_url
         moved = base + "/login?" + urlsplit(link).query
         async with aiohttp.ClientSession() as s, s.get(moved, allow_redirects=False) as r:

@@ -285,15 +285,15 @@ async def test_thirty_students_guessing_at_once_are_all_counted(db):
 
 
 async def test_the_bots_retention_pass_purges_quizzes_as_it_purges_rows(tiny_config, tmp_path):
-    """`bot.app.purge_expired` (the hourly pass) purges old closed quizzes with their guesses,
+    """`bot.compose.purge_expired` (the hourly pass) purges old closed quizzes with their guesses,
     beside the query log's rows, with the same default retention."""
-    from bot.app import open_services, purge_expired
+    from bot.compose import Assembly, open_services, purge_expired
     from tests.bot_harness import bot_config
 
     config = bot_config(tiny_config, tmp_path)
     long_ago = datetime.now(timezone.utc) - timedelta(
         days=config.database.default_retention_days + 1)
-    async with open_services(config, start_engine=False) as services:
+    async with open_services(config, Assembly(engine="never", dashboard=False)) as services:
         store = services.quizzes
         old = await store.create(NewQuiz(1, 10, "mask", "A [MASK].", 5, 60), now=long_ago)
         await store.guess(old.id, 7, "dog", now=long_ago)

@@ -1,6 +1,15 @@
-"""Lifetimes: open the database, the query log, the inference core and the bot, in that order,
-and close them in reverse, whatever happens (nested `async with`, as in discord.py's
-`advanced_startup.py`). A clean stop therefore flushes every query-log row.
+"""The composition root: the one place the bot's services are built, for every entry point.
+
+`tlm-bot run`, `tlm-bot sync`, `tlm-bot ask`, `tlm-bot dashboard`, the tests and the benchmarks
+all call `open_services(config, Assembly(...))`. What differs between them is said as named
+choices in `Assembly` (where the database is, whether the engine starts now, after the Discord
+login, or never; whether the dashboard is served), so one flag can no longer switch off an
+unrelated part. (v0.2 passed `start_engine=False` to log in first, and the same flag silently
+kept the dashboard from ever starting under `tlm-bot run`, while every test passed `True`.)
+
+Lifetimes: the database, the query log, the inference core, the dashboard and the bot are
+opened in that order and closed in reverse, whatever happens (nested `async with`, as in
+discord.py's `advanced_startup.py`). A clean stop therefore flushes every query-log row.
 
 `run_bot` logs in to Discord *before* the models start loading: a bad token or no network then
 fails in a second, instead of after a model load that shutdown would have to wait for.
@@ -17,6 +26,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 import discord
@@ -80,15 +90,53 @@ class Services:
     sentiment: SentimentService
     #: Class quizzes and their guesses (same database, same `log_inputs` and salt as the log).
     quizzes: QuizStore
-    #: None when `[dashboard] enabled = false`, for one-shot commands, or if it failed to bind.
+    #: None when `[dashboard] enabled = false`, not assembled, or it failed to bind.
     dashboard: Dashboard | None = None
+    assembly: Assembly = None  # type: ignore[assignment]  # set by open_services
+
+    async def start_engine(self) -> None:
+        """Start the inference core (loading the `load_at_start` models), unless this
+        assembly has none."""
+        if self.assembly.engine == "never":
+            raise RuntimeError("this assembly has no inference engine")
+        await self.engine.start()
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """Which parts an entry point gets, each named on its own.
+
+    The defaults are `tlm-bot run`'s, so a test that takes them exercises what users run.
+    """
+
+    #: "now": the engine starts (and loads `load_at_start` models) before `open_services`
+    #: yields; "after_login": the caller calls `Services.start_engine()` once Discord accepted
+    #: the token; "never": no models at all (a read-only dashboard, an export).
+    engine: Literal["now", "after_login", "never"] = "after_login"
+    #: Serve the web dashboard (when `[dashboard] enabled`); independent of the engine.
+    dashboard: bool = True
+    #: "configured": `[database] path`; "memory": a private in-memory database that vanishes
+    #: with the process (`tlm-bot ask` keeps no rows and leaves no file behind).
+    database: Literal["configured", "memory"] = "configured"
+
+
+#: `tlm-bot run` and the end-to-end tests.
+RUN = Assembly()
+#: `tlm-bot ask`: one answer in the terminal; no rows kept, no file left, no web server.
+ASK = Assembly(engine="now", dashboard=False, database="memory")
+#: `tlm-bot sync`: log in, register the commands, log out; nothing else runs.
+SYNC = Assembly(engine="never", dashboard=False)
+#: `tlm-bot dashboard`: the configured database served read-only to a browser; no models.
+DASHBOARD_ONLY = Assembly(engine="never", dashboard=True)
 
 
 @contextlib.asynccontextmanager
-async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIterator[Services]:
-    db_path = config.resolve_path(config.database.path)
-    async with await Database.open(db_path) as db:
-        salt = _salt(db_path)
+async def open_services(config: Config, assembly: Assembly = RUN) -> AsyncIterator[Services]:
+    """Build every service for `assembly`, yield them, close them in reverse order."""
+    in_memory = assembly.database == "memory"
+    db_path = Path(":memory:") if in_memory else config.resolve_path(config.database.path)
+    async with await Database.open(":memory:" if in_memory else db_path) as db:
+        salt = secrets.token_bytes(32) if in_memory else _salt(db_path)
         querylog = QueryLog(
             db,
             log_inputs=config.database.log_inputs,
@@ -104,16 +152,17 @@ async def open_services(config: Config, *, start_engine: bool = True) -> AsyncIt
                 "*", d.default_cooldown_uses, d.default_cooldown_seconds
             ) if d.default_cooldown_uses else None)
             engine = InferenceEngine(config)
-            if start_engine:
-                await engine.start()
+            sentiment = SentimentService(engine, config)
+            quizzes = QuizStore(db, log_inputs=config.database.log_inputs, hash_salt=salt)
+            services = Services(config, db, querylog, settings, policy, engine, sentiment,
+                                quizzes, assembly=assembly)
+            if assembly.engine == "now":
+                await services.start_engine()
             try:
-                sentiment = SentimentService(engine, config)
                 async with _dashboard(config, db, settings, sentiment,
-                                      enabled=start_engine) as dashboard:
-                    quizzes = QuizStore(db, log_inputs=config.database.log_inputs,
-                                        hash_salt=salt)
-                    yield Services(config, db, querylog, settings, policy, engine, sentiment,
-                                   quizzes, dashboard)
+                                      enabled=assembly.dashboard) as dashboard:
+                    services.dashboard = dashboard
+                    yield services
             finally:
                 await engine.aclose()
 
@@ -164,12 +213,12 @@ async def run_bot(config: Config, token: str) -> None:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError):  # not on Windows
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    async with open_services(config, start_engine=False) as services:
+    async with open_services(config, RUN) as services:
         async with make_bot(services) as bot:
             with _discord_reachable():
                 await bot.login(token)
             # Logged in: now the models may start loading while the gateway connects.
-            await services.engine.start()
+            await services.start_engine()
             purge = asyncio.create_task(_purge_forever(services))
             try:
                 with _discord_reachable():
@@ -183,7 +232,7 @@ async def run_bot(config: Config, token: str) -> None:
 async def sync_commands(config: Config, token: str, guild_id: int | None) -> list[str]:
     """Register the slash commands with Discord (globally, or to one guild) whether or not
     they changed, then log out. `tlm-bot run` then knows they are current."""
-    async with open_services(config, start_engine=False) as services:
+    async with open_services(config, SYNC) as services:
         async with make_bot(services, sync_at_start=False) as bot:
             with _discord_reachable():
                 await bot.login(token)
