@@ -13,13 +13,12 @@ import importlib
 import inspect
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.registry import COMMANDS, SENTIMENT
+from bot.interactions.registry import COMMANDS, SENTIMENT
 from core.config import Config, ModelSpec
 
 _TYPES = {

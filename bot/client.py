@@ -18,9 +18,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.command_sync import SYNC_ERRORS, describe_scope, sync_tree
-from cogs.command_names import command_kind, policy_name
-from cogs.outcome import conclude, gate, mark_started, outcome_of_interaction_error
-from cogs.registry import COMMANDS
+from bot.interactions.answers import BrokenButton
+from bot.interactions.names import command_kind, policy_name
+from bot.interactions.registry import COMMANDS
+from bot.interactions.turn import Turn, outcome_of_interaction_error
 from core.config import Config
 from core.inference.engine import InferenceEngine
 from core.policy import Policy
@@ -52,14 +53,15 @@ EXTENSIONS: Sequence[str] = (
 
 
 class TLMTree(app_commands.CommandTree):
-    """Holds the global gate (`cogs.outcome.gate`: direct messages, moderator rules,
-    cooldowns) for slash commands and right-clicks, and hands every error to the one outcome
-    path (`cogs.outcome.conclude`)."""
+    """discord.py's own sequence for commands (`CommandTree._call`: check -> invoke -> error
+    hook) is the front door's for slash commands and right-clicks: the check is the `Turn`'s
+    gate (direct messages, moderator rules, pause, cooldown), and every error ends in the
+    `Turn`'s one conclusion (`bot.interactions.turn`)."""
 
     client: TLMBot
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        mark_started(interaction)
+        turn = Turn.of(interaction)
         command = interaction.command
         if command is None or interaction.type is not discord.InteractionType.application_command:
             return True
@@ -69,14 +71,14 @@ class TLMTree(app_commands.CommandTree):
         # refusal says which one (`/classifier train`).
         name = (policy_name(command) if kind in ("student", "activity")
                 else command.qualified_name)
-        await gate(self.client, interaction, name, kind)
+        await turn.gate(name, kind)
         return True
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
     ) -> None:
-        await conclude(self.client, interaction, outcome_of_interaction_error(error),
-                       error=getattr(error, "original", error))
+        await Turn.of(interaction).conclude(outcome_of_interaction_error(error),
+                                            error=getattr(error, "original", error))
 
 
 class TLMBot(commands.Bot):
@@ -161,6 +163,8 @@ class TLMBot(commands.Bot):
     async def setup_hook(self) -> None:
         for name in self._extensions:
             await self.load_extension(name)
+        # Last, so every extension's own templates are registered before the catch-all.
+        self.add_dynamic_items(BrokenButton)
         apply_option_limits(self.tree, self.config)
         if self._sync_at_start:
             await self._sync_if_changed()

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.outcome import conclude, reply_staff
-from cogs.render import COLOUR, Reply, code
+from bot.interactions.turn import Answer, Turn, reply_staff
+from bot.interactions.render import COLOUR, Reply, code
+from bot.interactions.host import Host
 from core.errors import InvalidInput
-from core.outcomes import Outcome, Status, outcome_of_error
+from core.outcomes import Outcome, outcome_of_error
 from core.sentiment import parse_labelled_bytes, read_capped
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ class Classifier(commands.GroupCog, group_name="classifier",
                  group_extras={"kind": "instructor"}):
     """The /sentiment classifier (instructors)."""
 
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
         self._background: set[asyncio.Task] = set()
         super().__init__()
@@ -54,7 +52,7 @@ class Classifier(commands.GroupCog, group_name="classifier",
         if self.bot.sentiment.training:
             embed.set_footer(text="A new classifier is training right now.")
         summary = f"accuracy {report.accuracy:.3f}" if report is not None else "no report"
-        await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=summary))
+        await reply_staff(interaction, Reply(embeds=[embed], summary=summary))
 
     @app_commands.command(name="train")
     async def train(self, interaction: discord.Interaction, data: discord.Attachment) -> None:
@@ -84,20 +82,20 @@ class Classifier(commands.GroupCog, group_name="classifier",
         task.add_done_callback(self._background.discard)
 
     async def _train(self, interaction: discord.Interaction, parsed) -> None:
-        with self.bot.handling():
-            try:
-                report = await self.bot.sentiment.train(parsed)
-            except Exception as exc:
-                outcome = outcome_of_error(exc)
-                outcome = Outcome(outcome.status, f"Training failed: {outcome.message} "
-                                                  + _KEEPS_OLD, outcome.error_code)
-                await conclude(self.bot, interaction, outcome, error=exc)
-                return
-            embed = discord.Embed(title="New sentiment classifier is live", colour=COLOUR,
-                                  description=code(report.to_text(), 3900))
-            await conclude(self.bot, interaction, Outcome(Status.OK), ephemeral=True,
-                           reply=Reply(embeds=[embed],
-                                       summary=f"accuracy {report.accuracy:.3f}"))
+        """The command's conclusion, once training ends (its one reply and row)."""
+        turn = Turn.of(interaction)
+        try:
+            report = await self.bot.sentiment.train(parsed)
+        except Exception as exc:
+            outcome = outcome_of_error(exc)
+            await turn.conclude(Outcome(outcome.status, f"Training failed: {outcome.message} "
+                                        + _KEEPS_OLD, outcome.error_code), error=exc)
+            return
+        embed = discord.Embed(title="New sentiment classifier is live", colour=COLOUR,
+                              description=code(report.to_text(), 3900))
+        await turn.conclude(Answer(Reply(embeds=[embed],
+                                         summary=f"accuracy {report.accuracy:.3f}"),
+                                   ephemeral=True))
 
 
 async def _download(attachment: discord.Attachment, limit: int) -> bytes:
@@ -108,5 +106,5 @@ async def _download(attachment: discord.Attachment, limit: int) -> bytes:
                                  filename=attachment.filename)
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Classifier(bot))

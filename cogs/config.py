@@ -7,20 +7,19 @@ per-command permissions (Server Settings -> Integrations) still apply on top of 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import CommandName, actor_of_member, command_kind, parent_channel_id
-from cogs.outcome import reply_staff
-from cogs.render import COLOUR, Reply, clip
+from bot.interactions.names import CommandName, actor_of_member, command_kind, parent_channel_id
+from bot.interactions.turn import reply_staff
+from bot.interactions.render import COLOUR, Reply, clip
+from bot.interactions.host import Host
 from core.errors import InvalidInput
 from core.storage.guild_settings import ALL_COMMANDS
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 #: Where a channel rule can apply: text and announcement channels, the text chat of voice and
 #: stage channels, and threads (a thread without rules of its own follows its parent).
@@ -33,13 +32,13 @@ class Moderation(commands.GroupCog, group_name="config",
                  group_extras={"kind": "moderator"}):
     """Moderator settings for tlm-bot in this server."""
 
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
         super().__init__()
 
     async def _done(self, interaction: discord.Interaction, text: str) -> None:
         embed = discord.Embed(description=clip(text, 4000), colour=COLOUR)
-        await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=text[:100]))
+        await reply_staff(interaction, Reply(embeds=[embed], summary=text[:100]))
 
     async def _rule(self, interaction: discord.Interaction, command: str, allow: bool | None,
                     channel: RuleChannel | None, role: discord.Role | None) -> None:
@@ -223,5 +222,5 @@ class Moderation(commands.GroupCog, group_name="config",
         await self._done(interaction, text)
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Moderation(bot))

@@ -14,24 +14,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.buttons import OneTextModal, run_submitted
-from cogs.outcome import (
-    answer,
-    conclude,
-    outcome_of_interaction_error,
-    release_cooldown,
-    with_defaults,
-)
+from bot.interactions.answers import run_form_submit, student
+from bot.interactions.forms import OneTextModal
+from bot.interactions.host import Host
+from bot.interactions.turn import FORM_OPENED, Action, Answer, Turn, enter, with_defaults
 from core.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 
 def message_text(message: discord.Message) -> str:
@@ -54,7 +47,7 @@ def mask_word(text: str, word: str) -> str:
 
 
 class ContextMenus(commands.Cog):
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
         self.menus = [
             app_commands.ContextMenu(name=name, callback=callback, extras={"runs": runs})
@@ -74,14 +67,10 @@ class ContextMenus(commands.Cog):
 
     async def _run(self, interaction: discord.Interaction, runs: str,
                    options: Callable[[], dict]) -> None:
-        via = f"menu:{interaction.command.name if interaction.command else runs}"
-        try:
-            values = with_defaults(self.bot, runs, options())
-        except Exception as exc:
-            await conclude(self.bot, interaction, outcome_of_interaction_error(exc),
-                           command=runs, options={"via": via}, error=exc)
-            return
-        await answer(self.bot, interaction, runs, values, via=via)
+        async def body(turn: Turn) -> Answer:
+            return await student(runs, with_defaults(self.bot, runs, options()))(turn)
+
+        await enter(interaction, Action(runs, body, via=_via(interaction, runs)))
 
     async def tokenize(self, interaction: discord.Interaction, message: discord.Message) -> None:
         await self._run(interaction, "tokens", lambda: {"text": message_text(message)})
@@ -108,20 +97,22 @@ class ContextMenus(commands.Cog):
                         message: discord.Message, modal: dict,
                         options: Callable[[str, str], dict]) -> None:
         """Open a modal for the missing piece; its submit runs `runs` (gated on its own)."""
-        via = f"menu:{interaction.command.name if interaction.command else runs}"
-        try:
+        via = _via(interaction, runs)
+
+        async def open_form(turn: Turn) -> object:
             text = message_text(message)
-        except Exception as exc:
-            await conclude(self.bot, interaction, outcome_of_interaction_error(exc),
-                           command=runs, options={"via": via}, error=exc)
-            return
-        release_cooldown(self.bot, interaction)  # the submit is counted, not the right-click
+            await interaction.response.send_modal(OneTextModal(
+                submitted=lambda submit, value: run_form_submit(
+                    submit, runs, lambda: options(text, value), via),
+                **modal))
+            return FORM_OPENED
 
-        async def submitted(submit: discord.Interaction, value: str) -> None:
-            await run_submitted(self.bot, submit, runs, lambda: options(text, value), via)
-
-        await interaction.response.send_modal(OneTextModal(submitted=submitted, **modal))
+        await enter(interaction, Action(runs, open_form, via=via))
 
 
-async def setup(bot: TLMBot) -> None:
+def _via(interaction: discord.Interaction, runs: str) -> str:
+    return f"menu:{interaction.command.name if interaction.command else runs}"
+
+
+async def setup(bot: Host) -> None:
     await bot.add_cog(ContextMenus(bot))

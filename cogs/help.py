@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import actor_of_member, command_kind, parent_channel_id, policy_name
-from cogs.outcome import reply_staff
-from cogs.render import COLOUR, EMBED_FIELD_LIMIT, Reply, clip, printable, safe
+from bot.interactions.names import actor_of_member, command_kind, parent_channel_id, policy_name
+from bot.interactions.turn import reply_staff
+from bot.interactions.render import COLOUR, EMBED_FIELD_LIMIT, Reply, clip, printable, safe
+from bot.interactions.host import Host
 from core.config import ModelSpec
 from core.policy import Decision
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 #: Room for the command list; with three fields of at most 1024 characters the embed stays
 #: under Discord's 6000 characters per message.
@@ -59,7 +58,7 @@ def describe_model(spec: ModelSpec) -> str:
     return f"{inline_code(spec.short_name, 100)} @ {inline_code(spec.revision, 60)}"
 
 
-def models_text(bot: TLMBot, *, with_state: bool) -> str:
+def models_text(bot: Host, *, with_state: bool) -> str:
     models = bot.config.models
     lines = []
     for role in ("mask", "qa", "generate", "features"):
@@ -72,13 +71,13 @@ def models_text(bot: TLMBot, *, with_state: bool) -> str:
     return clip("\n".join(lines), EMBED_FIELD_LIMIT)
 
 
-def limits_text(bot: TLMBot) -> str:
+def limits_text(bot: Host) -> str:
     fields = dataclasses.asdict(bot.config.limits)
     return clip("\n".join(f"`{key}` {value}" for key, value in fields.items()),
                 EMBED_FIELD_LIMIT)
 
 
-def queue_text(bot: TLMBot) -> str:
+def queue_text(bot: Host) -> str:
     state = bot.engine.queue_state()
     waiting = sum(state.waiting.values())
     lines = [f"**{waiting}** waiting · **{state.running_batches}** batches running · "
@@ -89,7 +88,7 @@ def queue_text(bot: TLMBot) -> str:
 
 
 class Help(commands.Cog):
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
 
     @app_commands.command(name="help", extras={"kind": "self"})
@@ -104,7 +103,7 @@ class Help(commands.Cog):
         embed.add_field(name="Queue right now", value=queue_text(self.bot), inline=True)
         embed.set_footer(text="/about: what tlm-bot stores and for how long")
         allowed = sum(line.startswith("✅") for line in lines)
-        await reply_staff(self.bot, interaction, Reply(
+        await reply_staff(interaction, Reply(
             embeds=[embed], summary=f"{allowed} allowed, "
                                     f"{sum(line.startswith('⛔') for line in lines)} refused"))
 
@@ -184,9 +183,9 @@ class Help(commands.Cog):
             "erases it now.")
         embed.add_field(name="What is stored, and for how long",
                         value=clip(stored, EMBED_FIELD_LIMIT), inline=False)
-        await reply_staff(bot, interaction, Reply(
+        await reply_staff(interaction, Reply(
             embeds=[embed], summary=f"version {package_version()}"))
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Help(bot))

@@ -1,31 +1,31 @@
 """The course's commands: /mask, /qa, /generate, /tokens.
 
 Each method only declares its slash options (Discord shows the docstring's parameter lines);
-`cogs.registry` says what the command runs and `cogs.outcome.answer` does the rest. Option types
+`bot.interactions.registry` says what the command runs and `bot.interactions.turn.answer` does the rest. Option types
 (`Range`, choices, `max_length`) make Discord itself reject nonsense; the core validates again
-because a raw API call can send anything. Text limits follow `[limits]` (`cogs.registry`).
+because a raw API call can send anything. Text limits follow `[limits]` (`bot.interactions.registry`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.buttons import OneTextModal, run_submitted
-from cogs.outcome import answer, release_cooldown
+from bot.interactions.answers import answer, run_form_submit
+from bot.interactions.forms import OneTextModal
+from bot.interactions.turn import FORM_OPENED, Action, Turn, enter
+from bot.interactions.host import Host
 from core.inference.tasks.generate import MAX_TOP_K
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 TEXT = app_commands.Range[str, 1, 1000]
 
 
 class Inference(commands.Cog):
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
 
     @app_commands.command(name="mask")
@@ -39,7 +39,7 @@ class Inference(commands.Cog):
             top_k: How many candidate words to show.
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="qa")
     async def qa(self, interaction: discord.Interaction, question: app_commands.Range[str, 1, 300],
@@ -54,19 +54,20 @@ class Inference(commands.Cog):
             private: Only you see the answer.
         """
         if context is not None:
-            await answer(self.bot, interaction)
+            await answer(interaction)
             return
         # A slash option has no line breaks: the text comes from a form's paragraph field.
-        release_cooldown(self.bot, interaction)  # the form's submit is counted, not this
 
-        async def submitted(submit: discord.Interaction, text: str) -> None:
-            await run_submitted(self.bot, submit, "qa", lambda: {
-                "question": question, "context": text, "private": private}, "modal")
+        async def open_form(turn: Turn) -> object:
+            await interaction.response.send_modal(OneTextModal(
+                "Context for your question", "The text that contains the answer",
+                lambda submit, text: run_form_submit(submit, "qa", lambda: {
+                    "question": question, "context": text, "private": private}, "modal"),
+                max_length=self.bot.config.limits.max_context_chars, paragraph=True,
+                placeholder="Paste a paragraph (line breaks are kept)."))
+            return FORM_OPENED
 
-        await interaction.response.send_modal(OneTextModal(
-            "Context for your question", "The text that contains the answer", submitted,
-            max_length=self.bot.config.limits.max_context_chars, paragraph=True,
-            placeholder="Paste a paragraph (line breaks are kept)."))
+        await enter(interaction, Action("qa", open_form))
 
     @app_commands.command(name="generate")
     async def generate(
@@ -93,7 +94,7 @@ class Inference(commands.Cog):
             seed: Set a number to get the same text again.
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="tokens")
     async def tokens(self, interaction: discord.Interaction, text: TEXT,
@@ -106,8 +107,8 @@ class Inference(commands.Cog):
             model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (Ġ = space).
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Inference(bot))

@@ -9,21 +9,20 @@ from __future__ import annotations
 import dataclasses
 import io
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import LoggedCommand
-from cogs.outcome import reply_staff
-from cogs.paging import Page, first_page, plural, rows_page
-from cogs.render import COLOUR, Reply, clip, safe
+from bot.interactions.names import LoggedCommand
+from bot.interactions.turn import reply_staff
+from bot.interactions.paging import Page, first_page, plural, rows_page
+from bot.interactions.render import COLOUR, Reply, clip, safe
+from bot.interactions.host import Host
 from core.outcomes import STATUS_VALUES
 from core.storage.querylog import QueryFilter
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 SINCE = Literal["1h", "24h", "7d", "30d", "all"]
 STATUS = Literal[STATUS_VALUES]  # type: ignore[valid-type]  # the one vocabulary
@@ -42,7 +41,7 @@ def since_time(since: str) -> datetime | None:
 class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "instructor"}):
     """Read this server's query log (instructors)."""
 
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
         super().__init__()
 
@@ -84,8 +83,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                                   description=clip("\n".join(lines) or "No queries match.", 4000))
             return found.page(embed, f"{plural(total, 'query', 'queries')}, newest first")
 
-        await reply_staff(self.bot, interaction,
-                          await first_page(self.bot, interaction, page, kind="instructor"))
+        await reply_staff(interaction,
+                          await first_page(interaction, page, kind="instructor"))
 
     @app_commands.command(name="stats")
     async def stats(self, interaction: discord.Interaction, since: SINCE = "7d") -> None:
@@ -115,7 +114,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                 1024))
         embed.add_field(name="Outcomes", value=clip(
             "\n".join(f"{k}: {v}" for k, v in s.by_status.items() if v) or "—", 1024))
-        await reply_staff(self.bot, interaction, Reply(embeds=[embed], summary=f"{s.total} rows"))
+        await reply_staff(interaction, Reply(embeds=[embed], summary=f"{s.total} rows"))
 
     @app_commands.command(name="export")
     async def export(self, interaction: discord.Interaction, user: discord.User | None = None,
@@ -145,7 +144,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                     f"to {limit / 1e6:.0f} MB. For the rest, narrow the export with `since`, "
                     "`user`, `command` or `status`, or ask the bot's operator for "
                     f"`tlm-bot logs export --guild {interaction.guild_id}`.")
-        await reply_staff(self.bot, interaction, Reply(
+        await reply_staff(interaction, Reply(
             content=note, files=[(f"queries-{interaction.guild_id}.csv", out.getvalue())],
             summary=f"{result.rows} of {result.matching} rows"))
 
@@ -163,8 +162,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             text = (f"Your dashboard for this server, valid {hours} h. It is for you only: "
                     f"don't share it.\n<{link}>")
             summary = "link issued"  # never the link itself: the log is not a key store
-        await reply_staff(self.bot, interaction, Reply(content=text, summary=summary))
+        await reply_staff(interaction, Reply(content=text, summary=summary))
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Instructors(bot))

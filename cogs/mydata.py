@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.outcome import conclude, reply_staff
-from cogs.paging import Page, first_page, plural, rows_page
-from cogs.render import COLOUR, Reply, clip, safe
+from bot.interactions.turn import Answer, Turn, reply_staff
+from bot.interactions.paging import Page, first_page, plural, rows_page
+from bot.interactions.render import COLOUR, Reply, clip, safe
+from bot.interactions.host import Host
 from core.errors import InvalidInput
-from core.outcomes import Outcome, Status
 from core.storage.querylog import QueryFilter
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 
 #: Rows per page of /mydata show.
@@ -28,7 +25,7 @@ MYDATA_PAGE_SIZE = 10
 class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self"}):
     """Your own data in tlm-bot's log."""
 
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
         super().__init__()
 
@@ -54,8 +51,8 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
             return found.page(embed, f"{plural(total, 'row', 'rows')} · kept {days} days. "
                                      "/mydata delete erases them now.")
 
-        await reply_staff(self.bot, interaction,
-                          await first_page(self.bot, interaction, page, kind="self"))
+        await reply_staff(interaction,
+                          await first_page(interaction, page, kind="self"))
 
     @app_commands.command(name="delete")
     async def delete(self, interaction: discord.Interaction, confirm: bool) -> None:
@@ -72,10 +69,10 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
         guesses = await self.bot.quizzes.delete_user(interaction.guild_id, interaction.user.id)
         # No log row for this one: it would be a fresh record about the user who just asked
         # for theirs to be erased.
-        await conclude(self.bot, interaction, Outcome(Status.OK), ephemeral=True, record=False,
-                       reply=Reply(content=f"Deleted {removed} rows about you from this "
-                                           f"server's log, and {guesses} quiz guesses."))
+        await Turn.of(interaction).conclude(Answer(
+            Reply(content=f"Deleted {removed} rows about you from this server's log, and "
+                          f"{guesses} quiz guesses."), ephemeral=True), record=False)
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(MyData(bot))

@@ -15,7 +15,7 @@ in `cog_load` (a quiz that ended while the bot was down is revealed at once).
 
 Every click and every modal submit goes through the same gate as a slash command (direct
 messages, moderator rules, pause, cooldown: a guess is a student use of `/quiz`) and ends in
-`cogs.outcome.conclude`, which sends the one reply and writes the one row (`quiz guess`,
+the front door (`bot.interactions.turn.enter`), which sends the one reply and writes the one row (`quiz guess`,
 `quiz reveal`; the guessed word is the row's input text, so `log_inputs` applies to it).
 A Guess click that opens the modal writes no row of its own: the modal's submit is that
 guess's row (a refused or failed click is logged).
@@ -28,26 +28,25 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.command_names import actor_of_member
-from cogs.outcome import (
-    conclude,
-    gate,
-    mark_started,
-    options_of,
-    outcome_of_interaction_error,
-    release_cooldown,
+from bot.interactions.host import Host
+from bot.interactions.names import actor_of_member
+from bot.interactions.render import (
+    Reply,
+    render_quiz_failed,
+    render_quiz_open,
+    render_quiz_reveal,
+    safe,
 )
-from cogs.render import Reply, safe
-from cogs.render_activities import render_quiz_failed, render_quiz_open, render_quiz_reveal
+from bot.interactions.turn import FORM_OPENED, Action, Answer, Turn, enter, options_of
+from core.errors import CoreError, InvalidInput, Overloaded, ServiceError
+from core.outcomes import outcome_of_error
 from core.pictures import charts
-from core.errors import InvalidInput, Overloaded, ServiceError
-from core.outcomes import Outcome, Status, outcome_of_error
 from core.pictures.charts import quiz_reveal_alt_text, quiz_reveal_chart
 from core.storage.quizzes import (
     DEFAULT_SECONDS,
@@ -65,8 +64,6 @@ from core.storage.quizzes import (
     model_request,
 )
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +94,18 @@ class CannotPostCard(ServiceError):
     status = "unavailable"
 
 
-class NotYourQuiz(Exception):
+class NotYourQuiz(CoreError):
     """Somebody other than the quiz's instructor or a moderator pressed "Reveal now"."""
+
+    code = "not_quiz_owner"
+    status = "refused"
+
+
+class NotThisChannelsQuiz(CoreError):
+    """A quiz button or form whose quiz lives in another channel or server (a forged id)."""
+
+    code = "other_channel"
+    status = "refused"
 
 
 # ------------------------------------------------------------------------------ components
@@ -190,7 +197,7 @@ class _RevealPicture:
 class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activity"}):
     """Class quizzes: everyone guesses, then the model's answer is revealed."""
 
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
         self._timers: dict[int, asyncio.Task[None]] = {}
         self._finishing: set[asyncio.Task[None]] = set()
@@ -258,34 +265,29 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
 
     async def _start(self, interaction: discord.Interaction, kind: str, prompt: str,
                      seconds: int, show_names: bool, text_option: str) -> None:
-        mark_started(interaction)
-        options = options_of(interaction)
-        outcome, reply, failure = Outcome(Status.OK), None, None
-        with self.bot.handling():
+        async def body(turn: Turn) -> Answer:
+            if interaction.guild_id is None or interaction.channel_id is None:
+                raise InvalidInput("A quiz runs in a server channel.")
+            new = check_new_quiz(NewQuiz(
+                interaction.guild_id, interaction.channel_id, kind,  # type: ignore[arg-type]
+                prompt, interaction.user.id, seconds, show_names))
+            self.bot.engine.validate(model_request(kind, new.prompt, self._top_k()))
+            quiz = await self.store.create(new)
             try:
-                if interaction.guild_id is None or interaction.channel_id is None:
-                    raise InvalidInput("A quiz runs in a server channel.")
-                new = check_new_quiz(NewQuiz(
-                    interaction.guild_id, interaction.channel_id, kind,  # type: ignore[arg-type]
-                    prompt, interaction.user.id, seconds, show_names))
-                self.bot.engine.validate(model_request(kind, new.prompt, self._top_k()))
-                quiz = await self.store.create(new)
-                try:
-                    message = await self._post_card(interaction, quiz)
-                    await self.store.set_message(quiz.id, message.id)
-                except BaseException:
-                    await self.store.close(quiz.id)  # no card: free the channel
-                    raise
-                self._arm(quiz)
-                reply = Reply(content=f"Quiz {quiz.id} started: it ends "
-                                      f"<t:{int(quiz.ends_at.timestamp())}:R>. Press "
-                                      "**Reveal now** on the card to end it early.",
-                              summary=f"quiz {quiz.id} {kind}, {seconds} s")
-            except Exception as exc:
-                outcome, failure = outcome_of_error(exc), exc
-        await conclude(self.bot, interaction, outcome, reply=reply, ephemeral=True,
-                       options=options, input_text=prompt, input_options=(text_option,),
-                       error=failure)
+                message = await self._post_card(interaction, quiz)
+                await self.store.set_message(quiz.id, message.id)
+            except BaseException:
+                await self.store.close(quiz.id)  # no card: free the channel
+                raise
+            self._arm(quiz)
+            return Answer(Reply(content=f"Quiz {quiz.id} started: it ends "
+                                        f"<t:{int(quiz.ends_at.timestamp())}:R>. Press "
+                                        "**Reveal now** on the card to end it early.",
+                                summary=f"quiz {quiz.id} {kind}, {seconds} s"), ephemeral=True)
+
+        await enter(interaction, Action(Turn.of(interaction).command, body, kind="activity",
+                                        policy=POLICY_NAME, options=options_of(interaction),
+                                        input_text=prompt, input_options=(text_option,)))
 
     async def _post_card(self, interaction: discord.Interaction, quiz: Quiz) -> discord.Message:
         channel = interaction.channel
@@ -306,19 +308,13 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
     # -------------------------------------------------------------------------- guessing
 
     async def guess_clicked(self, interaction: discord.Interaction, quiz_id: int) -> None:
-        mark_started(interaction)
-        outcome, failure = Outcome(Status.OK), None
-        with self.bot.handling():
-            try:
-                quiz = await self._open_quiz(quiz_id)
-                await gate(self.bot, interaction, POLICY_NAME)
-                release_cooldown(self.bot, interaction)  # the submit is counted, not the click
-                await interaction.response.send_modal(guess_modal(quiz))
-                return  # the submit writes this guess's row
-            except Exception as exc:
-                outcome, failure = _outcome(exc), exc
-        await conclude(self.bot, interaction, outcome, options={"quiz": quiz_id},
-                       command=GUESS_COMMAND, error=failure)
+        async def body(turn: Turn) -> object:
+            quiz = await self._open_quiz(quiz_id, interaction)
+            await interaction.response.send_modal(guess_modal(quiz))
+            return FORM_OPENED  # the submit writes this guess's row
+
+        await enter(interaction, Action(GUESS_COMMAND, body, policy=POLICY_NAME,
+                                        options={"quiz": quiz_id}))
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -332,30 +328,35 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
 
     async def guess_submitted(self, interaction: discord.Interaction, quiz_id: int,
                               word: str) -> None:
-        mark_started(interaction)
-        outcome, reply, failure = Outcome(Status.OK), None, None
-        with self.bot.handling():
-            try:
-                await gate(self.bot, interaction, POLICY_NAME)
-                receipt = await self.store.guess(
-                    quiz_id, interaction.user.id, word,
-                    user_name=getattr(interaction.user, "display_name", "") or "")
-                verb = "changed to" if receipt.changed else "is in:"
-                reply = Reply(content=f"Your guess {verb} **{safe(receipt.word, 60)}**. You may "
-                                      "change it until the quiz ends.",
-                              summary=f"quiz {quiz_id} guess " + ("changed" if receipt.changed
-                                                                   else "new"))
-                self._count_changed(quiz_id)
-            except Exception as exc:
-                outcome, failure = _outcome(exc), exc
-        await conclude(self.bot, interaction, outcome, reply=reply, ephemeral=True,
-                       options={"quiz": quiz_id, "guess": word}, input_text=word,
-                       input_options=("guess",), command=GUESS_COMMAND, error=failure)
+        async def body(turn: Turn) -> Answer:
+            await self._open_quiz(quiz_id, interaction)
+            receipt = await self.store.guess(
+                quiz_id, interaction.user.id, word,
+                user_name=getattr(interaction.user, "display_name", "") or "")
+            verb = "changed to" if receipt.changed else "is in:"
+            self._count_changed(quiz_id)
+            return Answer(Reply(content=f"Your guess {verb} **{safe(receipt.word, 60)}**. You "
+                                        "may change it until the quiz ends.",
+                                summary=f"quiz {quiz_id} guess " + ("changed" if receipt.changed
+                                                                     else "new")),
+                          ephemeral=True)
 
-    async def _open_quiz(self, quiz_id: int) -> Quiz:
+        await enter(interaction, Action(GUESS_COMMAND, body, policy=POLICY_NAME,
+                                        options={"quiz": quiz_id, "guess": word},
+                                        input_text=word, input_options=("guess",)))
+
+    async def _quiz_here(self, quiz_id: int, interaction: discord.Interaction) -> Quiz:
+        """The quiz, if it belongs to the channel (and server) the interaction comes from: a
+        custom_id is the client's to forge, so a quiz of server A is never acted on from B."""
         quiz = await self.store.get(quiz_id)
         if quiz is None:
             raise QuizNotFound("This quiz no longer exists.")
+        if (quiz.guild_id, quiz.channel_id) != (interaction.guild_id, interaction.channel_id):
+            raise NotThisChannelsQuiz("That quiz belongs to another channel.")
+        return quiz
+
+    async def _open_quiz(self, quiz_id: int, interaction: discord.Interaction) -> Quiz:
+        quiz = await self._quiz_here(quiz_id, interaction)
         if not quiz.is_open or quiz.seconds_left() <= 0:
             raise QuizClosed(ENDED)
         return quiz
@@ -408,26 +409,21 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
     # -------------------------------------------------------------------------- the end
 
     async def reveal_clicked(self, interaction: discord.Interaction, quiz_id: int) -> None:
-        mark_started(interaction)
-        outcome, reply, failure = Outcome(Status.OK), None, None
-        with self.bot.handling():
-            try:
-                quiz = await self.store.get(quiz_id)
-                if quiz is None:
-                    raise QuizNotFound("This quiz no longer exists.")
-                if not quiz.is_open:
-                    raise QuizClosed(ENDED)
-                actor = actor_of_member(interaction.user)
-                if interaction.user.id != quiz.creator_id and not actor.is_moderator:
-                    raise NotYourQuiz()
-                await interaction.response.defer(ephemeral=True, thinking=True)
-                revealed = await self.finish(quiz_id)
-                reply = Reply(content="Revealed." if revealed else ENDED,
-                              summary=f"quiz {quiz_id} revealed")
-            except Exception as exc:
-                outcome, failure = _outcome(exc), exc
-        await conclude(self.bot, interaction, outcome, reply=reply, ephemeral=True,
-                       options={"quiz": quiz_id}, command=REVEAL_COMMAND, error=failure)
+        async def body(turn: Turn) -> Answer:
+            quiz = await self._quiz_here(quiz_id, interaction)
+            if not quiz.is_open:
+                raise QuizClosed(ENDED)
+            actor = actor_of_member(interaction.user)
+            if interaction.user.id != quiz.creator_id and not actor.is_moderator:
+                raise NotYourQuiz("Only the instructor who started this quiz, or a "
+                                  "moderator, can reveal it.")
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            revealed = await self.finish(quiz_id)
+            return Answer(Reply(content="Revealed." if revealed else ENDED,
+                                summary=f"quiz {quiz_id} revealed"), ephemeral=True)
+
+        await enter(interaction, Action(REVEAL_COMMAND, body, policy=POLICY_NAME,
+                                        options={"quiz": quiz_id}))
 
     def _arm(self, quiz: Quiz) -> None:
         if quiz.id not in self._timers:
@@ -496,18 +492,10 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         return render_quiz_reveal(quiz, reveal, png, quiz_reveal_alt_text(reveal))
 
 
-def _outcome(exc: Exception) -> Outcome:
-    """A click's or a submit's error in the outcome vocabulary."""
-    if isinstance(exc, NotYourQuiz):
-        return Outcome(Status.REFUSED, "Only the instructor who started this quiz, or a "
-                                       "moderator, can reveal it.", "not_quiz_owner")
-    return outcome_of_interaction_error(exc)
-
-
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     bot.add_dynamic_items(GuessButton, RevealButton)
     await bot.add_cog(QuizCog(bot))
 
 
-async def teardown(bot: TLMBot) -> None:
+async def teardown(bot: Host) -> None:
     bot.remove_dynamic_items(GuessButton, RevealButton)

@@ -7,20 +7,18 @@ on the classifier behind it are `/classifier info|train` (`cogs.classifier`).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.outcome import answer
+from bot.interactions.answers import answer
+from bot.interactions.host import Host
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 
 class Sentiment(commands.Cog):
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
 
     async def cog_load(self) -> None:
@@ -36,8 +34,8 @@ class Sentiment(commands.Cog):
             text: A sentence or a short review.
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Sentiment(bot))

@@ -7,22 +7,21 @@ Discord's developer portal. Its digest is recorded, so the next start does not r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.outcome import reply_staff
-from cogs.render import Reply
+from bot.interactions.turn import reply_staff
+from bot.interactions.render import Reply
+from bot.interactions.host import Host
 from core.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 
 class Owner(commands.Cog):
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
 
     @app_commands.command(name="sync", extras={"kind": "owner"})
@@ -40,10 +39,10 @@ class Owner(commands.Cog):
         guild_id = interaction.guild_id if scope == "this server" else None
         synced = await self.bot.sync_commands(guild_id, force=True) or []
         names = ", ".join(sorted(f"/{c.name}" for c in synced))
-        await reply_staff(self.bot, interaction, Reply(
+        await reply_staff(interaction, Reply(
             content=f"Synced {len(synced)} commands ({scope}): {names}"[:2000],
             summary=f"{len(synced)} commands"))
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Owner(bot))

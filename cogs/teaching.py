@@ -2,30 +2,29 @@
 the class activities' /logitlens and /neighbours.
 
 The pictures are drawn by the core, never on the event loop; like `cogs.inference`, each method
-only declares its options (`cogs.registry` says what runs).
+only declares its options (`bot.interactions.registry` says what runs).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.outcome import answer
+from bot.interactions.answers import answer
+from bot.interactions.host import Host
 from core.inference.tasks.contextsim import MAX_WORD_CHARS
 from core.inference.tasks.generate import MAX_TOP_K
 from core.inference.tasks.logitlens import MAX_LENS_TOKENS
 
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 SENTENCE = app_commands.Range[str, 1, 300]
 
 
 class Teaching(commands.Cog):
-    def __init__(self, bot: TLMBot) -> None:
+    def __init__(self, bot: Host) -> None:
         self.bot = bot
 
     @app_commands.command(name="attention")
@@ -47,7 +46,7 @@ class Teaching(commands.Cog):
             head: Which head (default: the average of all heads).
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="contextsim")
     async def contextsim(
@@ -66,7 +65,7 @@ class Teaching(commands.Cog):
             sentence_b: e.g. "I took money out of the bank."
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="maskpair")
     async def maskpair(
@@ -87,7 +86,7 @@ class Teaching(commands.Cog):
             targets: Words to always compare, separated by commas, e.g. "nurse, doctor".
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="nexttoken")
     async def nexttoken(
@@ -108,7 +107,7 @@ class Teaching(commands.Cog):
             top_p: Keep the likeliest tokens until they reach this probability.
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="logitlens")
     async def logitlens(
@@ -125,7 +124,7 @@ class Teaching(commands.Cog):
             position: Which token's prediction to read, counted from 1 (default: the last).
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
     @app_commands.command(name="neighbours")
     async def neighbours(
@@ -144,8 +143,8 @@ class Teaching(commands.Cog):
             layer: 0 = the embeddings; default: the last layer.
             private: Only you see the answer.
         """
-        await answer(self.bot, interaction)
+        await answer(interaction)
 
 
-async def setup(bot: TLMBot) -> None:
+async def setup(bot: Host) -> None:
     await bot.add_cog(Teaching(bot))

@@ -270,6 +270,28 @@ class Policy:
             self._expires[key] = now + cooldown.per_seconds
         return replace(decision, steps=tuple(steps))
 
+    def throttle(self, guild_id: int | None, user_id: int, command: str,
+                 cooldown: Cooldown) -> Decision:
+        """A fixed rate for what no moderator rule governs (a member's own feedback votes),
+        in the same windows as the cooldowns: allowed and counted, or refused with when to
+        try again. Instructors are not exempt: a vote flood is no teaching tool."""
+        now = self._clock()
+        self._sweep(now)
+        key = (guild_id, user_id, command)
+        window = self._uses.get(key, deque())
+        while window and window[0] <= now - cooldown.per_seconds:
+            window.popleft()
+        if len(window) >= cooldown.uses:
+            retry_after = max(0.0, window[0] + cooldown.per_seconds - now)
+            reason = (f"You're doing that too fast. Try again in "
+                      f"{max(1, math.ceil(retry_after))} s.")
+            return Decision(False, reason, ("refused: " + reason,), retry_after=retry_after,
+                            status="cooldown")
+        window.append(now)
+        self._uses[key] = window
+        self._expires[key] = now + cooldown.per_seconds
+        return Decision(True, f"within {cooldown.uses} per {cooldown.per_seconds:g} s")
+
     def refund(self, guild_id: int | None, user_id: int, command: str) -> None:
         """Give back the use `check` counted, for an attempt the core never admitted (busy,
         a bad input): a cooldown limits work done, not tries."""

@@ -72,8 +72,12 @@ async def running_bot(
     check_clean: bool = True,
     log_level: int = logging.INFO,
     sync: bool = True,
+    wait_for_models: bool = True,
 ) -> AsyncIterator[Harness]:
-    """`sync=False` leaves the commands to the bot's own start-up sync (`bot.command_sync`)."""
+    """`sync=False` leaves the commands to the bot's own start-up sync (`bot.command_sync`).
+    `wait_for_models=False` yields while the `load_at_start` models may still be loading, as
+    a student meets a bot that just started; by default the test starts once they loaded (or
+    failed), so it measures what it tests, not a cold start."""
     caplog.set_level(log_level)
     async with contextlib.AsyncExitStack() as stack:
         emu = emulator or await stack.enter_async_context(DiscordEmulator())
@@ -86,6 +90,10 @@ async def running_bot(
         await stack.enter_async_context(bot)
         await bot.login(emu.token)
         await services.start_engine()
+        if wait_for_models and config.models.load_at_start:
+            registry = services.engine.registry
+            await asyncio.wait_for(asyncio.gather(
+                *(registry.get(spec) for spec in registry.specs), return_exceptions=True), 60)
         runner = asyncio.create_task(bot.connect())
         try:
             await emu.wait_ready()

@@ -7,7 +7,7 @@ import pytest
 from bot.ask import DISCORD_ONLY, slash_commands
 from bot.cli import main
 from bot.client import EXTENSIONS
-from cogs.registry import COMMANDS
+from bot.interactions.registry import COMMANDS
 from tests.test_cli import run_cli, write_config
 from tests.test_privacy_outcomes import VALID
 

@@ -25,7 +25,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cogs.render import clip, code, safe
+from bot.interactions.render import clip, code, safe
 from core.config import parse_config
 from core.sentiment import LabelledData
 from tests.bot_harness import Harness, bot_config, running_bot

@@ -13,7 +13,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from cogs.command_names import student_command_names
+from bot.interactions.names import student_command_names
 from cogs.help import package_version
 from core.inference.tasks.fill_mask import FillMaskRequest
 from tests.bot_harness import Harness, bot_config, running_bot

@@ -13,6 +13,8 @@ from typing import Any
 import discord
 import pytest
 
+from core.storage.guild_settings import Cooldown
+
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, InteractionRecord
 from tests.test_reliability import models_ready, slow_fill_mask
@@ -116,7 +118,8 @@ async def test_mask_buttons_attention_and_compare_modal(tiny_config, tmp_path, c
 
 
 async def test_feedback_is_the_askers_stored_on_the_row_and_in_stats(tiny_config, tmp_path,
-                                                                      caplog):
+                                                                      caplog, monkeypatch):
+    monkeypatch.setattr("bot.interactions.answers.FEEDBACK_RATE", Cooldown("feedback", 1, 0.5))
     async with running_bot(config_for(tiny_config, tmp_path), caplog) as h:
         await models_ready(h)
         other = h.emu.guild.add_member("classmate", roles=["Student"])
@@ -125,6 +128,7 @@ async def test_feedback_is_the_askers_stored_on_the_row_and_in_stats(tiny_config
         assert thumbs.ephemeral and "saved" in thumbs.text
         refused = await click(h, asked, "👎", user_id=other)
         assert refused.ephemeral and "Only the student who asked" in refused.text
+        await asyncio.sleep(0.6)  # past the vote rate
         changed = await click(h, asked, "👎")  # a change of mind replaces the vote
         assert changed.ephemeral
         rows = await h.rows()
@@ -136,6 +140,24 @@ async def test_feedback_is_the_askers_stored_on_the_row_and_in_stats(tiny_config
                          (h.emu.student_id, "ok", "down")]
         stats = await h.run("logs", {}, subcommand="stats", user_id=h.emu.moderator_id)
         assert "`/mask` 👍 0 · 👎 1" in stats.text
+
+
+async def test_a_flood_of_votes_changes_the_vote_once(tiny_config, tmp_path, caplog):
+    """150 clicks in a burst once stored 150 votes: one vote change per `FEEDBACK_RATE`."""
+    async with running_bot(config_for(tiny_config, tmp_path), caplog) as h:
+        await models_ready(h)
+        asked = await answered(await h.emu.invoke("mask", {"text": "Paris is the [MASK]."}))
+        votes = ["👎" if i % 2 else "👍" for i in range(20)]
+        clicks = await asyncio.gather(*(click(h, asked, vote) for vote in votes))
+        assert all(c.ephemeral for c in clicks)
+        saved = [vote for vote, c in zip(votes, clicks) if "saved" in c.text]
+        assert len(saved) == 1
+        assert sum("too fast" in c.text for c in clicks) == 19
+        rows = await h.rows()
+        answer = next(r for r in rows if r["command"] == "mask")
+        assert answer["feedback"] == (1 if saved[0] == "👍" else -1)
+        assert sorted(r["status"] for r in rows if r["command"] == "feedback") == (
+            ["cooldown"] * 19 + ["ok"])
 
 
 async def test_buttons_work_after_a_restart_and_expire(tiny_config, tmp_path, caplog):
@@ -288,13 +310,13 @@ async def test_a_long_wait_shows_the_place_in_line(tiny_config, tmp_path, caplog
 @pytest.mark.parametrize("text", ["Paris is the [MASK].", "a **b** \\ c_d @everyone `x`",
                                   "# head\n- item\n> quote [MASK]", "[l](http://u) ~~s~~ ||x||"])
 def test_an_answer_gives_back_its_text_exactly(text):
-    from cogs.render import bold_input, input_of, printable
+    from bot.interactions.render import bold_input, input_of, printable
 
     assert input_of(bold_input(text) + "\n\nmore **bold** text") == printable(text)
 
 
 def test_an_answer_that_cannot_give_back_its_text_offers_no_follow_ups():
-    from cogs.render import bold_input, input_of
+    from bot.interactions.render import bold_input, input_of
 
     # A URL is left unescaped by discord.py, so the read-back differs: no button then.
     assert input_of(bold_input("see http://x.com/a*b")) != "see http://x.com/a*b"

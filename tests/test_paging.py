@@ -14,7 +14,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from cogs.paging import NOT_YOURS
+from bot.interactions.paging import NOT_YOURS
 from core.storage.querylog import QueryRecord
 from tests.bot_harness import Harness, bot_config, running_bot
 
@@ -160,7 +160,7 @@ async def test_a_short_listing_has_no_buttons(tiny_config, tmp_path, caplog):
 
 
 async def test_page_buttons_grey_out_after_the_timeout(tiny_config, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr("cogs.paging.PAGER_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("bot.interactions.paging.PAGER_TIMEOUT_S", 0.3)
     config = bot_config(tiny_config, tmp_path)
     async with running_bot(config, caplog) as h:
         await seed(h, h.emu.student_id, 12)

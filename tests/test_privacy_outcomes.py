@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main as cli_main
-from cogs.registry import COMMANDS
+from bot.interactions.registry import COMMANDS
 from tests.bot_harness import bot_config, running_bot
 from tests.test_quiz_discord import _guess as guess
 from tests.test_quiz_discord import _start as start_quiz

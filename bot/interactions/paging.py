@@ -8,9 +8,9 @@ failed, and after `PAGER_TIMEOUT_S` without a click the buttons are greyed out o
 
 Who may turn the pages: only the member who ran the command (`interaction_check`). The listing
 is ephemeral, so nobody else sees it, but a forged click is still refused, ephemerally, and
-logged. Every page turn passes the same gate as a command (an instructor who lost the role since
-reads no further page) and ends in `conclude`: one logged row per turn, under the command's
-name with the `page` it showed, and the message replaced in place (callback type 7).
+logged. Every page turn goes through the front door (`turn.enter`): the same gate as a command
+(an instructor who lost the role since reads no further page), one logged row per turn under
+the command's name with the `page` it showed, and the message replaced in place (type 7).
 """
 
 from __future__ import annotations
@@ -19,21 +19,23 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from cogs.outcome import conclude, gate, mark_started, options_of, outcome_of_interaction_error
-from cogs.render import Reply
-from core.outcomes import Outcome, Status
+from bot.interactions.render import Reply
+from bot.interactions.turn import Action, Answer, Kind, Turn, enter, options_of
+from core.errors import CoreError
 from core.storage.querylog import QueryFilter, QueryLog, QueryRow
-
-if TYPE_CHECKING:
-    from bot.client import TLMBot
 
 log = logging.getLogger(__name__)
 
 NOT_YOURS = "Only the person who ran this can turn its pages."
+
+
+class NotTheOwner(CoreError):
+    code = "not_owner"
+    status = "refused"
 #: Inside the 15 minutes an interaction token lives, so the timeout can still grey the buttons.
 PAGER_TIMEOUT_S = 600.0
 
@@ -94,23 +96,22 @@ async def rows_page(querylog: QueryLog, listing: QueryFilter, index: int,
     return RowsPage(rows, index, count, total)
 
 
-async def first_page(bot: TLMBot, interaction: discord.Interaction, source: PageSource, *,
-                     kind: str) -> Reply:
+async def first_page(interaction: discord.Interaction, source: PageSource, *,
+                     kind: Kind) -> Reply:
     """Page 1 of a listing, with Previous/Next attached when there is more than one page.
 
     `kind` is the command's kind for the gate a page turn passes (`instructor`, `self`...).
     """
     page = await source(0)
     if page.count > 1:
-        page.reply.view = Pager(bot, interaction, source, page, kind=kind)
+        page.reply.view = Pager(interaction, source, page, kind=kind)
     return page.reply
 
 
 class Pager(discord.ui.View):
-    def __init__(self, bot: TLMBot, origin: discord.Interaction, source: PageSource,
-                 page: Page, *, kind: str) -> None:
+    def __init__(self, origin: discord.Interaction, source: PageSource, page: Page, *,
+                 kind: Kind) -> None:
         super().__init__(timeout=PAGER_TIMEOUT_S)
-        self.bot = bot
         self.origin = origin
         self.source = source
         self.kind = kind
@@ -129,14 +130,6 @@ class Pager(discord.ui.View):
     def _row_options(self, index: int) -> dict[str, Any]:
         return {**self.options, "page": index + 1}
 
-    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        if interaction.user.id == self.owner_id:
-            return True
-        mark_started(interaction)
-        await conclude(self.bot, interaction, Outcome(Status.REFUSED, NOT_YOURS, "not_owner"),
-                       command=self.command, options=self._row_options(self.page))
-        return False
-
     @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
     async def previous_page(self, interaction: discord.Interaction,
                             button: discord.ui.Button) -> None:
@@ -147,19 +140,22 @@ class Pager(discord.ui.View):
                         button: discord.ui.Button) -> None:
         await self._turn(interaction, self.page + 1)
 
+    def _owner_only(self, turn: Turn) -> None:
+        if turn.interaction.user.id != self.owner_id:
+            raise NotTheOwner(NOT_YOURS)
+
     async def _turn(self, interaction: discord.Interaction, index: int) -> None:
-        try:
-            await gate(self.bot, interaction, self.command, self.kind)
+        async def body(turn: Turn) -> Answer:
             page = await self.source(index)
-        except Exception as exc:  # refused by a rule now, or a read that failed
-            await conclude(self.bot, interaction, outcome_of_interaction_error(exc),
-                           command=self.command, options=self._row_options(index), error=exc)
-            return
-        self._show(page)
-        page.reply.view = self
-        await conclude(self.bot, interaction, Outcome(Status.OK), reply=page.reply,
-                       ephemeral=True, update_message=True, command=self.command,
-                       options=self._row_options(page.index))
+            self._show(page)
+            page.reply.view = self
+            turn.describe(options=self._row_options(page.index))
+            return Answer(page.reply, ephemeral=True, update_message=True)
+
+        # Refused before the turn (another member, a rule): logged at the page it was on.
+        await enter(interaction, Action(self.command, body, kind=self.kind,
+                                        options=self._row_options(self.page),
+                                        precheck=self._owner_only))
 
     async def on_timeout(self) -> None:
         for item in self.children:

@@ -3,7 +3,7 @@ request runs, how the result is drawn, which options are the student's text, and
 limits follow the config.
 
 The slash command itself (its typed, documented options) is declared once too, in its cog; the
-cog method is one line that hands the interaction to `cogs.outcome.answer`. Everything else reads
+cog method is one line that hands the interaction to `bot.interactions.turn.answer`. Everything else reads
 this table: the outcome path (what to run and log), `tlm-bot ask` (its sub-commands and options
 are generated from the same slash commands), `/config`'s command names (from the live tree) and
 the bot's start-up (option limits from `[limits]`).
@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cogs import render, render_activities
-from cogs.render import Reply
+from bot.interactions import render
+from bot.interactions.render import Reply
 from core.config import LimitsConfig
 from core.inference.engine import InferenceEngine
 from core.errors import InvalidInput
@@ -204,12 +204,12 @@ COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
     ),
     StudentCommand(
         "logitlens", lambda o: LogitLensRequest(o["prompt"], o["position"]),
-        render_activities.render_logitlens, ("prompt",), picture=True,
+        render.render_logitlens, ("prompt",), picture=True,
         limits=(_text_limit("prompt"),),
     ),
     StudentCommand(
         "neighbours", lambda o: NeighboursRequest(o["word"], o["sentence"], o["layer"]),
-        render_activities.render_neighbours, ("word", "sentence"), picture=True,
+        render.render_neighbours, ("word", "sentence"), picture=True,
         limits=(_text_limit("sentence"),),
     ),
 )}

@@ -1,0 +1,425 @@
+"""A student command's answer: running a registry command through the front door, and the
+buttons under its reply.
+
+`student(name, values)` is the body every way of asking shares - the slash command, a
+right-click menu, a follow-up button, a form's submit: build the request from the options ->
+admit it to the core *before* showing anything (a full queue or a bad input gets an ephemeral
+reply with no public "thinking…" flashing up) -> defer within Discord's 3 s -> say so if the
+model is still loading, and the place in line after a second -> await -> render -> the buttons.
+The front door (`bot.interactions.turn`) gates before it and concludes after it.
+
+The buttons survive a restart and need no stored state: each is a `discord.ui.DynamicItem`
+whose custom_id carries what the click needs, and discord.py routes a click on any message
+(sent before or after a restart) to the class whose template matches:
+
+- the interaction the answer replied to (`asked`): its snowflake dates the button (clicks
+  after `[discord] button_max_age_hours`, or dated in the future, say it has expired) and
+  names the query-log row that feedback is stored on (`queries.interaction_id`);
+- the answer's knobs (temperature, top_k, seed...) in a few characters;
+- never the student's text: a follow-up reads it back from the answer it is under
+  (`render.input_of`), so buttons store nothing that `log_inputs` would have to govern.
+  A button is offered only when that read-back gives exactly the text that was asked.
+
+A `tlm:` custom_id that no template reads (hand-made, or from an older version) is answered by
+`BrokenButton` ("this button is broken") and logged, like any click.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import discord
+
+from bot.interactions.forms import OneTextModal
+from bot.interactions.host import Host
+from bot.interactions.names import parent_channel_id
+from bot.interactions.registry import COMMANDS, StudentCommand
+from bot.interactions.render import Reply, input_of, printable
+from bot.interactions.turn import (
+    FORM_OPENED,
+    Action,
+    Answer,
+    Turn,
+    enter,
+    options_of,
+    with_defaults,
+)
+from core.errors import CoreError, InvalidInput
+from core.inference.models import LoadState
+from core.storage.guild_settings import Cooldown
+
+# ------------------------------------------------------------------ the student answer
+
+
+def student(name: str, values: Mapping[str, Any] | None = None):
+    """The body that answers student command `name` with `values` (its slash options,
+    defaults filled in: `with_defaults`); None: the slash command's own namespace."""
+
+    async def body(turn: Turn) -> Answer:
+        return await _answer(turn, COMMANDS[name], values)
+
+    return body
+
+
+async def answer(interaction: discord.Interaction) -> None:
+    """A student slash command's whole body (one line in its cog): the tree already gated it;
+    this runs, replies and logs it through the front door."""
+    name = Turn.of(interaction).command
+    await enter(interaction, Action(name, student(name), options=options_of(interaction)))
+
+
+async def _answer(turn: Turn, command: StudentCommand,
+                  given: Mapping[str, Any] | None) -> Answer:
+    interaction, host = turn.interaction, turn.host
+    values = dict(given if given is not None else options_of(interaction))
+    private = bool(values.pop("private", False))
+    via = (turn.options or {}).get("via", "")
+    turn.describe(options={**values, **({"via": via} if via else {})},
+                  input_text=command.input_text(values), input_options=command.input_options)
+    pending: Any = None
+    try:
+        # A moderator's setting may override the student's choice.
+        private = await _answers_private(host, interaction, private)
+        if private:
+            turn.describe(options={**(turn.options or {}), "private": True})
+        # Admission first: "busy" and bad input are answered ephemerally, at once.
+        request = command.build(values)
+        pending = asyncio.ensure_future(command.runner.admit(host, request))
+        await interaction.response.defer(thinking=True, ephemeral=private)
+        state = command.runner.model_status(host, request)
+        if state is not None and state[1] in (LoadState.PENDING, LoadState.LOADING):
+            await interaction.edit_original_response(
+                content=f"⏳ The model `{state[0]}` is still loading. "
+                        "Your answer will appear here as soon as it is ready."
+            )
+        result = await _wait_in_line(host, interaction, pending)
+        reply = command.render(result)
+        reply.view = answer_view(interaction, command.name, values, result, reply)
+        return Answer(reply, ephemeral=private, result=result)
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()  # the command itself was cancelled: free the queue slot
+        elif pending is not None and not pending.cancelled():
+            pending.exception()  # seen, even when delivery failed before we awaited it
+
+
+async def _answers_private(host: Host, interaction: discord.Interaction, asked: bool) -> bool:
+    """The student's `private` option, unless a moderator forced answers private or public
+    in this channel (or its parent, or the server: `/config answers`)."""
+    settings = await host.settings.get(interaction.guild_id)
+    forced = settings.visibility_in(interaction.channel_id,
+                                    parent_channel_id(interaction.channel))
+    return asked if forced is None else forced == "private"
+
+
+#: A wait shorter than this shows no place in line; after it, the place is edited at most this
+#: often (each edit is a Discord API call, under its rate limits).
+PLACE_AFTER_S = 1.0
+PLACE_EVERY_S = 2.0
+
+
+async def _wait_in_line(host: Host, interaction: discord.Interaction,
+                        pending: asyncio.Future) -> Any:
+    """The result; meanwhile, after a second of waiting, "⏳ 12th in line (about 3 s)" in the
+    placeholder, edited only when the place changes."""
+    shown = None
+    delay = PLACE_AFTER_S
+    while True:
+        done, _ = await asyncio.wait({pending}, timeout=delay)
+        if done:
+            return pending.result()
+        delay = PLACE_EVERY_S
+        where = host.engine.queue_place(pending)
+        if where is None or where.place == shown:
+            continue
+        shown = where.place
+        about = max(1, round(where.about_s))
+        try:
+            await interaction.edit_original_response(
+                content=f"⏳ {ordinal(where.place)} in line (about {about} s)")
+        except discord.HTTPException:
+            pass  # only a progress note: the answer still comes
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def run_form_submit(submit: discord.Interaction, runs: str,
+                    options: Callable[[], dict[str, Any]], via: str):
+    """A form's submit that runs student command `runs`: gated like it (a form is not a
+    command to discord.py), then answered like it; `options()` may refuse the text."""
+
+    async def body(turn: Turn) -> Answer:
+        return await _answer(turn, COMMANDS[runs], with_defaults(turn.host, runs, options()))
+
+    return enter(submit, Action(runs, body, via=via))
+
+
+# ------------------------------------------------------------------------------ buttons
+
+Knobs = Mapping[str, float | int]
+
+#: What each knob letter holds, and its type, in a custom_id ("t0.7,k50,s123").
+KNOB_TYPES: dict[str, type] = {"t": float, "k": int, "p": float, "s": int, "n": int, "r": int}
+
+BROKEN = ("This button is broken (it does not carry what it needs). Run the command again to "
+          "get fresh buttons.")
+
+
+class ButtonBroken(InvalidInput):
+    """A custom_id that parses but cannot be run: its knobs are missing or unreadable."""
+
+    code = "broken_button"
+
+
+class ButtonExpired(CoreError):
+    code = "button_expired"
+    status = "expired"
+
+    def __init__(self) -> None:
+        super().__init__("This button has expired. Run the command again to get fresh buttons.")
+
+
+def encode_knobs(knobs: Knobs) -> str:
+    return ",".join(f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}"
+                    for key, value in knobs.items() if value is not None)
+
+
+def decode_knobs(text: str) -> dict[str, float | int]:
+    """The knobs of a custom_id; `ButtonBroken` for anything unreadable ("kinf", "t1e999")."""
+    knobs: dict[str, float | int] = {}
+    for part in filter(None, (text or "").split(",")):
+        kind = KNOB_TYPES.get(part[:1])
+        if kind is None:
+            continue
+        try:
+            number = float(part[1:])
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError(part)
+            knobs[part[:1]] = int(number) if kind is int else number
+        except (ValueError, OverflowError):
+            raise ButtonBroken(BROKEN) from None
+    return knobs
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A button under one command's answers that runs a student command on the same text."""
+
+    action: str
+    label: str
+    emoji: str
+    #: The student command the click runs: its rules, cooldown and log row apply.
+    runs: str
+    #: (the answer's text, its knobs[, the modal's text]) -> the options of `runs`.
+    options: Callable[..., dict[str, Any]]
+    #: A modal field label when the click first asks for one more text.
+    asks: str | None = None
+    asks_placeholder: str = ""
+
+    def options_for(self, *args: Any) -> dict[str, Any]:
+        try:
+            return self.options(*args)
+        except KeyError:  # a knob the follow-up needs is not in the custom_id
+            raise ButtonBroken(BROKEN) from None
+
+
+def _generate(text: str, k: Knobs, **changes: Any) -> dict[str, Any]:
+    return {"prompt": text, "max_new_tokens": k["n"], "temperature": k["t"], "top_k": k["k"],
+            "top_p": k["p"], "num_return_sequences": k["r"], "seed": k.get("s"), **changes}
+
+
+#: Source command -> its follow-up buttons, in the order shown.
+FOLLOW_UPS: dict[str, tuple[FollowUp, ...]] = {
+    "generate": (
+        FollowUp("new", "New sample", "🎲", "generate",
+                 lambda text, k: _generate(text, k, seed=None)),
+        FollowUp("same", "Same seed again", "🔁", "generate", _generate),
+        FollowUp("greedy", "Greedy", "🎯", "generate",
+                 lambda text, k: _generate(text, k, temperature=0.0, seed=None)),
+        FollowUp("odds", "Next-token odds", "📊", "nexttoken",
+                 lambda text, k: {"prompt": text, "temperature": k["t"], "top_k": k["k"],
+                                  "top_p": k["p"]}),
+    ),
+    "mask": (
+        FollowUp("attn", "Attention", "🔍", "attention", lambda text, k: {"text": text}),
+        FollowUp("pair", "Compare with…", "⚖️", "maskpair",
+                 lambda text, k, other: {"sentence_a": text, "sentence_b": other,
+                                         "top_k": k["k"]},
+                 asks="A second sentence with [MASK]",
+                 asks_placeholder="The nurse said that [MASK] would be late."),
+    ),
+}
+
+#: Source command -> the knobs its follow-ups repeat, from the slash options and the result.
+KNOBS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
+    "generate": lambda values, result: {
+        "t": float(result.temperature), "k": result.top_k, "p": float(result.top_p),
+        "s": result.seed, "n": values["max_new_tokens"], "r": values["num_return_sequences"]},
+    "mask": lambda values, result: {"k": values["top_k"]},
+}
+
+
+def _find(action: str) -> FollowUp | None:
+    return next((f for fs in FOLLOW_UPS.values() for f in fs if f.action == action), None)
+
+
+def answer_view(interaction: discord.Interaction, name: str, values: Mapping[str, Any],
+                result: Any, reply: Reply) -> discord.ui.View:
+    """The buttons under a student's answer: its follow-ups (when the answer carries its text
+    whole) and 👍/👎."""
+    view = discord.ui.View(timeout=None)
+    follow_ups = FOLLOW_UPS.get(name, ())
+    if follow_ups and reply.embeds:
+        asked = values[COMMANDS[name].input_options[0]]
+        if input_of(reply.embeds[0].description) == printable(str(asked)):
+            knobs = encode_knobs(KNOBS[name](values, result))
+            for follow_up in follow_ups:
+                view.add_item(FollowUpButton(follow_up, interaction.id, knobs))
+    for vote in ("up", "down"):
+        view.add_item(FeedbackButton(vote, interaction.id))
+    return view
+
+
+def check_age(host: Host, asked: int) -> None:
+    """`ButtonExpired` past `[discord] button_max_age_hours`, or for a button dated in the
+    future (a forged id: no real answer can be younger than now)."""
+    age = datetime.now(timezone.utc) - discord.utils.snowflake_time(asked)
+    if age > timedelta(hours=host.config.discord.button_max_age_hours) or age < timedelta(0):
+        raise ButtonExpired()
+
+
+class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
+                     template=r"tlm:do:(?P<action>[a-z]+):(?P<asked>[0-9]{1,20})"
+                              r":(?P<knobs>[0-9a-z.,+-]{0,60})"):
+    def __init__(self, follow_up: FollowUp, asked: int, knobs: str) -> None:
+        self.follow_up, self.asked, self.knobs = follow_up, asked, knobs
+        super().__init__(discord.ui.Button(
+            label=follow_up.label, emoji=follow_up.emoji, row=0,
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"tlm:do:{follow_up.action}:{asked}:{knobs}"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> discord.ui.DynamicItem:
+        follow_up = _find(match["action"])
+        if follow_up is None:
+            return BrokenButton(item.custom_id or "")
+        return cls(follow_up, int(match["asked"]), match["knobs"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        follow_up = self.follow_up
+        await enter(interaction, Action(
+            follow_up.runs, self.run, via=f"button:{follow_up.action}",
+            precheck=lambda turn: check_age(turn.host, self.asked)))
+
+    async def run(self, turn: Turn) -> Answer | object:
+        interaction, follow_up = turn.interaction, self.follow_up
+        text = input_of(interaction.message.embeds[0].description
+                        if interaction.message and interaction.message.embeds else None)
+        if text is None:
+            raise InvalidInput("This answer no longer shows its text whole, so its "
+                               "buttons cannot run it again.")
+        knobs = decode_knobs(self.knobs)
+        if follow_up.asks is None:
+            options = with_defaults(turn.host, follow_up.runs, follow_up.options_for(text, knobs))
+            return await _answer(turn, COMMANDS[follow_up.runs], options)
+        follow_up.options_for(text, knobs, "")  # a broken id is said now, not after the form
+
+        def submitted(submit: discord.Interaction, value: str):
+            return run_form_submit(submit, follow_up.runs,
+                                   lambda: follow_up.options_for(text, knobs, value),
+                                   f"button:{follow_up.action}")
+
+        await interaction.response.send_modal(OneTextModal(
+            follow_up.label, follow_up.asks, submitted, placeholder=follow_up.asks_placeholder,
+            max_length=turn.host.config.limits.max_text_chars))
+        return FORM_OPENED
+
+
+#: One vote change per this many seconds per student: a vote is an opinion, not a clicker.
+FEEDBACK_RATE = Cooldown("feedback", 1, 3.0)
+
+
+class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
+                     template=r"tlm:fb:(?P<vote>up|down):(?P<asked>[0-9]{1,20})"):
+    """👍/👎 on an answer, stored on its row (an update, not a row per vote); only the student
+    who asked can vote (their answer, their opinion), and may change their mind, at most once
+    per `FEEDBACK_RATE`."""
+
+    def __init__(self, vote: str, asked: int) -> None:
+        self.vote, self.asked = vote, asked
+        super().__init__(discord.ui.Button(
+            emoji="👍" if vote == "up" else "👎", row=1, style=discord.ButtonStyle.secondary,
+            custom_id=f"tlm:fb:{vote}:{asked}"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> FeedbackButton:
+        return cls(match["vote"], int(match["asked"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        await enter(interaction, Action(
+            "feedback", self.run, kind="self", rate=FEEDBACK_RATE,
+            options={"vote": self.vote, "answer": self.asked},
+            precheck=lambda turn: check_age(turn.host, self.asked)))
+
+    async def run(self, turn: Turn) -> Answer:
+        stored = await turn.host.querylog.set_feedback(
+            self.asked, turn.interaction.user.id, 1 if self.vote == "up" else -1)
+        if not stored:
+            raise NotYourAnswer("Only the student who asked can rate this answer.")
+        emoji = "👍" if self.vote == "up" else "👎"
+        return Answer(Reply(content=f"Thanks: your {emoji} is saved with that answer.",
+                            summary=self.vote), ephemeral=True)
+
+
+class NotYourAnswer(CoreError):
+    code = "not_yours"
+    status = "refused"
+
+
+class BrokenButton(discord.ui.DynamicItem[discord.ui.Button], template=r"tlm:(?P<rest>.*)"):
+    """Any `tlm:` custom_id no other template reads: answered and logged as broken, never
+    left unanswered (Discord would show "interaction failed" and nothing would be logged).
+    Registered last, so every well-formed id reaches its own class first."""
+
+    def __init__(self, custom_id: str) -> None:
+        super().__init__(discord.ui.Button(label="?", custom_id=custom_id[:100] or "tlm:"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> BrokenButton:
+        return cls(item.custom_id or "")
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """discord.py dispatches a click to *every* template that matches: step aside when
+        another one reads this id."""
+        custom_id = self.item.custom_id or ""
+        return not any(pattern.fullmatch(custom_id) for pattern in _other_templates())
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        async def broken(turn: Turn) -> Answer:
+            raise ButtonBroken(BROKEN)
+
+        await enter(interaction, Action("button", broken, kind="self", via="button:broken"))
+
+
+def _other_templates() -> list[re.Pattern[str]]:
+    """The compiled templates of every dynamic item but `BrokenButton` (discord.py keeps each
+    on its class as `__discord_ui_compiled_template__`)."""
+    found, todo = [], list(discord.ui.DynamicItem.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        pattern = getattr(cls, "__discord_ui_compiled_template__", None)
+        if cls is not BrokenButton and pattern is not None:
+            found.append(pattern)
+    return found
