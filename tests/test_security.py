@@ -17,6 +17,8 @@ import discord
 import numpy as np
 import pytest
 
+from core.sentiment.persistence import load_classifier, save_classifier
+
 from bot.cli import main as cli_main
 from core.config import ModelSpec
 from core.errors import InvalidInput, ModelUnavailable
@@ -180,8 +182,9 @@ class _RunsOnUnpickle:
 def test_a_pickled_classifier_is_refused_unexecuted(tmp_path):
     encoder = EncoderInfo("tiny", "main", "cls")
     directory = tmp_path / "classifier"
-    SentimentClassifier(encoder, ("negative", "positive"), np.ones(4), 0.0).save(directory)
-    assert SentimentClassifier.load(directory, expected=encoder).label_names == (
+    save_classifier(SentimentClassifier(encoder, ("negative", "positive"), np.ones(4), 0.0),
+                    directory)
+    assert load_classifier(directory, expected=encoder).label_names == (
         "negative", "positive")
     marker = tmp_path / "pickle-ran"
     buffer = io.BytesIO()
@@ -193,7 +196,7 @@ def test_a_pickled_classifier_is_refused_unexecuted(tmp_path):
     manifest["npz_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()  # a careful attacker
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(InvalidInput, match="unreadable"):
-        SentimentClassifier.load(directory, expected=encoder)
+        load_classifier(directory, expected=encoder)
     assert not marker.exists()
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from core.sentiment.persistence import load_classifier, save_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -182,10 +184,10 @@ def test_save_load_round_trip_gives_identical_predictions(
     trained: SentimentClassifier, tmp_path: Path
 ) -> None:
     target = tmp_path / "sentiment"
-    trained.save(target)
+    save_classifier(trained, target)
     assert sorted(p.name for p in target.iterdir()) == ["classifier.npz", "manifest.json"]
 
-    loaded = SentimentClassifier.load(target, expected=ENCODER)
+    loaded = load_classifier(target, expected=ENCODER)
     probe = probe_features()
     assert loaded.predict_features(probe) == trained.predict_features(probe)
     np.testing.assert_array_equal(loaded.coef, trained.coef)
@@ -200,9 +202,9 @@ def test_save_load_round_trip_gives_identical_predictions(
 def test_save_replaces_an_existing_classifier(trained: SentimentClassifier, tmp_path: Path) -> None:
     target = tmp_path / "sentiment"
     other = SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5)
-    trained.save(target)
-    other.save(target)
-    loaded = SentimentClassifier.load(target, expected=ENCODER)
+    save_classifier(trained, target)
+    save_classifier(other, target)
+    loaded = load_classifier(target, expected=ENCODER)
     assert loaded.label_names == ("sad", "happy") and loaded.intercept == 1.5
     assert loaded.report is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sentiment"]  # no temp or backup left
@@ -219,22 +221,22 @@ def test_save_replaces_an_existing_classifier(trained: SentimentClassifier, tmp_
 def test_load_refuses_a_different_encoder(
     trained: SentimentClassifier, tmp_path: Path, expected: EncoderInfo
 ) -> None:
-    trained.save(tmp_path / "sentiment")
+    save_classifier(trained, tmp_path / "sentiment")
     with pytest.raises(InvalidInput) as info:
-        SentimentClassifier.load(tmp_path / "sentiment", expected=expected)
+        load_classifier(tmp_path / "sentiment", expected=expected)
     message = info.value.message
     assert "trained on test/bag-of-words (revision abc123) with cls pooling" in message
     assert f"configured for {expected.describe()}" in message
 
 
 def test_load_refuses_a_tampered_npz(trained: SentimentClassifier, tmp_path: Path) -> None:
-    trained.save(tmp_path / "sentiment")
+    save_classifier(trained, tmp_path / "sentiment")
     npz = tmp_path / "sentiment" / "classifier.npz"
     data = bytearray(npz.read_bytes())
     data[len(data) // 2] ^= 0x01
     npz.write_bytes(bytes(data))
     with pytest.raises(InvalidInput, match="does not match its manifest"):
-        SentimentClassifier.load(tmp_path / "sentiment", expected=ENCODER)
+        load_classifier(tmp_path / "sentiment", expected=ENCODER)
 
 
 def test_load_refuses_arrays_of_the_wrong_shape(
@@ -242,7 +244,7 @@ def test_load_refuses_arrays_of_the_wrong_shape(
 ) -> None:
     # Someone swaps the arrays and fixes the hash: the dimension check still catches it.
     target = tmp_path / "sentiment"
-    trained.save(target)
+    save_classifier(trained, target)
     buffer = io.BytesIO()
     np.savez(buffer, coef=np.zeros(3), intercept=np.zeros(1))
     (target / "classifier.npz").write_bytes(buffer.getvalue())
@@ -250,29 +252,29 @@ def test_load_refuses_arrays_of_the_wrong_shape(
     manifest["npz_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     (target / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidInput, match="wrong shape"):
-        SentimentClassifier.load(target, expected=ENCODER)
+        load_classifier(target, expected=ENCODER)
 
 
 def test_load_refuses_a_missing_classifier(tmp_path: Path) -> None:
     with pytest.raises(NotReady, match="No sentiment classifier has been trained"):
-        SentimentClassifier.load(tmp_path / "nothing-here", expected=ENCODER)
+        load_classifier(tmp_path / "nothing-here", expected=ENCODER)
     (tmp_path / "empty").mkdir()
     with pytest.raises(NotReady):
-        SentimentClassifier.load(tmp_path / "empty", expected=ENCODER)
+        load_classifier(tmp_path / "empty", expected=ENCODER)
 
 
 def test_load_refuses_a_corrupt_manifest(trained: SentimentClassifier, tmp_path: Path) -> None:
-    trained.save(tmp_path / "sentiment")
+    save_classifier(trained, tmp_path / "sentiment")
     (tmp_path / "sentiment" / "manifest.json").write_text("{not json")
     with pytest.raises(InvalidInput, match="manifest .* is unreadable"):
-        SentimentClassifier.load(tmp_path / "sentiment", expected=ENCODER)
+        load_classifier(tmp_path / "sentiment", expected=ENCODER)
 
 
 def test_failed_save_leaves_the_existing_classifier_intact(
     trained: SentimentClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "sentiment"
-    trained.save(target)
+    save_classifier(trained, target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     replacement = SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5)
 
@@ -281,19 +283,19 @@ def test_failed_save_leaves_the_existing_classifier_intact(
 
     monkeypatch.setattr(persistence, "_write_synced", disk_full)
     with pytest.raises(OSError, match="No space"):
-        replacement.save(target)
+        save_classifier(replacement, target)
     monkeypatch.undo()
 
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sentiment"]
-    assert SentimentClassifier.load(target, expected=ENCODER).intercept == trained.intercept
+    assert load_classifier(target, expected=ENCODER).intercept == trained.intercept
 
 
 def test_failed_swap_puts_the_old_classifier_back(
     trained: SentimentClassifier, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "sentiment"
-    trained.save(target)
+    save_classifier(trained, target)
     real_rename = os.rename
 
     def rename(src: object, dst: object) -> None:
@@ -303,11 +305,11 @@ def test_failed_swap_puts_the_old_classifier_back(
 
     monkeypatch.setattr(persistence.os, "rename", rename)
     with pytest.raises(OSError, match="I/O error"):
-        SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5).save(target)
+        save_classifier(SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5), target)
     monkeypatch.undo()
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sentiment"]
-    assert SentimentClassifier.load(target, expected=ENCODER).intercept == trained.intercept
+    assert load_classifier(target, expected=ENCODER).intercept == trained.intercept
 
 
 def test_a_save_interrupted_between_renames_is_recovered(
@@ -315,15 +317,15 @@ def test_a_save_interrupted_between_renames_is_recovered(
 ) -> None:
     # The state a crash after "old -> backup" and before "new -> target" leaves behind.
     target = tmp_path / "sentiment"
-    trained.save(target)
+    save_classifier(trained, target)
     os.rename(target, tmp_path / ".sentiment.previous")
 
-    loaded = SentimentClassifier.load(target, expected=ENCODER)
+    loaded = load_classifier(target, expected=ENCODER)
     assert loaded.intercept == trained.intercept
 
-    SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5).save(target)
+    save_classifier(SentimentClassifier(ENCODER, ("sad", "happy"), -trained.coef, 1.5), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sentiment"]
-    assert SentimentClassifier.load(target, expected=ENCODER).intercept == 1.5
+    assert load_classifier(target, expected=ENCODER).intercept == 1.5
 
 
 # --------------------------------------------------------------------------- reading data

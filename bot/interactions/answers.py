@@ -297,8 +297,9 @@ def check_age(host: Host, asked: int) -> None:
 
 
 class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
-                     template=r"tlm:do:(?P<action>[a-z]+):(?P<asked>[0-9]{1,20})"
-                              r":(?P<knobs>[0-9a-z.,+-]{0,60})"):
+                     template=r"tlm:do:(?P<action>"
+                              + "|".join(f.action for fs in FOLLOW_UPS.values() for f in fs)
+                              + r"):(?P<asked>[0-9]{1,20}):(?P<knobs>[0-9a-z.,+-]{0,60})"):
     def __init__(self, follow_up: FollowUp, asked: int, knobs: str) -> None:
         self.follow_up, self.asked, self.knobs = follow_up, asked, knobs
         super().__init__(discord.ui.Button(
@@ -308,10 +309,9 @@ class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> discord.ui.DynamicItem:
+                             match: re.Match[str], /) -> FollowUpButton:
         follow_up = _find(match["action"])
-        if follow_up is None:
-            return BrokenButton(item.custom_id or "")
+        assert follow_up is not None  # the template names only known actions
         return cls(follow_up, int(match["asked"]), match["knobs"])
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]

@@ -16,17 +16,16 @@ import functools
 import io
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont, get_font
 
-if TYPE_CHECKING:  # the tasks import this module to describe their pictures
-    from core.storage.quizzes import QuizReveal
-    from core.inference.tasks.logitlens import LogitLensResult
-    from core.inference.tasks.neighbours import Neighbour, NeighboursResult
+#: The results the activity charts draw, taken by their shape: the tasks import this module to
+#: describe their pictures, so importing their classes here would close an import circle.
+LogitLensResult = NeighboursResult = Neighbour = QuizReveal = Any
 
 DPI = 100
 #: Below this many tokens each attention cell also shows its weight as a number.

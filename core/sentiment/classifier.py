@@ -96,12 +96,12 @@ class TrainingReport:
         return cls(
             accuracy=float(data["accuracy"]),
             dummy_accuracy=float(data["dummy_accuracy"]),
-            precision=_pair(data["precision"], float),
-            recall=_pair(data["recall"], float),
+            precision=pair_of(data["precision"], float),
+            recall=pair_of(data["recall"], float),
             n_train=int(data["n_train"]),
             n_test=int(data["n_test"]),
-            label_names=_pair(data["label_names"], str),
-            encoder=_encoder_from_json(data["encoder"]),
+            label_names=pair_of(data["label_names"], str),
+            encoder=encoder_from_json(data["encoder"]),
             seconds=float(data["seconds"]),
             featurize_seconds=float(data.get("featurize_seconds", 0.0)),
             standardized=bool(data.get("standardized", False)),
@@ -205,30 +205,15 @@ class SentimentClassifier:
             )
         return predictions
 
-    # ----------------------------------------------------------------------- persistence
 
-    def save(self, directory: Path) -> None:
-        """Write atomically (see `core.sentiment.persistence.save_classifier`)."""
-        from core.sentiment.persistence import save_classifier
-
-        save_classifier(self, directory)
-
-    @classmethod
-    def load(cls, directory: Path, *, expected: EncoderInfo) -> SentimentClassifier:
-        """Load and check a saved classifier (see `core.sentiment.persistence`)."""
-        from core.sentiment.persistence import load_classifier
-
-        return load_classifier(directory, expected=expected)
-
-
-def _pair(values: Any, kind: type) -> tuple[Any, Any]:
+def pair_of(values: Any, kind: type) -> tuple[Any, Any]:
     items = list(values)
     if len(items) != 2 or not all(isinstance(item, (int, float, str)) for item in items):
         raise ValueError(f"expected two values, got {values!r}")
     return kind(items[0]), kind(items[1])
 
 
-def _encoder_from_json(data: Any) -> EncoderInfo:
+def encoder_from_json(data: Any) -> EncoderInfo:
     pooling = data["pooling"]
     if pooling not in ("cls", "mean"):
         raise ValueError(f"unknown pooling {pooling!r}")

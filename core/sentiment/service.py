@@ -20,6 +20,7 @@ from core.config import Config
 from core.inference.engine import InferenceEngine
 from core.errors import CoreError, InvalidInput, NotReady
 from core.sentiment.classifier import EncoderInfo, SentimentClassifier, TrainingReport
+from core.sentiment.persistence import load_classifier, save_classifier
 from core.sentiment.data import LabelledData
 from core.sentiment.training import train_classifier
 from core.inference.tasks.base import Timings
@@ -60,7 +61,7 @@ class SentimentService:
     def load(self) -> None:
         """Pick up the classifier on disk, if there is a compatible one."""
         try:
-            self._classifier = SentimentClassifier.load(self.directory, expected=self.encoder)
+            self._classifier = load_classifier(self.directory, expected=self.encoder)
         except CoreError as exc:
             self._classifier = None
             missing = not (self.directory / "manifest.json").exists()
@@ -128,7 +129,7 @@ class SentimentService:
             raise InvalidInput("A classifier is already training. Wait for its report first.")
         async with self._training:
             classifier, report = await train_classifier(data, self.featurize, self.encoder)
-            await asyncio.to_thread(classifier.save, self.directory)
+            await asyncio.to_thread(save_classifier, classifier, self.directory)
             self._classifier = classifier
             log.info("new sentiment classifier: accuracy %.3f on %d held-out examples",
                      report.accuracy, report.n_test)
