@@ -12,8 +12,8 @@ import asyncio
 import pytest
 
 from core.config import Config
-from core.inference.engine import InferenceEngine
 from core.errors import InputTooLong, InvalidInput, UserError
+from core.inference.engine import InferenceEngine
 from core.inference.models import Head
 from core.inference.tasks.features import FeaturesRequest
 from core.inference.tasks.fill_mask import FillMaskRequest
@@ -87,7 +87,7 @@ async def test_a_rejected_request_never_reaches_the_queue(engine):
         await engine.submit(FillMaskRequest("no mask here"))
     with pytest.raises(InvalidInput):
         await engine.submit(GenerateRequest("Hello", top_p=0))
-    assert engine._lanes == {}  # nothing was queued, no lane was even created
+    assert engine.lanes == {}  # nothing was queued, no lane was even created
 
 
 @pytest.mark.parametrize("text", ["Paris is the capital of France.", "[MASK] and [MASK]",
