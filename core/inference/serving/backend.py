@@ -93,7 +93,7 @@ class RayBackend:
             states = {spec: (LoadState.FAILED, reason) for spec in self.plans}
         else:
             states = {
-                spec: _app_state(status.applications.get(plan.name))
+                spec: app_state(status.applications.get(plan.name))
                 for spec, plan in self.plans.items()
             }
         for spec, state in states.items():
@@ -178,7 +178,8 @@ class RayBackend:
                 raise
 
 
-def _app_state(app: Any) -> tuple[LoadState, str | None]:
+def app_state(app: Any) -> tuple[LoadState, str | None]:
+    """A Serve application's status (None: not deployed) as the engine's load states."""
     if app is None:
         return LoadState.FAILED, NOT_DEPLOYED
     status = str(getattr(app.status, "value", app.status))

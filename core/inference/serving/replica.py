@@ -36,7 +36,7 @@ class ModelServer:
     """A Serve deployment class (wrapped by `build_app`), one per model spec."""
 
     def __init__(self, args: dict[str, Any]) -> None:
-        config = _config(args)
+        config = replica_config(args)
         self.spec = getattr(config.models, args["model"])
         heads = frozenset(all_model_needs(config).get(self.spec, ()))
         self.tasks = {t.request_type: t(config.models, config.limits) for t in TASK_TYPES}
@@ -97,13 +97,13 @@ def build_app(args: dict[str, Any]) -> Any:
     require_ray()
     from ray import serve
 
-    sizing = getattr(_config(args).ray, args["model"])
+    sizing = getattr(replica_config(args).ray, args["model"])
     deployment = serve.deployment(ModelServer, name=DEPLOYMENT_NAME,
                                   **deployment_options(sizing))
     return deployment.bind(args)
 
 
-def _config(args: dict[str, Any]) -> Config:
+def replica_config(args: dict[str, Any]) -> Config:
     """The replica's view of the bot's config: its models, limits and its own sizing."""
     return parse_config({
         "models": args["models"],
