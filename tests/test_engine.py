@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,6 +118,45 @@ async def test_cancelled_waiting_caller_is_skipped(engine):
         assert isinstance(outcome, FillMaskResult) and outcome.text == text
         assert outcome.timings.batch_size == 5  # the cancelled one took no row
     assert isinstance(await engine.submit(MASK), FillMaskResult)
+
+
+async def test_callers_that_went_away_free_their_queue_places(tiny_config, monkeypatch):
+    """A full queue whose callers left (one cancelled, one timed out) admits new requests while
+    their entries still sit in the queue: places are counted for callers still waiting."""
+    from core.inference.tasks.fill_mask import FillMaskTask
+
+    release = threading.Event()
+    original = FillMaskTask.run_batch
+
+    def held(self, model, requests, emit):
+        if any("held" in r.text for r in requests):
+            assert release.wait(30), "the test never released the batch"
+        return original(self, model, requests, emit)
+
+    monkeypatch.setattr(FillMaskTask, "run_batch", held)
+    config = with_engine(tiny_config, queue_size=2, max_batch_size=1)
+    async with _engine(config) as engine:
+        try:
+            busy = engine.admit(FillMaskRequest("The held one is [MASK]."))
+            lane = engine.lanes[(config.models.mask, None)]
+            await _wait_until(lambda: not lane.pending)  # in a worker, holding the lane
+            left = [engine.admit(MASK), engine.admit(MASK, timeout=0.05)]
+            with pytest.raises(Overloaded):
+                engine.admit(MASK)
+            left[0].cancel()
+            with pytest.raises(RequestTimeout):
+                await left[1]
+            assert len(lane.pending) == 2  # still queued, but nobody waits for them
+            assert engine.queue_state().waiting[str(config.models.mask)] == 0
+            admitted = [engine.admit(MASK), engine.admit(MASK)]
+            with pytest.raises(Overloaded):
+                engine.admit(MASK)
+        finally:
+            release.set()
+        assert isinstance(await busy, FillMaskResult)
+        for future in admitted:
+            assert isinstance(await future, FillMaskResult)
+        assert left[0].cancelled()
 
 
 async def test_cancelled_caller_in_flight_does_not_hurt_its_batch(engine):

@@ -152,7 +152,10 @@ def test_generate_options_at_their_bounds_are_accepted(validator):
         {"max_new_tokens": 100, "temperature": 2, "top_k": 1000, "top_p": 0.01},
         {"num_return_sequences": 5, "seed": 0},
     ):
-        validator.validate(GenerateRequest("Hello", **options))
+        cleaned = validator.validate(GenerateRequest(" Hello ", **options))
+        # Kept exactly, neither clamped nor dropped (only the prompt is cleaned).
+        assert cleaned == GenerateRequest("Hello", **options), options
+        assert isinstance(cleaned.temperature, float) and isinstance(cleaned.top_k, int)
 
 
 def test_features_bad_pooling(validator):
