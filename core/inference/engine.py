@@ -2,8 +2,8 @@
 
 Why this shape: batching beats threads on the small CPU machines the bot targets. One padded
 forward for many fill-mask requests is several times faster than single forwards, and two
-forwards in parallel threads only fight for the cores (benchmarks/RESULTS.md, "Why the engine
-batches"). So each model gets one *lane* (`core.inference.lanes`): a bounded queue and a batcher
+forwards in parallel threads only fight for the cores (benchmarks/RESULTS.md, "Figures behind
+the code"). So each model gets one *lane* (`core.inference.lanes`): a bounded queue and a batcher
 that hands one batch at a time to its runner; a couple of single-threaded workers let different
 models' lanes progress side by side.
 
@@ -306,8 +306,8 @@ class InferenceEngine:
 
         A fixed `torch_threads` is used as is. 0 means auto: every core when no other batch
         is running, one when another is (two lanes then share the cores instead of fighting
-        over them). Measured (benchmarks/RESULTS.md): 2 threads nearly double a lone /mask
-        burst on 2 idle cores, but slow everything 2.5-9x once a neighbour is busy.
+        over them). Two threads speed up a lone batch on idle cores but slow everything down
+        once a neighbour is busy (benchmarks/RESULTS.md, "Figures behind the code").
         """
         fixed = self.config.engine.torch_threads
         if fixed:

@@ -5,7 +5,7 @@ registry code (`core.inference.models.load_model`, the heads `core.inference.eng
 names) and runs a batch with the same `core.inference.worker.run_batch` (one forward, then one
 by one if the batch fails, a `UserError` per request as a value). Batches are formed by the
 bot's lane, which measured faster than `@serve.batch` over per-request calls (small, ragged
-batches; benchmarks/RESULTS.md, "Ray Serve").
+batches; benchmarks/RESULTS.md, "Figures behind the code").
 
 Results stream back as each is ready (`DeploymentResponseGenerator`): a 5-token `/generate`
 answer must not wait for the 100-token one sharing its batch. When the bot cancels the call

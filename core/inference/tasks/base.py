@@ -62,7 +62,7 @@ class Task(Generic[Req, Res]):
     #: The models this task may use, by role, and the heads each must be loaded with.
     needs: ClassVar[Mapping[Role, frozenset[Head]]]
     #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
-    #: that waiting behind a forward pass would cost it 100x its own time.
+    #: that waiting behind a forward pass would cost it many times its own time.
     own_lane: ClassVar[bool] = False
     #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
     #: forward, so a picture never holds the model's lane (see `core.pictures.stage`).

@@ -2,8 +2,8 @@
 
 The forward is hand-batched: the encoder runs on the padded batch, but the vocabulary
 projection (the costliest layer per position) runs only at the mask positions, which is faster
-than `pipeline(list, batch_size=32)` (benchmarks/RESULTS.md, "/mask"). An equivalence test
-checks the answers against the pipeline run one request at a time.
+than `pipeline(list, batch_size=32)` (benchmarks/RESULTS.md, "Figures behind the code"). An
+equivalence test checks the answers against the pipeline run one request at a time.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """`/generate`: GPT-2 continuations with the knobs the course explains.
 
-The decode loop is ours rather than `model.generate`, for three measured reasons
-(benchmarks/RESULTS.md, "Figures behind the code"):
-- sampling only within the top-k candidates (a softmax and sort over the whole vocabulary
-  every step costs more than the rest of sampling);
+The decode loop is ours rather than `model.generate`, for three reasons (the measured one:
+benchmarks/RESULTS.md, "Figures behind the code"):
+- sampling only within the top-k candidates (a softmax and sort over the whole 50k-token
+  vocabulary at every step is costly at batch 16);
 - a finished sequence leaves the batch at once (the KV cache rows are dropped), and its
   request is answered then, instead of waiting for the longest one;
 - each request keeps its own options and its own seeded generator inside a shared batch, and

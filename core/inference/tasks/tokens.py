@@ -53,7 +53,7 @@ class TokensTask(Task[TokensRequest, TokensResult]):
     needs = {"mask": frozenset({Head.TOKENIZER}), "generate": frozenset({Head.TOKENIZER})}
     request_type = TokensRequest
     #: A tokenizer call is so light that queueing behind forwards would cost it far more than
-    #: its own time (benchmarks/RESULTS.md, "Mixed stream": tokens p50).
+    #: its own time (benchmarks/RESULTS.md, "Figures behind the code").
     own_lane = True
 
     def role(self, request: TokensRequest) -> Role:
