@@ -145,12 +145,12 @@ def redeploy(cluster, replicas: int) -> None:
     import sys
 
     from core.config import tomllib
-    from tests.ray_cluster import _toml
+    from tests.ray_cluster import toml_text
 
     raw = tomllib.loads(cluster.config_path.read_text(encoding="utf-8"))
     raw["ray"]["mask"]["replicas"] = replicas
     path = cluster.config_path.with_name(f"config-{replicas}.toml")
-    path.write_text(_toml(raw), encoding="utf-8")
+    path.write_text(toml_text(raw), encoding="utf-8")
     subprocess.run([sys.executable, "-m", "bot", "--config", str(path), "serve"],
                    env=cluster.env, check=True, capture_output=True, timeout=600)
 

@@ -142,7 +142,7 @@ def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool =
                      **ray_section}
         config = parse_config(raw, base_dir=base)
         config_path = base / "config.toml"
-        config_path.write_text(_toml(raw), encoding="utf-8")
+        config_path.write_text(toml_text(raw), encoding="utf-8")
         serve_trace = base / "strace-serve.log"
         serve_log = base / "serve.log"
         with serve_log.open("wb") as out:
@@ -181,14 +181,14 @@ def _start_head(command: list[str], env: dict[str, str], out) -> subprocess.Pope
                             start_new_session=True)
 
 
-def _toml(raw: dict, prefix: str = "") -> str:
+def toml_text(raw: dict, prefix: str = "") -> str:
     """Just enough TOML for a config dict: scalars, then nested tables as [a.b] sections."""
     scalars = [f"{k} = {json.dumps(v)}" for k, v in raw.items() if not isinstance(v, dict)]
     text = f"[{prefix}]\n" if prefix and scalars else ""
     text += "".join(f"{line}\n" for line in scalars)
     for key, value in raw.items():
         if isinstance(value, dict):
-            text += _toml(value, f"{prefix}.{key}" if prefix else key)
+            text += toml_text(value, f"{prefix}.{key}" if prefix else key)
     return text
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,6 @@ import pytest
 import torch
 
 from core.config import Config, ModelSpec
-from core.inference.engine import InferenceEngine
 from core.errors import (
     EngineClosed,
     InvalidInput,
@@ -25,6 +25,7 @@ from core.errors import (
     Overloaded,
     RequestTimeout,
 )
+from core.inference.engine import InferenceEngine
 from core.inference.models import Head, LoadState
 from core.inference.tasks.features import FeaturesRequest, FeaturesResult
 from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult
@@ -119,11 +120,50 @@ async def test_cancelled_waiting_caller_is_skipped(engine):
     assert isinstance(await engine.submit(MASK), FillMaskResult)
 
 
+async def test_callers_that_went_away_free_their_queue_places(tiny_config, monkeypatch):
+    """A full queue whose callers left (one cancelled, one timed out) admits new requests while
+    their entries still sit in the queue: places are counted for callers still waiting."""
+    from core.inference.tasks.fill_mask import FillMaskTask
+
+    release = threading.Event()
+    original = FillMaskTask.run_batch
+
+    def held(self, model, requests, emit):
+        if any("held" in r.text for r in requests):
+            assert release.wait(30), "the test never released the batch"
+        return original(self, model, requests, emit)
+
+    monkeypatch.setattr(FillMaskTask, "run_batch", held)
+    config = with_engine(tiny_config, queue_size=2, max_batch_size=1)
+    async with _engine(config) as engine:
+        try:
+            busy = engine.admit(FillMaskRequest("The held one is [MASK]."))
+            lane = engine.lanes[(config.models.mask, None)]
+            await _wait_until(lambda: not lane.pending)  # in a worker, holding the lane
+            left = [engine.admit(MASK), engine.admit(MASK, timeout=0.05)]
+            with pytest.raises(Overloaded):
+                engine.admit(MASK)
+            left[0].cancel()
+            with pytest.raises(RequestTimeout):
+                await left[1]
+            assert len(lane.pending) == 2  # still queued, but nobody waits for them
+            assert engine.queue_state().waiting[str(config.models.mask)] == 0
+            admitted = [engine.admit(MASK), engine.admit(MASK)]
+            with pytest.raises(Overloaded):
+                engine.admit(MASK)
+        finally:
+            release.set()
+        assert isinstance(await busy, FillMaskResult)
+        for future in admitted:
+            assert isinstance(await future, FillMaskResult)
+        assert left[0].cancelled()
+
+
 async def test_cancelled_caller_in_flight_does_not_hurt_its_batch(engine):
     await engine.submit(GenerateRequest("Hello", max_new_tokens=1))
     requests = [_long_generate(seed=s, num_return_sequences=2) for s in range(4)]
     callers = [asyncio.create_task(engine.submit(r)) for r in requests]
-    await _wait_until(lambda: not any(engine._lanes[(engine.task_for(r).spec(r), None)].pending
+    await _wait_until(lambda: not any(engine.lanes[(engine.task_for(r).spec(r), None)].pending
                                       for r in requests))
     await asyncio.sleep(0.01)  # decoding has started
     callers[0].cancel()
@@ -177,7 +217,7 @@ async def test_model_that_fails_to_load(tiny_config, tmp_path: Path, caplog):
             await engine.submit(question)
         assert time.perf_counter() - started < 0.05
         assert status.error in again.value.message
-        assert not engine._lanes[(missing, None)].pending
+        assert not engine.lanes[(missing, None)].pending
     assert any("could not load" in r.getMessage() for r in caplog.records)
 
 
@@ -225,7 +265,7 @@ async def test_aclose_finishes_the_batch_in_flight_and_fails_the_queue(tiny_conf
     await engine.submit(GenerateRequest("Hello", max_new_tokens=1))
     requests = [_long_generate(seed=s) for s in range(5)]
     callers = [asyncio.create_task(engine.submit(r)) for r in requests]
-    lane = engine._lanes[(tiny_config.models.generate, None)]
+    lane = engine.lanes[(tiny_config.models.generate, None)]
     await _wait_until(lambda: len(lane.pending) == 4)  # the first is in a worker now
     await engine.aclose()
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
@@ -299,7 +339,12 @@ async def test_a_task_that_forgets_a_request_does_not_hang_it(engine, monkeypatc
     original = task.run_batch
 
     def run_batch(model, requests, emit):
-        original(model, requests, lambda i, outcome: None if i == 0 else emit(i, outcome))
+        def forget_first(index, outcome):
+            if index != 0:
+                emit(index, outcome)
+
+        forget_first.wanted = emit.wanted  # the rest of the `Emit` protocol, unchanged
+        original(model, requests, forget_first)
 
     monkeypatch.setattr(task, "run_batch", run_batch)
     with pytest.raises(RuntimeError, match="no result"):

@@ -9,7 +9,7 @@ import yaml
 
 from core.config import Config
 from core.inference.serving.cluster import DEPLOYMENT_NAME, app_plans
-from core.inference.serving.replica import _config
+from core.inference.serving.replica import replica_config
 
 MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "kuberay-rayservice.yaml"
 
@@ -32,8 +32,8 @@ def test_manifest_names_the_same_applications_as_tlm_bot_serve():
         assert app["args"]["model"] == plan.role
         assert app["args"]["models"] == expected["models"]
         # The manifest's arguments are valid for the replica and name this model.
-        replica_config = _config(app["args"])
-        assert getattr(replica_config.models, plan.role) == plan.spec
+        replica_view = replica_config(app["args"])
+        assert getattr(replica_view.models, plan.role) == plan.spec
 
 
 def test_manifest_import_path_is_the_replica_builder():

@@ -126,13 +126,13 @@ async def test_deployment_states_map_to_load_states(ray_cluster, ray_engine):
     assert ray_engine.status(FillMaskRequest("a [MASK]")).state is LoadState.READY
     from ray import serve
 
-    from core.inference.serving.backend import NOT_DEPLOYED, _app_state
+    from core.inference.serving.backend import NOT_DEPLOYED, app_state
 
     status = serve.status()
-    assert _app_state(status.applications["tlm-mask"]) == (LoadState.READY, None)
-    assert _app_state(None) == (LoadState.FAILED, NOT_DEPLOYED)
-    assert _app_state(SimpleNamespace(status="DEPLOYING", message=""))[0] is LoadState.LOADING
-    state, error = _app_state(SimpleNamespace(status="DEPLOY_FAILED", message="OOM\nat line 3"))
+    assert app_state(status.applications["tlm-mask"]) == (LoadState.READY, None)
+    assert app_state(None) == (LoadState.FAILED, NOT_DEPLOYED)
+    assert app_state(SimpleNamespace(status="DEPLOYING", message=""))[0] is LoadState.LOADING
+    state, error = app_state(SimpleNamespace(status="DEPLOY_FAILED", message="OOM\nat line 3"))
     assert state is LoadState.FAILED and "OOM" in error and "line 3" not in error
 
 

@@ -244,7 +244,7 @@ async def test_burst_of_200_is_acknowledged_bounded_and_answered(tiny_config, tm
     async with running_bot(config, caplog) as h:
         await models_ready(h)
         users = [h.emu.guild.add_member(f"student{i}") for i in range(burst)]
-        lanes = h.services.engine._lanes
+        lanes = h.services.engine.lanes
         deepest = 0
 
         async def watch() -> None:
@@ -282,7 +282,7 @@ async def test_burst_of_200_is_acknowledged_bounded_and_answered(tiny_config, tm
                 "RequestHandler.start"}
 
         try:
-            await wait_for(lambda: leftovers() <= {"_Lane._run", "GroupCommitWriter._run"})
+            await wait_for(lambda: leftovers() <= {"Lane._batch_forever", "GroupCommitWriter._run"})
         except TimeoutError:
             raise AssertionError(f"per-interaction tasks left: {sorted(leftovers())}") from None
         rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024

@@ -12,8 +12,8 @@ import asyncio
 import pytest
 
 from core.config import Config
-from core.inference.engine import InferenceEngine
 from core.errors import InputTooLong, InvalidInput, UserError
+from core.inference.engine import InferenceEngine
 from core.inference.models import Head
 from core.inference.tasks.features import FeaturesRequest
 from core.inference.tasks.fill_mask import FillMaskRequest
@@ -87,7 +87,7 @@ async def test_a_rejected_request_never_reaches_the_queue(engine):
         await engine.submit(FillMaskRequest("no mask here"))
     with pytest.raises(InvalidInput):
         await engine.submit(GenerateRequest("Hello", top_p=0))
-    assert engine._lanes == {}  # nothing was queued, no lane was even created
+    assert engine.lanes == {}  # nothing was queued, no lane was even created
 
 
 @pytest.mark.parametrize("text", ["Paris is the capital of France.", "[MASK] and [MASK]",
@@ -152,7 +152,10 @@ def test_generate_options_at_their_bounds_are_accepted(validator):
         {"max_new_tokens": 100, "temperature": 2, "top_k": 1000, "top_p": 0.01},
         {"num_return_sequences": 5, "seed": 0},
     ):
-        validator.validate(GenerateRequest("Hello", **options))
+        cleaned = validator.validate(GenerateRequest(" Hello ", **options))
+        # Kept exactly, neither clamped nor dropped (only the prompt is cleaned).
+        assert cleaned == GenerateRequest("Hello", **options), options
+        assert isinstance(cleaned.temperature, float) and isinstance(cleaned.top_k, int)
 
 
 def test_features_bad_pooling(validator):

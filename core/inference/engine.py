@@ -1,17 +1,16 @@
-"""The inference core: bounded per-model queues, a batcher per model, a small worker pool.
+"""The inference core: a lane per model, a small worker pool, and the drawing stage.
 
-Why this shape (measured on the 2-core target machine): batching beats threads. Sixteen
-fill-mask requests as one padded forward ran ~3.5x faster than sixteen single forwards, and two
-forwards in parallel threads only fight for the cores. So each model gets one *lane*: a bounded
-queue and one batcher that runs one batch at a time; a couple of single-threaded workers let
-different models' lanes progress side by side.
+Why this shape: batching beats threads on the small CPU machines the bot targets. One padded
+forward for many fill-mask requests is several times faster than single forwards, and two
+forwards in parallel threads only fight for the cores (benchmarks/RESULTS.md, "Figures behind
+the code"). So each model gets one *lane* (`core.inference.lanes`): a bounded queue and a batcher
+that hands one batch at a time to its runner; a couple of single-threaded workers let different
+models' lanes progress side by side.
 
-Every lane follows the same life of a request (after TEI and Ray Serve's `@serve.batch`):
-validate on the event loop (a bad request never takes a queue slot) -> admit or refuse with
-`Overloaded` -> wait for company (up to `max_batch_size` or `max_wait_ms`) -> one forward in a
-worker -> each caller's future is resolved from the loop with `call_soon_threadsafe`, skipping
-callers that went away. A failure inside a batch is retried request by request so one odd input
-cannot take its neighbours down, and nothing a worker raises can kill the batcher.
+The engine validates on the event loop (a bad request never takes a queue slot), picks the
+request's lane and admits it there. Where a lane's batches run is its `BatchRunner`: here,
+`LocalRunner` (the worker pool running `core.inference.worker.run_batch`); with
+`engine.backend = "ray"`, `core.inference.serving.backend.RemoteRunner`.
 
 A teaching command's picture is drawn after that, in the drawing stage (`core.pictures.stage`): the
 lane is free again as soon as the forward is done, so a text answer never waits for a picture.
@@ -22,23 +21,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import threading
-import time
 import weakref
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from core.inference.backends import resolve_placement
-from core.inference.backends.oom import is_out_of_memory, release_cached_memory
 from core.config import Config, ModelSpec
-from core.errors import EngineClosed, ModelUnavailable, Overloaded, RequestTimeout, UserError
+from core.errors import EngineClosed, ModelUnavailable, RequestTimeout, UserError
+from core.inference.backends import resolve_placement, usable_cores
+from core.inference.lanes import BatchRunner, Lane, Pending, QueuePlace
 from core.inference.models import Head, LoadedModel, LoadState, ModelRegistry
-from core.pictures.stage import PictureStage, Ticket, auto_workers
 from core.inference.tasks.attention import AttentionTask
-from core.inference.tasks.base import Task, Timings
+from core.inference.tasks.base import Task
 from core.inference.tasks.contextsim import ContextSimTask
 from core.inference.tasks.features import FeaturesTask
 from core.inference.tasks.fill_mask import FillMaskTask
@@ -49,6 +44,8 @@ from core.inference.tasks.neighbours import NeighboursTask
 from core.inference.tasks.nexttoken import NextTokenTask
 from core.inference.tasks.qa import QATask
 from core.inference.tasks.tokens import TokensTask
+from core.inference.worker import run_batch, start_worker
+from core.pictures.stage import PictureStage, Ticket, auto_workers
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +72,6 @@ class ModelStatus:
 
 
 @dataclass(frozen=True)
-class QueuePlace:
-    """Where an admitted request waits: its place in its model's line (1 = next) and a rough
-    wait, from how long that lane's recent batches took."""
-
-    place: int
-    about_s: float
-
-
-@dataclass(frozen=True)
 class QueueState:
     """A snapshot of the work waiting in the core, for members (`/help`): read-only."""
 
@@ -96,17 +84,6 @@ class QueueState:
     pictures_in_flight: int
     #: A lane refuses new requests ("busy") beyond this many waiting.
     queue_size: int
-
-
-class _Pending:
-    __slots__ = ("request", "task", "key", "future", "enqueued_at")
-
-    def __init__(self, request: Any, task: Task, key: Hashable, future: asyncio.Future) -> None:
-        self.request = request
-        self.task = task
-        self.key = key
-        self.future = future
-        self.enqueued_at = time.perf_counter()
 
 
 class InferenceEngine:
@@ -153,9 +130,9 @@ class InferenceEngine:
                      if Head.TOKENIZER in heads}
         self.registry = ModelRegistry(needs, self.placement)
         self._pool: ThreadPoolExecutor | None = None
-        self._lanes: dict[tuple[ModelSpec, str | None], _Lane] = {}
+        self._lanes: dict[tuple[ModelSpec, str | None], Lane] = {}
         self.pictures = PictureStage(
-            workers=auto_workers(config.engine.picture_workers, _usable_cores()),
+            workers=auto_workers(config.engine.picture_workers, usable_cores()),
             queue_size=config.engine.picture_queue_size,
         )
         self._closed = False
@@ -179,7 +156,7 @@ class InferenceEngine:
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.engine.workers,
             thread_name_prefix="tlm-worker",
-            initializer=_start_worker,
+            initializer=start_worker,
             initargs=(threads,),
         )
         if self.config.models.load_at_start:
@@ -222,10 +199,13 @@ class InferenceEngine:
         key = (spec, task.name if task.own_lane else None)
         lane = self._lanes.get(key)
         if lane is None:
+            runner: BatchRunner
             if self.remote is not None and not task.own_lane:
-                lane = self._lanes[key] = self.remote.lane(self, spec)
+                runner = self.remote.runner(spec)
             else:
-                lane = self._lanes[key] = _Lane(self, spec, own_tokenizer=task.own_lane)
+                runner = LocalRunner(self, spec, own_tokenizer=task.own_lane)
+            name = str(spec) if key[1] is None else f"{spec} ({key[1]})"
+            lane = self._lanes[key] = Lane(name, self.config.engine, runner)
         # A picture request is admitted by the drawing stage first: refused while it is full,
         # before it costs a forward.
         ticket = self.pictures.reserve() if task.draws else None
@@ -246,11 +226,10 @@ class InferenceEngine:
         return future
 
     def queue_place(self, future: asyncio.Future) -> QueuePlace | None:
-        """Where the request behind `admit`'s `future` waits; None once its batch runs (or
-        for a lane this process does not queue, e.g. on Ray)."""
+        """Where the request behind `admit`'s `future` waits; None once its batch runs."""
         forward = self._forward_of.get(future, future)
         for lane in self._lanes.values():
-            place = lane.place_of(forward) if isinstance(lane, _Lane) else None
+            place = lane.place_of(forward)
             if place is not None:
                 return place
         return None
@@ -327,13 +306,13 @@ class InferenceEngine:
 
         A fixed `torch_threads` is used as is. 0 means auto: every core when no other batch
         is running, one when another is (two lanes then share the cores instead of fighting
-        over them). Measured (benchmarks/RESULTS.md): 2 threads nearly double a lone /mask
-        burst on 2 idle cores, but slow everything 2.5-9x once a neighbour is busy.
+        over them). Two threads speed up a lone batch on idle cores but slow everything down
+        once a neighbour is busy (benchmarks/RESULTS.md, "Figures behind the code").
         """
         fixed = self.config.engine.torch_threads
         if fixed:
             return fixed
-        return max(1, _usable_cores() - self.running_batches)
+        return max(1, usable_cores() - self.running_batches)
 
     def model_state(self, spec: ModelSpec) -> LoadState | None:
         """Loading, ready or failed, wherever the model runs; None for a model not served."""
@@ -346,12 +325,14 @@ class InferenceEngine:
 
     def queue_state(self) -> QueueState:
         """What is waiting now, per lane (callers that went away are not counted)."""
-        waiting: dict[str, int] = {}
-        for (spec, own_lane), lane in self._lanes.items():
-            name = str(spec) if own_lane is None else f"{spec} ({own_lane})"
-            waiting[name] = sum(1 for p in lane.pending if not p.future.done())
+        waiting = {lane.name: lane.waiting() for lane in self._lanes.values()}
         return QueueState(waiting, self.running_batches, self.pictures.in_flight,
                           self.config.engine.queue_size)
+
+    @property
+    def lanes(self) -> Mapping[tuple[ModelSpec, str | None], Lane]:
+        """The lanes opened so far, by (model, task name for a task's own lane, else None)."""
+        return self._lanes
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -367,8 +348,13 @@ def _expire(future: asyncio.Future) -> None:
         ))
 
 
-class _Lane:
-    """One model's bounded queue and the batcher that drains it, one batch at a time."""
+class LocalRunner:
+    """A lane's batches in this process: its model from the registry, one batch at a time in
+    the engine's worker pool (`core.inference.worker.run_batch`)."""
+
+    #: One batch per lane at a time: two forwards of one model in parallel threads only fight
+    #: over the cores; different models' lanes still progress side by side.
+    slots = 1
 
     def __init__(self, engine: InferenceEngine, spec: ModelSpec, *, own_tokenizer: bool = False
                  ) -> None:
@@ -377,114 +363,24 @@ class _Lane:
         #: A lane beside the model's main lane must not share its tokenizer: a fast tokenizer
         #: used from two threads at once fails ("Already borrowed") when one of them pads.
         self.own_tokenizer = own_tokenizer
-        self.pending: collections.deque[_Pending] = collections.deque()
-        #: Seconds per batch, smoothed (for `place_of`'s estimate); None before the first.
-        self.batch_seconds: float | None = None
-        self.wakeup = asyncio.Event()
-        self.closing = False
-        self.runner = asyncio.create_task(self._run(), name=f"lane:{spec}")
+        self.model: LoadedModel | None = None
 
-    def put(self, request: Any, task: Task) -> asyncio.Future:
-        config = self.engine.config.engine
-        # Callers that went away (cancelled, timed out) no longer hold a place in the queue.
-        if sum(1 for p in self.pending if not p.future.done()) >= config.queue_size:
-            raise Overloaded(
-                "The bot is very busy right now. Please try again in a moment."
-            )
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append(_Pending(request, task, task.batch_key(request), future))
-        self.wakeup.set()
-        return future
+    async def ready(self) -> None:
+        model = await self.engine.registry.get(self.spec)
+        self.model = model.with_own_tokenizer() if self.own_tokenizer else model
 
-    def place_of(self, future: asyncio.Future) -> QueuePlace | None:
-        ahead = 0
-        for item in self.pending:
-            if item.future is future:
-                limit = max(1, self.engine.config.engine.max_batch_size)
-                per_batch = self.batch_seconds if self.batch_seconds is not None else 1.0
-                # The batch in flight, then one batch per `limit` requests ahead of this one.
-                return QueuePlace(ahead + 1, per_batch * (1 + ahead // limit + 1))
-            if not item.future.done():
-                ahead += 1
-        return None
-
-    def fail_queued(self, error: Exception) -> None:
-        while self.pending:
-            item = self.pending.popleft()
-            if not item.future.done():
-                item.future.set_exception(error)
-
-    async def stop(self, timeout: float) -> None:
-        """Let the batch in flight finish (its callers get their answers), then end."""
-        self.closing = True
-        self.wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.runner), timeout)
-        except asyncio.TimeoutError:
-            log.warning("lane %s still busy after %.0fs; abandoning it", self.spec, timeout)
-            self.runner.cancel()
-
-    async def _run(self) -> None:
-        while not self.closing:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while self.pending:
-                try:
-                    model = await self.engine.registry.get(self.spec)
-                except ModelUnavailable as exc:
-                    self.fail_queued(exc)
-                    break
-                if self.own_tokenizer:
-                    model = model.with_own_tokenizer()
-                if not self.pending:  # emptied by aclose while the model was loading
-                    break
-                batch = await self._collect()
-                if batch:
-                    await self._execute(model, batch)
-
-    async def _collect(self) -> list[_Pending]:
-        """Take the oldest request and every compatible one, waiting briefly for more."""
-        config = self.engine.config.engine
-        first = self.pending[0]
-        limit = first.task.max_batch_rows(config)
-        deadline = first.enqueued_at + config.max_wait_ms / 1000
-        while sum(1 for p in self.pending if p.key == first.key) < limit:
-            delay = deadline - time.perf_counter()
-            if delay <= 0:
-                break
-            await asyncio.sleep(min(delay, 0.002))
-        batch, rest, rows = [], collections.deque(), 0
-        for item in self.pending:
-            if item.future.done():  # the caller went away: skip, never resolve it
-                continue
-            size = item.task.rows(item.request)
-            if item.key == first.key and (rows + size <= limit or not batch):
-                batch.append(item)
-                rows += size
-            else:
-                rest.append(item)
-        self.pending = rest
-        return batch
-
-    async def _execute(self, model: LoadedModel, batch: list[_Pending]) -> None:
+    async def run(self, batch: list[Pending]) -> None:
+        assert self.model is not None, "run() before ready()"
+        engine = self.engine
         loop = asyncio.get_running_loop()
-        threads = self.engine.threads_for_next_batch()
+        threads = engine.threads_for_next_batch()
         # A tokenizer-only batch takes a millisecond: it should not cost a forward its threads.
         counted = 0 if self.own_tokenizer else 1
-        self.engine.running_batches += counted
-        started = time.perf_counter()
+        engine.running_batches += counted
         try:
-            await loop.run_in_executor(self.engine.pool, _run_batch, loop, model, batch, threads)
-            took = time.perf_counter() - started
-            self.batch_seconds = took if self.batch_seconds is None else (
-                0.7 * self.batch_seconds + 0.3 * took)
-        except Exception as exc:  # the batcher must outlive anything a batch does
-            log.exception("batch for %s failed outside the task", self.spec)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            await loop.run_in_executor(engine.pool, run_batch, loop, self.model, batch, threads)
         finally:
-            self.engine.running_batches -= counted
+            engine.running_batches -= counted
 
 
 def all_model_needs(config: Config) -> dict[ModelSpec, set[Head]]:
@@ -509,122 +405,5 @@ def model_needs(config: Config, tasks: Iterable[Task],
     return dict(needs)
 
 
-def _run_batch(
-    loop: asyncio.AbstractEventLoop, model: LoadedModel, batch: list[_Pending], threads: int
-) -> None:
-    """Worker thread: run one batch; on an unexpected error, retry its members one by one."""
-    import torch
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    delivered: set[int] = set()
-
-    def deliver(group: list[int]):
-        def emit(index: int, outcome: Any) -> None:
-            position = group[index]
-            delivered.add(position)
-            item = batch[position]
-            if not isinstance(outcome, Exception):
-                outcome = replace(outcome, timings=Timings(
-                    queued_ms=(started - item.enqueued_at) * 1000,
-                    inference_ms=(time.perf_counter() - started) * 1000,
-                    batch_size=len(batch),
-                ))
-            loop.call_soon_threadsafe(_resolve, item.future, outcome)
-
-        emit.wanted = lambda index: not batch[group[index]].future.done()  # type: ignore[attr-defined]
-        return emit
-
-    task = batch[0].task
-
-    def run_halving_on_oom(group: list[int]) -> None:
-        """Run `group`; on GPU out-of-memory run each half instead (core/inference/backends/oom.py)."""
-        try:
-            task.run_batch(model, [batch[p].request for p in group], deliver(group))
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            release_cached_memory()
-            left = [p for p in group if p not in delivered]
-            if len(left) <= 1:  # one request that does not fit alone: "busy", as a full queue
-                for position in left:
-                    log.warning("%s: one request ran out of GPU memory", task.name)
-                    _fail(loop, batch[position], delivered, position, Overloaded(
-                        "The bot's GPU is full right now. Please try again in a moment."))
-                return
-            log.warning("%s batch of %d ran out of GPU memory; splitting it", task.name, len(left))
-            half = len(left) // 2
-            run_halving_on_oom(left[:half])
-            run_halving_on_oom([p for p in left[half:] if p not in delivered])
-
-    with torch.inference_mode():
-        try:
-            run_halving_on_oom(list(range(len(batch))))
-        except Exception as exc:
-            if len(batch) == 1:
-                log.exception("%s failed for one request", task.name)
-                _fail(loop, batch[0], delivered, 0, exc)
-                return
-            log.warning("%s batch of %d failed; retrying one by one", task.name, len(batch),
-                        exc_info=True)
-            for position in range(len(batch)):
-                if position in delivered:
-                    continue
-                try:
-                    task.run_batch(model, [batch[position].request], deliver([position]))
-                except Exception as exc:
-                    log.exception("%s failed for one request", task.name)
-                    _fail(loop, batch[position], delivered, position, exc)
-    for position, item in enumerate(batch):
-        if position not in delivered:  # a task bug: never leave a caller waiting forever
-            _fail(loop, item, delivered, position)
-
-
-def _fail(loop: asyncio.AbstractEventLoop, item: _Pending, delivered: set[int], position: int,
-          error: Exception | None = None) -> None:
-    """Fail one caller with what the task raised, so a `UserError` still reaches the student."""
-    delivered.add(position)
-    if error is None:
-        error = RuntimeError(f"{item.task.name} produced no result")
-    loop.call_soon_threadsafe(_resolve, item.future, error)
-
-
-def _resolve(future: asyncio.Future, outcome: Any) -> None:
-    """Runs on the loop. A cancelled or timed-out caller's future is simply skipped."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-def _usable_cores() -> int:
-    """Cores this process may run on (a container or taskset may allow fewer than exist)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _set_torch_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _start_worker(threads: int) -> None:
-    """A worker thread: its torch threads, and a lower CPU priority than the event loop.
-
-    With both cores busy in torch, the loop thread otherwise waits for a core like any other
-    thread; a nicer worker lets the scheduler run the loop first (Linux: per-thread nice).
-    """
-    _set_torch_threads(threads)
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)
-    except (AttributeError, OSError):  # not Linux, or not permitted: only slower to react
-        pass
-
-
-__all__ = ["InferenceEngine", "ModelStatus", "TASK_TYPES", "UserError", "model_needs"]
+__all__ = ["InferenceEngine", "LocalRunner", "ModelStatus", "QueuePlace", "QueueState",
+           "TASK_TYPES", "UserError", "all_model_needs", "model_needs"]

@@ -1,8 +1,8 @@
 """The model registry: each (model id, revision) is loaded once and shared by every task using it.
 
 `/mask`, `/tokens` and the sentiment features all name DistilBERT by default; loading it three
-times would cost ~250 MB each and three cold starts. So the registry first collects which
-*heads* each model needs (masked LM, QA, causal LM), loads one module per head, and serves the
+times would cost three times its memory and three cold starts. So the registry first collects
+which *heads* each model needs (masked LM, QA, causal LM), loads one module per head, and serves the
 bare encoder as that module's `base_model` instead of a second copy.
 
 Loading runs in a background thread so the bot can acknowledge commands while weights arrive;
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.inference import backends
-from core.inference.backends.placement import CPU_FLOAT32, Placement
 from core.config import ModelSpec
 from core.errors import ModelUnavailable
+from core.inference import backends
+from core.inference.backends.placement import CPU_FLOAT32, Placement
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ FIX_MISSING = (
     "Run `tlm-bot download-models` while online (then set HF_HUB_OFFLINE=1 to stay offline), "
     "or point [models] at local folders."
 )
-#: Seconds to wait for the hub before calling it unreachable (a reachable hub answers in <1 s).
+#: Seconds to wait for the hub before calling it unreachable (a reachable hub answers well
+#: within it: benchmarks/RESULTS.md, "Figures behind the code").
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
@@ -141,7 +142,7 @@ def load_model(spec: ModelSpec, heads: frozenset[Head],
     `trust_remote_code` is pinned off: a model id typed into a config must never run code.
     A hub model is first looked for in the local cache only (no network, no update check);
     only if it is missing there is the hub asked, after a short reachability probe, so an
-    offline machine fails in seconds with what to do instead of ~50 s of retries.
+    offline machine fails in seconds with what to do instead of a long series of retries.
     """
     local_only = where_to_load(spec)  # before importing transformers: that alone takes seconds
     import transformers
@@ -323,7 +324,8 @@ class ModelRegistry:
             raise ModelUnavailable(f"The model `{spec}` could not be loaded: {reason}") from exc
         self._state[spec] = LoadState.READY
         # Hundreds of thousands of long-lived objects now exist; a full collection walking them
-        # stalled the event loop ~200 ms (benchmarks). Frozen, collections skip them.
+        # stalled the event loop (benchmarks/RESULTS.md, "Figures behind the code"). Frozen,
+        # collections skip them.
         gc.freeze()
         log.info("loaded %s in %.1fs", spec, loaded.load_seconds)
         return loaded

@@ -3,8 +3,8 @@
 A process the bot spawns (the picture drawers) is re-parented to init when the bot dies
 without cleaning up, and nothing tells it: a `spawn` worker of a `ProcessPoolExecutor` holds
 both ends of its call-queue pipe, so it never reads EOF, and multiprocessing's
-`resource_tracker` lives as long as any child holds its pipe. Measured before this module: a
-pair of orphans (~140 MB) left by every `kill -9`.
+`resource_tracker` lives as long as any child holds its pipe. Before this module, every
+`kill -9` left a pair of orphans (benchmarks/RESULTS.md, "Figures behind the code").
 
 Two guards, both installed by `exit_with_parent` in the child at start:
 - Linux: `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the child the instant its

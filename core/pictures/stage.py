@@ -1,13 +1,12 @@
 """The drawing stage: a teaching answer's picture is drawn after its forward, off the model lane.
 
 Why a stage of its own: drawing used to run inside the task's `run_batch`, so the worker thread
-waited on the one picture process while the model's lane (shared by `/mask`, features,
-`/attention`, `/contextsim`, `/maskpair`) stood still. Measured through the emulated Discord
-with the tiny models, 300 mixed interactions from 100 students in 10 s: `/mask` p50 25 s,
-`/attention` 31 s, while `/qa` (another lane) took 1.5 s. Now the forward hands back a result
-carrying a `drawing` (a picklable call of a `core.pictures.charts` function), the lane moves on, and the
-picture is drawn here; `/mask` never waits for somebody's picture
-(`benchmarks/mixed_burst.py`).
+waited on the picture process while the model's lane (shared by `/mask`, features,
+`/attention`, `/contextsim`, `/maskpair`) stood still, and a burst of mixed commands kept
+`/mask` waiting many times longer than `/qa` on another lane (benchmarks/RESULTS.md, "Figures
+behind the code"). Now the forward hands back a `PictureResult` carrying a `drawing` (a
+picklable call of a `core.pictures.charts` function), the lane moves on, and the picture is
+drawn here; `/mask` never waits for somebody's picture (`benchmarks/mixed_burst.py`).
 
 Admission is bounded like a lane's queue: a drawing request takes a *ticket* before its
 forward is even queued, and gives it back when its picture is done (or it fails, or its caller
@@ -15,7 +14,7 @@ went away and the queued drawing was cancelled). With all tickets out, new pictu
 refused at once as `Overloaded` ("busy"), before they cost a forward.
 
 Drawing runs in `spawn` processes (Agg holds the GIL while it rasterises: in a thread, one
-heatmap stalled the event loop ~300 ms), as many as the cores allow (`[engine]
+heatmap stalled the event loop for a long time), as many as the cores allow (`[engine]
 picture_workers`, default: the usable cores, at most 4), each at a lower CPU priority than the
 model workers so a text answer wins the cores, and each ending with the bot (`parent_watch`).
 If the processes cannot start (twice), pictures are drawn in a thread instead: slower for the
@@ -32,7 +31,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from core.errors import Overloaded
@@ -40,9 +39,10 @@ from core.pictures.parent_watch import exit_with_parent
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R")
+P = TypeVar("P", bound="PictureResult")
 
-#: Auto `picture_workers`: the usable cores, but no more than this (each process ~60 MB).
+#: Auto `picture_workers`: the usable cores, but no more than this (each process costs memory:
+#: benchmarks/RESULTS.md, "Figures behind the code").
 MAX_AUTO_WORKERS = 4
 #: Drawers are nicer than the model workers (5): pictures give way to text answers.
 DRAWER_NICENESS = 10
@@ -50,6 +50,22 @@ DRAWER_NICENESS = 10
 _MAX_POOL_FAILURES = 2
 
 BUSY_MESSAGE = "The bot is drawing many pictures right now. Please try again in a moment."
+
+
+@dataclass(frozen=True, kw_only=True)
+class PictureResult:
+    """What every result with a picture carries; each teaching result (and a quiz's reveal)
+    is one of these.
+
+    The forward fills `drawing` (a picklable call of a `core.pictures.charts` function, run in
+    a drawing process) and `alt_text` (the attachment's description, for those who cannot see
+    the picture); the stage runs the drawing after the model's lane has moved on and fills
+    `png`. The fields are keyword-only, so a result type adds its own fields before them.
+    """
+
+    png: bytes = field(default=b"", repr=False)
+    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+    alt_text: str = ""
 
 
 class Ticket:
@@ -111,18 +127,21 @@ class PictureStage:
         if self._out == 0:
             self._idle.set()
 
-    async def finish(self, result: R, ticket: Ticket) -> R:
-        """Draw `result.drawing` and return the result with its `png` (and the time it took)."""
-        drawing = getattr(result, "drawing", None)
+    async def finish(self, result: P, ticket: Ticket) -> P:
+        """Draw `result.drawing` and return the result with its `png` (and, for a result that
+        keeps `timings`, the time drawing took)."""
+        drawing = result.drawing
         if drawing is None:
             ticket.release()
             return result
         started = time.perf_counter()
         png = await self._draw(drawing, ticket)
+        changes: dict[str, Any] = {"png": png, "drawing": None}
         timings = getattr(result, "timings", None)
         if timings is not None:
-            timings = replace(timings, drawing_ms=(time.perf_counter() - started) * 1000)
-        return replace(result, png=png, drawing=None, timings=timings)  # type: ignore[type-var]
+            changes["timings"] = replace(timings,
+                                         drawing_ms=(time.perf_counter() - started) * 1000)
+        return replace(result, **changes)
 
     async def _draw(self, drawing: Callable[[], bytes], ticket: Ticket) -> bytes:
         loop = asyncio.get_running_loop()
@@ -201,4 +220,4 @@ def _import_matplotlib() -> None:
     import matplotlib.backends.backend_agg  # noqa: F401
 
 
-__all__ = ["PictureStage", "Ticket", "auto_workers"]
+__all__ = ["PictureResult", "PictureStage", "Ticket", "auto_workers"]

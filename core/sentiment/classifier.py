@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +27,15 @@ class EncoderInfo:
 
     def describe(self) -> str:
         return f"{self.model_id} (revision {self.revision}) with {self.pooling} pooling"
+
+    @classmethod
+    def from_json(cls, data: Any) -> EncoderInfo:
+        """Read back `dataclasses.asdict(info)` (raises `ValueError`/`KeyError` if malformed)."""
+        pooling = data["pooling"]
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}")
+        return cls(model_id=str(data["model_id"]), revision=str(data["revision"]),
+                   pooling=pooling)
 
 
 @dataclass(frozen=True)
@@ -96,12 +104,12 @@ class TrainingReport:
         return cls(
             accuracy=float(data["accuracy"]),
             dummy_accuracy=float(data["dummy_accuracy"]),
-            precision=pair_of(data["precision"], float),
-            recall=pair_of(data["recall"], float),
+            precision=pair_from_json(data["precision"], float),
+            recall=pair_from_json(data["recall"], float),
             n_train=int(data["n_train"]),
             n_test=int(data["n_test"]),
-            label_names=pair_of(data["label_names"], str),
-            encoder=encoder_from_json(data["encoder"]),
+            label_names=pair_from_json(data["label_names"], str),
+            encoder=EncoderInfo.from_json(data["encoder"]),
             seconds=float(data["seconds"]),
             featurize_seconds=float(data.get("featurize_seconds", 0.0)),
             standardized=bool(data.get("standardized", False)),
@@ -206,17 +214,9 @@ class SentimentClassifier:
         return predictions
 
 
-def pair_of(values: Any, kind: type) -> tuple[Any, Any]:
+def pair_from_json(values: Any, kind: type) -> tuple[Any, Any]:
+    """Two JSON scalars as a pair of `kind` (one per class label); `ValueError` otherwise."""
     items = list(values)
     if len(items) != 2 or not all(isinstance(item, (int, float, str)) for item in items):
         raise ValueError(f"expected two values, got {values!r}")
     return kind(items[0]), kind(items[1])
-
-
-def encoder_from_json(data: Any) -> EncoderInfo:
-    pooling = data["pooling"]
-    if pooling not in ("cls", "mean"):
-        raise ValueError(f"unknown pooling {pooling!r}")
-    return EncoderInfo(
-        model_id=str(data["model_id"]), revision=str(data["revision"]), pooling=pooling
-    )

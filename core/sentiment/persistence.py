@@ -26,8 +26,7 @@ from core.sentiment.classifier import (
     EncoderInfo,
     SentimentClassifier,
     TrainingReport,
-    encoder_from_json,
-    pair_of,
+    pair_from_json,
 )
 
 log = logging.getLogger(__name__)
@@ -109,8 +108,8 @@ def load_classifier(directory: Path, *, expected: EncoderInfo) -> SentimentClass
                 f"The sentiment classifier at {directory} has format version {version}; "
                 f"this bot reads version {FORMAT_VERSION}. Retrain it."
             )
-        encoder = encoder_from_json(manifest["encoder"])
-        label_names = pair_of(manifest["label_names"], str)
+        encoder = EncoderInfo.from_json(manifest["encoder"])
+        label_names = pair_from_json(manifest["label_names"], str)
         dim = int(manifest["dim"])
         digest = str(manifest["npz_sha256"])
         report = TrainingReport.from_json(manifest["report"]) if manifest["report"] else None

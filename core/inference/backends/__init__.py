@@ -14,15 +14,20 @@ float32, whatever `engine.dtype` says.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-from core.inference.backends.placement import CPU_FLOAT32, Placement, resolve_placement
 from core.config import Config, ModelSpec
+from core.inference.backends.placement import (
+    CPU_FLOAT32,
+    Placement,
+    resolve_placement,
+    usable_cores,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Placement", "CPU_FLOAT32", "resolve_placement", "prepare", "describe_runtime"]
+__all__ = ["Placement", "CPU_FLOAT32", "resolve_placement", "prepare", "describe_runtime",
+           "usable_cores"]
 
 
 def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = "") -> Any:
@@ -66,7 +71,7 @@ def _onnx_encoder(module: Any, spec: ModelSpec, placement: Placement, label: str
         )
     path = onnx.export_encoder(module.base_model, spec.id, spec.revision,
                                int8=spec.quantize == "int8")
-    threads = placement.cpu_threads or _usable_cores()
+    threads = placement.cpu_threads or usable_cores()
     log.info("%s: encoder runs in ONNX Runtime (%s, %d thread(s))", label, path.parent.name,
              threads)
     return lambda torch_encoder: onnx.OnnxEncoder(torch_encoder, onnx.session(path, threads),
@@ -83,13 +88,6 @@ def _swap_encoder(module: Any, make: Any) -> Any:
 
 
 _DECODERS = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "opt", "phi", "gemma"}
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def describe_runtime(config: Config) -> list[str]:

@@ -4,14 +4,13 @@ Weights are stored as int8 and activations quantized on the fly per batch, so no
 data is needed and the outputs stay close to float32 (tests: same top-1 fillers and greedy
 text on the tiny models; benchmarks/RESULTS.md: features cosine and sentiment accuracy on real
 MiniLM weights). On the 2-core machine it was the cheapest large win measured before this was
-built (issue 16: DistilBERT batch 1 17.7 ms vs 69.8 ms float32; GPT-2 232 vs 45 new tok/s).
+built (issue 16; the figures: benchmarks/RESULTS.md, "Figures behind the code").
 
-Weights are quantized per output channel, not per tensor: measured on the real MiniLM-L6
-weights (200 SST-2 dev sentences, mean pooling), features cosine vs float32 rose from 0.936
-mean / 0.795 min (per tensor) to 0.972 / 0.915. The remaining error comes from the
-feed-forward layers (each quantized alone: intermediate 0.989 mean, output 0.987; q/k/attention
-output >= 0.999): activations are quantized per tensor at run time, and those layers' inputs
-have outliers. Keeping them in float32 would give back most of the speed (2/3 of the FLOPs).
+Weights are quantized per output channel, not per tensor: on the real MiniLM-L6 weights that
+brought the features much closer to float32's. The remaining error comes from the
+feed-forward layers (quantized alone, they lose the most; q/k/attention output barely any):
+activations are quantized per tensor at run time, and those layers' inputs have outliers.
+Keeping them in float32 would give back most of the speed (they hold most of the FLOPs).
 
 GPT-2 implements its projections as transformers' `Conv1D` (a Linear with the weight stored
 transposed), which dynamic quantization does not know: they become `nn.Linear` first.

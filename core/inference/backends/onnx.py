@@ -1,7 +1,7 @@
 """`backend = "onnxruntime"`: the encoder of a model runs in ONNX Runtime, on the CPU.
 
-What moves: the bare encoder (`base_model`: embeddings + transformer layers, ~97% of a /mask
-batch's time). The heads (DistilBERT's vocabulary projection, which /mask runs only at the
+What moves: the bare encoder (`base_model`: embeddings + transformer layers, nearly all of a
+/mask batch's time). The heads (DistilBERT's vocabulary projection, which /mask runs only at the
 mask positions; the QA span head) stay in torch, so every task, the batcher and the results are
 unchanged: `OnnxEncoder` is a drop-in module for the encoder. Whatever the exported graph cannot
 give (attention maps for `/attention`, per-layer hidden states for `/contextsim`) runs the
@@ -16,10 +16,10 @@ renamed).
 
 Why `torch.onnx` and not optimum: optimum's ONNX exporter (`optimum-onnx` 0.1) requires
 transformers < 4.58 and this project runs transformers 5. Of torch's two exporters, measured
-here on the real-size DistilBERT encoder (2 cores, 1 thread, batch 32 x 16 tokens): the
-TorchScript one exported in 9 s and ran in 656 ms CPU, the torch.export one ("dynamo") in 32 s
-and 719 ms; both matched torch within 4e-6. So the TorchScript exporter, with its deprecation
-notice silenced around the call (the dynamo one is the fallback if it goes away).
+on the real-size DistilBERT encoder, the TorchScript one exported faster and its graph ran
+faster than the torch.export ("dynamo") one's, both matching torch (benchmarks/RESULTS.md,
+"Figures behind the code"). So the TorchScript exporter, with its deprecation notice silenced
+around the call (the dynamo one is the fallback if it goes away).
 """
 
 from __future__ import annotations

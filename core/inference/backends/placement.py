@@ -10,6 +10,7 @@ some layers fail; bfloat16 is the CPU's half precision.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -103,3 +104,11 @@ def resolve_placement(device: str = "auto", dtype: str = "auto", *, cpu_threads:
             "float32, some layers fail). Use 'bfloat16' or 'float32'."
         )
     return Placement(chosen, chosen_dtype, why, cpu_threads)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

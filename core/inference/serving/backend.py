@@ -1,9 +1,10 @@
-"""The bot's side of the Ray backend: deployment states, and lanes that send whole batches.
+"""The bot's side of the Ray backend: deployment states, and a lane runner that sends batches.
 
-The lane still forms batches here (validation, queue bound and batching stay on the bot), then
-sends each batch as one call through a `DeploymentHandle`; Serve spreads calls over replicas.
-A lane keeps one batch in flight per replica slot and splits what it collected over the free
-slots, so 32 requests become two batches of 16 on two idle replicas instead of one of 32.
+The lanes stay on the bot (`core.inference.lanes`: validation, queue bound and batching), and a
+`RemoteRunner` sends each batch as one call through a `DeploymentHandle`; Serve spreads calls
+over replicas. It offers the lane one slot per replica slot, so the lane splits what it
+collected over the free slots: 32 requests become two batches of 16 on two idle replicas
+instead of one of 32.
 
 Errors, mapped to what the local engine says:
 - Serve's back-pressure (`max_queued_requests`) -> `Overloaded` ("busy");
@@ -24,23 +25,24 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from core.config import Config, ModelSpec
-from core.inference.engine import _Lane, _Pending, _resolve
 from core.errors import CoreError, ModelUnavailable, Overloaded
+from core.inference.lanes import BUSY, Pending, resolve, resolve_all
 from core.inference.models import LoadState
-from core.inference.serving.cluster import AppPlan, app_plans, batches_in_flight, connect, require_ray
+from core.inference.serving.cluster import (
+    AppPlan,
+    app_plans,
+    batches_in_flight,
+    connect,
+    require_ray,
+)
 from core.inference.tasks.base import Timings
 
-if TYPE_CHECKING:
-    from core.inference.engine import InferenceEngine
-
 log = logging.getLogger(__name__)
-
-BUSY = "The bot is very busy right now. Please try again in a moment."
 REPLICA_LOST = ("The model server restarted while answering. Please try again in a moment.")
 NOT_DEPLOYED = "it is not deployed on the Ray cluster (run `tlm-bot serve`)"
 
@@ -91,7 +93,7 @@ class RayBackend:
             states = {spec: (LoadState.FAILED, reason) for spec in self.plans}
         else:
             states = {
-                spec: _app_state(status.applications.get(plan.name))
+                spec: app_state(status.applications.get(plan.name))
                 for spec, plan in self.plans.items()
             }
         for spec, state in states.items():
@@ -119,8 +121,9 @@ class RayBackend:
 
     # ------------------------------------------------------------------------- calls
 
-    def lane(self, engine: InferenceEngine, spec: ModelSpec) -> RemoteLane:
-        return RemoteLane(engine, spec, self)
+    def runner(self, spec: ModelSpec) -> RemoteRunner:
+        """The `BatchRunner` of `spec`'s lane: its batches go to that model's deployment."""
+        return RemoteRunner(self, spec)
 
     def _handle(self, spec: ModelSpec) -> Any:
         if spec not in self._handles:
@@ -130,7 +133,7 @@ class RayBackend:
             self._handles[spec] = handle.options(stream=True)
         return self._handles[spec]
 
-    async def run(self, spec: ModelSpec, batch: list[_Pending]) -> None:
+    async def run(self, spec: ModelSpec, batch: list[Pending]) -> None:
         """Send one batch; resolve each caller's future as its outcome streams back."""
         from ray.exceptions import RayActorError, RayTaskError
         from ray.serve.exceptions import BackPressureError, RequestCancelledError
@@ -150,32 +153,33 @@ class RayBackend:
                 item.future.add_done_callback(cancel_when_abandoned)
             try:
                 async for index, outcome in response:
-                    _resolve(todo[index].future, _arrived(outcome, todo[index], sent))
+                    resolve(todo[index].future, _arrived(outcome, todo[index], sent))
                 return
             except RequestCancelledError:
                 return
             except BackPressureError:
-                _fail(todo, Overloaded(BUSY))
+                resolve_all(todo, Overloaded(BUSY))
                 return
             except RayActorError as exc:
                 if attempt == 1:
                     log.warning("a %s replica died mid-batch (%s); sending the batch again",
                                 spec, type(exc).__name__)
                     continue
-                _fail(todo, ModelUnavailable(REPLICA_LOST))
+                resolve_all(todo, ModelUnavailable(REPLICA_LOST))
                 return
             except RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 log.error("a %s batch failed on the cluster: %s", spec, exc)
-                _fail(todo, cause if isinstance(cause, CoreError) else
-                      RuntimeError(f"a {spec} batch failed on the cluster"))
+                resolve_all(todo, cause if isinstance(cause, CoreError) else
+                            RuntimeError(f"a {spec} batch failed on the cluster"))
                 return
             except asyncio.CancelledError:
                 response.cancel()
                 raise
 
 
-def _app_state(app: Any) -> tuple[LoadState, str | None]:
+def app_state(app: Any) -> tuple[LoadState, str | None]:
+    """A Serve application's status (None: not deployed) as the engine's load states."""
     if app is None:
         return LoadState.FAILED, NOT_DEPLOYED
     status = str(getattr(app.status, "value", app.status))
@@ -189,7 +193,7 @@ def _app_state(app: Any) -> tuple[LoadState, str | None]:
     return LoadState.FAILED, f"its deployment failed on the Ray cluster ({message[0][:200]})"
 
 
-def _arrived(outcome: Any, item: _Pending, sent: float) -> Any:
+def _arrived(outcome: Any, item: Pending, sent: float) -> Any:
     """A replica's outcome as the local engine would give it: the bot-side wait added to the
     queue time, and arrays writable again (Ray hands numpy arrays back read-only)."""
     if isinstance(outcome, BaseException):
@@ -209,69 +213,22 @@ def _arrived(outcome: Any, item: _Pending, sent: float) -> Any:
     return dataclasses.replace(outcome, **changes) if changes else outcome
 
 
-def _fail(items: list[_Pending], error: Exception) -> None:
-    for item in items:
-        _resolve(item.future, error)
+class RemoteRunner:
+    """A lane's `BatchRunner` on Ray: one Serve call per batch, several in flight at once
+    (one per replica slot), after the deployment is running."""
 
-
-class RemoteLane(_Lane):
-    """A model's lane whose batches run on Serve replicas, several in flight at once."""
-
-    def __init__(self, engine: InferenceEngine, spec: ModelSpec, backend: RayBackend) -> None:
+    def __init__(self, backend: RayBackend, spec: ModelSpec) -> None:
         self.backend = backend
-        self.free = batches_in_flight(backend.plans[spec].sizing)
-        self.slot_freed = asyncio.Event()
-        self.in_flight: set[asyncio.Task] = set()
-        super().__init__(engine, spec)
+        self.spec = spec
+        self.slots = batches_in_flight(backend.plans[spec].sizing)
 
-    async def _run(self) -> None:
-        try:
-            while not self.closing:
-                await self.wakeup.wait()
-                self.wakeup.clear()
-                while self.pending:
-                    try:
-                        await self.backend.ready(self.spec)
-                    except ModelUnavailable as exc:
-                        self.fail_queued(exc)
-                        break
-                    while self.free == 0:
-                        self.slot_freed.clear()
-                        await self.slot_freed.wait()
-                    if not self.pending:
-                        break
-                    batch = await self._collect()
-                    for chunk in _split(batch, self.free):
-                        self.free -= 1
-                        sender = asyncio.create_task(self._send(chunk))
-                        self.in_flight.add(sender)
-                        sender.add_done_callback(self.in_flight.discard)
-            await asyncio.gather(*self.in_flight, return_exceptions=True)
-        except asyncio.CancelledError:
-            for sender in list(self.in_flight):
-                sender.cancel()
-            raise
+    async def ready(self) -> None:
+        await self.backend.ready(self.spec)
 
-    async def _send(self, chunk: list[_Pending]) -> None:
+    async def run(self, batch: list[Pending]) -> None:
         try:
-            await self.backend.run(self.spec, chunk)
-        except Exception:  # the lane must outlive anything a call does
+            await self.backend.run(self.spec, batch)
+        except Exception:  # Ray's own text (pids, IPs, actor ids) never reaches a student
             log.exception("a batch for %s failed outside the mapping", self.spec)
-            _fail(chunk, RuntimeError(f"a {self.spec} batch failed on the cluster"))
-        finally:
-            _fail([i for i in chunk if not i.future.done()],
-                  RuntimeError(f"{self.spec}: the cluster returned no result"))
-            self.free += 1
-            self.slot_freed.set()
-
-
-def _split(batch: list[_Pending], parts: int) -> list[list[_Pending]]:
-    """`batch` in at most `parts` contiguous chunks of near-equal size (order kept)."""
-    parts = max(1, min(parts, len(batch)))
-    size, extra = divmod(len(batch), parts)
-    chunks, start = [], 0
-    for n in range(parts):
-        end = start + size + (1 if n < extra else 0)
-        chunks.append(batch[start:end])
-        start = end
-    return [c for c in chunks if c]
+            resolve_all(batch, RuntimeError(f"a {self.spec} batch failed on the cluster"))
+        resolve_all(batch, RuntimeError(f"{self.spec}: the cluster returned no result"))

@@ -1,10 +1,11 @@
 """What runs on the cluster: one model, every task that uses it, one batch at a time.
 
 A replica is the local engine's worker without its queue: it loads its model with the same
-registry code (`core.inference.models.load_model`, the heads `core.inference.engine.all_model_needs` names) and runs a
-batch with the same `_run_batch` (one forward, then one by one if the batch fails, a `UserError`
-per request as a value). Batches are formed by the bot's lane, which measured 30% faster than
-`@serve.batch` over per-request calls (small, ragged batches).
+registry code (`core.inference.models.load_model`, the heads `core.inference.engine.all_model_needs`
+names) and runs a batch with the same `core.inference.worker.run_batch` (one forward, then one
+by one if the batch fails, a `UserError` per request as a value). Batches are formed by the
+bot's lane, which measured faster than `@serve.batch` over per-request calls (small, ragged
+batches; benchmarks/RESULTS.md, "Figures behind the code").
 
 Results stream back as each is ready (`DeploymentResponseGenerator`): a 5-token `/generate`
 answer must not wait for the 100-token one sharing its batch. When the bot cancels the call
@@ -21,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.config import Config, parse_config
-from core.inference.engine import TASK_TYPES, _Pending, _run_batch, _start_worker, all_model_needs
 from core.errors import CoreError
+from core.inference.engine import TASK_TYPES, all_model_needs
+from core.inference.lanes import Pending
 from core.inference.models import load_model
 from core.inference.serving.cluster import DEPLOYMENT_NAME, deployment_options, require_ray
+from core.inference.worker import run_batch, start_worker
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +36,14 @@ class ModelServer:
     """A Serve deployment class (wrapped by `build_app`), one per model spec."""
 
     def __init__(self, args: dict[str, Any]) -> None:
-        config = _config(args)
+        config = replica_config(args)
         self.spec = getattr(config.models, args["model"])
         heads = frozenset(all_model_needs(config).get(self.spec, ()))
         self.tasks = {t.request_type: t(config.models, config.limits) for t in TASK_TYPES}
         self.threads = max(1, int(getattr(config.ray, args["model"]).num_cpus))
         self.model = load_model(self.spec, heads)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tlm-replica",
-                                       initializer=_start_worker, initargs=(self.threads,))
+                                       initializer=start_worker, initargs=(self.threads,))
         #: One batch at a time: two forwards in parallel threads only fight over the cores.
         self.one_batch = asyncio.Lock()
         log.info("replica of %s ready (pid %d)", self.spec, os.getpid())
@@ -49,10 +52,10 @@ class ModelServer:
         """Yield `(index, result or CoreError)` for every request, as each is ready."""
         loop = asyncio.get_running_loop()
         task = self.tasks[type(requests[0])]
-        batch = [_Pending(r, task, None, loop.create_future()) for r in requests]
+        batch = [Pending(r, task, None, loop.create_future()) for r in requests]
         index = {id(item.future): i for i, item in enumerate(batch)}
         async with self.one_batch:
-            work = loop.run_in_executor(self.pool, _run_batch, loop, self.model, batch,
+            work = loop.run_in_executor(self.pool, run_batch, loop, self.model, batch,
                                         self.threads)
             waiting = {item.future for item in batch}
             try:
@@ -94,13 +97,13 @@ def build_app(args: dict[str, Any]) -> Any:
     require_ray()
     from ray import serve
 
-    sizing = getattr(_config(args).ray, args["model"])
+    sizing = getattr(replica_config(args).ray, args["model"])
     deployment = serve.deployment(ModelServer, name=DEPLOYMENT_NAME,
                                   **deployment_options(sizing))
     return deployment.bind(args)
 
 
-def _config(args: dict[str, Any]) -> Config:
+def replica_config(args: dict[str, Any]) -> Config:
     """The replica's view of the bot's config: its models, limits and its own sizing."""
     return parse_config({
         "models": args["models"],

@@ -6,7 +6,7 @@ Reloading an eager copy would double the memory, so the shared module is switche
 implementation for this forward only and switched back in `finally`. That is safe because the
 engine runs one batch per model at a time (the lane), so no `/mask` or `/generate` forward can
 see the switch; the lock only keeps two attention batches from interleaving their restores.
-Switching costs well under a millisecond (it sets a config attribute on each submodule).
+Switching is cheap: it sets a config attribute on each submodule.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.pictures import charts
 from core.errors import InvalidInput
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Role, Task, Timings, clean_text, too_long
+from core.inference.tasks.base import Role, Task, Timings, clean_text, too_long
+from core.pictures import charts
+from core.pictures.stage import PictureResult
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class AttentionRequest:
 
 
 @dataclass(frozen=True)
-class AttentionResult:
+class AttentionResult(PictureResult):
     model_id: str
     text: str
     #: Readable token labels, one per row and column of `weights`.
@@ -69,10 +70,6 @@ class AttentionResult:
     weights: np.ndarray = field(compare=False, repr=False)
     #: Per token, the `TOP_ATTENDED` (key index, weight) it attends to most, best first.
     top: tuple[tuple[tuple[int, float], ...], ...] = ()
-    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
-    png: bytes = field(default=b"", repr=False)
-    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
     timings: Timings | None = None
 
 
@@ -96,69 +93,85 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
     def batch_key(self, request: AttentionRequest) -> tuple[str, str]:
         return self.name, request.model
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[AttentionRequest],
-                  emit: Emit) -> None:
-        # One forward per request: these are rare teaching requests, and unpadded inputs keep
-        # every weight exact (no padding columns to strip, GPT-2 positions need no care).
-        base = encoder_of(model, requests[0].model)
-        config = base.config
+    def preprocess(self, model: LoadedModel, request: AttentionRequest) -> _Input:
+        config = encoder_of(model, request.model).config
         num_layers, num_heads = config.num_hidden_layers, config.num_attention_heads
-        todo: list[tuple[int, list[int], int, int | None]] = []
-        for i, request in enumerate(requests):
-            ids = model.tokenizer(request.text)["input_ids"]
-            layer = request.layer or num_layers
-            error = too_long(
-                model, len(ids), cap=MAX_ATTENTION_TOKENS, advice="Try a shorter sentence.",
-                cap_reason=f"the attention picture stays readable up to {MAX_ATTENTION_TOKENS}",
+        ids = model.tokenizer(request.text)["input_ids"]
+        if error := too_long(
+            model, len(ids), cap=MAX_ATTENTION_TOKENS, advice="Try a shorter sentence.",
+            cap_reason=f"the attention picture stays readable up to {MAX_ATTENTION_TOKENS}",
+        ):
+            raise error
+        layer = request.layer or num_layers
+        if layer > num_layers:
+            raise InvalidInput(
+                f"`{model.spec}` has {num_layers} layers: pick a layer from 1 to {num_layers}."
             )
-            if error:
-                emit(i, error)
-            elif layer > num_layers:
-                emit(i, InvalidInput(
-                    f"`{model.spec}` has {num_layers} layers: pick a layer from 1 to {num_layers}."
-                ))
-            elif request.head is not None and request.head > num_heads:
-                emit(i, InvalidInput(
-                    f"`{model.spec}` has {num_heads} heads per layer: pick a head from 1 to "
-                    f"{num_heads}, or leave it out for the average."
-                ))
-            elif emit.wanted(i):
-                todo.append((i, ids, layer, request.head))
-        if not todo:
-            return
+        if request.head is not None and request.head > num_heads:
+            raise InvalidInput(
+                f"`{model.spec}` has {num_heads} heads per layer: pick a head from 1 to "
+                f"{num_heads}, or leave it out for the average."
+            )
+        return _Input(request.model, ids, layer, request.head)
+
+    def forward(self, model: LoadedModel, inputs: Sequence[_Input],
+                wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
+        """One unpadded forward per request: these are rare teaching requests, and unpadded
+        inputs keep every weight exact (no padding columns to strip, GPT-2 positions need no
+        care). The batch's model is switched to eager attention once."""
         import torch
 
-        maps: list[np.ndarray] = []
+        base = encoder_of(model, inputs[0].choice)  # one choice per batch (`batch_key`)
         with eager_attention(base):
-            for _, ids, layer, head in todo:
-                input_ids = torch.tensor([ids], device=model.device)
+            for j, item in enumerate(inputs):
+                if not wanted(j):
+                    continue
+                input_ids = torch.tensor([item.ids], device=model.device)
                 out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                            output_attentions=True)
-                layer_weights = out.attentions[layer - 1][0].float()  # [heads, n, n]
-                chosen = layer_weights.mean(dim=0) if head is None else layer_weights[head - 1]
-                maps.append(chosen.cpu().numpy())
-        causal = requests[0].model == "generate"
-        for (i, ids, layer, head), weights in zip(todo, maps):
-            weights.setflags(write=False)
-            labels = token_labels(model.tokenizer, ids)
-            top = _top_attended(weights)
-            which = "average of all heads" if head is None else f"head {head} of {num_heads}"
-            title = f"{model.spec.short_name}: layer {layer} of {num_layers}, {which}"
-            emit(i, AttentionResult(
-                model_id=str(model.spec),
-                text=requests[i].text,
-                tokens=labels,
-                layer=layer,
-                head=head,
-                num_layers=num_layers,
-                num_heads=num_heads,
-                causal=causal,
-                weights=weights,
-                top=top,
-                drawing=charts.drawing(charts.attention_heatmap, labels, weights, title=title,
-                                      causal=causal),
-                alt_text=_alt_text(title, labels, top, causal),
-            ))
+                layer_weights = out.attentions[item.layer - 1][0].float()  # [heads, n, n]
+                chosen = (layer_weights.mean(dim=0) if item.head is None
+                          else layer_weights[item.head - 1])
+                yield j, chosen.cpu().numpy()
+
+
+    def postprocess(self, model: LoadedModel, request: AttentionRequest, prepared: _Input,
+                    output: np.ndarray) -> AttentionResult:
+        weights = output
+        weights.setflags(write=False)
+        config = encoder_of(model, request.model).config
+        num_layers, num_heads = config.num_hidden_layers, config.num_attention_heads
+        causal = request.model == "generate"
+        labels = token_labels(model.tokenizer, prepared.ids)
+        top = _top_attended(weights)
+        which = ("average of all heads" if prepared.head is None
+                 else f"head {prepared.head} of {num_heads}")
+        title = f"{model.spec.short_name}: layer {prepared.layer} of {num_layers}, {which}"
+        return AttentionResult(
+            model_id=str(model.spec),
+            text=request.text,
+            tokens=labels,
+            layer=prepared.layer,
+            head=prepared.head,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            causal=causal,
+            weights=weights,
+            top=top,
+            drawing=charts.drawing(charts.attention_heatmap, labels, weights, title=title,
+                                  causal=causal),
+            alt_text=_alt_text(title, labels, top, causal),
+        )
+
+
+@dataclass(frozen=True)
+class _Input:
+    """A request ready for its forward: the model chosen, its ids, the layer and head shown."""
+
+    choice: ModelChoice
+    ids: list[int]
+    layer: int
+    head: int | None
 
 
 @contextlib.contextmanager

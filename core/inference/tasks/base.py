@@ -1,19 +1,22 @@
-"""What every task shares: the task protocol, timings, and input checks.
+"""What every task shares: the task protocol and its batch loop, timings, and input checks.
 
-Tasks follow transformers' pipeline split: `validate` sanitises a request once (cheap, on the
-event loop, before it is queued, so a bad request never takes a queue slot); `run_batch` does
-preprocess -> one padded forward -> postprocess for a whole batch in a worker thread.
+Tasks follow transformers' pipeline split (`pipelines/base.py`): `validate` sanitises a request
+once (cheap, on the event loop, before it is queued, so a bad request never takes a queue slot);
+then, in a worker thread, `Task.run_batch` owns the loop for a whole batch: `preprocess` each
+request (tokenize, length check: its own `UserError` goes to that student alone) -> `forward`
+once for every request that is ready -> `postprocess` and emit each result as it comes. A task
+fills in those three steps; it never writes the loop.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from core.config import EngineConfig, LimitsConfig, ModelsConfig, ModelSpec
-from core.errors import InputTooLong, InvalidInput
+from core.errors import InputTooLong, InvalidInput, UserError
 from core.inference.models import Head, LoadedModel
 
 Req = TypeVar("Req")
@@ -59,7 +62,7 @@ class Task(Generic[Req, Res]):
     #: The models this task may use, by role, and the heads each must be loaded with.
     needs: ClassVar[Mapping[Role, frozenset[Head]]]
     #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
-    #: that waiting behind a forward pass would cost it 100x its own time.
+    #: that waiting behind a forward pass would cost it many times its own time.
     own_lane: ClassVar[bool] = False
     #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
     #: forward, so a picture never holds the model's lane (see `core.pictures.stage`).
@@ -93,9 +96,67 @@ class Task(Generic[Req, Res]):
         """Requests with equal keys may share one forward pass."""
         return self.name
 
+    # ------------------------------------------------------------------ the batch loop
+
     def run_batch(self, model: LoadedModel, requests: Sequence[Req], emit: Emit) -> None:
-        """Compute every request's result (or a `UserError`) and `emit` it. Worker thread."""
+        """Compute every request's result (or a `UserError`) and `emit` it. Worker thread.
+
+        The one loop every task runs; tasks fill in `preprocess`, `forward` and `postprocess`.
+        Callers that went away are skipped before any work is spent on them.
+        """
+        todo: list[int] = []
+        inputs: list[Any] = []
+        for index, request in enumerate(requests):
+            if not emit.wanted(index):
+                continue
+            try:
+                inputs.append(self.preprocess(model, request))
+            except UserError as exc:
+                emit(index, exc)
+                continue
+            todo.append(index)
+        if not todo:
+            return
+        outputs = self.forward(model, inputs, lambda j: emit.wanted(todo[j]))
+        try:
+            for j, output in outputs:
+                index = todo[j]
+                emit(index, self.postprocess(model, requests[index], inputs[j], output))
+        finally:
+            close = getattr(outputs, "close", None)
+            if close is not None:  # a generator's `finally` (e.g. a model switch) runs now
+                close()
+
+    def preprocess(self, model: LoadedModel, request: Req) -> Any:
+        """One request's model input (tokenized, length-checked). Raise a `UserError` for an
+        input this model cannot take: that student alone gets it. Default: the request."""
+        return request
+
+    def forward(self, model: LoadedModel, inputs: Sequence[Any],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        """`(j, output)` for `inputs[j]`, in any order, each as soon as it is ready.
+
+        Default: one unpadded forward per input (`forward_one`), skipping inputs whose caller
+        went away meanwhile (`wanted(j)` is False). Batching tasks override this with one
+        padded forward; a task that finishes rows at different times (`/generate`) yields each
+        as it finishes.
+        """
+        return _one_by_one(self, model, inputs, wanted)
+
+    def forward_one(self, model: LoadedModel, prepared: Any) -> Any:
+        """The output for one input, when `forward` runs them one by one."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither forward nor forward_one")
+
+    def postprocess(self, model: LoadedModel, request: Req, prepared: Any, output: Any) -> Res:
+        """The result a student gets, from the request, its model input and its output."""
         raise NotImplementedError
+
+
+def _one_by_one(task: Task, model: LoadedModel, inputs: Sequence[Any],
+                wanted: Callable[[int], bool]) -> Iterator[tuple[int, Any]]:
+    for j, prepared in enumerate(inputs):
+        if wanted(j):
+            yield j, task.forward_one(model, prepared)
 
 
 def clean_text(text: str, *, what: str, max_chars: int) -> str:

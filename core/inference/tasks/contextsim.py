@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from core.pictures import charts
-from core.errors import InputTooLong, InvalidInput
+from core.errors import InvalidInput
 from core.inference.models import LoadedModel
 from core.inference.tasks.attention import (
     MODEL_CHOICE_NEEDS,
@@ -26,7 +25,9 @@ from core.inference.tasks.attention import (
     encoder_of,
     token_labels,
 )
-from core.inference.tasks.base import Emit, Role, Task, Timings, clean_text, too_long
+from core.inference.tasks.base import Role, Task, Timings, clean_text, too_long
+from core.pictures import charts
+from core.pictures.stage import PictureResult
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ContextSimRequest:
 
 
 @dataclass(frozen=True)
-class ContextSimResult:
+class ContextSimResult(PictureResult):
     model_id: str
     word: str
     sentence_a: str
@@ -55,10 +56,6 @@ class ContextSimResult:
     layer_similarities: tuple[float, ...]
     #: Cosine similarity of the static input (token) embeddings, before any context.
     static_similarity: float
-    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
-    png: bytes = field(default=b"", repr=False)
-    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
     timings: Timings | None = None
 
 
@@ -86,56 +83,62 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
         check_model_choice(request.model)
         return ContextSimRequest(word, a, b, request.model)
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[ContextSimRequest],
-                  emit: Emit) -> None:
+    def preprocess(self, model: LoadedModel, request: ContextSimRequest) -> _Input:
+        found = [locate_word(model, request.word, sentence, which)
+                 for sentence, which in ((request.sentence_a, "A"), (request.sentence_b, "B"))]
+        return _Input(request.model, found)
+
+    def forward_one(self, model: LoadedModel, prepared: _Input) -> tuple[tuple[float, ...], float]:
+        """The word's similarity per layer, and of its static embeddings."""
         import torch
 
-        base = encoder_of(model, requests[0].model)
+        base = encoder_of(model, prepared.choice)
         embeddings = base.get_input_embeddings()
-        for i, request in enumerate(requests):
-            if not emit.wanted(i):
-                continue
-            try:
-                found = [
-                    _locate(model, request.word, sentence, which)
-                    for sentence, which in ((request.sentence_a, "A"), (request.sentence_b, "B"))
-                ]
-            except (InvalidInput, InputTooLong) as exc:
-                emit(i, exc)
-                continue
-            layers, static = [], []
-            for ids, positions in found:
-                input_ids = torch.tensor([ids], device=model.device)
-                out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                           output_hidden_states=True)
-                layers.append(torch.stack([h[0, positions].float().mean(dim=0)
-                                           for h in out.hidden_states]).cpu())
-                static.append(embeddings(input_ids[0, positions]).float().mean(dim=0).cpu())
-            per_layer = torch.nn.functional.cosine_similarity(layers[0], layers[1], dim=-1)
-            static_sim = torch.nn.functional.cosine_similarity(static[0], static[1], dim=0)
-            similarities = tuple(float(v) for v in per_layer.clamp(-1, 1))
-            static_similarity = float(static_sim.clamp(-1, 1))
-            pieces = [tuple(token_labels(model.tokenizer, [ids[p] for p in positions]))
-                      for ids, positions in found]
-            title = f"'{request.word}' in two sentences ({model.spec.short_name})"
-            emit(i, ContextSimResult(
-                model_id=str(model.spec),
-                word=request.word,
-                sentence_a=request.sentence_a,
-                sentence_b=request.sentence_b,
-                pieces_a=pieces[0],
-                pieces_b=pieces[1],
-                layer_similarities=similarities,
-                static_similarity=static_similarity,
-                drawing=charts.drawing(charts.similarity_by_layer, similarities, static_similarity,
-                                      title=title),
-                alt_text=_alt_text(request.word, similarities, static_similarity),
-            ))
+        layers, static = [], []
+        for ids, positions in prepared.found:
+            input_ids = torch.tensor([ids], device=model.device)
+            out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                       output_hidden_states=True)
+            layers.append(torch.stack([h[0, positions].float().mean(dim=0)
+                                       for h in out.hidden_states]).cpu())
+            static.append(embeddings(input_ids[0, positions]).float().mean(dim=0).cpu())
+        per_layer = torch.nn.functional.cosine_similarity(layers[0], layers[1], dim=-1)
+        static_sim = torch.nn.functional.cosine_similarity(static[0], static[1], dim=0)
+        return tuple(float(v) for v in per_layer.clamp(-1, 1)), float(static_sim.clamp(-1, 1))
+
+    def postprocess(self, model: LoadedModel, request: ContextSimRequest, prepared: _Input,
+                    output: tuple[tuple[float, ...], float]) -> ContextSimResult:
+        similarities, static_similarity = output
+        pieces = [tuple(token_labels(model.tokenizer, [ids[p] for p in positions]))
+                  for ids, positions in prepared.found]
+        title = f"'{request.word}' in two sentences ({model.spec.short_name})"
+        return ContextSimResult(
+            model_id=str(model.spec),
+            word=request.word,
+            sentence_a=request.sentence_a,
+            sentence_b=request.sentence_b,
+            pieces_a=pieces[0],
+            pieces_b=pieces[1],
+            layer_similarities=similarities,
+            static_similarity=static_similarity,
+            drawing=charts.drawing(charts.similarity_by_layer, similarities, static_similarity,
+                                  title=title),
+            alt_text=_alt_text(request.word, similarities, static_similarity),
+        )
 
 
-def _locate(model: LoadedModel, word: str, sentence: str,
-            which: str) -> tuple[list[int], list[int]]:
-    """The sentence's token ids and the positions of the word's pieces in them."""
+@dataclass(frozen=True)
+class _Input:
+    """Both sentences located: per sentence, its token ids and the word's positions in them."""
+
+    choice: ModelChoice
+    found: list[tuple[list[int], list[int]]]
+
+
+def locate_word(model: LoadedModel, word: str, sentence: str,
+                which: str) -> tuple[list[int], list[int]]:
+    """The sentence's token ids and the positions of the word's pieces in them (`which` names
+    the sentence in messages, e.g. "A"). Raises a `UserError` a student can act on."""
     encoding = model.tokenizer(sentence, return_offsets_mapping=True,
                                return_special_tokens_mask=True)
     ids = encoding["input_ids"]

@@ -8,15 +8,16 @@ a sentiment of the first 512 tokens is still useful, an error would not be.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from core.errors import InvalidInput
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Task, Timings, clean_text
+from core.inference.tasks.base import Task, Timings, clean_text
 from core.inference.tasks.padding import hidden_by_length
 
 Pooling = Literal["cls", "mean"]
@@ -48,11 +49,11 @@ class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         return FeaturesRequest(text, request.pooling)
 
-    def run_batch(
-        self, model: LoadedModel, requests: Sequence[FeaturesRequest], emit: Emit
-    ) -> None:
+    def forward(self, model: LoadedModel, inputs: Sequence[FeaturesRequest],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        """Per text: its [CLS] vector, its mean vector, and whether it was cut to fit."""
         tokenizer = model.tokenizer
-        texts = [r.text for r in requests]
+        texts = [r.text for r in inputs]
         lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
         batch = tokenizer(
             texts, padding=True, truncation=True, max_length=model.max_length, return_tensors="pt"
@@ -65,8 +66,10 @@ class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         mean = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu()
         cls = hidden[:, 0].cpu()
-        for i, request in enumerate(requests):
-            vector = (cls if request.pooling == "cls" else mean)[i].numpy().copy()
-            emit(i, FeaturesResult(
-                str(model.spec), request.pooling, vector, truncated=lengths[i] > model.max_length
-            ))
+        return enumerate(zip(cls, mean, [n > model.max_length for n in lengths]))
+
+    def postprocess(self, model: LoadedModel, request: FeaturesRequest, prepared: FeaturesRequest,
+                    output: tuple[torch.Tensor, torch.Tensor, bool]) -> FeaturesResult:
+        cls, mean, truncated = output
+        vector = (cls if request.pooling == "cls" else mean).numpy().copy()
+        return FeaturesResult(str(model.spec), request.pooling, vector, truncated=truncated)

@@ -1,26 +1,27 @@
 """`/mask`: the top-k fillers of one `[MASK]`, with scores.
 
 The forward is hand-batched: the encoder runs on the padded batch, but the vocabulary
-projection (dim x 28996 for DistilBERT, the costliest layer per position) runs only at the mask
-positions. Measured here on 2 cores that doubles throughput over `pipeline(list, batch_size=32)`,
-and an equivalence test checks the answers against the pipeline run one request at a time.
+projection (the costliest layer per position) runs only at the mask positions, which is faster
+than `pipeline(list, batch_size=32)` (benchmarks/RESULTS.md, "Figures behind the code"). An
+equivalence test checks the answers against the pipeline run one request at a time.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from core.errors import InvalidInput
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
+from core.inference.tasks.base import Task, Timings, check_range, clean_text, too_long
 from core.inference.tasks.padding import hidden_by_length
 
-#: What students type for the mask; normalised to the model's own mask token.
-_MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>", re.IGNORECASE)
+#: What students type for the mask; normalised to the model's own mask token (`with_mask_token`).
+MASK_SPELLINGS = re.compile(r"\[mask\]|<mask>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
     def validate(self, request: FillMaskRequest) -> FillMaskRequest:
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         check_range("top_k", request.top_k, 1, self.limits.max_mask_top_k)
-        masks = len(_MASK_SPELLINGS.findall(text))
+        masks = len(MASK_SPELLINGS.findall(text))
         if masks != 1:
             found = "no [MASK]" if masks == 0 else f"{masks} masks"
             raise InvalidInput(
@@ -64,28 +65,28 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
             )
         return FillMaskRequest(text, int(request.top_k))
 
-    def run_batch(
-        self, model: LoadedModel, requests: Sequence[FillMaskRequest], emit: Emit
-    ) -> None:
+    def preprocess(self, model: LoadedModel, request: FillMaskRequest) -> str:
+        text = with_mask_token(model.tokenizer, request.text)
+        if error := too_long(model, len(model.tokenizer(text)["input_ids"])):
+            raise error
+        return text
+
+    def forward(self, model: LoadedModel, inputs: Sequence[str],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        input_ids, probs = mask_distributions(model, inputs)
+        return enumerate(zip(input_ids, probs))
+
+    def postprocess(self, model: LoadedModel, request: FillMaskRequest, prepared: str,
+                    output: tuple[torch.Tensor, torch.Tensor]) -> FillMaskResult:
+        input_ids, probs = output
         tokenizer = model.tokenizer
-        mask_token = tokenizer.mask_token
-        texts = [_MASK_SPELLINGS.sub(mask_token, r.text) for r in requests]
-        rows: list[int] = []
-        for i, text in enumerate(texts):
-            error = too_long(model, len(tokenizer(text)["input_ids"]))
-            if error:
-                emit(i, error)
-            else:
-                rows.append(i)
-        if not rows:
-            return
-        input_ids, probs = mask_distributions(model, [texts[i] for i in rows])
-        for j, index in enumerate(rows):
-            request = requests[index]
-            emit(index, FillMaskResult(
-                str(model.spec), request.text, mask_token,
-                fillers(tokenizer, input_ids[j], probs[j], request.top_k),
-            ))
+        return FillMaskResult(str(model.spec), request.text, tokenizer.mask_token,
+                              fillers(tokenizer, input_ids, probs, request.top_k))
+
+
+def with_mask_token(tokenizer: Any, text: str) -> str:
+    """`text` with the student's spelling of the mask (`[mask]`, `<mask>`...) as the model's."""
+    return MASK_SPELLINGS.sub(tokenizer.mask_token, text)
 
 
 def mask_distributions(

@@ -1,8 +1,9 @@
 """`/generate`: GPT-2 continuations with the knobs the course explains.
 
-The decode loop is ours rather than `model.generate`, for three measured reasons:
-- sampling only within the top-k candidates (the full 50k-vocabulary softmax and sort cost
-  25 ms a step at batch 16 here);
+The decode loop is ours rather than `model.generate`, for three reasons (the measured one:
+benchmarks/RESULTS.md, "Figures behind the code"):
+- sampling only within the top-k candidates (a softmax and sort over the whole 50k-token
+  vocabulary at every step is costly at batch 16);
 - a finished sequence leaves the batch at once (the KV cache rows are dropped), and its
   request is answered then, instead of waiting for the longest one;
 - each request keeps its own options and its own seeded generator inside a shared batch, and
@@ -13,7 +14,7 @@ Greedy output equals `model.generate(do_sample=False)` run one prompt at a time 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,7 @@ from transformers import DynamicCache
 
 from core.config import EngineConfig
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
+from core.inference.tasks.base import Task, Timings, check_range, clean_text, too_long
 
 MAX_TOP_K = 1000
 
@@ -95,25 +96,38 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
             greedy=bool(request.greedy),
         )
 
-    def run_batch(
-        self, model: LoadedModel, requests: Sequence[GenerateRequest], emit: Emit
-    ) -> None:
-        tokenizer = model.tokenizer
-        prompts = tokenizer([r.prompt for r in requests])["input_ids"]
-        rows: list[_Row] = []
-        for i, (request, ids) in enumerate(zip(requests, prompts)):
-            error = too_long(model, len(ids), what="The prompt", reserve=request.max_new_tokens,
-                             advice="Shorten the prompt or ask for fewer new tokens.")
-            if error:
-                emit(i, error)
-                continue
-            # An unseeded request still gets a seed, reported back, so a student can repeat a
-            # sample they liked; 31 bits fit the slash command's `seed` option.
-            seed = request.seed if request.seed is not None else secrets.randbits(31)
-            generator = torch.Generator().manual_seed(seed)
-            rows += [_Row(i, ids, generator, seed) for _ in range(request.num_return_sequences)]
-        if rows:
-            _decode(model, requests, rows, emit)
+    def preprocess(self, model: LoadedModel, request: GenerateRequest) -> _Prompt:
+        ids = model.tokenizer(request.prompt)["input_ids"]
+        if error := too_long(model, len(ids), what="The prompt", reserve=request.max_new_tokens,
+                             advice="Shorten the prompt or ask for fewer new tokens."):
+            raise error
+        # An unseeded request still gets a seed, reported back, so a student can repeat a
+        # sample they liked; 31 bits fit the slash command's `seed` option.
+        seed = request.seed if request.seed is not None else secrets.randbits(31)
+        return _Prompt(request, ids, seed, torch.Generator().manual_seed(seed))
+
+    def forward(self, model: LoadedModel, inputs: Sequence[_Prompt],
+                wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[_Row]]]:
+        """Each prompt's rows (one per return sequence) as soon as all of them have stopped."""
+        rows = [_Row(j, prompt.ids, prompt.generator, prompt.seed)
+                for j, prompt in enumerate(inputs)
+                for _ in range(prompt.request.num_return_sequences)]
+        return _decode(model, [prompt.request for prompt in inputs], rows, wanted)
+
+    def postprocess(self, model: LoadedModel, request: GenerateRequest, prepared: _Prompt,
+                    output: list[_Row]) -> GenerateResult:
+        return _result(model, request, output)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """A request ready to decode: its prompt's ids and its seeded generator (shared by its
+    return sequences, so a seed gives the same texts whatever the batch)."""
+
+    request: GenerateRequest
+    ids: list[int]
+    seed: int
+    generator: torch.Generator
 
 
 @dataclass
@@ -129,7 +143,9 @@ class _Row:
 
 
 def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[_Row],
-            emit: Emit) -> None:
+            wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[_Row]]]:
+    """Decode every row together; yield a request's rows when its last one stops (or its
+    caller went away)."""
     tokenizer = model.tokenizer
     lm = model.module(Head.CAUSAL_LM)
     eos = tokenizer.eos_token_id
@@ -165,12 +181,12 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
                 row.new_ids.append(token)
                 if len(row.new_ids) >= request.max_new_tokens:
                     row.stop = "length"
-            if not row.stop and emit.wanted(row.request):
+            if not row.stop and wanted(row.request):
                 keep.append(j)
                 continue
             remaining[row.request] -= 1
             if remaining[row.request] == 0:
-                emit(row.request, _result(model, requests[row.request], row.request, rows))
+                yield row.request, [r for r in rows if r.request == row.request]
         if not keep:
             return
         if len(keep) < len(active):
@@ -240,10 +256,8 @@ def sampling_candidates(
     return probs, ids
 
 
-def _result(model: LoadedModel, request: GenerateRequest, index: int,
-            rows: list[_Row]) -> GenerateResult:
+def _result(model: LoadedModel, request: GenerateRequest, mine: list[_Row]) -> GenerateResult:
     tokenizer = model.tokenizer
-    mine = [r for r in rows if r.request == index]
     prompt_text = tokenizer.decode(mine[0].prompt_ids, skip_special_tokens=True)
     continuations = []
     for row in mine:

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from core.pictures import charts
 from core.errors import InputTooLong, InvalidInput
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.attention import token_labels
-from core.inference.tasks.base import Emit, Task, Timings, clean_text
+from core.inference.tasks.base import Task, Timings, clean_text
+from core.pictures import charts
+from core.pictures.stage import PictureResult
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ class LensLayer:
 
 
 @dataclass(frozen=True)
-class LogitLensResult:
+class LogitLensResult(PictureResult):
+    """The picture is `core.pictures.charts.logit_lens_chart` of this result."""
+
     model_id: str
     prompt: str
     #: Readable token labels of the prompt.
@@ -77,11 +80,6 @@ class LogitLensResult:
     #: One entry per layer, embeddings first; `layers[-1]` is the model's own output.
     layers: tuple[LensLayer, ...]
     num_layers: int
-    #: The picture: `drawing` (a picklable call of `core.charts.logit_lens_chart` on
-    #: this result) is turned into `png` by the engine's drawing stage, off the model lane.
-    png: bytes = field(default=b"", repr=False)
-    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
     timings: Timings | None = None
 
 
@@ -101,29 +99,31 @@ class LogitLensTask(Task[LogitLensRequest, LogitLensResult]):
             )
         return LogitLensRequest(prompt, position)
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[LogitLensRequest],
-                  emit: Emit) -> None:
-        lm = model.module(Head.CAUSAL_LM)
-        for i, request in enumerate(requests):
-            if not emit.wanted(i):
-                continue
-            ids = model.tokenizer(request.prompt)["input_ids"]
-            limit = min(MAX_LENS_TOKENS, model.max_length)
-            if len(ids) > limit:
-                emit(i, InputTooLong(
-                    f"The prompt is {len(ids)} tokens; the logit lens reads at most {limit}. "
-                    "Try a shorter prompt."
-                ))
-                continue
-            position = request.position or len(ids)
-            if position > len(ids):
-                emit(i, InvalidInput(
-                    f"The prompt has {len(ids)} tokens, so `position` goes from 1 to {len(ids)}; "
-                    f"got {position}. Leave it out to read the last token."
-                ))
-                continue
-            probs = lens_distributions(lm, ids, position - 1)
-            emit(i, _result(model, request.prompt, ids, position, probs))
+    def preprocess(self, model: LoadedModel, request: LogitLensRequest) -> tuple[list[int], int]:
+        """The prompt's ids and the 1-based position read."""
+        ids = model.tokenizer(request.prompt)["input_ids"]
+        limit = min(MAX_LENS_TOKENS, model.max_length)
+        if len(ids) > limit:
+            raise InputTooLong(
+                f"The prompt is {len(ids)} tokens; the logit lens reads at most {limit}. "
+                "Try a shorter prompt."
+            )
+        position = request.position or len(ids)
+        if position > len(ids):
+            raise InvalidInput(
+                f"The prompt has {len(ids)} tokens, so `position` goes from 1 to {len(ids)}; "
+                f"got {position}. Leave it out to read the last token."
+            )
+        return ids, position
+
+    def forward_one(self, model: LoadedModel, prepared: tuple[list[int], int]) -> torch.Tensor:
+        ids, position = prepared
+        return lens_distributions(model.module(Head.CAUSAL_LM), ids, position - 1)
+
+    def postprocess(self, model: LoadedModel, request: LogitLensRequest,
+                    prepared: tuple[list[int], int], output: torch.Tensor) -> LogitLensResult:
+        ids, position = prepared
+        return _result(model, request.prompt, ids, position, output)
 
 
 def lens_distributions(lm: Any, ids: Sequence[int], index: int) -> torch.Tensor:

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from core.pictures import charts
 from core.errors import InvalidInput, UserError
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Task, Timings, check_range, too_long
+from core.inference.tasks.base import Task, Timings, check_range, too_long
 from core.inference.tasks.fill_mask import (
-    _MASK_SPELLINGS,
     FillMaskRequest,
     FillMaskTask,
     MaskFiller,
     fillers,
     mask_distributions,
+    with_mask_token,
 )
+from core.pictures import charts
+from core.pictures.stage import PictureResult
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class MaskPairRow:
 
 
 @dataclass(frozen=True)
-class MaskPairResult:
+class MaskPairResult(PictureResult):
     model_id: str
     sentence_a: str
     sentence_b: str
@@ -74,10 +76,6 @@ class MaskPairResult:
     fillers_b: tuple[MaskFiller, ...]
     #: Union of both top-k lists and the targets, most probable (in either sentence) first.
     rows: tuple[MaskPairRow, ...]
-    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
-    png: bytes = field(default=b"", repr=False)
-    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
     timings: Timings | None = None
 
 
@@ -99,53 +97,60 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
         return MaskPairRequest(sentences[0], sentences[1], int(request.top_k),
                                _clean_targets(request.targets))
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[MaskPairRequest],
-                  emit: Emit) -> None:
+    def preprocess(self, model: LoadedModel, request: MaskPairRequest) -> _Input:
+        tokenizer = model.tokenizer
+        texts = []
+        for which, text in (("A", request.sentence_a), ("B", request.sentence_b)):
+            text = with_mask_token(tokenizer, text)
+            if error := too_long(model, len(tokenizer(text)["input_ids"]),
+                                 what=f"Sentence {which}"):
+                raise error
+            texts.append(text)
+        return _Input(texts[0], texts[1], [_target_id(tokenizer, t) for t in request.targets])
+
+    def forward(self, model: LoadedModel, inputs: Sequence[_Input],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        """Both sentences of every request in one batch: per request, (ids, distribution) of
+        sentence A, then of sentence B."""
+        input_ids, probs = mask_distributions(
+            model, [text for item in inputs for text in (item.text_a, item.text_b)])
+        return ((n, ((input_ids[2 * n], probs[2 * n]), (input_ids[2 * n + 1], probs[2 * n + 1])))
+                for n in range(len(inputs)))
+
+    def postprocess(self, model: LoadedModel, request: MaskPairRequest, prepared: _Input,
+                    output: Any) -> MaskPairResult:
         tokenizer = model.tokenizer
         mask_token = tokenizer.mask_token
-        rows: list[int] = []
-        target_ids: dict[int, list[int]] = {}
-        for i, request in enumerate(requests):
-            try:
-                for which, text in (("A", request.sentence_a), ("B", request.sentence_b)):
-                    length = len(tokenizer(_MASK_SPELLINGS.sub(mask_token, text))["input_ids"])
-                    error = too_long(model, length, what=f"Sentence {which}")
-                    if error:
-                        raise error
-                target_ids[i] = [_target_id(tokenizer, t) for t in request.targets]
-            except UserError as exc:
-                emit(i, exc)
-                continue
-            if emit.wanted(i):
-                rows.append(i)
-        if not rows:
-            return
-        texts = [_MASK_SPELLINGS.sub(mask_token, text)
-                 for i in rows for text in (requests[i].sentence_a, requests[i].sentence_b)]
-        input_ids, probs = mask_distributions(model, texts)
-        for n, i in enumerate(rows):
-            request = requests[i]
-            sides = []
-            for side in (2 * n, 2 * n + 1):
-                sides.append(fillers(tokenizer, input_ids[side], probs[side], request.top_k))
-            table = _rows(tokenizer, probs[2 * n], probs[2 * n + 1], sides, target_ids[i])
-            emit(i, MaskPairResult(
-                model_id=str(model.spec),
-                sentence_a=request.sentence_a,
-                sentence_b=request.sentence_b,
-                mask_token=mask_token,
-                fillers_a=sides[0],
-                fillers_b=sides[1],
-                rows=table,
-                drawing=charts.drawing(
-                    charts.paired_bars, [r.token for r in table], [r.prob_a for r in table],
-                    [r.prob_b for r in table], name_a=f"A: {request.sentence_a}",
-                    name_b=f"B: {request.sentence_b}",
-                    title=f"Fillers for {mask_token} in two sentences ({model.spec.short_name})",
-                    xlabel="probability of the filler", highlight=[r.target for r in table],
-                ),
-                alt_text=_alt_text(table),
-            ))
+        (ids_a, probs_a), (ids_b, probs_b) = output
+        sides = [fillers(tokenizer, ids_a, probs_a, request.top_k),
+                 fillers(tokenizer, ids_b, probs_b, request.top_k)]
+        table = _rows(tokenizer, probs_a, probs_b, sides, prepared.target_ids)
+        return MaskPairResult(
+            model_id=str(model.spec),
+            sentence_a=request.sentence_a,
+            sentence_b=request.sentence_b,
+            mask_token=mask_token,
+            fillers_a=sides[0],
+            fillers_b=sides[1],
+            rows=table,
+            drawing=charts.drawing(
+                charts.paired_bars, [r.token for r in table], [r.prob_a for r in table],
+                [r.prob_b for r in table], name_a=f"A: {request.sentence_a}",
+                name_b=f"B: {request.sentence_b}",
+                title=f"Fillers for {mask_token} in two sentences ({model.spec.short_name})",
+                xlabel="probability of the filler", highlight=[r.target for r in table],
+            ),
+            alt_text=_alt_text(table),
+        )
+
+
+@dataclass(frozen=True)
+class _Input:
+    """Both sentences with the model's mask token, and the targets as vocabulary ids."""
+
+    text_a: str
+    text_b: str
+    target_ids: list[int]
 
 
 def _rows(tokenizer, probs_a: torch.Tensor, probs_b: torch.Tensor,

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from core.pictures import charts
 from core.errors import InputTooLong, InvalidInput
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.attention import encoder_of, token_labels
-from core.inference.tasks.base import Emit, Task, Timings, check_range, clean_text
-from core.inference.tasks.contextsim import MAX_WORD_CHARS, _locate
+from core.inference.tasks.base import Task, Timings, check_range, clean_text
+from core.inference.tasks.contextsim import MAX_WORD_CHARS, locate_word
+from core.pictures import charts
+from core.pictures.stage import PictureResult
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
-class NeighboursResult:
+class NeighboursResult(PictureResult):
+    """The picture is `core.pictures.charts.neighbours_chart` of this result."""
+
     model_id: str
     word: str
     sentence: str
@@ -64,11 +67,6 @@ class NeighboursResult:
     contextual: tuple[Neighbour, ...]
     #: Nearest vocabulary items to the word's static input embedding, best first.
     static: tuple[Neighbour, ...]
-    #: The picture: `drawing` (a picklable call of `core.charts.neighbours_chart` on
-    #: this result) is turned into `png` by the engine's drawing stage, off the model lane.
-    png: bytes = field(default=b"", repr=False)
-    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
     timings: Timings | None = None
 
     @property
@@ -97,42 +95,62 @@ class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
         check_range("top_k", request.top_k, 1, MAX_NEIGHBOURS)
         return NeighboursRequest(word, sentence, layer, int(request.top_k))
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[NeighboursRequest],
-                  emit: Emit) -> None:
+    def preprocess(self, model: LoadedModel, request: NeighboursRequest) -> _Input:
+        num_layers = encoder_of(model, "mask").config.num_hidden_layers
+        layer = num_layers if request.layer is None else request.layer
+        if layer > num_layers:
+            raise InvalidInput(
+                f"`{model.spec}` has {num_layers} layers: pick a layer from 0 (the "
+                f"embeddings) to {num_layers}."
+            )
+        try:
+            ids, positions = locate_word(model, request.word, request.sentence, "")
+        except (InvalidInput, InputTooLong) as exc:
+            raise _one_sentence(exc) from None
+        return _Input(ids, positions, layer, request.top_k)
+
+    def forward(self, model: LoadedModel, inputs: Sequence[_Input],
+                wanted: Callable[[int], bool]) -> Iterator[tuple[int, Any]]:
+        """Per request, one unpadded forward: the nearest items to the word's contextual
+        vector and to its static embedding, searched in the input embedding rows."""
         base = encoder_of(model, "mask")
-        num_layers = base.config.num_hidden_layers
         vocabulary = _unit_rows(base.get_input_embeddings().weight.float())
         never = torch.tensor(sorted(set(model.tokenizer.all_special_ids)), dtype=torch.long)
-        for i, request in enumerate(requests):
-            if not emit.wanted(i):
+        for j, item in enumerate(inputs):
+            if not wanted(j):
                 continue
-            layer = num_layers if request.layer is None else request.layer
-            if layer > num_layers:
-                emit(i, InvalidInput(
-                    f"`{model.spec}` has {num_layers} layers: pick a layer from 0 (the "
-                    f"embeddings) to {num_layers}."
-                ))
-                continue
-            try:
-                ids, positions = _locate(model, request.word, request.sentence, "")
-            except (InvalidInput, InputTooLong) as exc:
-                emit(i, _one_sentence(exc))
-                continue
-            input_ids = torch.tensor([ids])
+            input_ids = torch.tensor([item.ids])
             out = base(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                        output_hidden_states=True)
-            contextual = out.hidden_states[layer][0, positions].float().mean(dim=0)
-            static = base.get_input_embeddings()(input_ids[0, positions]).float().mean(dim=0)
-            emit(i, _with_picture(NeighboursResult(
-                model_id=str(model.spec),
-                word=request.word,
-                sentence=request.sentence,
-                pieces=token_labels(model.tokenizer, [ids[p] for p in positions]),
-                layer=layer,
-                num_layers=num_layers,
-                contextual=nearest(model.tokenizer, vocabulary, contextual, request.top_k, never),
-                static=nearest(model.tokenizer, vocabulary, static, request.top_k, never),
-            )))
+            contextual = out.hidden_states[item.layer][0, item.positions].float().mean(dim=0)
+            static = base.get_input_embeddings()(input_ids[0, item.positions]).float().mean(dim=0)
+            yield j, (nearest(model.tokenizer, vocabulary, contextual, item.top_k, never),
+                      nearest(model.tokenizer, vocabulary, static, item.top_k, never))
+
+    def postprocess(self, model: LoadedModel, request: NeighboursRequest, prepared: _Input,
+                    output: tuple[tuple[Neighbour, ...], tuple[Neighbour, ...]]
+                    ) -> NeighboursResult:
+        contextual, static = output
+        return _with_picture(NeighboursResult(
+            model_id=str(model.spec),
+            word=request.word,
+            sentence=request.sentence,
+            pieces=token_labels(model.tokenizer, [prepared.ids[p] for p in prepared.positions]),
+            layer=prepared.layer,
+            num_layers=encoder_of(model, "mask").config.num_hidden_layers,
+            contextual=contextual,
+            static=static,
+        ))
+
+
+@dataclass(frozen=True)
+class _Input:
+    """The word located in the sentence, and the layer and neighbour count asked for."""
+
+    ids: list[int]
+    positions: list[int]
+    layer: int
+    top_k: int
 
 
 def _with_picture(result: NeighboursResult) -> NeighboursResult:
@@ -158,7 +176,7 @@ def _unit_rows(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def _one_sentence(exc: InvalidInput | InputTooLong) -> InvalidInput | InputTooLong:
-    """`_locate` names "sentence A/B" for `/contextsim`; here there is only one sentence."""
+    """`locate_word` names "sentence A/B" for `/contextsim`; here there is only one sentence."""
     message = (exc.message.replace("Sentence  is", "The sentence is")
                .replace("sentence  ", "the sentence ").replace("sentence .", "the sentence.")
                .replace("appears in both sentences", "appears in the sentence"))

@@ -10,15 +10,16 @@ the picture cannot drift from the behaviour. Temperature 0 means greedy there, a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from core.pictures import charts
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Task, Timings, check_range, clean_text, too_long
+from core.inference.tasks.base import Task, Timings, check_range, clean_text, too_long
 from core.inference.tasks.generate import MAX_TOP_K, sampling_candidates
+from core.pictures import charts
+from core.pictures.stage import PictureResult
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class NextTokenCandidate:
 
 
 @dataclass(frozen=True)
-class NextTokenResult:
+class NextTokenResult(PictureResult):
     model_id: str
     prompt: str
     temperature: float
@@ -62,10 +63,6 @@ class NextTokenResult:
     kept: int
     #: The model's (temperature 1) probability mass of the tokens that can be sampled.
     kept_model_mass: float
-    #: Filled in by the engine's drawing stage from `drawing`, after the forward.
-    png: bytes = field(default=b"", repr=False)
-    drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
     timings: Timings | None = None
 
 
@@ -83,23 +80,22 @@ class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
         return NextTokenRequest(prompt, float(request.temperature), int(request.top_k),
                                 float(request.top_p))
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[NextTokenRequest],
-                  emit: Emit) -> None:
-        tokenizer = model.tokenizer
+    def preprocess(self, model: LoadedModel, request: NextTokenRequest) -> list[int]:
+        ids = model.tokenizer(request.prompt)["input_ids"]
+        # Room for one more: the position of the token predicted.
+        if error := too_long(model, len(ids), what="The prompt", reserve=1):
+            raise error
+        return ids
+
+    def forward_one(self, model: LoadedModel, prepared: list[int]) -> torch.Tensor:
+        """The next-token logits: one unpadded forward, as `/generate`'s first step sees it."""
         lm = model.module(Head.CAUSAL_LM)
-        for i, request in enumerate(requests):
-            if not emit.wanted(i):
-                continue
-            ids = tokenizer(request.prompt)["input_ids"]
-            # Room for one more: the position of the token predicted.
-            error = too_long(model, len(ids), what="The prompt", reserve=1)
-            if error:
-                emit(i, error)
-                continue
-            # One unpadded forward per prompt, as `/generate`'s first step sees it.
-            logits = lm(torch.tensor([ids], device=model.device),
-                        logits_to_keep=1).logits[0, -1].float().cpu()
-            emit(i, _result(model, request, logits))
+        return lm(torch.tensor([prepared], device=model.device),
+                  logits_to_keep=1).logits[0, -1].float().cpu()
+
+    def postprocess(self, model: LoadedModel, request: NextTokenRequest, prepared: list[int],
+                    output: torch.Tensor) -> NextTokenResult:
+        return _result(model, request, output)
 
 
 def next_token_distribution(

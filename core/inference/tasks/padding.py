@@ -1,9 +1,9 @@
 """Forwards over rows of similar length instead of one batch padded to the longest.
 
-Student inputs vary a lot in length (a 7-token /mask sentence beside a 43-token one, QA
-contexts of 50 to 500 tokens), and a padded batch spends its work on padding: measured here
-(benchmarks/RESULTS.md), 16 QA contexts of 50-205 tokens as one padded batch ran *slower* than
-one by one, and ~1.4x faster split by length; SST-2 features ~1.5x, /mask sentences ~1.15x.
+Student inputs vary a lot in length (a short /mask sentence beside a long one, QA contexts of
+very different sizes), and a padded batch spends its work on padding: split by length, QA, the
+sentiment features and /mask all ran faster than as one padded batch, and QA as one padded
+batch even ran slower than one by one (benchmarks/RESULTS.md, "Figures behind the code").
 Positions a group does not compute stay 0: they are padding, which no task reads.
 """
 

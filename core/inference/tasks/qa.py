@@ -14,13 +14,14 @@ the transformers 4.57 pipeline produced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Task, Timings, clean_text, too_long
+from core.inference.tasks.base import Task, Timings, clean_text, too_long
 from core.inference.tasks.padding import length_slices
 
 
@@ -58,29 +59,29 @@ class QATask(Task[QARequest, QAResult]):
         )
         return QARequest(question, context)
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[QARequest], emit: Emit) -> None:
+    def preprocess(self, model: LoadedModel, request: QARequest) -> QARequest:
+        # The question must leave room for a useful slice of context.
+        cap = model.max_length // 2
+        if error := too_long(
+            model, len(model.tokenizer(request.question)["input_ids"]), what="The question",
+            cap=cap, advice="Try a shorter question.",
+            cap_reason=f"the model must read the context beside it, so a question may have "
+                       f"at most {cap}",
+        ):
+            raise error
+        return request
+
+    def forward(self, model: LoadedModel, inputs: Sequence[QARequest],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        """Per request: (score, start, end) of the best answer, and the windows read."""
         tokenizer = model.tokenizer
         max_length = model.max_length
         # The window overlap must leave each window mostly new context (tiny test models have
-        # 128-token windows), and the question must leave room for a useful slice of context.
+        # 128-token windows).
         stride = min(self.limits.qa_stride, max_length // 4)
-        question_lengths = [len(tokenizer(r.question)["input_ids"]) for r in requests]
-        rows = []
-        for i, length in enumerate(question_lengths):
-            error = too_long(
-                model, length, what="The question", cap=max_length // 2,
-                cap_reason=f"the model must read the context beside it, so a question may have "
-                           f"at most {max_length // 2}", advice="Try a shorter question.",
-            )
-            if error:
-                emit(i, error)
-            else:
-                rows.append(i)
-        if not rows:
-            return
         enc = tokenizer(
-            [requests[i].question for i in rows],
-            [requests[i].context for i in rows],
+            [r.question for r in inputs],
+            [r.context for r in inputs],
             truncation="only_second",
             max_length=max_length,
             stride=stride,
@@ -108,7 +109,7 @@ class QATask(Task[QARequest, QAResult]):
                 ALIGN_CANDIDATES,
             )
             windows[sample] = windows.get(sample, 0) + 1
-            context = requests[rows[sample]].context
+            context = inputs[sample].context
             pool = candidates.setdefault(sample, {})
             for score, s, e in spans:
                 start, end = _align_to_words(enc, window, s, e)
@@ -117,21 +118,25 @@ class QATask(Task[QARequest, QAResult]):
                     pool[key][0] += score
                 else:
                     pool[key] = [score, start, end]
-        for sample, index in enumerate(rows):
-            request = requests[index]
+        for sample in range(len(inputs)):
             pool = candidates.get(sample, {})
             # max() keeps the first of equal scores, as the pipeline's stable sort did.
             score, start, end = max(pool.values(), key=lambda c: c[0], default=(0.0, 0, 0))
-            emit(index, QAResult(
-                model_id=str(model.spec),
-                question=request.question,
-                context=request.context,
-                answer=request.context[start:end],
-                score=score,
-                start=start,
-                end=end,
-                windows=windows.get(sample, 1),
-            ))
+            yield sample, (score, start, end, windows.get(sample, 1))
+
+    def postprocess(self, model: LoadedModel, request: QARequest, prepared: QARequest,
+                    output: tuple[float, int, int, int]) -> QAResult:
+        score, start, end, windows = output
+        return QAResult(
+            model_id=str(model.spec),
+            question=request.question,
+            context=request.context,
+            answer=request.context[start:end],
+            score=score,
+            start=start,
+            end=end,
+            windows=windows,
+        )
 
 
 #: How many of a window's best token spans are widened to words and pooled: the 4.x pipeline's
@@ -191,10 +196,9 @@ def _forward_by_length(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Start and end logits of every window, from forwards over windows of similar length.
 
-    Contexts vary a lot (50 to 500 tokens), and one batch padded to the longest wastes most of
-    its work on padding: measured here (benchmarks/RESULTS.md), 16 contexts of 50-205 tokens as
-    one padded batch ran *slower* than one by one, and ~1.4x faster split by length. Positions
-    a group does not compute stay 0; they are padding, which `_best_span` never considers.
+    Contexts vary a lot in length, and one batch padded to the longest wastes most of its work
+    on padding (benchmarks/RESULTS.md, "Figures behind the code"). Positions a group does not
+    compute stay 0; they are padding, which `_best_spans` never considers.
     """
     starts = torch.zeros(input_ids.shape, dtype=torch.float32)
     ends = torch.zeros(input_ids.shape, dtype=torch.float32)

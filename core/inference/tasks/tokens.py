@@ -7,13 +7,13 @@ so pieces are reported exactly as the tokenizer has them, plus flags a renderer 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from core.errors import InvalidInput
 from core.inference.models import Head, LoadedModel
-from core.inference.tasks.base import Emit, Role, Task, Timings, clean_text
+from core.inference.tasks.base import Role, Task, Timings, clean_text
 
 TokenizerChoice = Literal["wordpiece", "bpe"]
 
@@ -52,7 +52,9 @@ class TokensTask(Task[TokensRequest, TokensResult]):
     name = "tokens"
     needs = {"mask": frozenset({Head.TOKENIZER}), "generate": frozenset({Head.TOKENIZER})}
     request_type = TokensRequest
-    own_lane = True  # ~1 ms of work; measured 110-320 ms p50 when queued behind /mask forwards
+    #: A tokenizer call is so light that queueing behind forwards would cost it far more than
+    #: its own time (benchmarks/RESULTS.md, "Figures behind the code").
+    own_lane = True
 
     def role(self, request: TokensRequest) -> Role:
         return "mask" if request.tokenizer == "wordpiece" else "generate"
@@ -63,26 +65,30 @@ class TokensTask(Task[TokensRequest, TokensResult]):
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         return TokensRequest(text, request.tokenizer)
 
-    def run_batch(self, model: LoadedModel, requests: Sequence[TokensRequest], emit: Emit) -> None:
-        tokenizer = model.tokenizer
-        encodings = tokenizer(
-            [r.text for r in requests], return_offsets_mapping=True,
-            return_special_tokens_mask=True, verbose=False,  # long is fine here, see below
+    # No length check in `preprocess`: cutting text into pieces needs no model window, and
+    # seeing that a text is longer than the model reads is itself a lesson (`max_length`).
+
+    def forward(self, model: LoadedModel, inputs: Sequence[TokensRequest],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        encodings = model.tokenizer(
+            [r.text for r in inputs], return_offsets_mapping=True,
+            return_special_tokens_mask=True, verbose=False,  # long is fine here, see above
         )
+        return enumerate(zip(encodings["input_ids"], encodings["special_tokens_mask"],
+                             encodings["offset_mapping"]))
+
+    def postprocess(self, model: LoadedModel, request: TokensRequest, prepared: TokensRequest,
+                    output: tuple[list[int], list[int], list[tuple[int, int]]]) -> TokensResult:
+        tokenizer = model.tokenizer
+        ids, specials, offsets = output
         algorithm = _algorithm(tokenizer)
-        for i, request in enumerate(requests):
-            # No length check: cutting text into pieces needs no model window, and seeing
-            # that a text is longer than the model reads is itself a lesson (`max_length`).
-            ids = encodings["input_ids"][i]
-            pieces = tokenizer.convert_ids_to_tokens(ids)
-            specials = encodings["special_tokens_mask"][i]
-            offsets = encodings["offset_mapping"][i]
-            tokens = tuple(
-                _token(tokenizer, algorithm, token_id, piece, bool(special), span)
-                for token_id, piece, special, span in zip(ids, pieces, specials, offsets)
-            )
-            emit(i, TokensResult(str(model.spec), algorithm, request.text, tokens,
-                                 max_length=model.max_length))
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        tokens = tuple(
+            _token(tokenizer, algorithm, token_id, piece, bool(special), span)
+            for token_id, piece, special, span in zip(ids, pieces, specials, offsets)
+        )
+        return TokensResult(str(model.spec), algorithm, request.text, tokens,
+                            max_length=model.max_length)
 
 
 def _algorithm(tokenizer) -> str:
