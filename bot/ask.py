@@ -87,7 +87,7 @@ def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Paramet
 def models_for(args: argparse.Namespace, config: Config,
                extensions: Iterable[str]) -> list[ModelSpec]:
     """The models `args.what` will load, from the tasks its request goes to."""
-    from core.inference.engine import TASK_TYPES
+    from core.inference.task_table import TASK_TYPES
 
     student = COMMANDS[args.what]
     if student.runner is SENTIMENT:

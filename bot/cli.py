@@ -226,7 +226,8 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """Deploy one Ray Serve application per model onto the cluster in `[ray] address`."""
-    from core.inference.serving.cluster import connect, deploy
+    from core.inference.serving.cluster import connect
+    from core.inference.serving.replica import deploy
 
     connect(config)
     for plan in deploy(config):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.config import ModelSpec
-from core.inference.engine import TASK_TYPES, InferenceEngine, model_needs
+from core.inference.engine import InferenceEngine
+from core.inference.task_table import TASK_TYPES, model_needs
 from core.errors import InputTooLong, ModelUnavailable
 from core.inference.models import Head
 from core.inference.tasks.base import ROLES

@@ -19,7 +19,6 @@ lane is free again as soon as the forward is done, so a text answer never waits 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import weakref
 from collections.abc import Iterable, Mapping
@@ -32,31 +31,14 @@ from core.errors import EngineClosed, ModelUnavailable, RequestTimeout, UserErro
 from core.inference.backends import resolve_placement, usable_cores
 from core.inference.lanes import BatchRunner, Lane, Pending, QueuePlace
 from core.inference.models import Head, LoadedModel, LoadState, ModelRegistry
-from core.inference.tasks.attention import AttentionTask
 from core.inference.tasks.base import Task
-from core.inference.tasks.contextsim import ContextSimTask
-from core.inference.tasks.features import FeaturesTask
-from core.inference.tasks.fill_mask import FillMaskTask
-from core.inference.tasks.generate import GenerateTask
-from core.inference.tasks.logitlens import LogitLensTask
-from core.inference.tasks.maskpair import MaskPairTask
-from core.inference.tasks.neighbours import NeighboursTask
-from core.inference.tasks.nexttoken import NextTokenTask
-from core.inference.tasks.qa import QATask
-from core.inference.tasks.tokens import TokensTask
+from core.inference.task_table import TASK_TYPES, model_needs
 from core.inference.worker import run_batch, start_worker
 from core.pictures.stage import PictureStage, Ticket, auto_workers
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-TASK_TYPES: tuple[type[Task], ...] = (
-    TokensTask, FillMaskTask, QATask, FeaturesTask, GenerateTask,
-    # Teaching pictures; they use the mask and generate models already listed below.
-    AttentionTask, ContextSimTask, MaskPairTask, NextTokenTask, LogitLensTask, NeighboursTask,
-)
-
 
 @dataclass(frozen=True)
 class ModelStatus:
@@ -383,27 +365,4 @@ class LocalRunner:
             engine.running_batches -= counted
 
 
-def all_model_needs(config: Config) -> dict[ModelSpec, set[Head]]:
-    """Every model any task uses and its heads: what the bot loads by default, and what a Ray
-    replica for one of those models loads (`core.inference.serving.replica`)."""
-    tasks = [task_type(config.models, config.limits) for task_type in TASK_TYPES]
-    return model_needs(config, tasks, {role for task in tasks for role in task.needs})
-
-
-def model_needs(config: Config, tasks: Iterable[Task],
-                roles: Iterable[str]) -> dict[ModelSpec, set[Head]]:
-    """Each model to load and its heads: the union of what the tasks declare per role.
-
-    Roles naming the same model (by default `mask` and `features`) share one load.
-    """
-    needs: dict[ModelSpec, set[Head]] = collections.defaultdict(set)
-    allowed = set(roles)
-    for task in tasks:
-        for role, heads in task.needs.items():
-            if role in allowed:
-                needs[getattr(config.models, role)] |= heads
-    return dict(needs)
-
-
-__all__ = ["InferenceEngine", "LocalRunner", "ModelStatus", "QueuePlace", "QueueState",
-           "TASK_TYPES", "UserError", "all_model_needs", "model_needs"]
+__all__ = ["InferenceEngine", "LocalRunner", "ModelStatus", "QueuePlace", "QueueState", "UserError"]

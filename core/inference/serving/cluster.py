@@ -163,25 +163,3 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except (OSError, ValueError) as exc:
         raise ConnectionError(f"nothing answers at {host}:{port} ({exc})") from None
-
-
-def deploy(config: Config, *, wait: bool = True) -> list[AppPlan]:
-    """Deploy (or update in place) every model application; blocks until they run."""
-    require_ray()
-    from ray import serve
-
-    from core.inference.serving.replica import build_app
-
-    plans = app_plans(config)
-    # No HTTP proxy: the bot calls through DeploymentHandles only, so nothing listens for HTTP.
-    serve.start(proxy_location="Disabled")
-    try:
-        serve.run_many(
-            [serve.RunTarget(build_app(plan.builder_args(config)), name=plan.name,
-                             route_prefix=None) for plan in plans],
-            wait_for_applications_running=wait,
-        )
-    except Exception as exc:  # a replica that cannot load its model, the cluster gone...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConfigError(f"deploying the models failed: {reason}") from None
-    return plans

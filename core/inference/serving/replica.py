@@ -21,12 +21,18 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from core.config import Config, parse_config
+from core.config import Config, ConfigError, parse_config
 from core.errors import CoreError
-from core.inference.engine import TASK_TYPES, all_model_needs
+from core.inference.task_table import TASK_TYPES, all_model_needs
 from core.inference.lanes import Pending
 from core.inference.models import load_model
-from core.inference.serving.cluster import DEPLOYMENT_NAME, deployment_options, require_ray
+from core.inference.serving.cluster import (
+    DEPLOYMENT_NAME,
+    AppPlan,
+    app_plans,
+    deployment_options,
+    require_ray,
+)
 from core.inference.worker import run_batch, start_worker
 
 log = logging.getLogger(__name__)
@@ -110,3 +116,24 @@ def replica_config(args: dict[str, Any]) -> Config:
         "limits": args.get("limits", {}),
         "ray": {args["model"]: args.get("sizing", {})},
     })
+
+
+def deploy(config: Config, *, wait: bool = True) -> list[AppPlan]:
+    """Deploy (or update in place) every model application; blocks until they run. (Here, beside
+    `build_app`, so the cluster module never imports this one back.)"""
+    require_ray()
+    from ray import serve
+
+    plans = app_plans(config)
+    # No HTTP proxy: the bot calls through DeploymentHandles only, so nothing listens for HTTP.
+    serve.start(proxy_location="Disabled")
+    try:
+        serve.run_many(
+            [serve.RunTarget(build_app(plan.builder_args(config)), name=plan.name,
+                             route_prefix=None) for plan in plans],
+            wait_for_applications_running=wait,
+        )
+    except Exception as exc:  # a replica that cannot load its model, the cluster gone...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigError(f"deploying the models failed: {reason}") from None
+    return plans
