@@ -177,7 +177,7 @@ async def test_a_class_of_thirty_guesses_across_a_restart_and_sees_the_reveal(
             # /mydata delete takes a student's guess with their rows.
             done = await h.run("mydata", {"confirm": True}, subcommand="delete",
                                user_id=students[4])
-            assert "1 quiz guesses" in done.text
+            assert "and 1 quiz guess about you" in done.text, done.text
             stored = await h.services.quizzes.guesses(int(card["embeds"][0]["footer"]["text"]
                                                           .split()[1]))
             assert len(stored) == 29 and students[4] not in {g.user_id for g in stored}
