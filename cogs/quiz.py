@@ -343,7 +343,8 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
 
         await enter(interaction, Action(GUESS_COMMAND, body, policy=POLICY_NAME,
                                         options={"quiz": quiz_id, "guess": word},
-                                        input_text=word, input_options=("guess",)))
+                                        input_text=word, input_options=("guess",),
+                                        dictionary_words=True))
 
     async def _quiz_here(self, quiz_id: int, interaction: discord.Interaction) -> Quiz:
         """The quiz, if it belongs to the channel (and server) the interaction comes from: a
