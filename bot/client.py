@@ -27,6 +27,7 @@ from core.inference.engine import InferenceEngine
 from core.policy import Policy
 from core.storage.querylog import QueryLog, QueryRecord
 from core.storage.quizzes import QuizStore
+from core.storage.student_data import StudentData
 from core.sentiment.service import SentimentService
 from core.storage.guild_settings import SettingsStore
 from core.storage.sync_state import SyncState
@@ -92,6 +93,7 @@ class TLMBot(commands.Bot):
         policy: Policy,
         sentiment: SentimentService,
         quizzes: QuizStore,
+        student_data: StudentData,
         dashboard: Dashboard | None = None,
         sync_state: SyncState | None = None,
         sync_at_start: bool = True,
@@ -123,6 +125,8 @@ class TLMBot(commands.Bot):
         self.policy = policy
         self.sentiment = sentiment
         self.quizzes = quizzes
+        #: Every store of student data, for /mydata show and delete.
+        self.student_data = student_data
         self.dashboard = dashboard
         #: Where the last synced tree's digest is kept; None: this bot never syncs by itself.
         self.sync_state = sync_state

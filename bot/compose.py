@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -38,8 +37,10 @@ from core.storage.database import Database
 from core.inference.engine import InferenceEngine
 from core.errors import ServiceError
 from core.policy import Policy
-from core.storage.querylog import QueryLog
+from core.privacy import installation_salt
+from core.storage.querylog import FeedbackVotes, QueryLog, QueryRows
 from core.storage.quizzes import QuizStore
+from core.storage.student_data import StudentData
 from core.sentiment.service import SentimentService
 from core.storage.guild_settings import Cooldown, SettingsStore
 from core.storage.sync_state import SyncState
@@ -90,6 +91,8 @@ class Services:
     sentiment: SentimentService
     #: Class quizzes and their guesses (same database, same `log_inputs` and salt as the log).
     quizzes: QuizStore
+    #: Every store of student data: /mydata show|delete and the retention pass loop over it.
+    student_data: StudentData
     #: None when `[dashboard] enabled = false`, not assembled, or it failed to bind.
     dashboard: Dashboard | None = None
     assembly: Assembly = None  # type: ignore[assignment]  # set by open_services
@@ -136,7 +139,7 @@ async def open_services(config: Config, assembly: Assembly = RUN) -> AsyncIterat
     in_memory = assembly.database == "memory"
     db_path = Path(":memory:") if in_memory else config.resolve_path(config.database.path)
     async with await Database.open(":memory:" if in_memory else db_path) as db:
-        salt = secrets.token_bytes(32) if in_memory else _salt(db_path)
+        salt = secrets.token_bytes(32) if in_memory else installation_salt(db_path)
         querylog = QueryLog(
             db,
             log_inputs=config.database.log_inputs,
@@ -153,9 +156,12 @@ async def open_services(config: Config, assembly: Assembly = RUN) -> AsyncIterat
             ) if d.default_cooldown_uses else None)
             engine = InferenceEngine(config)
             sentiment = SentimentService(engine, config)
-            quizzes = QuizStore(db, log_inputs=config.database.log_inputs, hash_salt=salt)
+            quizzes = QuizStore(db, log_inputs=config.database.log_inputs, hash_salt=salt,
+                                default_retention_days=config.database.default_retention_days)
+            # Feedback votes before the rows they live on (`StudentData.register`).
+            student_data = StudentData([FeedbackVotes(querylog), QueryRows(querylog), quizzes])
             services = Services(config, db, querylog, settings, policy, engine, sentiment,
-                                quizzes, assembly=assembly)
+                                quizzes, student_data, assembly=assembly)
             if assembly.engine == "now":
                 await services.start_engine()
             try:
@@ -200,6 +206,7 @@ def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
         policy=services.policy,
         sentiment=services.sentiment,
         quizzes=services.quizzes,
+        student_data=services.student_data,
         dashboard=services.dashboard,
         sync_state=SyncState(services.db),
         extensions=extensions,
@@ -248,30 +255,5 @@ async def _purge_forever(services: Services) -> None:
 
 
 async def purge_expired(services: Services) -> None:
-    """One retention pass over everything kept about students: query-log rows, and closed
-    quizzes with their guesses. Never raises: the next pass tries again."""
-    try:
-        removed = await services.querylog.purge()
-        if removed:
-            log.info("retention: purged %d old query-log rows", removed)
-    except Exception:
-        log.exception("retention purge failed")
-    try:
-        await services.quizzes.purge(
-            default_retention_days=services.config.database.default_retention_days)
-    except Exception:
-        log.exception("retention purge of quizzes failed")
-
-
-def _salt(db_path: Path) -> bytes:
-    """A per-installation salt for `log_inputs = "hashed"`, kept beside the database.
-
-    Without a salt, a hash of a short input is reversed by simply hashing guesses.
-    """
-    path = db_path.with_name(db_path.name + ".salt")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    """One retention pass over every store of student data; never raises."""
+    await services.student_data.purge_expired()

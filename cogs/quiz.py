@@ -343,7 +343,8 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
 
         await enter(interaction, Action(GUESS_COMMAND, body, policy=POLICY_NAME,
                                         options={"quiz": quiz_id, "guess": word},
-                                        input_text=word, input_options=("guess",)))
+                                        input_text=word, input_options=("guess",),
+                                        dictionary_words=True))
 
     async def _quiz_here(self, quiz_id: int, interaction: discord.Interaction) -> Quiz:
         """The quiz, if it belongs to the channel (and server) the interaction comes from: a
@@ -461,6 +462,7 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                     await self._edit_card(quiz, card, card_view(quiz_id, open_=False))
                 except discord.NotFound:  # someone deleted the card: nothing to show it on
                     log.info("quiz %d: its card was deleted; the reveal is not shown", quiz_id)
+            await self.store.forget_after_reveal(quiz_id)  # hashed/none: no guess, no prompt
             self._card_locks.pop(quiz_id, None)
             self._last_edit.pop(quiz_id, None)
             log.info("quiz %d revealed", quiz_id)

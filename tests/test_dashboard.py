@@ -384,10 +384,12 @@ async def _check_instructor_view(h, browser, link: str, origin: str, guild: int,
         await page.click("#export-csv")
     download = await info.value
     assert download.suggested_filename == f"queries-{guild}.csv"
-    data = Path(await download.path()).read_text("utf-8")
-    parsed = list(csv.DictReader(io.StringIO(data, newline="")))
+    raw = Path(await download.path()).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # the export's format (tests/test_exports.py)
+    parsed = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     assert list(parsed[0]) == list(CSV_COLUMNS)
     assert [int(r["id"]) for r in parsed] == expected
+    assert {r["guild_id"] for r in parsed} == {f'="{guild}"'}
     by_id = {r["id"]: r for r in truth["rows"]}
     for cells in parsed:
         row = by_id[int(cells["id"])]

@@ -269,7 +269,7 @@ async def test_guild_isolation_export_mydata_and_retention(tiny_config, tmp_path
 
             # /mydata delete erases this student's rows in this server, and nothing else.
             done = await h.run("mydata", {"confirm": True}, subcommand="delete")
-            assert done.ephemeral and "Deleted 4 rows" in done.text
+            assert done.ephemeral and "4 query-log rows" in done.text
             left = await h.rows()
             assert not [r for r in left if r["user_id"] == student and r["guild_id"] == a]
             assert [r["input_text"] for r in left if r["user_id"] == student] == ["secret of B"]

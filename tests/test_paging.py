@@ -133,7 +133,7 @@ async def test_mydata_show_pages(tiny_config, tmp_path, caplog):
         await seed(h, emu.student_id, 25)
         await seed(h, emu.moderator_id, 5)  # someone else's rows never show
         first = await h.run("mydata", {}, subcommand="show")
-        assert first.ephemeral and footer(first).startswith("Page 1 of 3 · 25 rows")
+        assert first.ephemeral and footer(first).startswith("Page 1 of 3 · 25 query-log rows")
         shown = inputs_shown(first)  # read now: a page turn edits this very message
         second = await click(h, first, NEXT)
         shown += inputs_shown(second)

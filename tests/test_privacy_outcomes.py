@@ -6,7 +6,8 @@ file), and a quiz guess, x every outcome a student can reach (answered or failed
 a rule, the pause, a cooldown, a direct message) x every `log_inputs` mode, through the real bot
 and the emulated Discord. Each free-text option carries a marker; with "hashed" or "none" the
 marker must appear nowhere: not in the database file, not in its WAL, not in the CSV exports
-(Discord's and the CLI's), not in the bot's log output at DEBUG.
+(Discord's and the CLI's), not in the bot's log output at DEBUG. A revealed quiz whose prompt
+holds the marker, guessed by a student, must have left none of it behind either.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ def test_every_student_command_is_covered():
 
 async def _quiz_guesses(h, marker: str) -> None:
     """A quiz guess is a student's word too: one answered, one refused at its submit (the bot
-    was paused while the form was open)."""
+    was paused while the form was open). Then the reveal: under "hashed" and "none" nothing of
+    the guesses or of the prompt (the marker is in it) may outlive it (issue 23)."""
     emu = h.emu
-    card = await start_quiz(h, "mask", {"sentence": "The [MASK] sat here ."}, emu.moderator_id)
+    card = await start_quiz(h, "mask", {"sentence": f"The {marker} sat on a [MASK] ."},
+                            emu.moderator_id)
     marker = marker.lower()  # as a guess is stored (case-folded)
     assert "Your guess is in" in await guess(h, card, emu.student_id, marker)
     guess_id = next(c["custom_id"] for row in emu.message(card["id"])["components"]
@@ -69,6 +72,11 @@ async def _quiz_guesses(h, marker: str) -> None:
     await refused.wait_done(timeout=10)
     assert "paused" in refused.text
     await h.run("config", {"paused": False}, subcommand="pause", user_id=emu.moderator_id)
+    reveal_id = next(c["custom_id"] for row in emu.message(card["id"])["components"]
+                     for c in row["components"] if c["label"] == "Reveal now")
+    reveal = await emu.click(card["id"], reveal_id, user_id=emu.moderator_id)
+    await reveal.wait_done(timeout=60)
+    assert "Revealed" in reveal.text, reveal.text
 
 
 async def _all_outcomes(h, marker: str) -> None:

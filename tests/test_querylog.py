@@ -246,6 +246,24 @@ async def test_log_inputs_modes(db: Database, mode: str) -> None:
     assert ("secret essay" in str(raw_rows(db.path))) == (mode == "full")
 
 
+@pytest.mark.parametrize("mode", ["full", "hashed", "none"])
+async def test_a_dictionary_word_is_never_kept_as_a_digest(db: Database, mode: str) -> None:
+    """A quiz guess is one word: its digest is reversed by hashing a word list, salt or not,
+    so under "hashed" nothing of it is kept (issue 23); other inputs are still hashed."""
+    async with QueryLog(db, log_inputs=mode, hash_salt=b"pepper") as qlog:  # type: ignore[arg-type]
+        for user, words in ((1, True), (2, False)):
+            await qlog.record(QueryRecord(
+                guild_id=GUILD_A, channel_id=7, user_id=user, command="quiz guess",
+                options={"guess": "walrus"}, input_text="walrus", status="ok",
+                free_text_options=frozenset({"guess"}), dictionary_words=words))
+        guess, other = sorted(await qlog.recent(QueryFilter(guild_id=GUILD_A)),
+                              key=lambda r: r.user_id)
+    digest = hashlib.sha256(b"pepperwalrus").hexdigest()
+    kept = {"full": "walrus", "hashed": "", "none": ""}[mode]
+    assert (guess.input_text, guess.options) == (kept, {"guess": kept})
+    assert other.input_text == {"full": "walrus", "hashed": digest, "none": ""}[mode]
+
+
 async def test_sql_looking_input_is_data(db: Database, qlog: QueryLog) -> None:
     evil = "'; DROP TABLE queries; --"
     assert await qlog.record(rec(1, text=evil, command=evil))
@@ -428,7 +446,16 @@ async def test_retry_buffer_is_bounded(db: Database, caplog: pytest.LogCaptureFi
     assert [r[0] for r in raw_rows(db.path, "SELECT user_id FROM queries ORDER BY id")] == [2, 3, 4]
 
 
+def audit_inserts(path: str) -> None:
+    """Record every user id ever inserted into queries, in a table a delete does not touch:
+    "never written" and "written, then deleted" look alike in `queries` alone."""
+    sql_exec(path, "CREATE TABLE inserted (user_id INTEGER)")
+    sql_exec(path, "CREATE TRIGGER audit AFTER INSERT ON queries "
+                   "BEGIN INSERT INTO inserted VALUES (NEW.user_id); END")
+
+
 async def test_delete_user_also_drops_buffered_rows(db: Database) -> None:
+    audit_inserts(db.path)
     async with QueryLog(db, retry_interval_s=3600) as qlog:
         add_failing_trigger(db.path)
         assert await qlog.record(rec(1)) is False
@@ -438,3 +465,21 @@ async def test_delete_user_also_drops_buffered_rows(db: Database) -> None:
         assert await qlog.delete_user(GUILD_A, 1) == 1
         assert qlog.pending_retry == 0
     assert raw_rows(db.path, "SELECT user_id FROM queries") == [(2,)]
+    assert raw_rows(db.path, "SELECT user_id FROM inserted") == [(2,)]
+
+
+async def test_a_buffered_row_deleted_while_the_storage_still_fails_never_appears(
+        db: Database) -> None:
+    """Issue 28: /mydata delete while inserts still fail, then the storage recovers. The
+    buffered row must be dropped at the delete, not written at the recovery."""
+    audit_inserts(db.path)
+    async with QueryLog(db, retry_interval_s=3600) as qlog:
+        add_failing_trigger(db.path)
+        assert await qlog.record(rec(1, text="erase me")) is False
+        assert await qlog.record(rec(2, text="keep me")) is False
+        assert await qlog.delete_user(GUILD_A, 1) == 1  # the storage still refuses inserts
+        assert qlog.pending_retry == 1
+        sql_exec(db.path, "DROP TRIGGER refuse")
+        assert await qlog.flush() is True  # recovery: what is left in the buffer is written
+    assert raw_rows(db.path, "SELECT user_id, input_text FROM queries") == [(2, "keep me")]
+    assert raw_rows(db.path, "SELECT user_id FROM inserted") == [(2,)]

@@ -15,7 +15,9 @@ from PIL import Image
 from core.pictures import charts
 from core.storage.database import Database
 from core.errors import InvalidInput
+from core.privacy import keyed_digest, salted_digest
 from core.storage.quizzes import (
+    FORGET_AFTER,
     NewQuiz,
     Quiz,
     QuizAlreadyOpen,
@@ -194,7 +196,7 @@ async def test_delete_user_removes_only_that_guilds_guesses(db):
     for quiz in (here, elsewhere):
         await store.guess(quiz.id, 7, "dog")
         await store.guess(quiz.id, 8, "cat")
-    assert await store.delete_user(GUILD, 7) == 1
+    assert await store.delete_for_user(GUILD, 7) == 1
     assert [g.user_id for g in await store.guesses(here.id)] == [8]
     assert sorted(g.user_id for g in await store.guesses(elsewhere.id)) == [7, 8]
 
@@ -266,7 +268,7 @@ async def test_purge_deletes_old_closed_quizzes_with_their_guesses(db):
     await store.close(stale.id, now=old)
     running = await store.create(_quiz(channel_id=2), now=old)  # still open: kept
     later = old + timedelta(days=91)
-    assert await store.purge(default_retention_days=90, now=later) == 1
+    assert await store.purge_expired(later) == 1
     assert await store.get(stale.id) is None and await store.get(running.id) is not None
     assert (await db.fetchall("SELECT COUNT(*) FROM quiz_guesses"))[0][0] == 0
 
@@ -303,3 +305,78 @@ async def test_the_bots_retention_pass_purges_quizzes_as_it_purges_rows(tiny_con
         await purge_expired(services)
         assert await store.get(old.id) is None and await store.guesses(old.id) == []
         assert [g.guess for g in await store.guesses(recent.id)] == ["cat"]
+
+
+# --------------------------------------------------------------------------- forgetting (issue 23)
+
+MARKER = "Zebrafinch"  # in the prompt and guessed: it must be nowhere once the quiz is revealed
+
+
+def _files(path) -> bytes:
+    """Everything SQLite keeps on disk for the database at `path`."""
+    return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal"),
+                                             path.with_name(path.name + "-shm")) if p.exists())
+
+
+@pytest.mark.parametrize("mode", ["hashed", "none"])
+async def test_nothing_of_a_guess_or_the_prompt_outlives_the_reveal(tmp_path, engine, mode):
+    """A guess used to be stored as sha256(salt + word) with the salt beside the database:
+    a word list reversed it. Now a guess is keyed by its quiz's own secret, and the reveal
+    erases the guesses, the secret and the prompt; no column and no file keeps any of them."""
+    path, salt = tmp_path / "quiz.db", b"pepper"
+    prompt = f"The {MARKER} saw a [MASK] ."
+    async with await Database.open(path) as db:
+        store = QuizStore(db, log_inputs=mode, hash_salt=salt)
+        quiz = await store.create(_quiz(prompt=prompt))
+        result = await engine.submit(model_request("mask", prompt, 5))
+        model_word = result.fillers[0].token.strip().casefold()
+        words = [MARKER.casefold(), "walrus", model_word]
+        for student, word in enumerate(words):
+            await store.guess(quiz.id, student, word, user_name="Ada")
+        [secret] = [r[0] for r in await db.fetchall("SELECT guess_secret FROM quizzes")]
+        stored = [r[0] for r in await db.fetchall("SELECT guess FROM quiz_guesses")]
+        closed, _ = await store.close(quiz.id)
+        reveal = await store.reveal(closed, result, top_k=5)
+        assert reveal.total_guesses == 3 and reveal.matched_first == 1  # counted first
+        assert await store.forget_after_reveal(quiz.id) == 3
+        assert await store.guesses(quiz.id) == []
+        after = await db.fetchall("SELECT prompt, guess_secret FROM quizzes")
+        assert [tuple(r) for r in after] == [("", None)]
+        data = _files(path)  # while the bot would still run: the WAL is there too
+    needles = [MARKER.encode(), MARKER.casefold().encode(), b"walrus", secret, *(
+        digest(key, word).encode() for word in words
+        for key, digest in ((salt, salted_digest), (secret, keyed_digest))),
+        *(s.encode() for s in stored)]
+    assert [n for n in needles if n in data] == []
+
+
+async def test_under_full_the_reveal_forgets_nothing(db):
+    store = QuizStore(db, log_inputs="full")
+    quiz = await store.create(_quiz())
+    await store.guess(quiz.id, 1, "dog")
+    await store.close(quiz.id)
+    assert await store.forget_after_reveal(quiz.id) == 0
+    assert [g.guess for g in await store.guesses(quiz.id)] == ["dog"]
+    assert (await store.get(quiz.id)).prompt == SENTENCE
+
+
+async def test_an_open_quiz_is_never_forgotten(db):
+    store = QuizStore(db, log_inputs="none")
+    quiz = await store.create(_quiz())
+    await store.guess(quiz.id, 1, "dog")
+    assert await store.forget_after_reveal(quiz.id) == 0
+    assert await store.count(quiz.id) == 1 and (await store.get(quiz.id)).prompt == SENTENCE
+
+
+async def test_the_retention_pass_forgets_a_quiz_whose_reveal_did_not(db):
+    """A crash between the close and the reveal, or a reveal that failed: the retention pass
+    forgets the quiz once no reveal can still be running (`FORGET_AFTER`), not before."""
+    store = QuizStore(db, log_inputs="none")
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    quiz = await store.create(_quiz(seconds=60), now=start)
+    await store.guess(quiz.id, 1, "dog", now=start)
+    await store.close(quiz.id, now=start + timedelta(seconds=60))
+    assert await store.purge_expired(start + timedelta(minutes=2)) == 0  # a reveal may run
+    assert await store.count(quiz.id) == 1
+    assert await store.purge_expired(start + timedelta(seconds=60) + FORGET_AFTER * 2) == 1
+    assert await store.count(quiz.id) == 0 and (await store.get(quiz.id)).prompt == ""

@@ -2,7 +2,7 @@
 
 `Dashboard` owns the web server's lifetime and makes the signed links `/logs dashboard` hands
 out; `app` has the routes and the access rules, `pages` and `charts` the HTML and SVG, and
-`core.storage.dashboard_data` the queries.
+`core.storage.dashboard_data` the aggregates (rows: `core.storage.querylog`).
 """
 
 from __future__ import annotations

@@ -17,32 +17,29 @@ another guild) are counted per client; past `MAX_FAILURES` in `FAILURE_WINDOW_S`
 gets 429 for everything that needs a credential, valid or not, so guessing gains nothing.
 
 Only GET (and HEAD) routes exist: no endpoint can write, and the data connection is read-only
-besides (core.storage.dashboard_data).
+besides (core.storage.dashboard_data). Rows are read, filtered and exported by the query log's
+own code (`core.storage.querylog`): the CSV and JSON here are the bytes `/logs export` writes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import ipaddress
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from importlib import resources
-from typing import Any
 
 from aiohttp import web
 
 from bot.dashboard import pages
 from bot.dashboard.signing import Grant, Signer
-from core.storage.dashboard_data import DashboardData, Window
 from core.outcomes import STATUS_VALUES
-from core.storage.querylog import CSV_COLUMNS, QueryFilter, QueryRow, escape_csv_cell, to_db_time
+from core.storage.dashboard_data import DashboardData, Window
 from core.storage.guild_settings import SettingsStore
+from core.storage.querylog import QueryFilter, csv_chunks, json_chunks, reads
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +240,7 @@ def _day(text: str, name: str) -> datetime | None:
         raise BadFilter(f"{name} must be a date like 2026-11-30.") from None
 
 
-def query_filter(request: web.Request, guild_id: int) -> tuple[QueryFilter, str]:
+def query_filter(request: web.Request, guild_id: int) -> QueryFilter:
     """The table's filter from the URL; every value is checked before it reaches SQL (where
     it is a bound parameter anyway)."""
     q = request.query
@@ -268,9 +265,8 @@ def query_filter(request: web.Request, guild_id: int) -> tuple[QueryFilter, str]
     text = (q.get("q") or "").strip()
     if len(text) > 200:
         raise BadFilter("The search text is limited to 200 characters.")
-    f = QueryFilter(guild_id=guild_id, user_id=int(user) if user else None, command=command,
-                    status=status, since=since, until=until, limit=None)
-    return f, text
+    return QueryFilter(guild_id=guild_id, user_id=int(user) if user else None, command=command,
+                       status=status, since=since, until=until, limit=None, text=text)
 
 
 def _page_number(request: web.Request) -> int:
@@ -292,9 +288,9 @@ async def overview(request: web.Request, grant: Grant) -> web.StreamResponse:
 
 
 async def queries(request: web.Request, grant: Grant) -> web.StreamResponse:
-    f, text = query_filter(request, grant.guild_id)
+    f = query_filter(request, grant.guild_id)
     data = request.app[_DATA]
-    page = await data.page(f, text=text, page=_page_number(request), page_size=PAGE_SIZE)
+    page = await reads.page(data, f, _page_number(request) - 1, PAGE_SIZE)
     body = pages.queries(page, params=dict(request.query), commands=await data.commands(
         grant.guild_id), text_search=request.app[_CONTEXT].log_inputs == "full")
     return _html(pages.layout(title="Queries", guild_id=grant.guild_id, root="../../", base="",
@@ -309,8 +305,8 @@ async def student(request: web.Request, grant: Grant) -> web.StreamResponse:
     key, window = _window(request)
     data = request.app[_DATA]
     view = await data.student(grant.guild_id, user_id, window)
-    latest = await data.page(QueryFilter(guild_id=grant.guild_id, user_id=user_id, limit=None),
-                             page_size=PAGE_SIZE)
+    latest = await reads.page(data, QueryFilter(guild_id=grant.guild_id, user_id=user_id),
+                              0, PAGE_SIZE)
     title = f"Student {pages.student_label(user_id, view.name)}"
     return _html(pages.layout(title=title, guild_id=grant.guild_id, root="../../../",
                               base="../", active="", body=pages.student(
@@ -326,71 +322,28 @@ async def rules(request: web.Request, grant: Grant) -> web.StreamResponse:
                               active="rules", body=body))
 
 
-def csv_cells(row: QueryRow) -> list[str]:
-    """One CSV line in the format of `QueryLog.export_csv` (same columns, same escaping)."""
-    values = _plain(row)
-    cells = []
-    for name in CSV_COLUMNS:
-        value = values[name]
-        if value is None:
-            cells.append("")
-        elif isinstance(value, str) and name not in ("created_at",):
-            cells.append(escape_csv_cell(value))
-        else:
-            cells.append(repr(value) if isinstance(value, float) else str(value))
-    return cells
-
-
-def _plain(row: QueryRow) -> dict[str, Any]:
-    return {
-        "id": row.id, "created_at": to_db_time(row.created_at), "guild_id": row.guild_id,
-        "channel_id": row.channel_id, "user_id": row.user_id, "user_name": row.user_name,
-        "command": row.command,
-        "options": json.dumps(dict(row.options), sort_keys=True, ensure_ascii=False),
-        "input_text": row.input_text, "status": row.status,
-        "output_summary": row.output_summary, "error": row.error, "model_id": row.model_id,
-        "queue_ms": row.queue_ms, "inference_ms": row.inference_ms, "total_ms": row.total_ms,
-        "feedback": row.feedback,
-    }
+async def _stream(request: web.Request, chunks: AsyncIterator[bytes],
+                  headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def export_csv(request: web.Request, grant: Grant) -> web.StreamResponse:
-    f, text = query_filter(request, grant.guild_id)
-    response = web.StreamResponse(headers={
+    rows = reads.iter_rows(request.app[_DATA], query_filter(request, grant.guild_id))
+    return await _stream(request, csv_chunks(rows), {
         "Content-Type": "text/csv; charset=utf-8",
         "Content-Disposition": f'attachment; filename="queries-{grant.guild_id}.csv"'})
-    await response.prepare(request)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    async for row in request.app[_DATA].iter_rows(f, text=text):
-        writer.writerow(csv_cells(row))
-        if buffer.tell() > 64_000:
-            await response.write(buffer.getvalue().encode("utf-8"))
-            buffer.seek(0)
-            buffer.truncate()
-    await response.write(buffer.getvalue().encode("utf-8"))
-    await response.write_eof()
-    return response
 
 
 async def export_json(request: web.Request, grant: Grant) -> web.StreamResponse:
-    f, text = query_filter(request, grant.guild_id)
-    response = web.StreamResponse(headers={
+    rows = reads.iter_rows(request.app[_DATA], query_filter(request, grant.guild_id))
+    return await _stream(request, json_chunks(rows), {
         "Content-Type": "application/json; charset=utf-8",
         "Content-Disposition": f'inline; filename="queries-{grant.guild_id}.json"'})
-    await response.prepare(request)
-    await response.write(b"[")
-    first = True
-    async for row in request.app[_DATA].iter_rows(f, text=text):
-        values = _plain(row)
-        values["options"] = dict(row.options)
-        chunk = ("" if first else ",\n") + json.dumps(values, ensure_ascii=False)
-        first = False
-        await response.write(chunk.encode("utf-8"))
-    await response.write(b"]\n")
-    await response.write_eof()
-    return response
 
 
 def make_app(data: DashboardData, signer: Signer, settings: SettingsStore,

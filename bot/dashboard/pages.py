@@ -15,10 +15,10 @@ from html import escape
 from urllib.parse import urlencode
 
 from bot.dashboard import charts
-from core.storage.dashboard_data import Overview, Page, StudentView, Window
 from core.outcomes import STATUS_VALUES, Status
-from core.storage.querylog import QueryRow
+from core.storage.dashboard_data import Overview, StudentView, Window
 from core.storage.guild_settings import GuildSettings
+from core.storage.querylog import QueryRow, RowsPage
 
 #: Outcomes that are the bot's problem, not the student's (see core.outcomes).
 SERVER_FAULTS = ("overloaded", "unavailable", "timeout", "failed")
@@ -196,7 +196,7 @@ def query_table(rows: Sequence[QueryRow], *, base: str) -> str:
         f"</tr></thead><tbody>{''.join(cells)}</tbody></table></div>")
 
 
-def queries(page: Page, *, params: Mapping[str, str], commands: Sequence[str],
+def queries(page: RowsPage, *, params: Mapping[str, str], commands: Sequence[str],
             text_search: bool) -> str:
     """The filter form (a GET form: filtering is reading), the table, paging and exports."""
     p = {k: v for k, v in params.items() if v and k != "page"}
@@ -219,12 +219,13 @@ def queries(page: Page, *, params: Mapping[str, str], commands: Sequence[str],
     exports = (f'<div class="exports"><a id="export-csv" href="queries.csv?{_e(query)}" download>'
                f'CSV</a><a id="export-json" href="queries.json?{_e(query)}">JSON</a></div>')
     pager = []
-    if page.page > 1:
-        pager.append(f'<a rel=prev href="?{_e(urlencode({**p, "page": page.page - 1}))}">'
+    number = page.index + 1  # the URL's page is 1-based
+    if number > 1:
+        pager.append(f'<a rel=prev href="?{_e(urlencode({**p, "page": number - 1}))}">'
                      "← newer</a>")
-    pager.append(f"<span>page {page.page} of {page.pages}</span>")
-    if page.page < page.pages:
-        pager.append(f'<a rel=next href="?{_e(urlencode({**p, "page": page.page + 1}))}">'
+    pager.append(f"<span>page {number} of {page.count}</span>")
+    if number < page.count:
+        pager.append(f'<a rel=next href="?{_e(urlencode({**p, "page": number + 1}))}">'
                      "older →</a>")
     summary = f'<p><span data-stat="matching">{page.total:,}</span> matching queries</p>'
     return (f"<section>{form}</section>{summary}{exports}"
@@ -232,7 +233,7 @@ def queries(page: Page, *, params: Mapping[str, str], commands: Sequence[str],
             + f'<div class="pager">{"".join(pager)}</div>')
 
 
-def student(view: StudentView, window: Window, page: Page, *, range_key: str) -> str:
+def student(view: StudentView, window: Window, page: RowsPage, *, range_key: str) -> str:
     per = "hour" if window.bucket == "hour" else "day"
     names = list(view.by_command)
     commands = "".join(

@@ -20,6 +20,7 @@ from core.sentiment.service import SentimentService
 from core.storage.guild_settings import SettingsStore
 from core.storage.querylog import QueryLog, QueryRecord
 from core.storage.quizzes import QuizStore
+from core.storage.student_data import StudentData
 
 if TYPE_CHECKING:
     from bot.dashboard import Dashboard
@@ -33,6 +34,8 @@ class Host(Protocol):
     policy: Policy
     sentiment: SentimentService
     quizzes: QuizStore
+    #: Every store of student data (/mydata show and delete).
+    student_data: StudentData
     dashboard: Dashboard | None
     tree: app_commands.CommandTree
 

@@ -105,6 +105,9 @@ class Action:
     #: `log_inputs` too.
     input_text: str = ""
     input_options: tuple[str, ...] = ()
+    #: The input is one word a student picked (a quiz guess): see
+    #: `QueryRecord.dictionary_words` ("hashed" keeps no digest of it).
+    dictionary_words: bool = False
     #: Checked before the gate, for what is wrong whoever clicks (an expired or broken
     #: button): raise a `CoreError` to conclude with its outcome, charging nothing.
     precheck: Callable[[Turn], None] | None = None
@@ -125,6 +128,7 @@ class Turn:
         self.options: dict[str, Any] | None = None
         self.input_text = ""
         self.input_options: tuple[str, ...] = ()
+        self.dictionary_words = False
         self._gated_as: str | None = None
         self._charge: tuple[int | None, int, str] | None = None
         self._concluded = False
@@ -180,7 +184,7 @@ class Turn:
 
     def describe(self, command: str | None = None, *, options: Mapping[str, Any] | None = None,
                  input_text: str | None = None, input_options: tuple[str, ...] | None = None,
-                 via: str = "") -> None:
+                 via: str = "", dictionary_words: bool | None = None) -> None:
         """Say what the row will hold, before the body runs, so a failure logs it too."""
         if command is not None:
             self.command = command
@@ -192,6 +196,8 @@ class Turn:
             self.input_text = input_text
         if input_options is not None:
             self.input_options = input_options
+        if dictionary_words is not None:
+            self.dictionary_words = dictionary_words
 
     async def conclude(self, outcome: Outcome | Answer, *, error: BaseException | None = None,
                        record: bool = True) -> Status:
@@ -258,6 +264,7 @@ class Turn:
             queue_ms=timings.queued_ms if timings else None,
             inference_ms=timings.inference_ms if timings else None,
             total_ms=(time.perf_counter() - self.started) * 1000,
+            dictionary_words=self.dictionary_words,
         )
 
 
@@ -270,7 +277,8 @@ async def enter(interaction: discord.Interaction, action: Action) -> Status | No
     concluded, or None when the body only opened a form."""
     turn = Turn.of(interaction)
     turn.describe(action.command, options=action.options, via=action.via,
-                  input_text=action.input_text, input_options=action.input_options)
+                  input_text=action.input_text, input_options=action.input_options,
+                  dictionary_words=action.dictionary_words)
     with turn.host.handling():
         try:
             if action.precheck is not None:

@@ -1,4 +1,8 @@
-"""What the instructor dashboard shows, read from the query log: one guild, bounded work per page.
+"""The instructor dashboard's aggregates (overview, command list, one student), read from the
+query log's roll-ups: one guild, bounded work per page.
+
+Its rows (the tables and the exports) are read through `core.storage.querylog.reads` over this
+same connection (`DashboardData` is a `Reader`): one filter, one decoder, one column list.
 
 Why its own read-only connection: the bot's `Database` serialises every statement behind one
 lock, so a 100 ms dashboard aggregate on it would hold up the query log's commits. WAL lets a
@@ -13,14 +17,14 @@ so its cost grows with the hours shown, not with the rows; latency percentiles c
 histograms (whole ms below 1 s, three significant digits above). Every other statement starts
 with ``guild_id = ?`` and walks an index; tables are paged with LIMIT/OFFSET after a COUNT the
 index answers; the command list is a loose index scan over ``(guild_id, command, ...)``; exports
-stream in keyset-paged chunks. The one scan is text search, over the chosen range of one guild.
+stream in keyset-paged chunks (`reads.iter_rows`). The one scan is text search, over the chosen
+range of one guild.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,15 +32,11 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from core.storage.querylog import QueryFilter, QueryRow, from_db_time, to_db_time
+from core.storage.querylog import to_db_time
 
 Bucket = Literal["hour", "day"]
 #: Characters of the fixed-width timestamp that name an hour / a day ("2026-11-30T01").
 _BUCKET_CHARS: dict[str, int] = {"hour": 13, "day": 10}
-_COLUMNS = (
-    "id, created_at, guild_id, channel_id, user_id, user_name, command, options, input_text, "
-    "status, output_summary, error, model_id, queue_ms, inference_ms, total_ms, feedback"
-)
 
 
 @dataclass(frozen=True)
@@ -115,18 +115,6 @@ class Overview:
 
 
 @dataclass(frozen=True)
-class Page:
-    rows: list[QueryRow]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.page_size))
-
-
-@dataclass(frozen=True)
 class StudentView:
     user_id: int
     name: str
@@ -157,7 +145,8 @@ class DashboardData:
     async def aclose(self) -> None:
         await self._conn.close()
 
-    async def _all(self, sql: str, params: list[Any] | tuple[Any, ...]) -> list[Any]:
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """One read with bound parameters (so the query log's reads run on this connection)."""
         return list(await self._conn.execute_fetchall(sql, tuple(params)))
 
     # ------------------------------------------------------------------ overview
@@ -166,7 +155,7 @@ class DashboardData:
         """From the hourly roll-ups (migration V3), never from the rows themselves."""
         width = _BUCKET_CHARS[window.bucket]
         first, last = window.first_hour, window.last_hour
-        counted = await self._all(
+        counted = await self.fetchall(
             f"SELECT substr(hour, 1, {width}) AS b, command, status, feedback, SUM(n) AS n "
             "FROM dash_counts WHERE guild_id = ? AND hour >= ? AND hour <= ? "
             "GROUP BY b, command, status, feedback", [guild_id, first, last])
@@ -184,7 +173,7 @@ class DashboardData:
             by_status[r["status"]] += n
             if r["feedback"]:
                 feedback[int(r["feedback"])] += n
-        histograms = await self._all(
+        histograms = await self.fetchall(
             "SELECT period, ms, n FROM dash_latency WHERE guild_id = ? AND period >= ? "
             f"AND period <= ? AND length(period) = {width} AND n > 0 ORDER BY period, ms",
             [guild_id, first[:width], last[:width]])
@@ -196,7 +185,7 @@ class DashboardData:
         latency = [Latency(b, sum(n for _, n in h), _percentile(h, 50), _percentile(h, 95))
                    for b, h in sorted(per_period.items())]
         overall = sorted(merged.items())
-        busiest = await self._all(
+        busiest = await self.fetchall(
             # SQLite: with one max() aggregate, the bare user_name comes from that latest hour.
             "SELECT user_id, SUM(n) AS total, max(hour) AS latest, user_name FROM dash_users "
             "WHERE guild_id = ? AND hour >= ? AND hour <= ? GROUP BY user_id "
@@ -220,7 +209,7 @@ class DashboardData:
     async def commands(self, guild_id: int) -> list[str]:
         """The distinct commands this guild ever logged: a loose index scan (one seek per
         command) over (guild_id, command, created_at), not a pass over every row."""
-        rows = await self._all(
+        rows = await self.fetchall(
             """WITH RECURSIVE c(command) AS (
                 SELECT min(command) FROM queries WHERE guild_id = ?
                 UNION ALL
@@ -229,52 +218,20 @@ class DashboardData:
             SELECT command FROM c WHERE command IS NOT NULL""", [guild_id, guild_id])
         return [r["command"] for r in rows]
 
-    async def page(self, f: QueryFilter, *, text: str = "", page: int = 1,
-                   page_size: int = 50) -> Page:
-        """One page of matching rows, newest first, and how many match in all."""
-        where, params = _where(f, text)
-        (total,) = (await self._all(f"SELECT COUNT(*) FROM queries WHERE {where}", params))[0]
-        page = max(1, min(page, max(1, -(-int(total) // page_size))))
-        rows = await self._all(
-            f"SELECT {_COLUMNS} FROM queries WHERE {where} "
-            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*params, page_size, (page - 1) * page_size])
-        return Page([_row(r) for r in rows], int(total), page, page_size)
-
-    async def iter_rows(self, f: QueryFilter, *, text: str = "",
-                        chunk: int = 2000) -> AsyncIterator[QueryRow]:
-        """Every matching row, newest first, fetched `chunk` rows at a time (keyset paging on
-        (created_at, id), so the last chunk costs what the first did)."""
-        where, params = _where(f, text)
-        after: tuple[str, int] | None = None
-        while True:
-            extra, extra_params = "", []
-            if after is not None:
-                extra = " AND (created_at < ? OR (created_at = ? AND id < ?))"
-                extra_params = [after[0], after[0], after[1]]
-            rows = await self._all(
-                f"SELECT {_COLUMNS} FROM queries WHERE {where}{extra} "
-                "ORDER BY created_at DESC, id DESC LIMIT ?", [*params, *extra_params, chunk])
-            for r in rows:
-                yield _row(r)
-            if len(rows) < chunk:
-                return
-            after = (rows[-1]["created_at"], int(rows[-1]["id"]))
-
     # ------------------------------------------------------------------ one student
 
     async def student(self, guild_id: int, user_id: int, window: Window) -> StudentView:
         """A student's commands (all time) and their queries per bucket in `window`.
         Uses the (user_id, guild_id) index: a student's rows, never the class's."""
         mine = "user_id = ? AND guild_id = ?"
-        totals = await self._all(
+        totals = await self.fetchall(
             f"SELECT command, COUNT(*) AS n FROM queries WHERE {mine} "
             "GROUP BY command ORDER BY n DESC, command", [user_id, guild_id])
-        name_rows = await self._all(
+        name_rows = await self.fetchall(
             f"SELECT user_name FROM queries WHERE {mine} AND user_name != '' "
             "ORDER BY created_at DESC LIMIT 1", [user_id, guild_id])
         width = _BUCKET_CHARS[window.bucket]
-        counted = await self._all(
+        counted = await self.fetchall(
             f"SELECT substr(created_at, 1, {width}) AS b, command, COUNT(*) AS n "
             f"FROM queries WHERE {mine} AND created_at >= ? AND created_at < ? "
             "GROUP BY b, command",
@@ -289,39 +246,6 @@ class DashboardData:
             by_command={r["command"]: int(r["n"]) for r in totals},
             per_bucket=dict(per_bucket),
         )
-
-
-def _where(f: QueryFilter, text: str) -> tuple[str, list[Any]]:
-    """WHERE clause from fixed fragments; every value is a bound parameter."""
-    clauses = ["guild_id = ?"]
-    params: list[Any] = [f.guild_id]
-    for column, value in (("user_id", f.user_id), ("command", f.command),
-                          ("status", f.status)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if f.since is not None:
-        clauses.append("created_at >= ?")
-        params.append(to_db_time(f.since))
-    if f.until is not None:
-        clauses.append("created_at < ?")
-        params.append(to_db_time(f.until))
-    if text:
-        # instr, not LIKE: no wildcard characters to escape in what an instructor types.
-        clauses.append("instr(lower(input_text), lower(?)) > 0")
-        params.append(text)
-    return " AND ".join(clauses), params
-
-
-def _row(r: Any) -> QueryRow:
-    return QueryRow(
-        id=int(r["id"]), created_at=from_db_time(r["created_at"]), guild_id=r["guild_id"],
-        channel_id=r["channel_id"], user_id=int(r["user_id"]), command=r["command"],
-        options=json.loads(r["options"]), input_text=r["input_text"], status=r["status"],
-        output_summary=r["output_summary"], error=r["error"], model_id=r["model_id"],
-        queue_ms=r["queue_ms"], inference_ms=r["inference_ms"], total_ms=r["total_ms"],
-        user_name=r["user_name"], feedback=r["feedback"],
-    )
 
 
 def _percentile(histogram: list[tuple[int, int]], pct: float) -> float:

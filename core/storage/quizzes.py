@@ -11,17 +11,20 @@ The reveal is not computed here: it is the very `FillMaskResult` / `NextTokenRes
 the quiz cannot disagree with the commands students already know. `build_reveal` puts that
 result beside the class's tally.
 
-Privacy: a guess is the student's own word, so it follows `database.log_inputs` like the query
-log: with "full" the normalised word is stored; otherwise only its salted SHA-256 (the same
-digest as `core.storage.querylog` keeps). "none" stores the digest too, because a quiz cannot count
-guesses it cannot compare; the digest of a model candidate is compared with the stored ones,
-so matches with the model's top-k are still shown by name and the other words are shown as
-"hidden word N". Display names are kept only with "full". `delete_user` serves `/mydata delete`.
+Privacy: a guess is the student's own word, so it follows `database.log_inputs`. With "full"
+the normalised word is stored (and the display name), kept until the server's retention. With
+"hashed" and "none" a guess is stored as an HMAC under a secret of its own quiz
+(`core.privacy.keyed_digest`): the quiz can count equal guesses and match them with the model's
+candidates (those are shown by name, the other words as "hidden word N"), and at the reveal
+`forget_after_reveal` erases the guesses, the secret and the prompt. A digest of one word under
+a salt kept beside the database would be reversed by hashing a word list; with the secret
+gone, nothing a guess can be recovered from is left. The retention pass also forgets any closed
+quiz a reveal did not (`FORGET_AFTER`). `QuizStore` is a store of student data
+(`core.storage.student_data`): `/mydata show|delete` and the purge reach the guesses through it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import sqlite3
@@ -32,12 +35,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from core.storage.database import Database
 from core.errors import InvalidInput, UserError
-from core.storage.querylog import LogInputs, from_db_time, to_db_time
 from core.inference.tasks.base import clean_text
 from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult
 from core.inference.tasks.nexttoken import NextTokenRequest, NextTokenResult
+from core.privacy import LogInputs, TextPolicy, keyed_digest, new_quiz_secret, salted_digest
+from core.storage.database import Database
+from core.storage.querylog import from_db_time, to_db_time
+from core.storage.student_data import HeldItem
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,9 @@ DEFAULT_SECONDS = 60
 REVEAL_TOP_K = 10
 MAX_GUESS_CHARS = 40
 MAX_PROMPT_CHARS = 500
+#: A closed quiz whose reveal did not forget it (a crash, a failed reveal) is forgotten by the
+#: retention pass this long after it closed: longer than any reveal takes.
+FORGET_AFTER = timedelta(hours=1)
 
 #: A word: letters or digits, with inner apostrophes or hyphens ("don't", "well-known").
 _WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
@@ -232,24 +240,33 @@ _QUIZ_COLUMNS = ("id, guild_id, channel_id, message_id, kind, prompt, seconds, s
 class QuizStore:
     """Quizzes and guesses in the bot's database. Does not own `db`."""
 
+    singular, plural = "quiz guess", "quiz guesses"
+
     def __init__(self, db: Database, *, log_inputs: LogInputs = "full",
-                 hash_salt: bytes = b"") -> None:
-        if log_inputs not in ("full", "hashed", "none"):
-            raise ValueError(f"log_inputs must be 'full', 'hashed' or 'none', not {log_inputs!r}")
+                 hash_salt: bytes = b"", default_retention_days: int = 90) -> None:
+        self._policy = TextPolicy(log_inputs, hash_salt)
         self._db = db
-        self._log_inputs = log_inputs
         self._hash_salt = hash_salt
+        self._default_retention_days = default_retention_days
 
     @property
     def keeps_words(self) -> bool:
-        return self._log_inputs == "full"
+        return self._policy.keeps_text
 
-    def kept_guess(self, word: str) -> str:
-        """What is stored for a normalised word: the word itself, or the same salted SHA-256
-        `core.storage.querylog` keeps for `log_inputs = "hashed"`."""
+    def _key(self, secret: bytes | None) -> Callable[[str], str]:
+        """What is stored for a normalised word in a quiz with `secret`: the word itself
+        ("full"), its HMAC under the quiz's secret, or (a quiz from before schema 8) the
+        installation's salted digest."""
         if self.keeps_words:
-            return word
-        return hashlib.sha256(self._hash_salt + word.encode("utf-8")).hexdigest()
+            return lambda word: word
+        if secret is not None:
+            return lambda word: keyed_digest(secret, word)
+        return lambda word: salted_digest(self._hash_salt, word)
+
+    async def _secret(self, quiz_id: int) -> bytes | None:
+        rows = await self._db.fetchall("SELECT guess_secret FROM quizzes WHERE id = ?",
+                                       (quiz_id,))
+        return rows[0]["guess_secret"] if rows else None
 
     async def create(self, new: NewQuiz, *, now: datetime | None = None) -> Quiz:
         """Store a new open quiz; `QuizAlreadyOpen` if the channel has one."""
@@ -260,10 +277,11 @@ class QuizStore:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(
                     "INSERT INTO quizzes (guild_id, channel_id, kind, prompt, seconds, "
-                    "show_names, creator_id, created_at, ends_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "show_names, creator_id, created_at, ends_at, guess_secret) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.guild_id, new.channel_id, new.kind, new.prompt, new.seconds,
-                     int(new.show_names), new.creator_id, to_db_time(created), to_db_time(ends)),
+                     int(new.show_names), new.creator_id, to_db_time(created), to_db_time(ends),
+                     None if self.keeps_words else new_quiz_secret()),
                 )
                 quiz_id = cursor.lastrowid
         except sqlite3.IntegrityError:
@@ -309,7 +327,8 @@ class QuizStore:
         async with self._db.transaction() as conn:
             # Checked inside the write transaction: a concurrent close cannot slip between.
             rows = list(await conn.execute_fetchall(
-                "SELECT closed_at, ends_at FROM quizzes WHERE id = ?", (quiz_id,)))
+                "SELECT closed_at, ends_at, guess_secret FROM quizzes WHERE id = ?",
+                (quiz_id,)))
             if not rows:
                 raise QuizNotFound("This quiz no longer exists.")
             if rows[0]["closed_at"] is not None or moment >= from_db_time(rows[0]["ends_at"]):
@@ -322,7 +341,7 @@ class QuizStore:
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (quiz_id, user_id) DO UPDATE SET "
                 "guess = excluded.guess, user_name = excluded.user_name, "
                 "guessed_at = excluded.guessed_at",
-                (quiz_id, user_id, self.kept_guess(word),
+                (quiz_id, user_id, self._key(rows[0]["guess_secret"])(word),
                  user_name if self.keeps_words else "", to_db_time(moment)),
             )
             count_rows = list(await conn.execute_fetchall(
@@ -354,48 +373,100 @@ class QuizStore:
             raise QuizNotFound("This quiz no longer exists.")
         return quiz, closed_now
 
-    async def delete_user(self, guild_id: int | None, user_id: int) -> int:
-        """Delete a user's guesses in one guild (every guild when None); returns how many."""
-        sql = "DELETE FROM quiz_guesses WHERE user_id = ?"
-        params: list[int] = [user_id]
-        if guild_id is not None:
-            sql += " AND quiz_id IN (SELECT id FROM quizzes WHERE guild_id = ?)"
-            params.append(guild_id)
+    # ----------------------------------------------------------- student data
+
+    async def count_for_user(self, guild_id: int, user_id: int) -> int:
+        rows = await self._db.fetchall(
+            "SELECT COUNT(*) FROM quiz_guesses WHERE user_id = ? AND quiz_id IN "
+            "(SELECT id FROM quizzes WHERE guild_id = ?)", (user_id, guild_id))
+        return int(rows[0][0])
+
+    async def show_for_user(self, guild_id: int, user_id: int, *, limit: int,
+                            until: datetime | None = None) -> list[HeldItem]:
+        """A student's stored guesses: the word ("full"), or that a digest is kept until the
+        reveal."""
+        rows = await self._db.fetchall(
+            "SELECT g.quiz_id, g.guess, g.guessed_at, q.kind FROM quiz_guesses AS g "
+            "JOIN quizzes AS q ON q.id = g.quiz_id WHERE g.user_id = ? AND q.guild_id = ? "
+            "AND g.guessed_at < ? ORDER BY g.guessed_at DESC, g.quiz_id DESC LIMIT ?",
+            (user_id, guild_id, to_db_time(until) if until else "9", limit))
+        kept = "" if self.keeps_words else ", kept as a digest until the reveal"
+        return [HeldItem(from_db_time(r["guessed_at"]),
+                         f"guess in /quiz {r['kind']} #{r['quiz_id']}{kept}",
+                         r["guess"] if self.keeps_words else "") for r in rows]
+
+    async def delete_for_user(self, guild_id: int, user_id: int) -> int:
+        """Delete a user's guesses in one guild; returns how many."""
         async with self._db.transaction() as conn:
-            cursor = await conn.execute(sql, params)
+            cursor = await conn.execute(
+                "DELETE FROM quiz_guesses WHERE user_id = ? AND quiz_id IN "
+                "(SELECT id FROM quizzes WHERE guild_id = ?)", (user_id, guild_id))
             deleted = cursor.rowcount
+        await self._db.checkpoint()
         log.info("Deleted %d quiz guesses of a user (guild %s)", deleted, guild_id)
         return deleted
 
-    async def purge(self, *, default_retention_days: int, now: datetime | None = None) -> int:
-        """Delete closed quizzes (their guesses go with them) older than their guild's
-        retention, as `QueryLog.purge` does for rows. Returns how many quizzes went."""
-        now = now or _now()
+    async def purge_expired(self, now: datetime) -> int:
+        """Forget closed quizzes a reveal did not forget (`FORGET_AFTER`), then delete closed
+        quizzes (their guesses go with them) older than their guild's retention, as
+        `QueryLog.purge` does for rows. Returns how many guesses went."""
+        forgotten = 0
+        if not self.keeps_words:
+            stale = await self._db.fetchall(
+                "SELECT id FROM quizzes WHERE closed_at IS NOT NULL AND closed_at < ? AND "
+                "(guess_secret IS NOT NULL OR prompt != '' OR id IN "
+                "(SELECT quiz_id FROM quiz_guesses))", (to_db_time(now - FORGET_AFTER),))
+            for row in stale:
+                forgotten += await self.forget_after_reveal(int(row["id"]))
         overrides = await self._db.fetchall(
             "SELECT guild_id, retention_days FROM guild_settings WHERE retention_days IS NOT NULL")
         custom = {int(r["guild_id"]): int(r["retention_days"]) for r in overrides}
-        deleted = 0
+        quizzes = 0
         async with self._db.transaction() as conn:
+            [[before]] = await conn.execute_fetchall("SELECT COUNT(*) FROM quiz_guesses")
             cursor = await conn.execute(
                 "DELETE FROM quizzes WHERE closed_at IS NOT NULL AND created_at < ? AND guild_id "
                 "NOT IN (SELECT guild_id FROM guild_settings WHERE retention_days IS NOT NULL)",
-                (to_db_time(now - timedelta(days=default_retention_days)),))
-            deleted += cursor.rowcount
+                (to_db_time(now - timedelta(days=self._default_retention_days)),))
+            quizzes += cursor.rowcount
             for guild_id, days in custom.items():
                 cursor = await conn.execute(
                     "DELETE FROM quizzes WHERE closed_at IS NOT NULL AND guild_id = ? AND "
                     "created_at < ?", (guild_id, to_db_time(now - timedelta(days=days))))
-                deleted += cursor.rowcount
-        if deleted:
-            log.info("Retention purge deleted %d quizzes", deleted)
-        return deleted
+                quizzes += cursor.rowcount
+            [[after]] = await conn.execute_fetchall("SELECT COUNT(*) FROM quiz_guesses")
+        if quizzes:
+            log.info("Retention purge deleted %d quizzes with %d guesses", quizzes,
+                     before - after)
+        return forgotten + before - after
+
+    async def forget_after_reveal(self, quiz_id: int) -> int:
+        """Once a quiz is closed and its reveal drawn: under "hashed" and "none", erase its
+        guesses, its secret and its prompt, so nothing a guess or the prompt could be
+        recovered from outlives the reveal (the card already shows the tally). Nothing under
+        "full". Returns how many guesses went; an open quiz is left alone (0)."""
+        if self.keeps_words:
+            return 0
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE quizzes SET guess_secret = NULL, prompt = '' "
+                "WHERE id = ? AND closed_at IS NOT NULL", (quiz_id,))
+            if cursor.rowcount == 0:
+                return 0
+            cursor = await conn.execute("DELETE FROM quiz_guesses WHERE quiz_id = ?", (quiz_id,))
+            forgotten = cursor.rowcount
+        # Out of the WAL too (secure_delete zeroes the freed space in the file).
+        await self._db.checkpoint()
+        log.info("quiz %d: forgot its %d guesses and its prompt after the reveal", quiz_id,
+                 forgotten)
+        return forgotten
 
     async def reveal(self, quiz: Quiz, result: FillMaskResult | NextTokenResult,
                      *, top_k: int = REVEAL_TOP_K) -> QuizReveal:
         """The model's answer (the `/mask` or `/nexttoken` result for `quiz.prompt`) beside the
         class's stored guesses."""
-        return build_reveal(quiz, await self.guesses(quiz.id), result,
-                            key=None if self.keeps_words else self.kept_guess, top_k=top_k)
+        key = None if self.keeps_words else self._key(await self._secret(quiz.id))
+        return build_reveal(quiz, await self.guesses(quiz.id), result, key=key, top_k=top_k)
 
 
 # --------------------------------------------------------------------------- the reveal
@@ -426,7 +497,7 @@ def build_reveal(quiz: Quiz, guesses: Sequence[StoredGuess],
                  top_k: int = REVEAL_TOP_K) -> QuizReveal:
     """Tally the stored guesses against the model's top-k.
 
-    `key` maps a normalised word to its stored digest (`QuizStore.kept_guess`) when guesses are
+    `key` maps a normalised word to its stored digest (the quiz's keyed digest) when guesses are
     stored hashed, so digests are compared with digests; None means guesses are stored as words.
     """
     keeps_words = key is None

@@ -1,7 +1,11 @@
-"""CSV export of the query log, streamed from SQLite with bounded memory, off the event loop.
+"""The query log's exports: the one CSV encoding (and the JSON one), for every route.
 
-Why a worker thread with its own read-only connection: a 300,000-row export built on the event
-loop stalled the bot for seconds and held ~540 MB. Here `write_csv` runs in a thread, reads one
+`/logs export` and `tlm-bot logs export` write with `write_csv`; the dashboard streams
+`csv_chunks` / `json_chunks` over the rows `reads.iter_rows` reads. Both encode each row with
+`csv_cells`, so a file looks the same whichever route made it.
+
+Why `write_csv` runs in a worker thread with its own read-only connection: a 300,000-row export
+built on the event loop stalled the bot for seconds and held ~540 MB. Here it reads one
 snapshot (one read transaction; WAL lets the bot keep writing meanwhile) row by row from
 SQLite's cursor, and writes each row to the output as it goes, so memory does not grow with
 the log. The rows matching the filter are counted first, in the same snapshot, and a
@@ -29,14 +33,14 @@ import io
 import json
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.storage.querylog.reads import QueryFilter
-from core.storage.querylog.rows import COLUMNS, COLUMNS_SQL
+from core.storage.querylog.rows import COLUMNS, COLUMNS_SQL, QueryRow, row_from_db, to_db_time
 
 CSV_COLUMNS: tuple[str, ...] = COLUMNS
 _TEXT_COLUMNS = frozenset({"user_name", "command", "options", "input_text", "status",
@@ -78,23 +82,77 @@ def unescape_csv_cell(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
-def csv_cells(row: sqlite3.Row | Any) -> list[str]:
-    """One CSV line's cells from a row selected with `COLUMNS_SQL`."""
+def csv_cells(row: QueryRow) -> list[str]:
+    """One CSV line's cells, in `CSV_COLUMNS` order: the only encoding of a row for a
+    spreadsheet (ids as text, every text cell escaped)."""
+    values = stored_values(row)
     cells = []
     for name in CSV_COLUMNS:
-        value = row[name]
+        value = values[name]
         if value is None:
             cells.append("")
         elif name in _ID_COLUMNS:
             cells.append(id_cell(value))
-        elif name == "options":  # stored as JSON already; re-dumped so the form is canonical
-            cells.append(escape_csv_cell(
-                json.dumps(json.loads(value), sort_keys=True, ensure_ascii=False)))
         elif name in _TEXT_COLUMNS:
             cells.append(escape_csv_cell(str(value)))
         else:
             cells.append(repr(value) if isinstance(value, float) else str(value))
     return cells
+
+
+def stored_values(row: QueryRow) -> dict[str, Any]:
+    """`row` as its columns hold it (times as stored, options as canonical JSON text)."""
+    values = {name: getattr(row, name) for name in COLUMNS}
+    values["created_at"] = to_db_time(row.created_at)
+    values["options"] = json.dumps(dict(row.options), sort_keys=True, ensure_ascii=False)
+    return values
+
+
+def json_object(row: QueryRow) -> dict[str, Any]:
+    """`row` for the JSON export: options as an object, Discord ids as strings (Discord's own
+    convention: a JavaScript number keeps only 15-16 significant digits)."""
+    values = stored_values(row)
+    values["options"] = dict(row.options)
+    for name in _ID_COLUMNS:
+        if values[name] is not None:
+            values[name] = str(values[name])
+    return values
+
+
+def csv_header() -> str:
+    """The first line of every CSV export: the byte-order mark, then the column names."""
+    return BOM + _csv_line(CSV_COLUMNS)
+
+
+def csv_line(row: QueryRow) -> str:
+    return _csv_line(csv_cells(row))
+
+
+async def csv_chunks(rows: AsyncIterable[QueryRow], *,
+                     chunk_bytes: int = 64_000) -> AsyncIterator[bytes]:
+    """The CSV export of `rows` as UTF-8 chunks of about `chunk_bytes`, for a streamed HTTP
+    answer (the dashboard): the same bytes `write_csv` writes for the same rows."""
+    buffer = [csv_header()]
+    size = len(buffer[0])
+    async for row in rows:
+        line = csv_line(row)
+        buffer.append(line)
+        size += len(line)
+        if size >= chunk_bytes:
+            yield "".join(buffer).encode("utf-8")
+            buffer, size = [], 0
+    yield "".join(buffer).encode("utf-8")
+
+
+async def json_chunks(rows: AsyncIterable[QueryRow]) -> AsyncIterator[bytes]:
+    """The rows as one JSON array, one object per row (`json_object`), streamed."""
+    yield b"["
+    first = True
+    async for row in rows:
+        text = json.dumps(json_object(row), ensure_ascii=False)
+        yield (text if first else ",\n" + text).encode("utf-8")
+        first = False
+    yield b"]\n"
 
 
 @dataclass(frozen=True)
@@ -126,7 +184,7 @@ def write_csv(db_path: str | Path, f: QueryFilter, out: BinaryIO, *,
         [[matching]] = conn.execute(f"SELECT count(*) FROM queries WHERE {where}", params)
         if f.limit is not None:
             matching = min(matching, f.limit)
-        header = (BOM + _csv_line(CSV_COLUMNS)).encode("utf-8")
+        header = csv_header().encode("utf-8")
         if max_bytes is not None and len(header) > max_bytes:
             return ExportResult(0, matching, 0)
         out.write(header)
@@ -149,7 +207,7 @@ def _lines(conn: sqlite3.Connection, f: QueryFilter, where: str,
     cursor = conn.execute(sql, [*params, f.limit if f.limit is not None else -1])
     while page := cursor.fetchmany(500):
         for row in page:
-            yield _csv_line(csv_cells(row))
+            yield csv_line(row_from_db(row))
 
 
 def _csv_line(cells: list[str] | tuple[str, ...]) -> str:

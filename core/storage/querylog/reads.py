@@ -1,17 +1,21 @@
-"""Reading the query log: filters, the latest rows, usage statistics.
+"""Reading the query log: the one filter, pages of rows, every row, usage statistics.
 
 Every read takes a guild id (`QueryFilter` refuses anything else), so one server's instructors
 can never read another server's rows. Statistics are computed by SQLite (GROUP BY, ORDER BY ..
 OFFSET for percentiles), so `/logs stats` costs no memory per row however big the log grows.
+
+`QueryFilter.where` is the only WHERE clause over rows, `rows.COLUMNS_SQL` the only column list
+and `rows.row_from_db` the only decoder: `/logs`, `/mydata`, the dashboard (over its own
+read-only connection, any `Reader`) and the exports all read through here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from core.storage.database import Database
 from core.outcomes import Status
 from core.storage.querylog.rows import COLUMNS_SQL, QueryRow, row_from_db, to_db_time
 
@@ -25,6 +29,13 @@ STATUS_GROUPS: dict[str, tuple[Status, ...]] = {
 }
 
 
+class Reader(Protocol):
+    """Anything that runs one read with bound parameters: the bot's `Database`, or the
+    dashboard's read-only connection."""
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
+
+
 @dataclass(frozen=True)
 class QueryFilter:
     """Which rows to read. `guild_id` is required: a guild only ever sees its own rows.
@@ -33,7 +44,9 @@ class QueryFilter:
 
     `since` is inclusive, `until` exclusive. `limit=None` means no limit (exports). `offset`
     skips that many of the newest matching rows (`recent` only: a page of a listing; pin
-    `until` to the first page's time so new rows do not shift the later pages).
+    `until` to the first page's time so new rows do not shift the later pages). `text` keeps
+    the rows whose stored input contains it, ignoring case (the dashboard's search; it finds
+    words only where ``log_inputs = "full"`` kept them).
     """
 
     guild_id: int | None
@@ -44,6 +57,9 @@ class QueryFilter:
     until: datetime | None = None
     limit: int | None = 50
     offset: int = 0
+    text: str = ""
+    #: Only rows that carry a 👍/👎 vote.
+    with_feedback: bool = False
 
     def __post_init__(self) -> None:
         if self.guild_id is not None and not isinstance(self.guild_id, int):
@@ -72,6 +88,12 @@ class QueryFilter:
         if self.until is not None:
             clauses.append("created_at < ?")
             params.append(to_db_time(self.until))
+        if self.with_feedback:
+            clauses.append("feedback IS NOT NULL")
+        if self.text:
+            # instr, not LIKE: no wildcard characters to escape in what an instructor types.
+            clauses.append("instr(lower(input_text), lower(?)) > 0")
+            params.append(self.text)
         return " AND ".join(clauses), params
 
 
@@ -120,7 +142,23 @@ class Stats:
         return self.student_error_rate + self.refusal_rate + self.server_error_rate
 
 
-async def recent(db: Database, f: QueryFilter) -> list[QueryRow]:
+@dataclass(frozen=True)
+class RowsPage:
+    """Page `index` (0-based) of `count` pages of `size` rows; `total` rows match."""
+
+    rows: list[QueryRow]
+    index: int
+    count: int
+    total: int
+    size: int
+
+
+def page_count(total: int, size: int) -> int:
+    """Pages needed for `total` rows (at least one, empty, page)."""
+    return max(1, -(-total // size))
+
+
+async def recent(db: Reader, f: QueryFilter) -> list[QueryRow]:
     """Rows matching `f`, newest first."""
     where, params = f.where()
     sql = f"SELECT {COLUMNS_SQL} FROM queries WHERE {where} ORDER BY created_at DESC, id DESC"
@@ -129,14 +167,53 @@ async def recent(db: Database, f: QueryFilter) -> list[QueryRow]:
     return [row_from_db(r) for r in await db.fetchall(sql, params)]
 
 
-async def count(db: Database, f: QueryFilter) -> int:
+async def count(db: Reader, f: QueryFilter) -> int:
     """How many rows match `f` (ignoring its limit)."""
     where, params = f.where()
     rows = await db.fetchall(f"SELECT count(*) FROM queries WHERE {where}", params)
     return int(rows[0][0])
 
 
-async def stats(db: Database, guild_id: int, since: datetime | None = None) -> Stats:
+async def page(db: Reader, f: QueryFilter, index: int, size: int) -> RowsPage:
+    """Page `index` of the rows `f` matches, newest first, clamped to the pages that exist
+    now (`f`'s limit and offset are ignored). Pin `f.until` so rows logged while someone reads
+    do not shift the later pages."""
+    total = await count(db, f)
+    pages = page_count(total, size)
+    index = max(0, min(index, pages - 1))
+    rows = await recent(db, replace(f, offset=index * size, limit=size))
+    # A row committed between the count and the read (group commit) still counts.
+    total = max(total, index * size + len(rows))
+    return RowsPage(rows, index, page_count(total, size), total, size)
+
+
+async def iter_rows(db: Reader, f: QueryFilter, *, chunk: int = 2000
+                    ) -> AsyncIterator[QueryRow]:
+    """Every row `f` matches (up to its limit), newest first, `chunk` rows a read: keyset
+    paging on (created_at, id), so the last chunk costs what the first did and no read holds
+    the connection for the whole export."""
+    where, params = f.where()
+    left = f.limit
+    after: tuple[str, int] | None = None
+    while left is None or left > 0:
+        extra, extra_params = "", []
+        if after is not None:
+            extra = " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            extra_params = [after[0], after[0], after[1]]
+        size = chunk if left is None else min(chunk, left)
+        rows = await db.fetchall(
+            f"SELECT {COLUMNS_SQL} FROM queries WHERE {where}{extra} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?", [*params, *extra_params, size])
+        for r in rows:
+            yield row_from_db(r)
+        if len(rows) < size:
+            return
+        if left is not None:
+            left -= len(rows)
+        after = (rows[-1]["created_at"], int(rows[-1]["id"]))
+
+
+async def stats(db: Reader, guild_id: int, since: datetime | None = None) -> Stats:
     where, params = QueryFilter(guild_id=guild_id, since=since).where()
 
     async def counts(column: str) -> dict[Any, int]:

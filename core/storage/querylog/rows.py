@@ -1,11 +1,12 @@
 """The one row builder: what a cog knows about an outcome (`QueryRecord`) -> what is stored.
 
-Every row of the query log is made by `build_row`, so the privacy rules live here and nowhere
-else: ``log_inputs`` decides what is kept of the student's words ("full"; "hashed", a sha256 of
-salt + text, enough to spot repeats; "none"). It applies to `input_text` and to every option a
-command declares as free text. In "hashed" and "none" modes the output summary and the member's
-display name are dropped too, because summaries echo the input (a filled-in mask, a
-continuation) and a name identifies.
+Every row of the query log is made by `build_row`, so the privacy rules for rows live here:
+``log_inputs`` decides what is kept of the student's words (`core.privacy.TextPolicy`: "full";
+"hashed", a salted sha256, enough to spot repeats; "none"). It applies to `input_text` and to
+every option a command declares as free text. In "hashed" and "none" modes the output summary
+and the member's display name are dropped too, because summaries echo the input (a filled-in
+mask, a continuation) and a name identifies. A record marked `dictionary_words` (a quiz guess:
+one word a digest of which a word list reverses) keeps nothing of its words under "hashed".
 
 Storable text: Discord delivers JSON, and a JSON escape such as ``\\ud800`` decodes to a lone
 surrogate, a Python str that has no UTF-8 form, so SQLite cannot bind it. Every text value is
@@ -16,18 +17,16 @@ encodes. Hashes are taken of that storable form.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from core.outcomes import STATUS_VALUES, Status
+from core.privacy import LogInputs, TextPolicy
 
 STATUSES: frozenset[str] = frozenset(STATUS_VALUES)
-LogInputs = Literal["full", "hashed", "none"]
-LOG_INPUTS: tuple[str, ...] = ("full", "hashed", "none")
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -40,7 +39,11 @@ def to_db_time(moment: datetime) -> str:
 
 
 def from_db_time(text: str) -> datetime:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+    """The inverse of `to_db_time`. fromisoformat, not strptime: every read and export decodes
+    each row's time, and strptime would dominate the time of a large export."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not a stored time: {text!r}")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
 
 
 def storable_text(value: object) -> str:
@@ -80,6 +83,9 @@ class QueryRecord:
     user_name: str = ""
     #: The Discord interaction answered (None for the CLI): feedback buttons find the row by it.
     interaction_id: int | None = None
+    #: The input and free-text options are single words a student picked (a quiz guess): a
+    #: digest of one is reversed by hashing a word list, so "hashed" keeps nothing of them.
+    dictionary_words: bool = False
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -148,10 +154,8 @@ class RowBuilder:
     """Turns records into stored values under one installation's `log_inputs` and salt."""
 
     def __init__(self, log_inputs: LogInputs = "full", hash_salt: bytes = b"") -> None:
-        if log_inputs not in LOG_INPUTS:
-            raise ValueError(f"log_inputs must be 'full', 'hashed' or 'none', not {log_inputs!r}")
+        self.text_policy = TextPolicy(log_inputs, hash_salt)
         self.log_inputs = log_inputs
-        self._hash_salt = hash_salt
 
     def build_row(self, rec: QueryRecord) -> StoredRow:
         """Validate `rec` and return what is stored. Raises ValueError/TypeError for a bad one."""
@@ -161,8 +165,9 @@ class RowBuilder:
             raise ValueError("empty command name")
         assert rec.created_at is not None  # set by __post_init__
         full = self.log_inputs == "full"
+        words = rec.dictionary_words
         kept_options = {
-            name: (self.kept_text(value) if name in rec.free_text_options
+            name: (self.kept_text(value, dictionary_word=words) if name in rec.free_text_options
                    and value is not None else value)
             for name, value in dict(rec.options).items()
         }  # fmt: skip
@@ -175,7 +180,7 @@ class RowBuilder:
             user_name=storable_text(rec.user_name) if full else "",
             command=storable_text(rec.command),
             options=storable_text(options),
-            input_text=self.kept_text(rec.input_text),
+            input_text=self.kept_text(rec.input_text, dictionary_word=words),
             status=str(Status(rec.status)),
             output_summary=storable_text(rec.output_summary) if full else "",
             error=storable_text(rec.error),
@@ -186,14 +191,10 @@ class RowBuilder:
             interaction_id=_opt_int(rec.interaction_id),
         )
 
-    def kept_text(self, value: object) -> str:
-        """What `log_inputs` keeps of a student's words: the text, a salted digest, or nothing."""
-        if self.log_inputs == "none":
-            return ""
-        text = storable_text(value)
-        if self.log_inputs == "hashed":
-            return hashlib.sha256(self._hash_salt + text.encode("utf-8")).hexdigest()
-        return text
+    def kept_text(self, value: object, *, dictionary_word: bool = False) -> str:
+        """What `log_inputs` keeps of a student's words: the text, a salted digest, or nothing
+        (`core.privacy.TextPolicy.kept`), of the storable form of `value`."""
+        return self.text_policy.kept(storable_text(value), dictionary_word=dictionary_word)
 
 
 def row_from_db(r: Any) -> QueryRow:

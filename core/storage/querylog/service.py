@@ -16,7 +16,7 @@ from typing import BinaryIO
 from core.storage.database import Database
 from core.storage.querylog import reads
 from core.storage.querylog.export import ExportResult, write_csv
-from core.storage.querylog.reads import QueryFilter, Stats
+from core.storage.querylog.reads import QueryFilter, RowsPage, Stats
 from core.storage.querylog.rows import LogInputs, QueryRecord, QueryRow, RowBuilder, to_db_time
 from core.storage.querylog.writer import GroupCommitWriter
 
@@ -109,6 +109,16 @@ class QueryLog:
                     (vote, interaction_id, user_id))
                 return cursor.rowcount > 0
 
+    async def clear_feedback(self, guild_id: int, user_id: int) -> int:
+        """Erase the votes `user_id` gave in `guild_id` (their rows stay); how many went."""
+        async with self._writer.lock:
+            await self._writer.write_pending()
+            async with self._db.transaction() as conn:
+                cursor = await conn.execute(
+                    "UPDATE queries SET feedback = NULL WHERE guild_id = ? AND user_id = ?"
+                    " AND feedback IS NOT NULL", (guild_id, user_id))
+                return cursor.rowcount
+
     async def aclose(self) -> None:
         """Stop accepting rows and write what is pending; safe to call twice."""
         await self._writer.aclose()
@@ -122,6 +132,10 @@ class QueryLog:
     async def count(self, f: QueryFilter) -> int:
         """How many rows match `f` (ignoring its limit)."""
         return await reads.count(self._db, f)
+
+    async def page(self, f: QueryFilter, index: int, size: int) -> RowsPage:
+        """Page `index` (0-based, clamped) of the rows matching `f`, `size` rows a page."""
+        return await reads.page(self._db, f, index, size)
 
     async def stats(self, guild_id: int, since: datetime | None = None) -> Stats:
         return await reads.stats(self._db, guild_id, since)
