@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bot.dashboard.access import Sessions
 from bot.dashboard.app import COOKIE_PREFIX, DashboardContext, make_app
 from bot.dashboard.signing import Grant, Signer
 from core.storage.dashboard_data import DashboardData
@@ -102,13 +103,19 @@ PAGES = {
 }
 
 
+async def _anyone(guild_id: int, user_id: int) -> bool:
+    """No Discord here: the benchmark's one reader is an instructor."""
+    return True
+
+
 async def measure(path: Path, rounds: int) -> tuple[list[dict], dict[str, int]]:
     db = await Database.open(path)
     data = await DashboardData.open(path)
     signer = Signer(b"benchmark-key-" * 3)
     context = DashboardContext(sentiment_report=lambda: "(benchmark)",
                                default_cooldown="5 per 30 s", log_inputs="full",
-                               public_path="", secure_cookies=False, link_seconds=3600)
+                               public_path="", secure_cookies=False, link_seconds=3600,
+                               sessions=Sessions(db), authorize=_anyone)
     app = make_app(data, signer, SettingsStore(db), context)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -181,7 +188,7 @@ async def screenshot(path: Path, target: Path) -> None:
     signer = Signer(b"benchmark-key-" * 3)
     context = DashboardContext(sentiment_report=lambda: "", default_cooldown="5 per 30 s",
                                log_inputs="full", public_path="", secure_cookies=False,
-                               link_seconds=3600)
+                               link_seconds=3600, sessions=Sessions(db), authorize=_anyone)
     runner = web.AppRunner(make_app(data, signer, SettingsStore(db), context), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -125,8 +125,12 @@ def _configure_logging(args: argparse.Namespace) -> None:
     handler.setFormatter(formatter_cls("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Third-party chatter is not what a user running `ask` wants to read.
-    for noisy in ("httpx", "huggingface_hub", "urllib3", "discord.gateway"):
+    for noisy in ("httpx", "huggingface_hub", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # Payloads (students' text, interaction tokens) stay out of the log, even with -v.
+    from bot.logging_policy import apply as apply_logging_policy
+
+    apply_logging_policy(debug_discord=args.debug_discord)
     if not args.verbose:
         # The hub's retry warnings ("Retrying in 8s [Retry 4/5]") come through its own handler
         # *and* ours; the one `error:` line at the end says what failed and what to do.
@@ -265,6 +269,11 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         for key, value in dataclasses.asdict(getattr(config, section.name)).items():
             print(f"  {key} = {value!r}")
     print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
+    if config.engine.backend == "ray":
+        from core.inference.serving.cluster import require_ray
+
+        require_ray()  # not installed: the one `error:` line says how to get it (exit 2)
+        print("engine: Ray Serve backend (ray is installed; `tlm-bot serve` deploys the models)")
     if getattr(args, "load", False):
         from core.inference.load_check import try_loads
 
@@ -472,7 +481,11 @@ def _add_common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--config", metavar="FILE", **default,
                         help=f"config file (default: ${CONFIG_ENV} or ./config.toml)")
     parser.add_argument("-v", "--verbose", action="store_true", **default,
-                        help="debug logging, and the traceback of an unexpected failure")
+                        help="debug logging, and the traceback of an unexpected failure "
+                             "(never students' text: see --debug-discord)")
+    parser.add_argument("--debug-discord", action="store_true", **default,
+                        help="also log discord.py's gateway events and requests whole; the "
+                             "log then holds students' text and interaction tokens")
 
 
 def _finish(parser: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ import discord
 
 from bot.client import EXTENSIONS, TLMBot
 from bot.dashboard import Dashboard
+from bot.dashboard.rights import DiscordRights
 from core.config import Config
 from core.storage.database import Database
 from core.inference.engine import InferenceEngine
@@ -197,6 +198,15 @@ async def _dashboard(config: Config, db: Database, settings: SettingsStore,
 
 
 def make_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
+             **options: float | bool) -> TLMBot:
+    bot = _new_bot(services, extensions, **options)
+    if services.dashboard is not None:  # the dashboard asks this bot who is an instructor
+        services.dashboard.authorize = DiscordRights(
+            bot, services.settings, recheck_s=services.config.dashboard.recheck_rights_s)
+    return bot
+
+
+def _new_bot(services: Services, extensions: Sequence[str] = EXTENSIONS,
              **options: float | bool) -> TLMBot:
     return TLMBot(
         services.config,

@@ -158,11 +158,26 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         else:
             hours = self.bot.config.dashboard.link_hours
             # <...> stops Discord from fetching the link for a preview.
-            link = dashboard.link(interaction.guild_id, interaction.user.id)
-            text = (f"Your dashboard for this server, valid {hours} h. It is for you only: "
-                    f"don't share it.\n<{link}>")
+            link = await dashboard.link(interaction.guild_id, interaction.user.id)
+            text = (f"Your dashboard for this server, valid {hours} h, for one browser. It "
+                    f"is for you only: don't share it.\n<{link}>")
             summary = "link issued"  # never the link itself: the log is not a key store
         await reply_staff(interaction, Reply(content=text, summary=summary))
+
+    @app_commands.command(name="end-sessions", extras={"kind": "moderator"})
+    async def end_sessions(self, interaction: discord.Interaction) -> None:
+        """End every open web dashboard session of this server, and every unused link
+        (moderators)."""
+        dashboard = self.bot.dashboard
+        if dashboard is None:
+            text, summary = ("The web dashboard is not running on this bot, so no session is "
+                             "open."), "dashboard off"
+        else:
+            await dashboard.end_sessions(interaction.guild_id)
+            text = ("Every dashboard session and unused link of this server has ended. "
+                    "Instructors ask for a new link with `/logs dashboard`.")
+            summary = "sessions ended"
+        await reply_staff(self.bot, interaction, Reply(content=text, summary=summary))
 
 
 async def setup(bot: Host) -> None:

@@ -8,6 +8,7 @@ not a config key: it comes from the environment so it never lands in a file some
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 import types
@@ -163,6 +164,20 @@ class DashboardConfig:
     public_url: str | None = None
     #: How long a `/logs dashboard` link (and the session it opens) stays valid.
     link_hours: int = 12
+    #: Seconds an instructor's rights, once checked with Discord (still a member, still the
+    #: instructor role or Manage Server), are trusted before the next page asks again. Losing
+    #: them ends the session within this time; 0 asks on every page.
+    recheck_rights_s: float = 60.0
+    #: The reverse proxy whose X-Forwarded-For is believed ("127.0.0.1", "10.0.0.0/8"): only
+    #: then does the failed-attempt limiter count the address the proxy reports instead of the
+    #: proxy's own. Unset: the header is ignored (anyone could write it).
+    trusted_proxy: str | None = None
+    #: A connection must finish each request's headers within this many seconds (an idle
+    #: keep-alive connection is closed after as long): half-sent requests cannot pile up.
+    header_timeout_s: float = 10.0
+    #: Connections served at once; past it the oldest one still sending its headers is dropped.
+    #: Keep it well under the process's file limit (deploy/tlm-bot.service sets LimitNOFILE).
+    max_connections: int = 256
 
 
 @dataclass(frozen=True)
@@ -261,6 +276,9 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("discord", "button_max_age_hours"): (0.001, 8760),
     ("dashboard", "port"): (0, 65535),
     ("dashboard", "link_hours"): (1, 168),
+    ("dashboard", "recheck_rights_s"): (0, 3600),
+    ("dashboard", "header_timeout_s"): (0.5, 600),
+    ("dashboard", "max_connections"): (1, 100_000),
     ("ray", "status_interval_s"): (0.1, 600),
 }
 
@@ -322,6 +340,13 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path(".")) -> Config:
                               f"target_ongoing > 0, got {scaling}")
     if config.discord.dev_guild is not None and config.discord.dev_guild <= 0:
         raise ConfigError("discord.dev_guild must be a positive guild id")
+    proxy = config.dashboard.trusted_proxy
+    if proxy is not None:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"dashboard.trusted_proxy must be an IP address or network like "
+                              f"127.0.0.1 or 10.0.0.0/8, got {proxy!r}") from None
     public_url = config.dashboard.public_url
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise ConfigError(f"dashboard.public_url must start with http:// or https://, "

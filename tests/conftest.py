@@ -102,16 +102,20 @@ def ray_cluster(tiny_models: TinyModelPaths):
 @pytest.fixture(autouse=True)
 def _restore_logger_levels():
     """`tlm-bot`'s main() configures logging for its process (quiet loggers for one-shot
-    commands); tests call it in-process, so put every logger's level back afterwards."""
+    commands, `bot.logging_policy`'s filters); tests call it in-process, so put every logger's
+    level and filters back afterwards."""
     import logging
 
-    def levels() -> dict[str, int]:
-        return {name: logger.level for name, logger in logging.Logger.manager.loggerDict.items()
+    def levels() -> dict[str, tuple[int, list]]:
+        return {name: (logger.level, list(logger.filters))
+                for name, logger in logging.Logger.manager.loggerDict.items()
                 if isinstance(logger, logging.Logger)}
 
     before = levels()
     yield
-    for name, level in before.items():
+    for name, (level, filters) in before.items():
         logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).filters[:] = filters  # bot.logging_policy's, too
     for name in set(levels()) - set(before):
         logging.getLogger(name).setLevel(logging.NOTSET)
+        logging.getLogger(name).filters.clear()

@@ -52,16 +52,20 @@ needs_browser = pytest.mark.skipif(
 def test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose():
     signer = Signer(b"k" * 32)
     now = datetime.now(timezone.utc)
-    grant = Grant(guild_id=111, user_id=222, expires_at=int(now.timestamp()) + 60)
+    grant = Grant(guild_id=111, user_id=222, expires_at=int(now.timestamp()) + 60, epoch=3,
+                  link_id="abc_DEF-123")
     token = signer.issue("link", grant)
     assert signer.verify("link", token) == grant
     # A session cookie is not a link and a link is not a session.
     assert signer.verify("session", token) is None
-    # Every part is covered by the MAC: another guild, user or a later expiry breaks it.
-    g, u, e, mac = token.split(".")
-    for forged in (f"333.{u}.{e}.{mac}", f"{g}.333.{e}.{mac}", f"{g}.{u}.{int(e) + 9999}.{mac}",
-                   f"{g}.{u}.{e}.{mac[:-1]}A", f"{g}.{u}.{e}", "", "a.b.c.d", token + ".x",
-                   "1" * 500):
+    # Every part is covered by the MAC: another guild, user, a later expiry, an older epoch or
+    # another link id breaks it; so do non-ASCII digits and a non-ASCII MAC (no exception).
+    g, u, e, n, i, mac = token.split(".")
+    for forged in (f"333.{u}.{e}.{n}.{i}.{mac}", f"{g}.333.{e}.{n}.{i}.{mac}",
+                   f"{g}.{u}.{int(e) + 9999}.{n}.{i}.{mac}", f"{g}.{u}.{e}.2.{i}.{mac}",
+                   f"{g}.{u}.{e}.{n}.other.{mac}", f"{g}.{u}.{e}.{n}.{i}.{mac[:-1]}A",
+                   f"{g}.{u}.{e}.{n}.{i}.{mac[:-1]}²", f"²{g}.{u}.{e}.{n}.{i}.{mac}",
+                   f"{g}.{u}.{e}", "", "a.b.c.d.e.f", token + ".x", "1" * 500):
         assert signer.verify("link", forged) is None, forged
     # Another key does not verify it.
     assert Signer(b"x" * 32).verify("link", token) is None
@@ -168,8 +172,12 @@ def _client(address: str) -> aiohttp.ClientSession:
                                  cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
+#: The tests' clients stand behind a reverse proxy on this machine (see `_client`).
+BEHIND_PROXY = {"trusted_proxy": "127.0.0.1"}
+
+
 async def test_links_sessions_headers_and_refusals_over_http(tiny_config, tmp_path, caplog):
-    config = bot_config(tiny_config, tmp_path, discord=NO_COOLDOWN)
+    config = bot_config(tiny_config, tmp_path, discord=NO_COOLDOWN, dashboard=BEHIND_PROXY)
     async with DiscordEmulator() as emu:
         world = World(emu)
         async with running_bot(config, caplog, emulator=emu, check_clean=False) as h:
@@ -252,12 +260,12 @@ async def test_links_sessions_headers_and_refusals_over_http(tiny_config, tmp_pa
                     assert r.status == 403 and "alpha words" not in await r.text()
 
             # Forged, tampered, expired and wrong-server links: 403 and no data.
-            g, u, e, mac = token_a.split(".")
-            expired = dashboard.link(a, emu.moderator_id, expires_at=int(time.time()) - 1)
+            g, u, e, n, i, mac = token_a.split(".")
+            expired = await dashboard.link(a, emu.moderator_id, expires_at=int(time.time()) - 1)
             attempts = [
-                f"{base}/login?t={b}.{u}.{e}.{mac}",            # other server, same MAC
-                f"{base}/login?t={g}.{u}.{int(e) + 86400}.{mac}",  # a longer life
-                f"{base}/login?t={g}.{u}.{e}.{'A' * len(mac)}",   # a made-up MAC
+                f"{base}/login?t={b}.{u}.{e}.{n}.{i}.{mac}",            # other server, same MAC
+                f"{base}/login?t={g}.{u}.{int(e) + 86400}.{n}.{i}.{mac}",  # a longer life
+                f"{base}/login?t={g}.{u}.{e}.{n}.{i}.{'A' * len(mac)}",   # a made-up MAC
                 f"{base}/login?t=",                               # nothing
                 f"{base}/login?t={token_a}'--",                   # junk appended
                 expired,
@@ -270,17 +278,20 @@ async def test_links_sessions_headers_and_refusals_over_http(tiny_config, tmp_pa
                         assert "Set-Cookie" not in r.headers
                         assert "alpha words" not in text and str(a) not in text.split("·")[0]
 
-            # Rate limit: after MAX_FAILURES bad attempts from one client, even a genuine link
-            # is refused (429), so guessing gains nothing; another client is unaffected.
+            # Rate limit: after MAX_FAILURES bad attempts from one client, its bad attempts get
+            # 429; a genuine credential from that very address is still served (an attacker
+            # cannot lock an instructor out), and another client's bad attempt is only a 403.
             async with _client("198.51.100.4") as s:
                 for _ in range(MAX_FAILURES):
-                    async with s.get(f"{base}/login?t=1.2.3.bad") as r:
+                    async with s.get(f"{base}/login?t=1.2.3.4..bad") as r:
                         assert r.status == 403
-                async with s.get(link_a) as r:
-                    assert r.status == 429
-            async with _client("198.51.100.5") as s:
-                async with s.get(link_a) as r:
+                async with s.get(f"{base}/login?t=1.2.3.4..bad") as r:
+                    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+                async with s.get(await _link(h)) as r:
                     assert r.status == 200
+            async with _client("198.51.100.5") as s:
+                async with s.get(f"{base}/login?t=1.2.3.4..bad") as r:
+                    assert r.status == 403
     warnings = [r.getMessage() for r in caplog.records if r.name == "bot.dashboard.app"]
     assert any("refused a link" in w for w in warnings)
 
@@ -453,10 +464,10 @@ async def _check_other_server(h, browser, link_b: str, origin: str, a: int, b: i
 
 async def _check_refused_links(h, browser, origin: str, guild: int, shots: Path) -> None:
     dashboard = h.services.dashboard
-    expired = dashboard.link(guild, h.emu.moderator_id, expires_at=int(time.time()) - 1)
-    good = dashboard.link(guild, h.emu.moderator_id)
-    g, u, e, mac = parse_qs(urlsplit(good).query)["t"][0].split(".")
-    forged = f"{origin}/login?t={g}.{u}.{e}.{mac[::-1]}"
+    expired = await dashboard.link(guild, h.emu.moderator_id, expires_at=int(time.time()) - 1)
+    good = await dashboard.link(guild, h.emu.moderator_id)
+    g, u, e, n, i, mac = parse_qs(urlsplit(good).query)["t"][0].split(".")
+    forged = f"{origin}/login?t={g}.{u}.{e}.{n}.{i}.{mac[::-1]}"
     context = await browser.new_context()
     page = await context.new_page()
     for url in (expired, forged):
@@ -511,10 +522,14 @@ async def test_dashboard_off_says_so(tiny_config, tmp_path, caplog):
 async def test_dashboard_key_survives_a_restart(tiny_config, tmp_path):
     from bot.compose import Assembly, open_services
 
+    async def instructor(guild_id: int, user_id: int) -> bool:
+        return True  # no Discord here: this test is about the key
+
     config = bot_config(tiny_config, tmp_path)
     async with open_services(config, Assembly(engine="now")) as services:
-        link = services.dashboard.link(1, 2)
+        link = await services.dashboard.link(1, 2)
     async with open_services(config, Assembly(engine="now")) as services:
+        services.dashboard.authorize = instructor
         base = services.dashboard.base_url
         moved = base + "/login?" + urlsplit(link).query
         async with aiohttp.ClientSession() as s, s.get(moved, allow_redirects=False) as r:

@@ -3,28 +3,40 @@
 Access, step by step:
 
 1. `/logs dashboard` (instructors only, checked by the bot's policy) makes a link
-   ``/login?t=<link token>``: HMAC over guild, instructor and expiry (`signing`).
-2. Opening it exchanges the link for a session cookie scoped to that guild's pages
+   ``/login?t=<link token>``: HMAC over guild, instructor, expiry, the guild's session epoch and
+   a one-time link id (`signing`).
+2. Opening it exchanges the link, once, for a session cookie scoped to that guild's pages
    (``Path=<prefix>/g/<guild>/``, HttpOnly, SameSite=Strict, Secure behind https) and moves on to
    a URL without the token. The hop is a 200 page with a meta refresh, not a 303: after a
    navigation that started on discord.com, Chromium withholds SameSite=Strict cookies from
    every redirect of that navigation, so a 303 would land the instructor on a 403.
 3. Every ``/g/<guild>/...`` request needs that guild's valid session; a link of server A can
    never show server B (the guild is inside the MAC, and the cookie is only sent to A's path).
+4. Every request, the exchange included, also asks whether the grant still holds
+   (`bot.dashboard.access`): the guild's epoch (`/logs end-sessions` moves it on) and the
+   instructor's rights in Discord (still a member, still an instructor). Losing either ends
+   the session; when Discord cannot be asked, the answer is 503, never the data.
 
 Failed attempts (a token or cookie that was presented and is not genuine, expired, or for
-another guild) are counted per client; past `MAX_FAILURES` in `FAILURE_WINDOW_S` that client
-gets 429 for everything that needs a credential, valid or not, so guessing gains nothing.
+another guild) are counted per client; past `MAX_FAILURES` in `FAILURE_WINDOW_S` that client's
+*bad* attempts get 429. A valid credential is always served: an attacker sharing (or faking)
+an instructor's address cannot lock the instructor out, and guessing an HMAC gains nothing
+anyway. The client is the TCP peer; X-Forwarded-For counts only from `[dashboard]
+trusted_proxy`.
 
-Only GET (and HEAD) routes exist: no endpoint can write, and the data connection is read-only
-besides (core.storage.dashboard_data). Rows are read, filtered and exported by the query log's
-own code (`core.storage.querylog`): the CSV and JSON here are the bytes `/logs export` writes.
+Every parameter is checked before use; a bad one answers 400 with a line, never a traceback.
+
+Only GET (and HEAD) routes exist: no endpoint can write (the exchange records the link's use
+and nothing else), and the data connection is read-only besides (core.storage.dashboard_data).
+Rows are read, filtered and exported by the query log's own code (`core.storage.querylog`): the
+CSV and JSON here are the bytes `/logs export` writes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +47,7 @@ from importlib import resources
 from aiohttp import web
 
 from bot.dashboard import pages
+from bot.dashboard.access import Authorize, RightsUnknown, Sessions
 from bot.dashboard.signing import Grant, Signer
 from core.outcomes import STATUS_VALUES
 from core.storage.dashboard_data import DashboardData, Window
@@ -68,6 +81,11 @@ _LIMITER = web.AppKey("limiter", "FailureLimiter")
 _CONTEXT = web.AppKey("context", "DashboardContext")
 
 
+#: The largest id SQLite stores as an integer (Discord's snowflakes stay far below it).
+MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}")
+
+
 class BadFilter(ValueError):
     """A query parameter the instructor can fix; its message is shown on the page."""
 
@@ -84,11 +102,17 @@ class FailureLimiter:
         self._failures: dict[str, deque[float]] = {}
 
     def _recent(self, client: str) -> deque[float]:
-        times = self._failures.setdefault(client, deque())
+        # The last `max_failures` are all the verdict needs: memory stays bounded per client.
+        times = self._failures.setdefault(client, deque(maxlen=self.max_failures))
         cutoff = self._clock() - self.window_s
         while times and times[0] < cutoff:
             times.popleft()
         return times
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until the oldest counted failure of `client` leaves the window."""
+        recent = self._recent(client)
+        return max(1, int(recent[0] + self.window_s - self._clock()) + 1) if recent else 1
 
     def blocked(self, client: str) -> bool:
         if client not in self._failures:
@@ -106,45 +130,113 @@ class FailureLimiter:
 
 
 class DashboardContext:
-    """What the pages need besides the data: the classifier report and cooldown default."""
+    """What the pages need besides the data: the classifier report and cooldown default, and
+    what decides whether a grant still holds (`sessions`, `authorize`)."""
 
     def __init__(self, *, sentiment_report: Callable[[], str], default_cooldown: str,
                  log_inputs: str, public_path: str, secure_cookies: bool,
-                 link_seconds: int) -> None:
+                 link_seconds: int, sessions: Sessions, authorize: Authorize,
+                 trusted_proxy: str | None = None) -> None:
         self.sentiment_report = sentiment_report
         self.default_cooldown = default_cooldown
         self.log_inputs = log_inputs
         self.public_path = public_path.rstrip("/")
         self.secure_cookies = secure_cookies
         self.link_seconds = link_seconds
+        self.sessions = sessions
+        self.authorize = authorize
+        self.trusted_proxy = (ipaddress.ip_network(trusted_proxy, strict=False)
+                              if trusted_proxy else None)
 
 
 def client_of(request: web.Request) -> str:
-    """Who is attempting: the peer, or, when the peer is a reverse proxy on this machine, the
+    """Who is attempting: the peer; or, when the peer is the configured `trusted_proxy`, the
     address that proxy appended last to X-Forwarded-For (the only entry it vouches for)."""
     peer = request.remote or "?"
-    try:
-        loopback = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        loopback = False
+    trusted = request.app[_CONTEXT].trusted_proxy
     forwarded = request.headers.get("X-Forwarded-For", "")
-    if loopback and forwarded:
-        return forwarded.split(",")[-1].strip() or peer
-    return peer
+    if trusted is None or not forwarded:
+        return peer
+    try:
+        from_proxy = ipaddress.ip_address(peer) in trusted
+    except ValueError:
+        return peer
+    if not from_proxy:
+        return peer
+    last = forwarded.split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer  # not an address: the proxy did not write it
 
 
 def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
-def _refused(status: int = 403) -> web.Response:
+def _refused(status: int = 403, *, retry_after: int = 0) -> web.Response:
     if status == 429:
-        return _html(pages.notice("Too many attempts",
-                                  "Too many invalid links from here. Wait a few minutes, then "
-                                  "open a fresh link from /logs dashboard."), 429)
+        response = _html(pages.notice("Too many attempts",
+                                      "Too many invalid links from here. Wait a few minutes, "
+                                      "then open a fresh link from /logs dashboard."), 429)
+        response.headers["Retry-After"] = str(retry_after)
+        return response
     return _html(pages.notice("Link not valid",
                               "This link is invalid, has expired, or belongs to another server. "
                               "Ask for a new one with /logs dashboard in Discord."), 403)
+
+
+_ENDED = {
+    "epoch": ("Session ended",
+              "A moderator ended every dashboard session of this server. Ask for a new link "
+              "with /logs dashboard in Discord."),
+    "rights": ("No longer an instructor",
+               "You are no longer an instructor (or a member) of this server, so its dashboard "
+               "is closed to you. If that is a mistake, ask a moderator."),
+    "used": ("Link already used",
+             "A dashboard link opens one browser session only, and this one was opened already. "
+             "Ask for a new one with /logs dashboard in Discord."),
+}
+
+
+def _ended(why: str, *, guild_id: int | None = None, public_path: str = "") -> web.Response:
+    """A genuine grant that no longer holds: 403, and the session cookie deleted."""
+    title, text = _ENDED[why]
+    response = _html(pages.notice(title, text), 403)
+    if guild_id is not None:
+        response.del_cookie(f"{COOKIE_PREFIX}{guild_id}", path=f"{public_path}/g/{guild_id}/")
+    return response
+
+
+def _unknown(exc: RightsUnknown) -> web.Response:
+    log.warning("dashboard: cannot check an instructor's rights: %s", exc)
+    response = _html(pages.notice("Cannot check your access right now",
+                                  "The bot cannot ask Discord whether you are still an "
+                                  "instructor of this server. Try again in a minute."), 503)
+    response.headers["Retry-After"] = "30"
+    return response
+
+
+def _bad_attempt(request: web.Request, client: str, what: str) -> web.Response:
+    """A credential that is not genuine: counted; past the limit, answered 429."""
+    limiter = request.app[_LIMITER]
+    blocked = limiter.blocked(client)
+    limiter.fail(client)  # counted while blocked too: a client that keeps guessing stays so
+    if blocked:
+        return _refused(429, retry_after=limiter.retry_after(client))
+    log.warning("dashboard: refused %s from %s", what, client)
+    return _refused()
+
+
+async def _still_holds(request: web.Request, grant: Grant) -> str | None:
+    """Why a genuine grant no longer holds (a key of `_ENDED`), or None when it does.
+    Raises RightsUnknown when Discord cannot be asked."""
+    ctx = request.app[_CONTEXT]
+    if grant.epoch != await ctx.sessions.epoch(grant.guild_id):
+        return "epoch"
+    if not await ctx.authorize(grant.guild_id, grant.user_id):
+        return "rights"
+    return None
 
 
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -161,48 +253,57 @@ def guild_page(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stream
     """Only with a genuine, unexpired session of this very guild."""
 
     async def checked(request: web.Request) -> web.StreamResponse:
-        limiter = request.app[_LIMITER]
-        client = client_of(request)
-        try:
-            guild_id = int(request.match_info["guild_id"])
-        except ValueError:
-            raise web.HTTPNotFound() from None
+        text = request.match_info["guild_id"]
+        if not _ID.fullmatch(text) or int(text) > MAX_ID:
+            raise web.HTTPNotFound()
+        guild_id = int(text)
         cookie = request.cookies.get(f"{COOKIE_PREFIX}{guild_id}")
         if cookie is None:
             return _refused()
-        if limiter.blocked(client):
-            return _refused(429)
         grant = request.app[_SIGNER].verify("session", cookie)
         if grant is None or grant.guild_id != guild_id:
-            limiter.fail(client)
-            log.warning("dashboard: refused a session cookie for guild %s from %s",
-                        guild_id, client)
-            return _refused()
+            return _bad_attempt(request, client_of(request),
+                                f"a session cookie for guild {guild_id}")
+        try:
+            ended = await _still_holds(request, grant)
+        except RightsUnknown as exc:
+            return _unknown(exc)
+        if ended is not None:
+            log.info("dashboard: session of user %s for guild %s ended (%s)",
+                     grant.user_id, guild_id, ended)
+            return _ended(ended, guild_id=guild_id,
+                          public_path=request.app[_CONTEXT].public_path)
         try:
             return await handler(request, grant)
         except BadFilter as exc:
-            return _html(pages.notice("Cannot filter like that", str(exc), root="../../"), 400)
+            root = "../" * (request.path.count("/") - 1)
+            return _html(pages.notice("Cannot filter like that", str(exc), root=root), 400)
 
     return checked
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    limiter = request.app[_LIMITER]
-    client = client_of(request)
-    if limiter.blocked(client):
-        return _refused(429)
     grant = request.app[_SIGNER].verify("link", request.query.get("t", ""))
-    if grant is None:
-        limiter.fail(client)
-        log.warning("dashboard: refused a link from %s", client)
-        return _refused()
+    if grant is None or not grant.link_id:
+        return _bad_attempt(request, client_of(request), "a link")
     ctx = request.app[_CONTEXT]
+    try:
+        ended = await _still_holds(request, grant)
+    except RightsUnknown as exc:
+        return _unknown(exc)
+    if ended is None and not await ctx.sessions.use_link(grant.link_id, grant.expires_at):
+        ended = "used"
+    if ended is not None:
+        log.info("dashboard: link of user %s for guild %s refused (%s)",
+                 grant.user_id, grant.guild_id, ended)
+        return _ended(ended)
     target = f"g/{grant.guild_id}/"
     response = _html(pages.notice("Opening the dashboard…", "One moment.",
                                   refresh_to=target))
     max_age = max(1, int(grant.expires_at - time.time()))
+    session = Grant(grant.guild_id, grant.user_id, grant.expires_at, grant.epoch)
     response.set_cookie(
-        f"{COOKIE_PREFIX}{grant.guild_id}", request.app[_SIGNER].issue("session", grant),
+        f"{COOKIE_PREFIX}{grant.guild_id}", request.app[_SIGNER].issue("session", session),
         max_age=max_age, path=f"{ctx.public_path}/g/{grant.guild_id}/", httponly=True,
         samesite="Strict", secure=ctx.secure_cookies or request.secure,
     )
@@ -251,12 +352,14 @@ def query_filter(request: web.Request, guild_id: int) -> QueryFilter:
     if command is not None and len(command) > 64:
         raise BadFilter("That command name is too long.")
     user = (q.get("user") or "").strip()
-    if user and (not user.isdigit() or len(user) > 20):
-        raise BadFilter("Student id must be a number (their Discord user id).")
+    user_id = _user_id(user) if user else None
     since = _day(q.get("since", ""), "from")
     until = _day(q.get("until", ""), "until")
     if until is not None:
-        until += timedelta(days=1)  # the "until" day is included
+        if until.date() == date.max:
+            until = None  # up to the last day there is: no end
+        else:
+            until += timedelta(days=1)  # the "until" day is included
     if q.get("range"):
         if q["range"] not in _SPANS:
             raise BadFilter(f"Unknown range {q['range']!r}.")
@@ -265,13 +368,21 @@ def query_filter(request: web.Request, guild_id: int) -> QueryFilter:
     text = (q.get("q") or "").strip()
     if len(text) > 200:
         raise BadFilter("The search text is limited to 200 characters.")
-    return QueryFilter(guild_id=guild_id, user_id=int(user) if user else None, command=command,
+    return QueryFilter(guild_id=guild_id, user_id=user_id, command=command,
                        status=status, since=since, until=until, limit=None, text=text)
+
+
+def _user_id(text: str) -> int:
+    """A Discord user id: ASCII digits (``"²".isdigit()`` is true, `int` refuses it) that fit
+    SQLite's integer."""
+    if not _ID.fullmatch(text) or int(text) > MAX_ID:
+        raise BadFilter("Student id must be a number (their Discord user id).")
+    return int(text)
 
 
 def _page_number(request: web.Request) -> int:
     text = request.query.get("page", "1")
-    if not text.isdigit() or not 0 < int(text) < 1_000_000:
+    if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) == 0:
         raise BadFilter("page must be a positive number.")
     return int(text)
 
@@ -298,10 +409,7 @@ async def queries(request: web.Request, grant: Grant) -> web.StreamResponse:
 
 
 async def student(request: web.Request, grant: Grant) -> web.StreamResponse:
-    text = request.match_info["user_id"]
-    if not text.isdigit() or len(text) > 20:
-        raise web.HTTPNotFound()
-    user_id = int(text)
+    user_id = _user_id(request.match_info["user_id"])
     key, window = _window(request)
     data = request.app[_DATA]
     view = await data.student(grant.guild_id, user_id, window)

@@ -1,10 +1,14 @@
-"""Signed dashboard links and sessions: HMAC-SHA256 over (purpose, guild, user, expiry).
+"""Signed dashboard links and sessions: HMAC-SHA256 over (purpose, guild, user, expiry, epoch,
+link id).
 
-Why stateless tokens: a link made by `/logs dashboard` must still open after a restart, and the
+Why signed tokens: a link made by `/logs dashboard` must still open after a restart, and the
 bot keeps no session table to clean up. What a token grants is fixed inside it (one guild, one
-instructor, an expiry) and the MAC covers all of it, so changing any part (another guild's id,
-a later expiry) breaks it. The purpose is part of the MAC: a session cookie is not a link and a
-link is not a session, so neither can stand in for the other.
+instructor, an expiry, the guild's session epoch) and the MAC covers all of it, so changing any
+part (another guild's id, a later expiry) breaks it. The purpose is part of the MAC: a session
+cookie is not a link and a link is not a session, so neither can stand in for the other.
+What a signature cannot say, whether the grant still holds, `bot.dashboard.access` checks on
+every request: the guild's epoch (moved on by `/logs end-sessions`), the link's single use, and
+the instructor's rights in Discord.
 
 The key is ``TLM_DASHBOARD_SECRET`` when set (several bot processes can then share links), else
 32 random bytes generated once and kept in the database's ``secrets`` table; it never appears in
@@ -18,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +37,10 @@ SECRET_ENV = "TLM_DASHBOARD_SECRET"
 Purpose = Literal["link", "session"]
 
 
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_LINK_ID = re.compile(r"[A-Za-z0-9_-]{0,32}")
+
+
 @dataclass(frozen=True)
 class Grant:
     """What a valid token allows: reading one guild's dashboard until `expires_at`."""
@@ -39,6 +48,15 @@ class Grant:
     guild_id: int
     user_id: int
     expires_at: int  # unix seconds
+    #: The guild's session epoch when the token was made (`access.Sessions`).
+    epoch: int = 0
+    #: A link's one-time id, recorded when the link is exchanged; empty in a session.
+    link_id: str = ""
+
+
+def new_link_id() -> str:
+    """A link's one-time id (16 characters of the `_LINK_ID` alphabet)."""
+    return secrets.token_urlsafe(12)
 
 
 class Signer:
@@ -48,18 +66,22 @@ class Signer:
         self._key = key
 
     def issue(self, purpose: Purpose, grant: Grant) -> str:
-        body = f"{grant.guild_id}.{grant.user_id}.{grant.expires_at}"
+        if not _LINK_ID.fullmatch(grant.link_id):
+            raise ValueError("a link id is up to 32 characters of [A-Za-z0-9_-]")
+        body = (f"{grant.guild_id}.{grant.user_id}.{grant.expires_at}.{grant.epoch}."
+                f"{grant.link_id}")
         return f"{body}.{self._mac(purpose, body)}"
 
     def verify(self, purpose: Purpose, token: str, now: datetime | None = None) -> Grant | None:
         """The grant of a genuine, unexpired token of this purpose; None for anything else."""
         parts = token.split(".") if isinstance(token, str) and len(token) < 200 else []
-        if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+        if (len(parts) != 6 or not all(_DIGITS.fullmatch(p) for p in parts[:4])
+                or not _LINK_ID.fullmatch(parts[4]) or not parts[5].isascii()):
+            return None  # (compare_digest raises on non-ASCII text)
+        body = ".".join(parts[:5])
+        if not hmac.compare_digest(self._mac(purpose, body), parts[5]):
             return None
-        body = ".".join(parts[:3])
-        if not hmac.compare_digest(self._mac(purpose, body), parts[3]):
-            return None
-        grant = Grant(int(parts[0]), int(parts[1]), int(parts[2]))
+        grant = Grant(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]), parts[4])
         now_s = (now or datetime.now(timezone.utc)).timestamp()
         return grant if now_s < grant.expires_at else None
 
