@@ -124,3 +124,53 @@ async def _open_dashboard(emu: DiscordEmulator) -> dict[str, int]:
                 if not page:
                     assert "Overview" in await response.text()
     return statuses
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
+async def test_verbose_log_holds_no_student_text_and_no_interaction_token(tiny_models, tmp_path):
+    """`tlm-bot -v run` under log_inputs = "none": debug lines, but neither what the students
+    typed (slash options, a right-clicked message) nor any interaction's webhook token
+    (bot.logging_policy). Without the policy, discord.py's gateway DEBUG line prints every
+    INTERACTION_CREATE whole."""
+    async with DiscordEmulator() as emu:
+        config = write_tiny_config(
+            tmp_path / "config.toml", tiny_models,
+            discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
+            database={"path": str(tmp_path / "tlm.db"), "log_inputs": "none"},
+        )
+        env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        env.pop("TLM_CONFIG", None)
+        log_path = tmp_path / "bot.log"
+        markers = [f"zqmarker{i}x" for i in range(4)]
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                str(ENTRY_POINT), "--config", str(config), "-v", "run",
+                env=env, cwd=tmp_path, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                await emu.wait_ready(timeout=90)
+                records = [
+                    await emu.invoke("tokens", {"text": f"Tokenize {markers[0]} please"}),
+                    await emu.invoke("mask", {"text": f"{markers[1]} is the [MASK] here."}),
+                    await emu.invoke("qa", {"question": f"Where is {markers[2]}?",
+                                            "context": "It is in the house."}),
+                ]
+                posted = emu.add_message(content=f"Tokenize {markers[3]}, please.")
+                records.append(await emu.invoke_message_command("Tokenize", posted))
+                await asyncio.gather(*(final_answer(r) for r in records))
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(proc.wait(), 60)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log
+    assert " DEBUG " in log  # -v took effect
+    for marker in markers:
+        assert marker not in log, marker
+    for record in records:
+        assert record.token not in log
+    assert "--debug-discord" not in log  # no warning without the flag

@@ -186,6 +186,17 @@ def test_systemd_unit_runs_the_bot_and_does_not_restart_on_a_config_error():
     assert "network-online.target" in unit["Unit"]["After"]
 
 
+def test_systemd_unit_leaves_room_for_the_dashboards_connections():
+    """systemd's default soft limit is 1,024 descriptors: 1,100 half-sent dashboard connections
+    once starved `/logs export` (issue #23). The unit raises it far above the dashboard's own
+    connection cap."""
+    from core.config import DashboardConfig
+
+    service = parse_unit(UNIT)["Service"]
+    soft = int(service["LimitNOFILE"].split(":")[0])
+    assert soft >= 4096 and soft >= 8 * DashboardConfig().max_connections
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_itself_accepts_the_unit(tmp_path):
     # `verify` checks that ExecStart exists: point it at this venv's entry point.
