@@ -177,7 +177,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             text = ("Every dashboard session and unused link of this server has ended. "
                     "Instructors ask for a new link with `/logs dashboard`.")
             summary = "sessions ended"
-        await reply_staff(self.bot, interaction, Reply(content=text, summary=summary))
+        await reply_staff(interaction, Reply(content=text, summary=summary))
 
 
 async def setup(bot: Host) -> None:

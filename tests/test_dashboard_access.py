@@ -105,9 +105,9 @@ async def test_a_session_lasts_only_as_long_as_the_instructors_rights(tiny_confi
 async def test_without_discord_to_ask_nobody_is_let_in(tiny_config, tmp_path):
     """Before the bot gives the dashboard its rights check (or with no bot at all), a genuine
     link gets 503, never the data."""
-    from bot.app import open_services
+    from bot.compose import DASHBOARD_ONLY, open_services
 
-    async with open_services(bot_config(tiny_config, tmp_path)) as services:
+    async with open_services(bot_config(tiny_config, tmp_path), DASHBOARD_ONLY) as services:
         link = await services.dashboard.link(1, 2)
         async with _browser() as s:
             status, text = await _status(s, link)
@@ -222,12 +222,12 @@ async def test_crafted_parameters_answer_400_with_a_line(tiny_config, tmp_path, 
 async def test_connections_that_never_finish_their_headers_are_closed(tiny_config, tmp_path):
     """Slow clients hold no descriptor past the header deadline, and past the cap the oldest
     slow one makes room: a normal request is answered all along."""
-    from bot.app import open_services
+    from bot.compose import DASHBOARD_ONLY, open_services
 
     timeout, cap, slow = 2.0, 40, 120
     config = bot_config(tiny_config, tmp_path, dashboard={"header_timeout_s": timeout,
                                                           "max_connections": cap})
-    async with open_services(config) as services:
+    async with open_services(config, DASHBOARD_ONLY) as services:
         base = services.dashboard.base_url
         host, port = base.removeprefix("http://").split(":")
         fds_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
@@ -272,10 +272,10 @@ async def test_connections_that_never_finish_their_headers_are_closed(tiny_confi
 @pytest.mark.parametrize("pipelined", [False, True])
 async def test_a_kept_alive_connection_is_served_again(tiny_config, tmp_path, pipelined):
     """The deadline restarts with each request on a connection; it never cuts a good one."""
-    from bot.app import open_services
+    from bot.compose import DASHBOARD_ONLY, open_services
 
     config = bot_config(tiny_config, tmp_path, dashboard={"header_timeout_s": 0.5})
-    async with open_services(config) as services:
+    async with open_services(config, DASHBOARD_ONLY) as services:
         host, port = services.dashboard.base_url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
