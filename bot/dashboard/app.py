@@ -275,6 +275,13 @@ def guild_page(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stream
                           public_path=request.app[_CONTEXT].public_path)
         try:
             return await handler(request, grant)
+        except ConnectionResetError:
+            # The reader left mid-answer (a closed tab, a cancelled export): nothing is wrong
+            # here, and aiohttp would log a traceback for each. Handing it a fresh response
+            # lets it find the connection gone and log nothing but the access.
+            log.debug("dashboard: the client of %s left before the answer was sent",
+                      request.path)
+            return web.Response(status=204)
         except BadFilter as exc:
             root = "../" * (request.path.count("/") - 1)
             return _html(pages.notice("Cannot filter like that", str(exc), root=root), 400)
