@@ -49,24 +49,61 @@ needs_browser = pytest.mark.skipif(
 # --------------------------------------------------------------------------- signing (no I/O)
 
 
-def test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose():
-    signer = Signer(b"k" * 32)
-    now = datetime.now(timezone.utc)
+def forged_variants(token: str) -> list[str]:
+    """Tokens an attacker could make from a genuine one without the key; none may verify."""
+    g, u, e, mac = token.split(".")
+    other_last = "B" if mac.endswith("A") else "A"  # a different last character, always
+    return [f"333.{u}.{e}.{mac}", f"{g}.333.{e}.{mac}", f"{g}.{u}.{int(e) + 9999}.{mac}",
+            f"{g}.{u}.{e}.{mac[:-1]}{other_last}", f"{g}.{u}.{e}", "", "a.b.c.d", token + ".x",
+            "1" * 500]
+
+
+def check_signing_at(signer: Signer, now: datetime) -> Grant:
     grant = Grant(guild_id=111, user_id=222, expires_at=int(now.timestamp()) + 60)
     token = signer.issue("link", grant)
-    assert signer.verify("link", token) == grant
+    assert signer.verify("link", token, now=now) == grant
     # A session cookie is not a link and a link is not a session.
-    assert signer.verify("session", token) is None
+    assert signer.verify("session", token, now=now) is None
     # Every part is covered by the MAC: another guild, user or a later expiry breaks it.
-    g, u, e, mac = token.split(".")
-    for forged in (f"333.{u}.{e}.{mac}", f"{g}.333.{e}.{mac}", f"{g}.{u}.{int(e) + 9999}.{mac}",
-                   f"{g}.{u}.{e}.{mac[:-1]}A", f"{g}.{u}.{e}", "", "a.b.c.d", token + ".x",
-                   "1" * 500):
-        assert signer.verify("link", forged) is None, forged
+    for forged in forged_variants(token):
+        assert forged != token
+        assert signer.verify("link", forged, now=now) is None, forged
     # Another key does not verify it.
-    assert Signer(b"x" * 32).verify("link", token) is None
+    assert Signer(b"x" * 32).verify("link", token, now=now) is None
     # Expired: refused from the expiry second on.
     assert signer.verify("link", token, now=now + timedelta(seconds=61)) is None
+    return grant
+
+
+def test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose():
+    check_signing_at(Signer(b"k" * 32), datetime.now(timezone.utc))
+
+
+def test_a_forged_signature_never_passes_second_by_second():
+    """The token changes with the second it is made in (its expiry is part of it). A
+    signature's last character carries 4 bits (one of 16 characters), so the old forgery
+    ("replace it with A") was the genuine token in 1 second of 16; 200 consecutive seconds
+    include such signatures."""
+    signer = Signer(b"k" * 32)
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    last_characters = set()
+    for second in range(200):
+        grant = check_signing_at(signer, start + timedelta(seconds=second))
+        last_characters.add(signer.issue("link", grant)[-1])
+    assert "A" in last_characters  # the case where the old forgery was the real token
+
+
+def test_a_link_expires_at_exactly_its_expiry_second():
+    signer = Signer(b"k" * 32)
+    expiry = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    grant = Grant(guild_id=111, user_id=222, expires_at=int(expiry.timestamp()))
+    token = signer.issue("session", grant)
+    for moment, valid in ((expiry - timedelta(seconds=1), True),
+                          (expiry - timedelta(microseconds=1), True),
+                          (expiry, False),
+                          (expiry + timedelta(microseconds=1), False),
+                          (expiry + timedelta(seconds=1), False)):
+        assert (signer.verify("session", token, now=moment) == grant) is valid, moment
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window():
