@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import statistics
@@ -24,8 +25,9 @@ import aiohttp
 import pytest
 
 from bot.dashboard.app import COOKIE_PREFIX, MAX_FAILURES, SECURITY_HEADERS, FailureLimiter
-from bot.dashboard.signing import Grant, Signer
+from bot.dashboard.signing import SECRET_ENV, Grant, Signer, dashboard_key
 from core.storage.dashboard_data import Window
+from core.storage.database import Database
 from core.storage.querylog import CSV_COLUMNS
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import MANAGE_GUILD, DiscordEmulator
@@ -104,6 +106,28 @@ def test_a_link_expires_at_exactly_its_expiry_second():
                           (expiry + timedelta(microseconds=1), False),
                           (expiry + timedelta(seconds=1), False)):
         assert (signer.verify("session", token, now=moment) == grant) is valid, moment
+
+
+async def test_the_key_comes_from_the_environment_or_is_kept_in_the_database(tmp_path):
+    async with await Database.open(tmp_path / "keys.db") as db:
+        secret = "s" * 16  # the shortest accepted
+        assert await dashboard_key(db, {SECRET_ENV: f"  {secret}\n"}) == secret.encode()
+        for short in ("s" * 15, "  " + "s" * 15 + "  "):
+            with pytest.raises(ValueError, match=f"{SECRET_ENV} must be at least 16"):
+                await dashboard_key(db, {SECRET_ENV: short})
+        assert await db.fetchall("SELECT name FROM secrets") == []  # the environment's wins
+        for unset in ({}, {SECRET_ENV: "   "}):
+            generated = await dashboard_key(db, unset)
+            assert len(generated) == 32 and generated == await dashboard_key(db, {})
+        # os.environ is read when no mapping is given.
+        os.environ[SECRET_ENV] = secret
+        try:
+            assert await dashboard_key(db) == secret.encode()
+        finally:
+            del os.environ[SECRET_ENV]
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Signer(b"k" * 15)
+    Signer(b"k" * 16)
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window():

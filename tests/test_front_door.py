@@ -23,6 +23,8 @@ from core.inference.tasks.fill_mask import FillMaskTask
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import InteractionRecord
 from tests.test_interactions import answered, button
+from tests.test_quiz_discord import _guess as guess
+from tests.test_quiz_discord import _start as start_quiz
 from tests.test_reliability import models_ready
 
 ONE_USE = {"default_cooldown_uses": 1, "default_cooldown_seconds": 3600.0}
@@ -160,6 +162,35 @@ async def test_opening_a_form_gives_the_use_back_and_its_submit_is_answered(
         assert again.ephemeral and TOO_FAST in again.text, again.text
         rows = await h.rows()
     assert statuses(rows)[-2:] == [(runs, "ok"), (runs, "cooldown")]
+
+
+async def test_the_quiz_guess_form_gives_the_use_back(tiny_config, tmp_path, caplog):
+    async with bot(tiny_config, tmp_path, caplog) as h:
+        card = await start_quiz(h, "mask", {"sentence": "The [MASK] sat here ."},
+                                h.emu.moderator_id)  # an instructor: no cooldown
+        # The click opens the form (its use given back), the submit is counted...
+        assert "Your guess is in" in await guess(h, card, h.emu.student_id, "dog")
+        # ...so the next click is refused at once.
+        assert TOO_FAST in await guess(h, card, h.emu.student_id, "cat")
+
+
+async def test_own_data_and_help_stay_reachable_when_everything_is_off(tiny_config, tmp_path,
+                                                                       caplog):
+    """A member needs /mydata and /help exactly when the moderators turned commands off."""
+    async with bot(tiny_config, tmp_path, caplog) as h:
+        emu = h.emu
+        await h.run("config", {"command": "*"}, subcommand="deny", user_id=emu.moderator_id)
+        await h.run("config", {"paused": True}, subcommand="pause", user_id=emu.moderator_id)
+        paused = "The moderators have paused the bot"
+        refused = await done(await emu.invoke("mask", VALID))
+        assert refused.ephemeral and paused in refused.text
+        for name, sub, title in (("mydata", "show", "Your data"),
+                                 ("help", None, "tlm-bot: what you can do here"),
+                                 ("mydata", "show", "Your data")):  # no cooldown either
+            record = await h.run(name, {}, subcommand=sub)
+            assert record.ephemeral and record.text.startswith(title), record.text
+        rows = await h.rows()
+    assert [s for c, s in statuses(rows) if c in ("mydata show", "help")] == ["ok"] * 3
 
 
 async def test_a_direct_message_is_refused_before_any_model_work(tiny_config, tmp_path, caplog,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.storage.database import Database
 from core.errors import InvalidInput
 from core.policy import Actor, Policy, decide
+from core.storage.database import Database
 from core.storage.guild_settings import Cooldown, GuildSettings, Rule, SettingsStore
 
 G, CH, OTHER_CH = 10, 100, 101
@@ -322,7 +322,7 @@ async def test_explain_does_not_consume_and_lists_steps(store: SettingsStore) ->
     )
 
 
-# ------------------------------------------------------------------ what a student and /config why see
+# ----------------------------------------------- what a student and /config why see
 
 
 #: Each branch of `decide`, with the whole decision: the reason is what the member reads, the
