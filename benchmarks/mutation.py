@@ -67,7 +67,7 @@ TARGETS: tuple[Target, ...] = (
     Target("policy", "core/policy.py", ("tests/test_policy.py",)),
     Target("querylog-rows", "core/storage/querylog/rows.py",
            ("tests/test_querylog.py", "tests/test_querylog_hardening.py",
-            "tests/test_querylog_privacy.py")),
+            "tests/test_querylog_rows.py")),
     Target("querylog-export", "core/storage/querylog/export.py",
            ("tests/test_querylog.py", "tests/test_querylog_hardening.py")),
     Target("dashboard-signing", "bot/dashboard/signing.py",

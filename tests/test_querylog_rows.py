@@ -1,6 +1,7 @@
-"""`log_inputs` on the free-text options, at unit level (no Discord): the row builder alone,
-then a real SQLite file and its CSV export. The end-to-end test (test_privacy_outcomes.py)
-drives every command through the bot; this one fails fast, in a second, when the filter breaks.
+"""The query log's one row builder at unit level (no Discord): `log_inputs` on the free-text
+options (the row builder alone, then a real SQLite file and its CSV export), times stored as
+UTC, and a row read back whole. The end-to-end test (test_privacy_outcomes.py) drives every
+command through the bot; these fail fast, in a second, when the filter breaks.
 """
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from core.storage.database import Database
 from core.storage.querylog import QueryFilter, QueryLog, QueryRecord
-from core.storage.querylog.rows import RowBuilder
+from core.storage.querylog.rows import RowBuilder, from_db_time, to_db_time
 
 MARK = "Zebrafinch"
 SALT = b"pepper"
@@ -73,3 +76,39 @@ async def test_none_leaves_no_trace_in_the_database_file_or_the_export(tmp_path:
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     for where, data in (("database", stored), ("export", out.getvalue())):
         assert MARK.encode() not in data and MARK.lower().encode() not in data.lower(), where
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch):
+    """The machine's local time zone set far from UTC, so "local" and "UTC" differ."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_times_are_stored_as_utc_whatever_the_machines_zone(far_from_utc) -> None:
+    utc = datetime(2026, 3, 1, 12, 0, 30, 5, tzinfo=timezone.utc)
+    stored = "2026-03-01T12:00:30.000005Z"
+    assert to_db_time(utc) == stored
+    assert to_db_time(utc.replace(tzinfo=None)) == stored  # naive means UTC, not local time
+    assert to_db_time(utc.astimezone(timezone(timedelta(hours=-5)))) == stored
+    assert from_db_time(stored) == utc
+
+
+async def test_a_row_reads_back_whole(tmp_path: Path) -> None:
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    async with await Database.open(tmp_path / "bot.db") as db:
+        async with QueryLog(db) as qlog:
+            assert await qlog.record(record(
+                status="user_error", error="invalid_input", model_id="tiny", queue_ms=1.5,
+                inference_ms=2.5, total_ms=4.0, created_at=at, interaction_id=77))
+            assert await qlog.set_feedback(77, 3, -1)
+            [row] = await qlog.recent(QueryFilter(guild_id=1))
+    assert (row.created_at, row.guild_id, row.channel_id, row.user_id, row.user_name) == (
+        at, 1, 2, 3, f"{MARK} the student")
+    assert (row.command, row.options, row.input_text, row.output_summary) == (
+        "maskpair", {**FREE, **FIXED}, f"The {MARK} is [MASK].", f"{MARK} filled in")
+    assert (row.status, row.error, row.model_id) == ("user_error", "invalid_input", "tiny")
+    assert (row.queue_ms, row.inference_ms, row.total_ms, row.feedback) == (1.5, 2.5, 4.0, -1)
