@@ -85,7 +85,12 @@ TARGETS: tuple[Target, ...] = (
     Target("engine-admission", "core/inference/engine.py",
            ("tests/test_engine.py",),
            functions=("xǁInferenceEngineǁadmit", "xǁ_Laneǁput", "xǁ_Laneǁ_collect")),
-    Target("quiz-rules", "core/storage/quizzes.py", ("tests/test_quiz.py",)),
+    # The rules, not the reveal's layout (build_reveal and its helpers are display).
+    Target("quiz-rules", "core/storage/quizzes.py", ("tests/test_quiz.py",),
+           functions=("xǁQuizStoreǁ__init__", "xǁQuizStoreǁkeeps_words",
+                      "xǁQuizStoreǁkept_guess", "xǁQuizStoreǁcreate", "xǁQuizStoreǁguess",
+                      "xǁQuizStoreǁclose", "xǁQuizStoreǁdelete_user", "xǁQuizStoreǁpurge",
+                      "x_normalise_guess", "x_check_new_quiz")),
     # The front door: today cogs/outcome.py's gate; its tests drive the bot through the
     # emulated Discord, so they keep working when the gate moves.
     Target("gate", "cogs/outcome.py",
