@@ -198,7 +198,8 @@ async def test_a_closed_quiz_refuses_guesses_while_time_is_left_and_close_is_ide
     assert [(g.user_id, g.guess) for g in await store.guesses(quiz.id)] == [(1, "dog")]
 
 
-async def test_delete_user_removes_only_that_guilds_guesses(db):
+async def test_delete_user_removes_only_that_guilds_guesses(db, caplog):
+    caplog.set_level("INFO", logger="core.storage.quizzes")
     store = QuizStore(db)
     here = await store.create(_quiz())
     elsewhere = await store.create(_quiz(guild_id=2, channel_id=20))
@@ -208,6 +209,10 @@ async def test_delete_user_removes_only_that_guilds_guesses(db):
     assert await store.delete_user(GUILD, 7) == 1
     assert [g.user_id for g in await store.guesses(here.id)] == [8]
     assert sorted(g.user_id for g in await store.guesses(elsewhere.id)) == [7, 8]
+    # The operator's record of an erasure: how many, where; never the words.
+    assert caplog.messages[-1] == f"Deleted 1 quiz guesses of a user (guild {GUILD})"
+    assert await store.delete_user(None, 8) == 2  # every guild
+    assert [g.user_id for g in await store.guesses(elsewhere.id)] == [7]
 
 
 @pytest.mark.parametrize("text, word", [
