@@ -7,6 +7,9 @@
 #   make test                     set up with the test extras, then the offline test suite
 #   make test PYTEST_ARGS=-x      arguments for pytest
 #   make run TORCH_INDEX=         take torch from your usual index (e.g. a machine with a GPU)
+#   make mutation                 mutation testing of the protection modules (slow; not in CI):
+#                                 kill ratio per module, see docs/MUTATION.md
+#   make mutation MUTATION_ARGS="policy gate"   some modules (`--list` names them)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,6 +17,10 @@ TORCH ?= torch==2.13.0
 # The PyTorch CPU wheels. Plain PyPI serves Linux a CUDA build of several GB.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
+# Mutation testing: the tool, pinned, and arguments for benchmarks/mutation.py (module names,
+# --limit-min, --children). The module list lives in that script.
+MUTMUT ?= mutmut==3.8.1
+MUTATION_ARGS ?=
 # The extras `make test` installs (CI adds ray: `make test TEST_EXTRAS=test,ray`).
 TEST_EXTRAS ?= test
 
@@ -24,13 +31,18 @@ TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 INSTALL_TORCH := $(PIP) install --quiet --retries 0 --timeout 15 "$(TORCH)" $(TORCH_FROM) \
 	|| $(PIP) install --quiet "$(TORCH)"
 
-.PHONY: run test setup setup-test clean-venv
+.PHONY: run test mutation setup setup-test clean-venv
 
 run: $(VENV)/.installed
 	$(BIN)/tlm-bot run
 
 test: $(VENV)/.installed-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# nice: it runs for a long time on every core it is given.
+mutation: $(VENV)/.installed-test
+	$(PIP) install --quiet "$(MUTMUT)"
+	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test

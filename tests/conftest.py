@@ -32,9 +32,22 @@ from tests.tiny_models import TinyModelPaths, build_tiny_models  # noqa: E402
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+#: A folder to keep the tiny models in between pytest runs. `make mutation` sets it: it runs
+#: the tests once per mutant, and building the models would be most of each run.
+MODELS_DIR_ENV = "TLM_TEST_MODELS_DIR"
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+    kept = os.environ.get(MODELS_DIR_ENV)
+    if not kept:
+        return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+    done = Path(kept) / "built"  # written last: a half-built folder is built again
+    if not done.exists():
+        paths = build_tiny_models(Path(kept))
+        done.write_text("same seed, same weights\n")
+        return paths
+    return TinyModelPaths(**{f: Path(kept) / f for f in TinyModelPaths.__dataclass_fields__})
 
 
 def tiny_config_dict(paths: TinyModelPaths) -> dict:

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import statistics
@@ -24,8 +25,9 @@ import aiohttp
 import pytest
 
 from bot.dashboard.app import COOKIE_PREFIX, MAX_FAILURES, SECURITY_HEADERS, FailureLimiter
-from bot.dashboard.signing import Grant, Signer
+from bot.dashboard.signing import SECRET_ENV, Grant, Signer, dashboard_key
 from core.storage.dashboard_data import Window
+from core.storage.database import Database
 from core.storage.querylog import CSV_COLUMNS
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import MANAGE_GUILD, DiscordEmulator
@@ -49,28 +51,88 @@ needs_browser = pytest.mark.skipif(
 # --------------------------------------------------------------------------- signing (no I/O)
 
 
-def test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose():
-    signer = Signer(b"k" * 32)
-    now = datetime.now(timezone.utc)
+def forged_variants(token: str) -> list[str]:
+    """Tokens an attacker could make from a genuine one without the key; none may verify:
+    another guild, user, a later expiry, an older epoch, another link id, a different last
+    character of the MAC (always different: the old forgery's "A" was the real one 1 time in
+    16), non-ASCII digits and MAC (no exception), and wrong shapes."""
+    g, u, e, n, i, mac = token.split(".")
+    other_last = "B" if mac.endswith("A") else "A"
+    return [f"333.{u}.{e}.{n}.{i}.{mac}", f"{g}.333.{e}.{n}.{i}.{mac}",
+            f"{g}.{u}.{int(e) + 9999}.{n}.{i}.{mac}", f"{g}.{u}.{e}.2.{i}.{mac}",
+            f"{g}.{u}.{e}.{n}.other.{mac}", f"{g}.{u}.{e}.{n}.{i}.{mac[:-1]}{other_last}",
+            f"{g}.{u}.{e}.{n}.{i}.{mac[:-1]}²", f"²{g}.{u}.{e}.{n}.{i}.{mac}",
+            f"{g}.{u}.{e}", "", "a.b.c.d.e.f", token + ".x", "1" * 500]
+
+
+def check_signing_at(signer: Signer, now: datetime) -> Grant:
     grant = Grant(guild_id=111, user_id=222, expires_at=int(now.timestamp()) + 60, epoch=3,
                   link_id="abc_DEF-123")
     token = signer.issue("link", grant)
-    assert signer.verify("link", token) == grant
+    assert signer.verify("link", token, now=now) == grant
     # A session cookie is not a link and a link is not a session.
-    assert signer.verify("session", token) is None
-    # Every part is covered by the MAC: another guild, user, a later expiry, an older epoch or
-    # another link id breaks it; so do non-ASCII digits and a non-ASCII MAC (no exception).
-    g, u, e, n, i, mac = token.split(".")
-    for forged in (f"333.{u}.{e}.{n}.{i}.{mac}", f"{g}.333.{e}.{n}.{i}.{mac}",
-                   f"{g}.{u}.{int(e) + 9999}.{n}.{i}.{mac}", f"{g}.{u}.{e}.2.{i}.{mac}",
-                   f"{g}.{u}.{e}.{n}.other.{mac}", f"{g}.{u}.{e}.{n}.{i}.{mac[:-1]}A",
-                   f"{g}.{u}.{e}.{n}.{i}.{mac[:-1]}²", f"²{g}.{u}.{e}.{n}.{i}.{mac}",
-                   f"{g}.{u}.{e}", "", "a.b.c.d.e.f", token + ".x", "1" * 500):
-        assert signer.verify("link", forged) is None, forged
+    assert signer.verify("session", token, now=now) is None
+    for forged in forged_variants(token):
+        assert forged != token
+        assert signer.verify("link", forged, now=now) is None, forged
     # Another key does not verify it.
-    assert Signer(b"x" * 32).verify("link", token) is None
+    assert Signer(b"x" * 32).verify("link", token, now=now) is None
     # Expired: refused from the expiry second on.
     assert signer.verify("link", token, now=now + timedelta(seconds=61)) is None
+    return grant
+
+
+def test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose():
+    check_signing_at(Signer(b"k" * 32), datetime.now(timezone.utc))
+
+
+def test_a_forged_signature_never_passes_second_by_second():
+    """The token changes with the second it is made in (its expiry is part of it). A
+    signature's last character carries 4 bits (one of 16 characters), so the old forgery
+    ("replace it with A") was the genuine token in 1 second of 16; 200 consecutive seconds
+    include such signatures."""
+    signer = Signer(b"k" * 32)
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    last_characters = set()
+    for second in range(200):
+        grant = check_signing_at(signer, start + timedelta(seconds=second))
+        last_characters.add(signer.issue("link", grant)[-1])
+    assert "A" in last_characters  # the case where the old forgery was the real token
+
+
+def test_a_link_expires_at_exactly_its_expiry_second():
+    signer = Signer(b"k" * 32)
+    expiry = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    grant = Grant(guild_id=111, user_id=222, expires_at=int(expiry.timestamp()))
+    token = signer.issue("session", grant)
+    for moment, valid in ((expiry - timedelta(seconds=1), True),
+                          (expiry - timedelta(microseconds=1), True),
+                          (expiry, False),
+                          (expiry + timedelta(microseconds=1), False),
+                          (expiry + timedelta(seconds=1), False)):
+        assert (signer.verify("session", token, now=moment) == grant) is valid, moment
+
+
+async def test_the_key_comes_from_the_environment_or_is_kept_in_the_database(tmp_path):
+    async with await Database.open(tmp_path / "keys.db") as db:
+        secret = "s" * 16  # the shortest accepted
+        assert await dashboard_key(db, {SECRET_ENV: f"  {secret}\n"}) == secret.encode()
+        for short in ("s" * 15, "  " + "s" * 15 + "  "):
+            with pytest.raises(ValueError, match=f"{SECRET_ENV} must be at least 16"):
+                await dashboard_key(db, {SECRET_ENV: short})
+        assert await db.fetchall("SELECT name FROM secrets") == []  # the environment's wins
+        for unset in ({}, {SECRET_ENV: "   "}):
+            generated = await dashboard_key(db, unset)
+            assert len(generated) == 32 and generated == await dashboard_key(db, {})
+        # os.environ is read when no mapping is given.
+        os.environ[SECRET_ENV] = secret
+        try:
+            assert await dashboard_key(db) == secret.encode()
+        finally:
+            del os.environ[SECRET_ENV]
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Signer(b"k" * 15)
+    Signer(b"k" * 16)
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window():

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.storage.database import Database
 from core.errors import InvalidInput
 from core.policy import Actor, Policy, decide
+from core.storage.database import Database
 from core.storage.guild_settings import Cooldown, GuildSettings, Rule, SettingsStore
 
 G, CH, OTHER_CH = 10, 100, 101
@@ -320,3 +320,166 @@ async def test_explain_does_not_consume_and_lists_steps(store: SettingsStore) ->
         "server-wide rule for all commands (*): denies",
         "refused: /mask is turned off in this server by the moderators.",
     )
+
+
+# ----------------------------------------------- what a student and /config why see
+
+
+#: Each branch of `decide`, with the whole decision: the reason is what the member reads, the
+#: steps are what /config why shows a moderator.
+DECISIONS = [
+    ("a staff command in a DM", GuildSettings(guild_id=None), Actor(1, is_moderator=True),
+     "logs", "instructor", None,
+     (False, "/logs only works in a server.",
+      ("/logs is a instructor command and this is a direct message",
+       "refused: /logs only works in a server."), "refused")),
+    ("a moderator command by a moderator", settings(), Actor(1, is_moderator=True),
+     "config", "moderator", None,
+     (True, "you have the Manage Server permission",
+      ("/config is a moderator command", "allowed: you have the Manage Server permission"),
+      "refused")),
+    ("an instructor command by a moderator", settings(), Actor(1, is_moderator=True),
+     "logs", "instructor", None,
+     (True, "moderators count as instructors",
+      ("/logs is an instructor command", "allowed: moderators count as instructors"),
+      "refused")),
+    ("an instructor command with no instructor role set", settings(), student(), "logs",
+     "instructor", None,
+     (False, "Only moderators can use /logs until a moderator sets an instructor role.",
+      ("/logs is an instructor command", "refused: Only moderators can use /logs until a "
+       "moderator sets an instructor role."), "refused")),
+    ("an activity by an instructor", settings(instructor_role_id=TEACHERS), student(TEACHERS),
+     "quiz", "activity", None,
+     (True, "instructors and moderators run activities",
+      ("/quiz is an activity command (instructors, or whom a moderator allows)",
+       "allowed: instructors and moderators run activities"), "refused")),
+    ("a student while paused", settings(paused=True), student(), "mask", "student", None,
+     (False, "The moderators have paused the bot for now; try again later.",
+      ("/mask is a student command", "the bot is paused in this server",
+       "refused: The moderators have paused the bot for now; try again later."), "paused")),
+    ("an instructor while paused", settings(paused=True, instructor_role_id=TEACHERS),
+     student(TEACHERS), "mask", "student", None,
+     (True, "no rule restricts it (default: allowed)",
+      ("/mask is a student command",
+       "the bot is paused, but instructors and moderators are exempt",
+       f"no channel rule in <#{CH}>", "no role rule for your roles", "no server-wide rule",
+       "allowed: no rule restricts it (default: allowed)"), "refused")),
+    ("a thread under a channel with a rule", settings(chan("mask", False, OTHER_CH)),
+     student(), "mask", "student", OTHER_CH,
+     (False, f"/mask is turned off in <#{OTHER_CH}> by the moderators.",
+      ("/mask is a student command", f"no channel rule in <#{CH}>",
+       f"channel rule in <#{OTHER_CH}> for /mask: denies",
+       f"refused: /mask is turned off in <#{OTHER_CH}> by the moderators."), "refused")),
+    ("two roles deny", settings(role(STUDENTS, "*", False), role(MUTED, "*", False)),
+     student(STUDENTS, MUTED), "mask", "student", None,
+     (False, "/mask is turned off for your roles by the moderators.",
+      ("/mask is a student command", f"no channel rule in <#{CH}>",
+       f"role rules for all commands (*): <@&{STUDENTS}> denies, <@&{MUTED}> denies "
+       "(an allowing role wins)",
+       "refused: /mask is turned off for your roles by the moderators."), "refused")),
+]
+
+
+@pytest.mark.parametrize("case", DECISIONS, ids=[c[0] for c in DECISIONS])
+def test_each_decision_reads_as_shown(case) -> None:
+    _, where, actor, command, kind, parent, (allowed, reason, steps, status) = case
+    decision = decide(where, actor, command, CH, kind=kind, parent_channel_id=parent)
+    assert (decision.allowed, decision.reason, decision.steps, decision.status) == (
+        allowed, reason, steps, status)
+
+
+def test_an_unknown_kind_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="unknown command kind 'teacher'"):
+        decide(settings(), student(), "mask", CH, kind="teacher")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ Policy: refunds, DMs, threads
+
+
+async def test_a_refund_gives_back_the_last_use_only(store: SettingsStore) -> None:
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "mask", 2, 60)
+    policy.refund(G, 1, "mask")  # nothing counted yet: nothing to give back, no error
+    for _ in range(2):
+        assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    assert not (await policy.check(G, CH, student(), "mask", "student")).allowed
+    policy.refund(G, 1, "mask")
+    policy.refund(G, 2, "mask")  # another student's refund does not touch this one's window
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    refused = await policy.check(G, CH, student(), "mask", "student")
+    assert refused.allowed is False and refused.status == "cooldown"
+
+
+async def test_direct_messages_get_the_default_cooldown(store: SettingsStore) -> None:
+    clock = FakeClock()
+    policy = Policy(store, clock=clock, default_cooldown=Cooldown("*", 1, 60.0))
+    assert (await policy.check(None, CH, student(), "mask", "student")).allowed
+    refused = await policy.check(None, CH, student(), "mask", "student")
+    assert (refused.allowed, refused.status) == (False, "cooldown")
+    # A guild without a cooldown of its own gets the default as well.
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    assert not (await policy.check(G, CH, student(), "mask", "student")).allowed
+
+
+async def test_an_allowed_activity_has_a_cooldown(store: SettingsStore) -> None:
+    policy = Policy(store, clock=FakeClock())
+    await store.set_rule(G, "guild", G, "quiz", True)
+    await store.set_cooldown(G, "quiz", 1, 60)
+    assert (await policy.check(G, CH, student(), "quiz", "activity")).allowed
+    assert not (await policy.check(G, CH, student(), "quiz", "activity")).allowed
+
+
+async def test_a_thread_follows_its_parent_channel_through_the_policy(store: SettingsStore
+                                                                      ) -> None:
+    policy = Policy(store)
+    await store.set_rule(G, "channel", OTHER_CH, "mask", False)
+    for ask in (policy.check, policy.explain):
+        refused = await ask(G, CH, student(), "mask", "student", parent_channel_id=OTHER_CH)
+        assert not refused.allowed and f"<#{OTHER_CH}>" in refused.reason
+
+
+async def test_cooldown_steps_and_a_wait_under_a_second(store: SettingsStore) -> None:
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "mask", 1, 10)
+    await store.set_instructor_role(G, TEACHERS)
+    teacher = await policy.check(G, CH, student(TEACHERS), "mask", "student")
+    assert teacher.steps[-2:] == ("instructors and moderators have no cooldowns",
+                                  "allowed: no rule restricts it (default: allowed)")
+    uncapped = await policy.check(G, CH, student(), "qa", "student")
+    assert uncapped.steps[-2:] == ("no cooldown for /qa",
+                                   "allowed: no rule restricts it (default: allowed)")
+    first = await policy.check(G, CH, student(), "mask", "student")
+    assert first.steps[-2:] == ("cooldown for /mask: 1 per 10 s, 0 used",
+                                "allowed: no rule restricts it (default: allowed)")
+    clock.now += 9.5
+    refused = await policy.check(G, CH, student(), "mask", "student")
+    reason = "You're using /mask too fast (1 per 10 s). Try again in 1 s."
+    assert (refused.allowed, refused.reason, refused.status) == (False, reason, "cooldown")
+    assert refused.retry_after == pytest.approx(0.5)
+    assert refused.steps == (
+        "/mask is a student command", f"no channel rule in <#{CH}>",
+        "no role rule for your roles", "no server-wide rule",
+        "cooldown for /mask: 1 per 10 s, all used", "refused: " + reason)
+
+
+async def test_emptied_cooldown_windows_are_forgotten(store: SettingsStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The windows live in memory: a sweep every few checks drops the ones that emptied, so
+    they do not grow with every student ever seen."""
+    monkeypatch.setattr(Policy, "_SWEEP_EVERY", 4)
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "mask", 1, 10)
+    for user in (1, 2, 3):  # checks 1-3
+        assert (await policy.check(G, CH, student(user=user), "mask", "student")).allowed
+    clock.now += 10  # every window has just emptied (a use counts for exactly 10 s)
+    assert (await policy.check(G, CH, student(user=4), "mask", "student")).allowed  # sweeps
+    assert set(policy._uses) == set(policy._expires) == {(G, 4, "mask")}
+    # Not swept: a window still in use.
+    clock.now += 9.9
+    for user in (5, 6, 7, 8):  # the 8th check sweeps again
+        assert (await policy.check(G, CH, student(user=user), "mask", "student")).allowed
+    assert len(policy._uses) == len(policy._expires) == 5
+    assert not (await policy.check(G, CH, student(user=4), "mask", "student")).allowed

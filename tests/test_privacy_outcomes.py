@@ -104,7 +104,9 @@ async def _all_outcomes(h, marker: str) -> None:
                 subcommand="cooldown", user_id=emu.moderator_id)
     await each()
     await each()  # cooldown
-    await each(dm=True)  # direct messages: refused (allow_dms is off)
+    dms = await each(dm=True)  # direct messages: refused (allow_dms is off)
+    assert all(r.ephemeral and "only answers in a server" in r.text for r in dms), [
+        r.text for r in dms]
     # Staff commands with free-text options are rows too.
     await h.run("logs", {"command": marker}, subcommand="recent", user_id=emu.moderator_id)
 

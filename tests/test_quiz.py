@@ -173,23 +173,35 @@ async def test_guesses_follow_log_inputs(db, engine, mode):
     assert reveal.matched_first == 1
 
 
-async def test_closed_or_finished_quiz_refuses_guesses_and_close_is_idempotent(db):
+async def test_a_finished_quiz_refuses_guesses_from_its_end_second(db):
     store = QuizStore(db)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     quiz = await store.create(_quiz(seconds=30), now=start)
     await store.guess(quiz.id, 1, "dog", now=start + timedelta(seconds=29))
     with pytest.raises(QuizClosed, match="has ended"):
         await store.guess(quiz.id, 2, "dog", now=start + timedelta(seconds=30))
-    _, first = await store.close(quiz.id)
-    again, second = await store.close(quiz.id)
-    assert (first, second) == (True, False) and not again.is_open
-    with pytest.raises(QuizClosed):
-        await store.guess(quiz.id, 1, "cat")
-    assert await store.open_quizzes() == []
     assert [g.guess for g in await store.guesses(quiz.id)] == ["dog"]
 
 
-async def test_delete_user_removes_only_that_guilds_guesses(db):
+async def test_a_closed_quiz_refuses_guesses_while_time_is_left_and_close_is_idempotent(db):
+    """The bot closes a quiz before it reveals the answer ("Reveal now" or the timer): a guess
+    after the reveal must be refused even though the quiz's time has not run out."""
+    store = QuizStore(db)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    quiz = await store.create(_quiz(seconds=60), now=start)
+    await store.guess(quiz.id, 1, "dog", now=start + timedelta(seconds=5))
+    _, first = await store.close(quiz.id, now=start + timedelta(seconds=10))
+    again, second = await store.close(quiz.id, now=start + timedelta(seconds=11))
+    assert (first, second) == (True, False) and not again.is_open
+    for student, moment in ((1, 12), (2, 12), (3, 59)):  # a change of mind, a newcomer
+        with pytest.raises(QuizClosed, match="has ended"):
+            await store.guess(quiz.id, student, "cat", now=start + timedelta(seconds=moment))
+    assert await store.open_quizzes() == []
+    assert [(g.user_id, g.guess) for g in await store.guesses(quiz.id)] == [(1, "dog")]
+
+
+async def test_delete_user_removes_only_that_guilds_guesses(db, caplog):
+    caplog.set_level("INFO", logger="core.storage.quizzes")
     store = QuizStore(db)
     here = await store.create(_quiz())
     elsewhere = await store.create(_quiz(guild_id=2, channel_id=20))
@@ -199,6 +211,10 @@ async def test_delete_user_removes_only_that_guilds_guesses(db):
     assert await store.delete_for_user(GUILD, 7) == 1
     assert [g.user_id for g in await store.guesses(here.id)] == [8]
     assert sorted(g.user_id for g in await store.guesses(elsewhere.id)) == [7, 8]
+    # The operator's record of an erasure: how many, where; never the words.
+    assert caplog.messages[-1] == f"Deleted 1 quiz guesses of a user (guild {GUILD})"
+    assert await store.delete_user(None, 8) == 2  # every guild
+    assert [g.user_id for g in await store.guesses(elsewhere.id)] == [7]
 
 
 @pytest.mark.parametrize("text, word", [
