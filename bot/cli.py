@@ -44,7 +44,7 @@ EXIT_USER = 2
 #: Something the command needs cannot be reached or loaded: Discord, the model hub, a model.
 EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
-#: Documented in `--help` and the README's Troubleshooting section.
+#: Documented in `--help` and docs/troubleshooting.md.
 EXIT_CODES = {
     EXIT_OK: "done",
     EXIT_BUG: "unexpected failure (a bug; run again with -v and report the traceback)",
