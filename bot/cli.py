@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         _check_models(_models_needed(args, config))
-        code = int(args.handler(args, config) or 0)
+        with _loading_status(args):
+            code = int(args.handler(args, config) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
         return code
     except ModelUnavailable as exc:
@@ -140,6 +142,15 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.getLogger("transformers.tokenization_utils_base").addFilter(_DropTokenLengthWarning())
 
 
+def _loading_status(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """A status line for a slow model load, where no log line says it already."""
+    from bot.terminal import model_loading_status
+
+    if args.verbose or args.command not in _QUIET_COMMANDS:
+        return contextlib.nullcontext()
+    return model_loading_status()
+
+
 def _config_source(args: argparse.Namespace) -> tuple[str | None, str]:
     """Which config file to read, and where that choice came from (check-config says so)."""
     explicit = getattr(args, "path", None)
@@ -195,7 +206,26 @@ def _check_models(specs: Sequence[ModelSpec]) -> None:
         try:
             where_to_load(spec)
         except ModelRefused as exc:
+            log.debug("%s", _what_was_tried(spec))
             raise ModelUnavailable(f"The model `{spec}` is not available: {exc}") from None
+
+
+def _what_was_tried(spec: ModelSpec) -> str:
+    """Where the loader looked for `spec`, for `-v`: the folder, or the hub id, the cache
+    folder, the hub's address and whether offline mode kept it from asking."""
+    from huggingface_hub import constants
+
+    from core.inference.models import looks_local
+
+    if looks_local(spec.id):
+        folder = Path(spec.id).expanduser()
+        return (f"tried the local folder {folder} (exists: {'yes' if folder.exists() else 'no'}; "
+                "relative paths are read from the config file's folder)")
+    hub = ("offline mode is on (HF_HUB_OFFLINE=1), so the hub was not asked"
+           if constants.HF_HUB_OFFLINE else
+           f"then the hub at {constants.ENDPOINT} (HF_ENDPOINT; offline mode off)")
+    return (f"tried the hub id {spec.id} at revision {spec.revision}: first the cache folder "
+            f"{constants.HF_HUB_CACHE} (HF_HUB_CACHE, or HF_HOME/hub), {hub}")
 
 
 def _extensions() -> Sequence[str]:
@@ -265,6 +295,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         for key, value in dataclasses.asdict(getattr(config, section.name)).items():
             print(f"  {key} = {value!r}")
     print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
+    _check_local_model_folders(config)
     if getattr(args, "load", False):
         from core.inference.load_check import try_loads
 
@@ -276,6 +307,20 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
             return EXIT_UNAVAILABLE
     print("config OK")
     return EXIT_OK
+
+
+def _check_local_model_folders(config: Config) -> None:
+    """A model named by a folder that is not there is a config mistake: say which role and
+    folder now, rather than when the model is first needed (`--load` loads the others too)."""
+    from core.inference.models import ModelRefused, looks_local, where_to_load
+
+    for role in ("mask", "qa", "generate", "features"):
+        spec = getattr(config.models, role)
+        if looks_local(spec.id):
+            try:
+                where_to_load(spec)  # for a folder: is it there (no network)
+            except ModelRefused as exc:
+                raise ConfigError(f"models.{role}: {exc}") from None
 
 
 def cmd_download_models(args: argparse.Namespace, config: Config) -> int:
@@ -338,9 +383,25 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     )
     from bot.ask import answer_offline
     from bot.client import EXTENSIONS
+    from bot.terminal import for_terminal
 
-    print(asyncio.run(answer_offline(args, config, EXTENSIONS)))
+    _picture_folder(getattr(args, "out", None))
+    print(for_terminal(asyncio.run(answer_offline(args, config, EXTENSIONS))))
     return 0
+
+
+def _picture_folder(out: str | None) -> None:
+    """Make `--out`'s folder now, or refuse in one line before any model loads."""
+    if not out:
+        return
+    folder = Path(out).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot make the folder {folder} "
+                          f"({exc.strerror or exc}); choose another path") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: the folder {folder} is not writable; choose another path")
 
 
 def cmd_train_sentiment(args: argparse.Namespace, config: Config) -> int:

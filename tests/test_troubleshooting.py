@@ -99,6 +99,18 @@ def local_folder_missing(monkeypatch, tmp_path, models):
 
 
 @scenario
+def check_config_folder_missing(monkeypatch, tmp_path, models):
+    return ["check-config", config_with_models(tmp_path, models, qa="./models/not-there")]
+
+
+@scenario
+def ask_out_folder_impossible(monkeypatch, tmp_path, models):
+    (tmp_path / "notes.txt").write_text("a file, not a folder", encoding="utf-8")
+    return ["--config", config_with_models(tmp_path, models), "ask", "attention", "A cat.",
+            "--out", "notes.txt/a.png"]
+
+
+@scenario
 def no_token(monkeypatch, tmp_path, models):
     return ["--config", str(write_tiny_config(tmp_path / "config.toml", models)), "run"]
 
