@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import discord
 
 from core.sentiment.service import SentimentResult
-from core.pictures.charts import visible_token
+from core.pictures.charts import visible_piece, visible_token
 from core.storage.quizzes import Quiz, QuizReveal
 from core.inference.tasks.logitlens import LogitLensResult
 from core.inference.tasks.neighbours import NeighboursResult
@@ -30,7 +30,6 @@ from core.inference.tasks.maskpair import MaskPairResult
 from core.inference.tasks.nexttoken import NextTokenResult
 from core.inference.tasks.qa import QAResult
 from core.inference.tasks.tokens import TokensResult
-from core.pictures.charts import visible_piece, visible_token
 
 # Discord's limits (https://discord.com/developers/docs/resources/message).
 CONTENT_LIMIT = 2000
