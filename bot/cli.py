@@ -56,7 +56,7 @@ EXIT_CODES = {
 
 
 #: Commands that print an answer: their log lines would only get in its way.
-_QUIET_COMMANDS = {"ask", "check-config", "download-models", "logs"}
+_QUIET_COMMANDS = {"ask", "check-config", "dashboard", "download-models", "logs"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +138,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
         if args.command in _QUIET_COMMANDS:
             # A model that cannot load is reported by the `error:` line, with the fix.
             logging.getLogger("core.inference.models").setLevel(logging.CRITICAL)
+            # `dashboard` says in its own `error:` line why it cannot listen.
+            logging.getLogger("bot.compose").setLevel(logging.CRITICAL)
     # A plain logger name: importing transformers here would cost a second and a half.
     logging.getLogger("transformers.tokenization_utils_base").addFilter(_DropTokenLengthWarning())
 
@@ -453,6 +455,56 @@ async def _train(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace, config: Config) -> int:
+    """Serve the configured database's dashboard (no Discord, no models) and print a signed
+    link to one server's pages, until Ctrl+C or SIGTERM."""
+    path = config.resolve_path(config.database.path)
+    if not path.exists():
+        raise ConfigError(f"no database at {path} ([database] path): nothing to show yet")
+    cfg = config.dashboard
+    if not cfg.enabled:
+        raise ConfigError("the dashboard is off in the config ([dashboard] enabled = false)")
+    if args.port is not None:
+        config = dataclasses.replace(config, dashboard=dataclasses.replace(cfg, port=args.port))
+    try:
+        return asyncio.run(_serve_dashboard(config, args.guild, args.hours))
+    except KeyboardInterrupt:  # Ctrl+C is how this command ends
+        return EXIT_OK
+
+
+async def _serve_dashboard(config: Config, guild_id: int, hours: int | None) -> int:
+    import signal
+    import time
+
+    from bot.compose import DASHBOARD_ONLY, open_services
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # not on Windows
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with open_services(config, DASHBOARD_ONLY) as services:
+        dashboard = services.dashboard
+        if dashboard is None:
+            cfg = config.dashboard
+            raise ConfigError(
+                f"the dashboard cannot listen on {cfg.host}:{cfg.port} (is the bot running? "
+                "its own dashboard serves the same database: /logs dashboard in Discord); "
+                "choose another port with --port, or 0 for any free one")
+        hours = hours or config.dashboard.link_hours
+        # The operator has no Discord id: the link is issued to user 0.
+        link = dashboard.link(guild_id, OPERATOR_USER_ID,
+                              expires_at=int(time.time()) + hours * 3600)
+        print(f"dashboard of server {guild_id}, valid {hours} h (keep it private: it is a key):")
+        print(link, flush=True)
+        print("serving until Ctrl+C", file=sys.stderr, flush=True)
+        await stop.wait()
+    return EXIT_OK
+
+
+#: Who a link printed by `tlm-bot dashboard` is issued to: no Discord user.
+OPERATOR_USER_ID = 0
+
+
 def cmd_logs_export(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(_export(args, config))
 
@@ -592,6 +644,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="must match sentiment.pooling in the config (the bot refuses a "
                         "classifier trained otherwise); set it there instead")
     p.set_defaults(handler=cmd_train_sentiment)
+
+    p = sub.add_parser("dashboard", help="serve the dashboard of the configured database (no "
+                       "Discord, no models) and print a signed link to one server's pages")
+    p.add_argument("--guild", type=int, required=True, help="the server whose pages to open")
+    p.add_argument("--port", type=int,
+                   help="listen on this port instead of [dashboard] port (0: any free port)")
+    p.add_argument("--hours", type=_positive_int,
+                   help="how long the link stays valid (default: [dashboard] link_hours)")
+    p.set_defaults(handler=cmd_dashboard)
 
     logs = sub.add_parser("logs", help="query log tools")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)

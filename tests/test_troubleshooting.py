@@ -42,6 +42,8 @@ def closed_port() -> int:
 
 Scenario = Callable[[pytest.MonkeyPatch, Path, TinyModelPaths], list[str]]
 SCENARIOS: dict[str, Scenario] = {}
+#: What a scenario holds while its command runs (a listening socket).
+HELD: list[socket.socket] = []
 
 
 def scenario(function: Scenario) -> Scenario:
@@ -108,6 +110,32 @@ def ask_out_folder_impossible(monkeypatch, tmp_path, models):
     (tmp_path / "notes.txt").write_text("a file, not a folder", encoding="utf-8")
     return ["--config", config_with_models(tmp_path, models), "ask", "attention", "A cat.",
             "--out", "notes.txt/a.png"]
+
+
+@scenario
+def dashboard_no_database(monkeypatch, tmp_path, models):
+    return ["--config", config_with_models(tmp_path, models), "dashboard", "--guild", "1"]
+
+
+@scenario
+def dashboard_port_taken(monkeypatch, tmp_path, models):
+    import asyncio
+
+    from core.storage.database import Database
+
+    config = config_with_models(tmp_path, models)
+
+    async def create() -> None:
+        async with await Database.open(tmp_path / "tlm.db"):
+            pass
+
+    asyncio.run(create())
+    taken = socket.socket()
+    HELD.append(taken)  # closed once the command ran
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return ["--config", config, "dashboard", "--guild", "1", "--port",
+            str(taken.getsockname()[1])]
 
 
 @scenario
@@ -215,7 +243,11 @@ def real_lines(tmp_path: Path, models: TinyModelPaths,
             for variable in ("TLM_CONFIG", "DISCORD_TOKEN", "TLM_DISCORD_EMULATOR_URL"):
                 monkeypatch.delenv(variable, raising=False)
             monkeypatch.chdir(folder)
-            main(make_argv(monkeypatch, folder, models))
+            try:
+                main(make_argv(monkeypatch, folder, models))
+            finally:
+                while HELD:
+                    HELD.pop().close()
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         lines[name] = err[-1] if err else ""
     return lines
