@@ -4,8 +4,8 @@ It is started the way docs/scaling-out.md tells an operator to (`ray start --hea
 loopback settings, then `tlm-bot serve`), in a private HOME and temp dir, with 2 CPUs. Both
 processes run under `strace -f -e trace=connect` when strace exists, so a test can prove that no
 process of the cluster (raylet, GCS, dashboard, workers, replicas) or the deploying driver
-connected anywhere but loopback or a unix socket. `ray stop` is never used: it kills every Ray process of
-the user by name; this cluster's processes are ended by their process group and by pid.
+connected anywhere but loopback or a unix socket. `ray stop` is never used: it kills every Ray
+process of the user by name; this cluster's processes are ended by their process group and by pid.
 """
 
 from __future__ import annotations
