@@ -1,5 +1,7 @@
 # tlm-bot on CPU. Build:  docker build -t tlm-bot .
-# Run:    docker run -d --name tlm-bot -e DISCORD_TOKEN -v tlm-bot-data:/data tlm-bot
+# Run:    docker run -d --name tlm-bot -e DISCORD_TOKEN -v tlm-bot-data:/data \
+#             -p 127.0.0.1:8765:8765 tlm-bot
+# (-p publishes the instructors' dashboard on the host's loopback; docs/operating.md.)
 # /data holds config.toml (optional), the database and its salt, the trained classifier and
 # the Hugging Face model cache (about 1 GB after the first start).
 FROM python:3.11-slim
@@ -20,6 +22,10 @@ COPY core ./core
 RUN pip install .
 
 RUN useradd --create-home --uid 10001 tlm && mkdir /data && chown tlm /data
+# The dashboard on the container's interfaces, links to the published port: a new volume starts
+# with this config.toml (docker copies the image's /data into it).
+COPY --chown=tlm deploy/docker-config.toml /data/config.toml
+EXPOSE 8765
 USER tlm
 # Relative paths in the config (database, classifier) resolve here; ./config.toml is read if
 # present.

@@ -4,6 +4,7 @@
 # second call skip the installation; editing pyproject.toml makes the next call reinstall.
 #
 #   make run                      set up, then `tlm-bot run` (needs DISCORD_TOKEN, see README)
+#   make setup                    only set up (.venv with the bot), e.g. for the systemd unit
 #   make test                     set up with the test extras, then the offline test suite
 #   make test PYTEST_ARGS=-x      arguments for pytest
 #   make run TORCH_INDEX=         take torch from your usual index (e.g. a machine with a GPU)

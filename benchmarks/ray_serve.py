@@ -3,7 +3,7 @@
 Run: `python -m benchmarks.ray_serve` (about 10 minutes; writes its RESULTS.md section).
 
 Real-size random-weight DistilBERT/GPT-2 (benchmarks/models.py) on a private loopback Ray
-cluster started the way the README says (tests/ray_cluster.py: `ray start --head` with the
+cluster started the way docs/scaling-out.md says (tests/ray_cluster.py: `ray start --head` with the
 loopback settings, then `tlm-bot serve`). Measures, on this machine:
 - per-request overhead: sequential single `/mask` requests, p50 through Ray minus p50 local;
 - 32 concurrent `/mask`: the local engine, Ray with 1 replica, Ray with 2 replicas (the same

@@ -70,6 +70,10 @@ def _add_option(parser: argparse.ArgumentParser, parameter: app_commands.Paramet
                 positional: bool = False) -> None:
     kind = _TYPES.get(parameter.type, str)
     help_text = parameter.description or ""
+    if positional and not parameter.required:
+        # Its description tells Discord users how to leave it out; here it must be given.
+        help_text = (help_text.split(". ")[0].rstrip(".") + ". Required here (in Discord it "
+                     "may be left out, to type it in a form).")
     if parameter.type is discord.AppCommandOptionType.string:
         if parameter.max_value is not None:  # discord.py's name for a text's length bound
             help_text += f" (at most {parameter.max_value} characters)"
@@ -115,6 +119,7 @@ async def answer_offline(args: argparse.Namespace, config: Config,
     text = reply.as_text()
     for name, data in reply.files:
         out = Path(getattr(args, "out", None) or name)
+        out = out / name if out.is_dir() else out  # `--out pictures/`: its own name in there
         out.write_bytes(data)
         text += f"\npicture written to {out}"
     return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -44,7 +45,7 @@ EXIT_USER = 2
 #: Something the command needs cannot be reached or loaded: Discord, the model hub, a model.
 EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
-#: Documented in `--help` and the README's Troubleshooting section.
+#: Documented in `--help` and docs/troubleshooting.md.
 EXIT_CODES = {
     EXIT_OK: "done",
     EXIT_BUG: "unexpected failure (a bug; run again with -v and report the traceback)",
@@ -55,7 +56,7 @@ EXIT_CODES = {
 
 
 #: Commands that print an answer: their log lines would only get in its way.
-_QUIET_COMMANDS = {"ask", "check-config", "download-models", "logs"}
+_QUIET_COMMANDS = {"ask", "check-config", "dashboard", "download-models", "logs"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         _check_models(_models_needed(args, config))
-        code = int(args.handler(args, config) or 0)
+        with _loading_status(args):
+            code = int(args.handler(args, config) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
         return code
     except ModelUnavailable as exc:
@@ -140,8 +142,19 @@ def _configure_logging(args: argparse.Namespace) -> None:
         if args.command in _QUIET_COMMANDS:
             # A model that cannot load is reported by the `error:` line, with the fix.
             logging.getLogger("core.inference.models").setLevel(logging.CRITICAL)
+            # `dashboard` says in its own `error:` line why it cannot listen.
+            logging.getLogger("bot.compose").setLevel(logging.CRITICAL)
     # A plain logger name: importing transformers here would cost a second and a half.
     logging.getLogger("transformers.tokenization_utils_base").addFilter(_DropTokenLengthWarning())
+
+
+def _loading_status(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """A status line for a slow model load, where no log line says it already."""
+    from bot.terminal import model_loading_status
+
+    if args.verbose or args.command not in _QUIET_COMMANDS:
+        return contextlib.nullcontext()
+    return model_loading_status()
 
 
 def _config_source(args: argparse.Namespace) -> tuple[str | None, str]:
@@ -199,7 +212,26 @@ def _check_models(specs: Sequence[ModelSpec]) -> None:
         try:
             where_to_load(spec)
         except ModelRefused as exc:
+            log.debug("%s", _what_was_tried(spec))
             raise ModelUnavailable(f"The model `{spec}` is not available: {exc}") from None
+
+
+def _what_was_tried(spec: ModelSpec) -> str:
+    """Where the loader looked for `spec`, for `-v`: the folder, or the hub id, the cache
+    folder, the hub's address and whether offline mode kept it from asking."""
+    from huggingface_hub import constants
+
+    from core.inference.models import looks_local
+
+    if looks_local(spec.id):
+        folder = Path(spec.id).expanduser()
+        return (f"tried the local folder {folder} (exists: {'yes' if folder.exists() else 'no'}; "
+                "relative paths are read from the config file's folder)")
+    hub = ("offline mode is on (HF_HUB_OFFLINE=1), so the hub was not asked"
+           if constants.HF_HUB_OFFLINE else
+           f"then the hub at {constants.ENDPOINT} (HF_ENDPOINT; offline mode off)")
+    return (f"tried the hub id {spec.id} at revision {spec.revision}: first the cache folder "
+            f"{constants.HF_HUB_CACHE} (HF_HUB_CACHE, or HF_HOME/hub), {hub}")
 
 
 def _extensions() -> Sequence[str]:
@@ -269,6 +301,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         for key, value in dataclasses.asdict(getattr(config, section.name)).items():
             print(f"  {key} = {value!r}")
     print("\n".join(describe_runtime(config)))  # device, dtype and fast paths, and why
+    _check_local_model_folders(config)
     if config.engine.backend == "ray":
         from core.inference.serving.cluster import require_ray
 
@@ -285,6 +318,20 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
             return EXIT_UNAVAILABLE
     print("config OK")
     return EXIT_OK
+
+
+def _check_local_model_folders(config: Config) -> None:
+    """A model named by a folder that is not there is a config mistake: say which role and
+    folder now, rather than when the model is first needed (`--load` loads the others too)."""
+    from core.inference.models import ModelRefused, looks_local, where_to_load
+
+    for role in ("mask", "qa", "generate", "features"):
+        spec = getattr(config.models, role)
+        if looks_local(spec.id):
+            try:
+                where_to_load(spec)  # for a folder: is it there (no network)
+            except ModelRefused as exc:
+                raise ConfigError(f"models.{role}: {exc}") from None
 
 
 def cmd_download_models(args: argparse.Namespace, config: Config) -> int:
@@ -347,9 +394,25 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     )
     from bot.ask import answer_offline
     from bot.client import EXTENSIONS
+    from bot.terminal import for_terminal
 
-    print(asyncio.run(answer_offline(args, config, EXTENSIONS)))
+    _picture_folder(getattr(args, "out", None))
+    print(for_terminal(asyncio.run(answer_offline(args, config, EXTENSIONS))))
     return 0
+
+
+def _picture_folder(out: str | None) -> None:
+    """Make `--out`'s folder now, or refuse in one line before any model loads."""
+    if not out:
+        return
+    folder = Path(out).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot make the folder {folder} "
+                          f"({exc.strerror or exc}); choose another path") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"--out {out}: the folder {folder} is not writable; choose another path")
 
 
 def cmd_train_sentiment(args: argparse.Namespace, config: Config) -> int:
@@ -399,6 +462,56 @@ async def _train(args: argparse.Namespace, config: Config) -> int:
     if not report.beats_baseline:
         print(f"WARNING: {report.baseline_warning()}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace, config: Config) -> int:
+    """Serve the configured database's dashboard (no Discord, no models) and print a signed
+    link to one server's pages, until Ctrl+C or SIGTERM."""
+    path = config.resolve_path(config.database.path)
+    if not path.exists():
+        raise ConfigError(f"no database at {path} ([database] path): nothing to show yet")
+    cfg = config.dashboard
+    if not cfg.enabled:
+        raise ConfigError("the dashboard is off in the config ([dashboard] enabled = false)")
+    if args.port is not None:
+        config = dataclasses.replace(config, dashboard=dataclasses.replace(cfg, port=args.port))
+    try:
+        return asyncio.run(_serve_dashboard(config, args.guild, args.hours))
+    except KeyboardInterrupt:  # Ctrl+C is how this command ends
+        return EXIT_OK
+
+
+async def _serve_dashboard(config: Config, guild_id: int, hours: int | None) -> int:
+    import signal
+    import time
+
+    from bot.compose import DASHBOARD_ONLY, open_services
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):  # not on Windows
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with open_services(config, DASHBOARD_ONLY) as services:
+        dashboard = services.dashboard
+        if dashboard is None:
+            cfg = config.dashboard
+            raise ConfigError(
+                f"the dashboard cannot listen on {cfg.host}:{cfg.port} (is the bot running? "
+                "its own dashboard serves the same database: /logs dashboard in Discord); "
+                "choose another port with --port, or 0 for any free one")
+        hours = hours or config.dashboard.link_hours
+        # The operator has no Discord id: the link is issued to user 0.
+        link = dashboard.link(guild_id, OPERATOR_USER_ID,
+                              expires_at=int(time.time()) + hours * 3600)
+        print(f"dashboard of server {guild_id}, valid {hours} h (keep it private: it is a key):")
+        print(link, flush=True)
+        print("serving until Ctrl+C", file=sys.stderr, flush=True)
+        await stop.wait()
+    return EXIT_OK
+
+
+#: Who a link printed by `tlm-bot dashboard` is issued to: no Discord user.
+OPERATOR_USER_ID = 0
 
 
 def cmd_logs_export(args: argparse.Namespace, config: Config) -> int:
@@ -544,6 +657,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="must match sentiment.pooling in the config (the bot refuses a "
                         "classifier trained otherwise); set it there instead")
     p.set_defaults(handler=cmd_train_sentiment)
+
+    p = sub.add_parser("dashboard", help="serve the dashboard of the configured database (no "
+                       "Discord, no models) and print a signed link to one server's pages")
+    p.add_argument("--guild", type=int, required=True, help="the server whose pages to open")
+    p.add_argument("--port", type=int,
+                   help="listen on this port instead of [dashboard] port (0: any free port)")
+    p.add_argument("--hours", type=_positive_int,
+                   help="how long the link stays valid (default: [dashboard] link_hours)")
+    p.set_defaults(handler=cmd_dashboard)
 
     logs = sub.add_parser("logs", help="query log tools")
     logs_sub = logs.add_subparsers(dest="logs_command", required=True)

@@ -203,6 +203,21 @@ class TLMBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("connected as %s to %d guild(s)", self.user, len(self.guilds))
+        await self._remember_guild_names(self.guilds)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._remember_guild_names([guild])
+
+    async def on_guild_update(self, before: discord.Guild, after: discord.Guild) -> None:
+        if before.name != after.name:
+            await self._remember_guild_names([after])
+
+    async def _remember_guild_names(self, guilds: Sequence[discord.Guild]) -> None:
+        """For the dashboard's header, which has no Discord to ask (also `tlm-bot dashboard`)."""
+        try:
+            await self.settings.remember_names({g.id: g.name for g in guilds if g.name})
+        except Exception:
+            log.warning("could not store the servers' names for the dashboard", exc_info=True)
 
 
 def _one_line(exc: BaseException) -> str:

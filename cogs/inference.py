@@ -104,7 +104,7 @@ class Inference(commands.Cog):
 
         Args:
             text: Any text, e.g. "Tokenization is unbelievable!"
-            model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (Ġ = space).
+            model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (␣ = space).
             private: Only you see the answer.
         """
         await answer(interaction)

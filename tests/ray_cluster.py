@@ -1,11 +1,11 @@
 """A private Ray cluster for the tests: loopback only, started under strace, one per session.
 
-It is started the way the README tells an operator to (`ray start --head` with the loopback
-settings, then `tlm-bot serve`), in a private HOME and temp dir, with 2 CPUs. Both processes run
-under `strace -f -e trace=connect` when strace exists, so a test can prove that no process of
-the cluster (raylet, GCS, dashboard, workers, replicas) or the deploying driver connected
-anywhere but loopback or a unix socket. `ray stop` is never used: it kills every Ray process of
-the user by name; this cluster's processes are ended by their process group and by pid.
+It is started the way docs/scaling-out.md tells an operator to (`ray start --head` with the
+loopback settings, then `tlm-bot serve`), in a private HOME and temp dir, with 2 CPUs. Both
+processes run under `strace -f -e trace=connect` when strace exists, so a test can prove that no
+process of the cluster (raylet, GCS, dashboard, workers, replicas) or the deploying driver
+connected anywhere but loopback or a unix socket. `ray stop` is never used: it kills every Ray
+process of the user by name; this cluster's processes are ended by their process group and by pid.
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def test_dockerfile_copies_files_that_exist_installs_cpu_torch_and_runs_the_bot(
     assert {keyword for keyword, _ in instructions} <= known
     for keyword, args in instructions:
         if keyword == "COPY":
-            *sources, _target = shlex.split(args)
+            *sources, _target = [a for a in shlex.split(args) if not a.startswith("--")]
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: no such file in the repo"
     runs = [args for keyword, args in instructions if keyword == "RUN"]
@@ -155,6 +155,27 @@ def test_dockerfile_copies_files_that_exist_installs_cpu_torch_and_runs_the_bot(
     assert any(keyword == "USER" for keyword, _ in instructions)  # not as root
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".venv", "config.toml", "*.db"} <= set(ignored)  # no secrets or state in the image
+
+
+def test_the_docker_run_of_the_docs_publishes_the_dashboard_its_links_point_to():
+    """The image's config.toml puts the dashboard on the container's interfaces and its links
+    on the port the documented `docker run` publishes, on the host's loopback only."""
+    from core.config import load_config
+
+    instructions = dockerfile_instructions(ROOT / "Dockerfile")
+    copies = [[a for a in shlex.split(args) if not a.startswith("--")]
+              for keyword, args in instructions if keyword == "COPY"]
+    assert ["deploy/docker-config.toml", "/data/config.toml"] in copies
+    dashboard = load_config(ROOT / "deploy" / "docker-config.toml").dashboard
+    assert dashboard.enabled and dashboard.host == "0.0.0.0"
+    for page in ("README.md", "docs/operating.md"):
+        text = (ROOT / page).read_text(encoding="utf-8").replace("\\\n", " ")
+        runs = [line for line in text.splitlines() if line.startswith("docker run")]
+        assert runs, page
+        for run in runs:
+            published = shlex.split(run)[shlex.split(run).index("-p") + 1]
+            assert published == f"127.0.0.1:{dashboard.port}:{dashboard.port}", (page, run)
+    assert dashboard.public_url == f"http://127.0.0.1:{dashboard.port}"
 
 
 # ----------------------------------------------------------------------------- systemd unit
@@ -210,3 +231,16 @@ def test_systemd_itself_accepts_the_unit(tmp_path):
                           capture_output=True, text=True, timeout=60)
     problems = [line for line in done.stderr.splitlines() if "tlm-bot.service" in line]
     assert done.returncode == 0 and not problems, done.stderr
+
+
+def test_the_unit_header_points_to_a_make_target_and_pages_that_exist(checkout):
+    header = [line for line in UNIT.read_text(encoding="utf-8").splitlines()
+              if line.startswith("#")]
+    text = "\n".join(header)
+    assert "make setup" in text
+    lines = make_dry_run(checkout, "setup")
+    assert any(shlex.split(line)[-2:] == ["-e", "."] for line in lines), lines
+    assert not any("tlm-bot run" in line for line in lines), lines  # installs, starts nothing
+    for page in re.findall(r"\b(docs/[\w.-]+\.md)\b", UNIT.read_text(encoding="utf-8")):
+        assert (ROOT / page).is_file(), page
+    assert "docs/operating.md" in text

@@ -397,12 +397,18 @@ def _page_number(request: web.Request) -> int:
 # ---------------------------------------------------------------------- pages
 
 
+async def _layout(request: web.Request, grant: Grant, **parts: str) -> str:
+    """`pages.layout` with the server's name in the header (the bot stores it; no Discord here)."""
+    name = await request.app[_DATA].guild_name(grant.guild_id)
+    return pages.layout(guild_id=grant.guild_id, guild_name=name, **parts)
+
+
 async def overview(request: web.Request, grant: Grant) -> web.StreamResponse:
     key, window = _window(request)
     ov = await request.app[_DATA].overview(grant.guild_id, window)
     body = pages.overview(ov, range_key=key)
-    return _html(pages.layout(title=f"Overview · {pages.RANGES[key]}", guild_id=grant.guild_id,
-                              root="../../", base="", active="overview", body=body))
+    return _html(await _layout(request, grant, title=f"Overview · {pages.RANGES[key]}",
+                               root="../../", base="", active="overview", body=body))
 
 
 async def queries(request: web.Request, grant: Grant) -> web.StreamResponse:
@@ -411,8 +417,8 @@ async def queries(request: web.Request, grant: Grant) -> web.StreamResponse:
     page = await reads.page(data, f, _page_number(request) - 1, PAGE_SIZE)
     body = pages.queries(page, params=dict(request.query), commands=await data.commands(
         grant.guild_id), text_search=request.app[_CONTEXT].log_inputs == "full")
-    return _html(pages.layout(title="Queries", guild_id=grant.guild_id, root="../../", base="",
-                              active="queries", body=body))
+    return _html(await _layout(request, grant, title="Queries", root="../../", base="",
+                               active="queries", body=body))
 
 
 async def student(request: web.Request, grant: Grant) -> web.StreamResponse:
@@ -423,9 +429,8 @@ async def student(request: web.Request, grant: Grant) -> web.StreamResponse:
     latest = await reads.page(data, QueryFilter(guild_id=grant.guild_id, user_id=user_id),
                               0, PAGE_SIZE)
     title = f"Student {pages.student_label(user_id, view.name)}"
-    return _html(pages.layout(title=title, guild_id=grant.guild_id, root="../../../",
-                              base="../", active="", body=pages.student(
-                                  view, window, latest, range_key=key)))
+    return _html(await _layout(request, grant, title=title, root="../../../", base="../",
+                               active="", body=pages.student(view, window, latest, range_key=key)))
 
 
 async def rules(request: web.Request, grant: Grant) -> web.StreamResponse:
@@ -433,8 +438,8 @@ async def rules(request: web.Request, grant: Grant) -> web.StreamResponse:
     settings = await request.app[_SETTINGS].get(grant.guild_id)
     body = pages.rules(settings, default_cooldown=ctx.default_cooldown,
                        sentiment_report=ctx.sentiment_report())
-    return _html(pages.layout(title="Rules", guild_id=grant.guild_id, root="../../", base="",
-                              active="rules", body=body))
+    return _html(await _layout(request, grant, title="Rules", root="../../", base="",
+                               active="rules", body=body))
 
 
 async def _stream(request: web.Request, chunks: AsyncIterator[bytes],

@@ -50,8 +50,10 @@ def student_label(user_id: int, name: str) -> str:
     return f"{name} ({user_id})" if name else str(user_id)
 
 
-def layout(*, title: str, guild_id: int, root: str, base: str, active: str, body: str) -> str:
-    """The page frame. `root`: relative path to the app root; `base`: to the guild's pages."""
+def layout(*, title: str, guild_id: int, root: str, base: str, active: str, body: str,
+           guild_name: str = "") -> str:
+    """The page frame. `root`: relative path to the app root; `base`: to the guild's pages;
+    `guild_name`: the server's name as the bot last saw it ("": the id stands in)."""
     nav = "".join(
         f'<a href="{_e(base + href)}"{" aria-current=page" if key == active else ""}>{label}</a>'
         for key, href, label in (("overview", "./", "Overview"), ("queries", "queries", "Queries"),
@@ -61,9 +63,17 @@ def layout(*, title: str, guild_id: int, root: str, base: str, active: str, body
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)} · tlm-bot</title>"
         f'<link rel=stylesheet href="{_e(root)}static/style.css"></head><body>'
-        f"<header><h1>tlm-bot · server {guild_id}</h1><nav>{nav}</nav></header>"
+        f"<header><h1>tlm-bot · {server_title(guild_id, guild_name)}</h1><nav>{nav}</nav>"
+        "</header>"
         f"<main><h2>{_e(title)}</h2>{body}</main></body></html>"
     )
+
+
+def server_title(guild_id: int, name: str) -> str:
+    """The server by its name, its id in a tooltip; the id alone when no name is known."""
+    if not name:
+        return f"server {guild_id}"
+    return f'<span title="server id {guild_id}">{_e(name)}</span>'
 
 
 def notice(title: str, text: str, *, root: str = "", refresh_to: str | None = None) -> str:
@@ -180,14 +190,16 @@ def query_table(rows: Sequence[QueryRow], *, base: str) -> str:
     cells = []
     for r in rows:
         cells.append(
-            f'<tr data-row-id="{r.id}"><td class=when>{_e(_when(r.created_at))}</td>'
-            f'<td><a href="{_e(base)}students/{r.user_id}">'
+            f'<tr data-row-id="{r.id}"><td class=when data-label="time">'
+            f'{_e(_when(r.created_at))}</td>'
+            f'<td data-label="student"><a href="{_e(base)}students/{r.user_id}">'
             f"{_e(student_label(r.user_id, r.user_name))}</a></td>"
-            f'<td data-col="command">/{_e(r.command)}</td>'
-            f'<td data-col="status" class="status-{_e(r.status)}">{_e(r.status)}</td>'
-            f"<td class=text>{_e(_clip(r.input_text, 160))}</td>"
-            f"<td class=text>{_e(_clip(r.output_summary, 120))}</td>"
-            f"<td class=num>{_ms(r.total_ms)}</td></tr>")
+            f'<td data-col="command" data-label="command">/{_e(r.command)}</td>'
+            f'<td data-col="status" data-label="status" class="status-{_e(r.status)}">'
+            f"{_e(r.status)}</td>"
+            f'<td class=text data-label="input">{_e(_clip(r.input_text, 160))}</td>'
+            f'<td class=text data-label="answer">{_e(_clip(r.output_summary, 120))}</td>'
+            f'<td class=num data-label="total">{_ms(r.total_ms)}</td></tr>')
     if not cells:
         cells.append('<tr><td colspan=7 class=muted>No queries match.</td></tr>')
     return (

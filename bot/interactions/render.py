@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import discord
 
 from core.sentiment.service import SentimentResult
-from core.pictures.charts import visible_token
+from core.pictures.charts import visible_piece, visible_token
 from core.storage.quizzes import Quiz, QuizReveal
 from core.inference.tasks.logitlens import LogitLensResult
 from core.inference.tasks.neighbours import NeighboursResult
@@ -238,7 +238,8 @@ def render_tokens(result: TokensResult) -> Reply:
             marks.append("sub-word")
         if token.unknown:
             marks.append("UNKNOWN")
-        piece = _show_piece(token.piece)
+        shown = visible_piece(token.piece) if result.algorithm == "BPE" else token.piece
+        piece = _show_piece(shown)
         note = f"   ({', '.join(marks)})" if marks else ""
         rows.append(f"{i:>3}  {token.id:>6}  {piece}{note}")
     table = "\n".join(rows)
@@ -248,7 +249,8 @@ def render_tokens(result: TokensResult) -> Reply:
     legend = {
         "WordPiece": "`##` marks a piece that continues the previous word; [CLS] and [SEP] "
                      "are special tokens the model adds.",
-        "BPE": "`Ġ` marks a piece that starts with a space; GPT-2 adds no special tokens.",
+        "BPE": "`␣` marks a piece that starts with a space (GPT-2's own pieces write it `Ġ`); "
+               "GPT-2 adds no special tokens.",
     }.get(result.algorithm, "")
     summary = (
         f"{len(result.tokens)} tokens ({n_special} special, {n_sub} sub-word, {n_unk} unknown) "
@@ -307,7 +309,8 @@ def render_tokens_compare(wordpiece: TokensResult, bpe: TokensResult) -> Reply:
     embed = discord.Embed(title="WordPiece vs BPE", colour=COLOUR,
                           description=clip(safe(wordpiece.text, 500), 600))
     for result in (wordpiece, bpe):
-        pieces = " ".join(_show_piece(t.piece) for t in result.tokens)
+        pieces = " ".join(_show_piece(visible_piece(t.piece) if result is bpe else t.piece)
+                          for t in result.tokens)
         embed.add_field(
             name=f"{result.algorithm}: {len(result.tokens)} tokens",
             value=code(pieces, EMBED_FIELD_LIMIT), inline=False,
@@ -377,7 +380,7 @@ def render_nexttoken(result: NextTokenResult) -> Reply:
     embed = discord.Embed(title="What could GPT-2 say next?", colour=COLOUR)
     rows = [f"{'token':<14} {'model':>6} {'scaled':>6} {'final':>6}"]
     for c in result.candidates:
-        token = printable(repr(c.token)[1:-1])[:14]
+        token = printable(visible_token(c.token))[:14]
         rows.append(f"{token:<14} {c.model_prob:6.3f} {c.scaled_prob:6.3f} {c.final_prob:6.3f}")
     embed.description = clip(
         f"**{safe(result.prompt, 500)}** …\n{knobs}\n"

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties, findfont, get_font
+from matplotlib.patches import Patch
 
 #: The results the activity charts draw, taken by their shape: the tasks import this module to
 #: describe their pictures, so importing their classes here would close an import circle.
@@ -31,6 +32,9 @@ DPI = 100
 #: Below this many tokens each attention cell also shows its weight as a number.
 _ANNOTATE_CELLS_UP_TO = 12
 _LABEL_CHARS = 18
+#: About the share of a picture's height its axes get, and a 10 pt label's height in pixels.
+_PLOT_SHARE = 0.7
+_LABEL_PX = 15
 #: Drawing in threads (the fallback, tests, docs) must not interleave figures' font caches.
 _RENDER_LOCK = threading.Lock()
 
@@ -49,7 +53,11 @@ def attention_heatmap(
     labels: Sequence[str], weights: np.ndarray, *, title: str, causal: bool,
     size: tuple[int, int] = (1000, 1000),
 ) -> bytes:
-    """Rows are the tokens that look (queries), columns what they look at (keys)."""
+    """Rows are the tokens that look (queries), columns what they look at (keys).
+
+    The colour scale is fixed at 0 to 1 (a weight is a share of the row): scaled to the data,
+    near-uniform attention would look as bright as a head that picks one token.
+    """
     weights = np.asarray(weights, dtype=float)
     n = len(labels)
     ticks = [_label(t) for t in labels]
@@ -59,8 +67,8 @@ def attention_heatmap(
         future = np.triu(np.ones((n, n), bool), 1)
         shown = np.ma.masked_where(future, weights) if causal else weights
         cmap = _colormap("viridis", bad="#dddddd")
-        image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=max(float(weights.max()), 1e-9),
-                          aspect="auto", interpolation="nearest")
+        image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
+                          interpolation="nearest")
         ax.set_xticks(range(n), ticks, rotation=90, fontsize=_tick_size(n))
         ax.set_yticks(range(n), ticks, fontsize=_tick_size(n))
         ax.set_xlabel("attends to (key)", fontsize=12)
@@ -74,10 +82,11 @@ def attention_heatmap(
                     if causal and j > i:
                         continue
                     value = weights[i, j]
+                    # viridis is light above ~0.6: dark digits there, light ones below.
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=10,
-                            color="black" if value > 0.6 * weights.max() else "white")
+                            color="black" if value > 0.6 else "white")
         colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-        colorbar.set_label("attention weight (each row sums to 1)", fontsize=11)
+        colorbar.set_label("attention weight, 0 to 1 (each row sums to 1)", fontsize=11)
         colorbar.ax.tick_params(labelsize=10)
         if causal:
             fig.supxlabel("Grey cells: a causal model cannot look at later tokens.",
@@ -161,10 +170,16 @@ def next_token_bars(
             (scaled_probs, _BLUE, "after temperature"),
             (final_probs, _GREEN, "after top-k and top-p: what is sampled"),
         )
+        # A value label is 10 pt (about 14 px) high: where three bars of a row are thinner
+        # than that, labels of neighbouring bars would overlap, so only the sampled
+        # distribution (the last series) is labelled; the text answer has all three numbers.
+        bar_px = size[1] * _PLOT_SHARE / max(n, 1) * height
+        labelled = series if bar_px >= _LABEL_PX else series[-1:]
         for offset, (values, colour, name) in zip((-height, 0.0, height), series):
             bars = ax.barh(y + offset, values, height, color=colour, label=name)
-            ax.bar_label(bars, labels=[f"{v:.3f}" if v > 0 else "" for v in values],
-                         padding=2, fontsize=10)
+            if any(values is s[0] for s in labelled):
+                ax.bar_label(bars, labels=[f"{v:.3f}" if v > 0 else "" for v in values],
+                             padding=2, fontsize=10)
         ax.set_yticks(y, [_label(t) for t in labels], fontsize=_tick_size(n, large=13))
         ax.invert_yaxis()
         top = max([*model_probs, *scaled_probs, *final_probs, 1e-9])
@@ -224,7 +239,8 @@ def _font_codepoints() -> frozenset[int]:
     return frozenset(font.get_charmap())
 
 
-__all__ = ["attention_heatmap", "next_token_bars", "paired_bars", "similarity_by_layer"]
+__all__ = ["attention_heatmap", "next_token_bars", "paired_bars", "similarity_by_layer",
+           "visible_piece", "visible_token"]
 
 
 # ---------------------------------------------------------------- class activities
@@ -235,9 +251,20 @@ ALT_TEXT_LIMIT = 1000
 
 
 def visible_token(token: str) -> str:
-    """GPT-2's leading space is part of the token: show it as ␣; name empty tokens."""
+    """GPT-2's leading space is part of the token: show it as ␣ (the one convention for a
+    space in every answer and picture); escape line breaks; name empty tokens."""
     token = "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in token)
     return "␣" + token[1:] if token.startswith(" ") else (token or "(empty)")
+
+
+#: Byte-level BPE's own letters for a space and a line break (GPT-2 writes " cat" as "Ġcat").
+_BYTE_LEVEL = str.maketrans({"Ġ": " ", "Ċ": "\n"})
+
+
+def visible_piece(piece: str) -> str:
+    """A byte-level BPE piece as `visible_token` shows the text it stands for: `Ġcat` is
+    `␣cat`, the same mark `/nexttoken` and `/logitlens` use."""
+    return visible_token(piece.translate(_BYTE_LEVEL))
 
 
 # --------------------------------------------------------------------------- /logitlens
@@ -309,6 +336,9 @@ def neighbours_chart(result: NeighboursResult, size: tuple[int, int] = (1100, 80
             _neighbour_bars(ax, neighbours, shared)
             ax.set_title(heading, fontsize=13)
             ax.set_xlabel("cosine similarity", fontsize=12)
+        fig.legend(handles=[Patch(color=_ORANGE, label="in both lists"),
+                            Patch(color=_BLUE, label="in this list only")],
+                   loc="upper right", fontsize=11, ncols=2)
         pieces = " + ".join(result.pieces)
         note = f" (mean of pieces {pieces})" if result.averaged else ""
         fig.suptitle(_label(f"Nearest vocabulary items to '{result.word}'{note}", limit=110),

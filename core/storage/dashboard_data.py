@@ -206,6 +206,11 @@ class DashboardData:
 
     # ------------------------------------------------------------------ tables
 
+    async def guild_name(self, guild_id: int) -> str:
+        """The server's name as the bot last saw it; "" if it never did."""
+        rows = await self._all("SELECT name FROM guild_names WHERE guild_id = ?", (guild_id,))
+        return str(rows[0]["name"]) if rows else ""
+
     async def commands(self, guild_id: int) -> list[str]:
         """The distinct commands this guild ever logged: a loose index scan (one seek per
         command) over (guild_id, command, created_at), not a pass over every row."""

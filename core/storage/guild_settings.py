@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Literal
 
 import aiosqlite
@@ -249,6 +250,18 @@ class SettingsStore:
                     "INSERT INTO answer_visibility (guild_id, scope_id, mode) VALUES (?, ?, ?)"
                     " ON CONFLICT (guild_id, scope_id) DO UPDATE SET mode = excluded.mode",
                     (guild_id, scope_id, mode))
+
+    async def remember_names(self, names: dict[int, str]) -> None:
+        """Keep each server's current name (the dashboard shows it; it has no Discord)."""
+        if not names:
+            return
+        seen = datetime.now(timezone.utc).isoformat()
+        async with self._db.transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO guild_names (guild_id, name, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (guild_id) DO UPDATE SET name = excluded.name,"
+                " seen_at = excluded.seen_at",
+                [(guild_id, name, seen) for guild_id, name in names.items()])
 
     async def _upsert(self, guild_id: int, column: str, value: object) -> None:
         # `column` is one of three literals from this module, never user input.

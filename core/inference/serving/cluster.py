@@ -7,8 +7,8 @@ those tasks need, exactly as the local registry does.
 Loopback by default. Out of the box on Linux, Ray rewrites 127.0.0.1 to the interface address
 and binds every interface unless `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, and its dashboard process
 probes the cloud metadata address unless a `ray_bootstrap_config.yaml` exists in its HOME.
-`LOOPBACK_ENV` holds the variables; the test cluster and the README's `ray start` use them, and
-a test runs the cluster under strace to prove no connect leaves loopback.
+`LOOPBACK_ENV` holds the variables; the test cluster and docs/scaling-out.md's `ray start` use
+them, and a test runs the cluster under strace to prove no connect leaves loopback.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def connect(config: Config) -> bool:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200].rstrip(".")
         raise ConfigError(
             f"cannot reach the Ray cluster at {address!r} ([ray] address): {reason}. "
-            "Start it with `ray start --head` (see README, Scaling out) or fix the address."
+            "Start it with `ray start --head` (see docs/scaling-out.md) or fix the address."
         ) from None
     return True
 

@@ -204,11 +204,12 @@ def encoder_of(model: LoadedModel, choice: str) -> Any:
 
 
 def token_labels(tokenizer: Any, ids: Sequence[int]) -> tuple[str, ...]:
-    """Pieces as a student would read them: `##iz` stays (it is the lesson), `Ġcat` is `cat`."""
+    """Pieces as a student would read them: `##iz` stays (it is the lesson), `Ġcat` is `␣cat`
+    (a space shown as everywhere else, `charts.visible_token`)."""
     labels = []
     for piece in tokenizer.convert_ids_to_tokens(list(ids)):
         text = piece if piece.startswith("##") else tokenizer.convert_tokens_to_string([piece])
-        labels.append(text.strip() or piece)
+        labels.append(charts.visible_token(text.rstrip()) if text.strip() else piece)
     return tuple(labels)
 
 
@@ -224,7 +225,7 @@ def _alt_text(title: str, labels: Sequence[str], top: Sequence[Sequence[tuple[in
               causal: bool) -> str:
     lines = [
         f"Attention heatmap, {title}, {len(labels)} tokens. Rows are tokens, columns the tokens "
-        "they attend to; brighter means more attention."
+        "they attend to; brighter means more attention, on a fixed scale from 0 to 1."
         + (" The upper triangle is empty: GPT-2 cannot look ahead." if causal else "")
     ]
     for label, best in zip(labels, top):

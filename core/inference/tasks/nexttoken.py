@@ -142,7 +142,7 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
     hidden = kept - sum(1 for c in candidates if c.final_prob > 0)
     footnote = f"{kept} token{'s' if kept != 1 else ''} can be sampled" + (
         f"; {hidden} of them are not shown" if hidden > 0 else "")
-    labels = [_visible(c.token) for c in candidates]
+    labels = [charts.visible_token(c.token) for c in candidates]
     return NextTokenResult(
         model_id=str(model.spec),
         prompt=request.prompt,
@@ -161,12 +161,6 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
         ),
         alt_text=_alt_text(knobs, labels, candidates, kept),
     )
-
-
-def _visible(token: str) -> str:
-    """Show GPT-2's leading space (it is part of the token) and line breaks."""
-    token = "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in token)
-    return "␣" + token[1:] if token.startswith(" ") else (token or "(empty)")
 
 
 def _alt_text(knobs: str, labels: Sequence[str], candidates: Sequence[NextTokenCandidate],
