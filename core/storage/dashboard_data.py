@@ -208,7 +208,7 @@ class DashboardData:
 
     async def guild_name(self, guild_id: int) -> str:
         """The server's name as the bot last saw it; "" if it never did."""
-        rows = await self._all("SELECT name FROM guild_names WHERE guild_id = ?", (guild_id,))
+        rows = await self.fetchall("SELECT name FROM guild_names WHERE guild_id = ?", (guild_id,))
         return str(rows[0]["name"]) if rows else ""
 
     async def commands(self, guild_id: int) -> list[str]:
