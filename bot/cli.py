@@ -500,9 +500,16 @@ async def _serve_dashboard(config: Config, guild_id: int, hours: int | None) -> 
                 "its own dashboard serves the same database: /logs dashboard in Discord); "
                 "choose another port with --port, or 0 for any free one")
         hours = hours or config.dashboard.link_hours
+
+        async def operator_only(asked_guild: int, user_id: int) -> bool:
+            """No Discord to ask for anyone's rights: the operator who ran this command, for
+            the server it names, and nobody else."""
+            return (asked_guild, user_id) == (guild_id, OPERATOR_USER_ID)
+
+        dashboard.authorize = operator_only
         # The operator has no Discord id: the link is issued to user 0.
-        link = dashboard.link(guild_id, OPERATOR_USER_ID,
-                              expires_at=int(time.time()) + hours * 3600)
+        link = await dashboard.link(guild_id, OPERATOR_USER_ID,
+                                    expires_at=int(time.time()) + hours * 3600)
         print(f"dashboard of server {guild_id}, valid {hours} h (keep it private: it is a key):")
         print(link, flush=True)
         print("serving until Ctrl+C", file=sys.stderr, flush=True)

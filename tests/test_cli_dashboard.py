@@ -146,7 +146,7 @@ async def test_the_header_names_the_server_the_bot_saw(tiny_config, tmp_path, ca
                 await asyncio.sleep(0.05)
             assert [(r["guild_id"], r["name"]) for r in rows] == [
                 (emu.guild_id, "Intro to NLP <2026>")]
-            link = h.services.dashboard.link(emu.guild_id, emu.moderator_id)
+            link = await h.services.dashboard.link(emu.guild_id, emu.moderator_id)
             base = h.services.dashboard.base_url
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
                 async with s.get(link) as r:
