@@ -148,6 +148,7 @@ def report(result: dict, args: argparse.Namespace) -> str:
 
 
 async def run(args: argparse.Namespace) -> str:
+    from bot.compose import ASK, open_services
     from tests.tiny_models import build_tiny_models  # the test suite's offline checkpoints
 
     with tempfile.TemporaryDirectory(prefix="tlm-burst-") as folder:
@@ -156,7 +157,9 @@ async def run(args: argparse.Namespace) -> str:
             "mask": str(paths.masked_lm), "qa": str(paths.qa),
             "generate": str(paths.causal_lm), "features": str(paths.masked_lm),
         }})
-        async with InferenceEngine(config) as engine:
+        # Built as the bot builds its services (bot.compose), minus Discord and the web view.
+        async with open_services(config, ASK) as services:
+            engine = services.engine
             await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
             # Warm every lane and the drawing processes, as a running bot would be.
             for _, _, make in MIX:
