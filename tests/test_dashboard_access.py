@@ -154,14 +154,15 @@ async def test_the_limiter_slows_bad_attempts_only_and_ignores_forged_forwarding
 def test_forwarded_addresses_count_only_from_the_trusted_proxy():
     from aiohttp.test_utils import make_mocked_request
 
-    from bot.dashboard.app import _CONTEXT, DashboardContext, client_of
+    from bot.dashboard.app import DashboardContext, client_of, make_app
+    from bot.dashboard.signing import Signer
 
     def client(trusted: str | None, peer: str, forwarded: str | None) -> str:
-        app = aiohttp.web.Application()
-        app[_CONTEXT] = DashboardContext(
+        context = DashboardContext(
             sentiment_report=str, default_cooldown="", log_inputs="none", public_path="",
             secure_cookies=False, link_seconds=60, sessions=None, authorize=None,
             trusted_proxy=trusted)
+        app = make_app(None, Signer(b"k" * 32), None, context)
         headers = {"X-Forwarded-For": forwarded} if forwarded else {}
         request = make_mocked_request("GET", "/login", headers=headers, app=app)
         request = request.clone(remote=peer)

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from bot.cli import main as cli_main
+from bot.dashboard.access import Sessions
 from bot.dashboard.app import COOKIE_PREFIX, DashboardContext, make_app
 from bot.dashboard.signing import Grant, Signer
 from core.storage.dashboard_data import DashboardData
@@ -69,13 +70,17 @@ async def logged(tmp_path: Path):
         yield db, querylog
 
 
+async def _instructor(guild_id: int, user_id: int) -> bool:
+    return True  # no Discord here: the session's reader is an instructor
+
+
 async def _dashboard_get(db: Database, path: str) -> bytes:
     """GET a dashboard page with a valid session of GUILD, over real HTTP."""
     data = await DashboardData.open(db.path)
     signer = Signer(b"export-test-key-" * 2)
     context = DashboardContext(sentiment_report=lambda: "", default_cooldown="none",
                                log_inputs="full", public_path="", secure_cookies=False,
-                               link_seconds=3600)
+                               link_seconds=3600, sessions=Sessions(db), authorize=_instructor)
     runner = web.AppRunner(make_app(data, signer, SettingsStore(db), context), access_log=None)
     await runner.setup()
     try:

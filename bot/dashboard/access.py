@@ -4,7 +4,7 @@ instructor's rights in Discord, asked on every dashboard request.
 A signature proves who was given a link and when; it cannot know that the instructor lost the
 role since, left the server, or that a moderator ended every session. So the pages ask:
 
-- `Sessions` (the bot's database, migration V8): each guild's epoch, which `/logs end-sessions`
+- `Sessions` (the bot's database, migration V9): each guild's epoch, which `/logs end-sessions`
   moves on (links and sessions of an older epoch are refused), and the links already exchanged
   (a link opens one session).
 - `Authorize`, a callback the bot gives the dashboard: ``await authorize(guild_id, user_id)`` is

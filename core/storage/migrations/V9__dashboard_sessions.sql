@@ -1,4 +1,4 @@
--- Schema version 8: dashboard sessions that end (bot/dashboard/access.py).
+-- Schema version 9: dashboard sessions that end (bot/dashboard/access.py).
 
 -- Each server's session epoch: every dashboard link and session carries the epoch it was made
 -- in, and `/logs end-sessions` moves it on, so everything issued before stops working at once.
