@@ -116,8 +116,6 @@ class TLMBot(commands.Bot):
             help_command=None,
             guild_ready_timeout=guild_ready_timeout,
         )
-        if config.database.log_inputs != "full":
-            quiet_library_payload_logs()
         self.config = config
         self.engine = engine
         self.querylog = querylog
@@ -223,16 +221,6 @@ class TLMBot(commands.Bot):
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else "no details"
-
-
-def quiet_library_payload_logs() -> None:
-    """discord.py logs whole gateway events and request bodies at DEBUG, and aiosqlite every
-    statement with its parameters: students' words and the answers that echo them. Where
-    `log_inputs` keeps no text, neither may the log."""
-    for name in ("discord", "aiosqlite"):
-        library = logging.getLogger(name)
-        if library.getEffectiveLevel() < logging.INFO:
-            library.setLevel(logging.INFO)
 
 
 def apply_option_limits(tree: app_commands.CommandTree, config: Config) -> None:

@@ -20,6 +20,7 @@ import discord
 import pytest
 
 from bot.compose import RUN, Services, make_bot, open_services
+from bot.logging_policy import apply as apply_logging_policy
 from bot.client import EXTENSIONS, TLMBot
 from core.config import Config
 from tests.discord_emulator import DiscordEmulator
@@ -79,6 +80,7 @@ async def running_bot(
     a student meets a bot that just started; by default the test starts once they loaded (or
     failed), so it measures what it tests, not a cold start."""
     caplog.set_level(log_level)
+    apply_logging_policy(debug_discord=False)  # as `tlm-bot run` does at start (bot.cli)
     async with contextlib.AsyncExitStack() as stack:
         emu = emulator or await stack.enter_async_context(DiscordEmulator())
         stack.enter_context(emu.patch_discord())
