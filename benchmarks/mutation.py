@@ -77,8 +77,13 @@ TARGETS: tuple[Target, ...] = (
     Target("querylog-rows", "core/storage/querylog/rows.py",
            ("tests/test_querylog_rows.py", "tests/test_querylog.py",
             "tests/test_querylog_hardening.py"), deselect=(BIG_EXPORT,)),
+    # What is kept of a student's words (log_inputs, digests): the rows' and the quizzes'.
+    Target("privacy", "core/privacy.py",
+           ("tests/test_querylog_rows.py", "tests/test_querylog.py", "tests/test_quiz.py")),
     Target("querylog-export", "core/storage/querylog/export.py",
-           ("tests/test_querylog.py", "tests/test_querylog_hardening.py"),
+           ("tests/test_querylog.py", "tests/test_querylog_hardening.py",
+            "tests/test_exports.py::test_every_export_route_writes_the_same_escaped_file",
+            "tests/test_exports.py::test_the_dashboards_json_keeps_ids_whole"),
            deselect=(BIG_EXPORT,)),
     Target("dashboard-signing", "bot/dashboard/signing.py",
            ("tests/test_dashboard.py::test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose",
@@ -92,8 +97,9 @@ TARGETS: tuple[Target, ...] = (
     # The rules, not the reveal's layout (build_reveal and its helpers are display).
     Target("quiz-rules", "core/storage/quizzes.py", ("tests/test_quiz.py",),
            functions=("xǁQuizStoreǁ__init__", "xǁQuizStoreǁkeeps_words",
-                      "xǁQuizStoreǁkept_guess", "xǁQuizStoreǁcreate", "xǁQuizStoreǁguess",
-                      "xǁQuizStoreǁclose", "xǁQuizStoreǁdelete_user", "xǁQuizStoreǁpurge",
+                      "xǁQuizStoreǁ_key", "xǁQuizStoreǁcreate", "xǁQuizStoreǁguess",
+                      "xǁQuizStoreǁclose", "xǁQuizStoreǁdelete_for_user",
+                      "xǁQuizStoreǁpurge_expired", "xǁQuizStoreǁforget_after_reveal",
                       "x_normalise_guess", "x_check_new_quiz")),
     # The front door: today cogs/outcome.py's gate; its tests drive the bot through the
     # emulated Discord, so they keep working when the gate moves.
