@@ -479,7 +479,7 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
             except Overloaded:
                 if attempt == REVEAL_TRIES - 1:
                     return render_quiz_failed(quiz, "The bot was too busy to reveal the model's "
-                                                    "answer. The guesses are kept.")
+                                                    "answer. Start the quiz again to see it.")
                 await asyncio.sleep(REVEAL_RETRY_S)
             except Exception as exc:
                 log.warning("quiz %d: no reveal", quiz.id, exc_info=True)
