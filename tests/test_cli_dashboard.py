@@ -183,6 +183,9 @@ async def test_at_390_px_the_queries_fit_and_the_status_is_in_view(tmp_path, tin
                                               args=["--no-sandbox", "--disable-gpu"])
             page = await browser.new_page(viewport={"width": 390, "height": 844})
             await page.goto(link)
+            # The login page moves on by itself (a meta refresh): let it land first, or the
+            # next navigation races it.
+            await page.wait_for_url(f"**/g/{GUILD}/")
             await page.goto(link.split("/login?")[0] + f"/g/{GUILD}/queries")
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"the page scrolls sideways: {width} px wide"
