@@ -12,8 +12,7 @@ Why one scratch copy per module: mutmut reads its settings from the folder it ru
 its state there (``mutants/``), so each module gets ``build/mutation/<name>/`` with a copy of
 the source and tests and its own ``setup.cfg``; the checkout itself is never edited.
 
-The module list is `TARGETS`, the one place to edit when a protection moves (the gate is moving
-from cogs/outcome.py to bot/interactions/; engine admission may move to its own lanes module).
+The module list is `TARGETS`, the one place to edit when a protection moves.
 
     python benchmarks/mutation.py                 every module
     python benchmarks/mutation.py policy gate     some modules
@@ -91,22 +90,24 @@ TARGETS: tuple[Target, ...] = (
             "tests/test_dashboard.py::test_a_forged_signature_never_passes_second_by_second",
             "tests/test_dashboard.py::"
             "test_the_key_comes_from_the_environment_or_is_kept_in_the_database")),
-    Target("engine-admission", "core/inference/engine.py",
-           ("tests/test_engine.py",),
-           functions=("xǁInferenceEngineǁadmit", "xǁ_Laneǁput", "xǁ_Laneǁ_collect")),
+    Target("engine-admission", "core/inference/engine.py", ("tests/test_engine.py",),
+           functions=("xǁInferenceEngineǁadmit",)),
+    # The queue itself: the limit counts live callers only; a batch skips callers that left.
+    Target("lanes-admission", "core/inference/lanes.py", ("tests/test_engine.py",),
+           functions=("xǁPendingǁlive", "xǁLaneǁwaiting", "xǁLaneǁput", "xǁLaneǁcollect")),
     # The rules, not the reveal's layout (build_reveal and its helpers are display).
     Target("quiz-rules", "core/storage/quizzes.py", ("tests/test_quiz.py",),
-           functions=("xǁQuizStoreǁ__init__", "xǁQuizStoreǁkeeps_words",
-                      "xǁQuizStoreǁ_key", "xǁQuizStoreǁcreate", "xǁQuizStoreǁguess",
-                      "xǁQuizStoreǁclose", "xǁQuizStoreǁdelete_for_user",
-                      "xǁQuizStoreǁpurge_expired", "xǁQuizStoreǁforget_after_reveal",
-                      "x_normalise_guess", "x_check_new_quiz")),
-    # The front door: today cogs/outcome.py's gate; its tests drive the bot through the
-    # emulated Discord, so they keep working when the gate moves.
-    Target("gate", "cogs/outcome.py",
-           ("tests/test_front_door.py",
+           functions=("xǁQuizStoreǁ__init__", "xǁQuizStoreǁkeeps_words", "xǁQuizStoreǁ_key",
+                      "xǁQuizStoreǁcreate", "xǁQuizStoreǁguess", "xǁQuizStoreǁclose",
+                      "xǁQuizStoreǁdelete_for_user", "xǁQuizStoreǁpurge_expired",
+                      "xǁQuizStoreǁforget_after_reveal", "x_normalise_guess",
+                      "x_check_new_quiz")),
+    # The front door (bot/interactions/turn.py): its tests drive the bot through the emulated
+    # Discord, so they name no module of the interaction layer.
+    Target("gate", "bot/interactions/turn.py",
+           ("tests/test_cooldown_refunds.py",
             "tests/test_moderation_e2e.py::test_threads_and_voice_chats_follow_channel_rules"),
-           functions=("x_gate", "x_release_cooldown", "x_charge_cooldown")),
+           functions=("xǁTurnǁgate", "xǁTurnǁrefund", "x_enter")),
 )
 
 #: mutmut's exit codes by verdict (mutmut.stats.status_by_exit_code, grouped).
