@@ -12,6 +12,7 @@ These tests name no module of the interaction layer, so they hold wherever the g
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -162,6 +163,12 @@ async def test_opening_a_form_gives_the_use_back_and_its_submit_is_answered(
         assert again.ephemeral and TOO_FAST in again.text, again.text
         rows = await h.rows()
     assert statuses(rows)[-2:] == [(runs, "ok"), (runs, "cooldown")]
+    # The submit's row says how it came (the form) and holds the text typed into it.
+    # (The right-click's input is the message with the typed word masked.)
+    form_row = rows[-2]
+    typed = values["text"].replace("Paris", "[MASK]") if runs == "mask" else values["text"]
+    assert json.loads(form_row["options"]).get("via"), form_row["options"]
+    assert typed in form_row["input_text"], form_row["input_text"]
 
 
 async def test_the_quiz_guess_form_gives_the_use_back(tiny_config, tmp_path, caplog):
