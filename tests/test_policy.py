@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import InvalidInput
-from core.policy import Actor, Policy, decide
+from core.policy import Actor, Decision, Policy, decide
 from core.storage.database import Database
 from core.storage.guild_settings import Cooldown, GuildSettings, Rule, SettingsStore
 
@@ -472,9 +472,12 @@ async def test_emptied_cooldown_windows_are_forgotten(store: SettingsStore,
     clock = FakeClock()
     policy = Policy(store, clock=clock)
     await store.set_cooldown(G, "mask", 1, 10)
-    for user in (1, 2, 3):  # checks 1-3
+    assert (await policy.check(G, CH, student(user=1), "mask", "student")).allowed
+    clock.now += 10  # user 1's window has just emptied (a use counts for exactly 10 s)
+    for user in (2, 3):  # checks 2-3: no sweep yet
         assert (await policy.check(G, CH, student(user=user), "mask", "student")).allowed
-    clock.now += 10  # every window has just emptied (a use counts for exactly 10 s)
+        assert (G, 1, "mask") in policy._uses
+    clock.now += 10  # every window has emptied
     assert (await policy.check(G, CH, student(user=4), "mask", "student")).allowed  # sweeps
     assert set(policy._uses) == set(policy._expires) == {(G, 4, "mask")}
     # Not swept: a window still in use.
@@ -483,3 +486,27 @@ async def test_emptied_cooldown_windows_are_forgotten(store: SettingsStore,
         assert (await policy.check(G, CH, student(user=user), "mask", "student")).allowed
     assert len(policy._uses) == len(policy._expires) == 5
     assert not (await policy.check(G, CH, student(user=4), "mask", "student")).allowed
+
+
+async def test_throttle_counts_a_fixed_rate_in_a_sliding_window(store: SettingsStore) -> None:
+    """Feedback votes: a rate no moderator sets, the same for everyone (no exemptions)."""
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    rate = Cooldown("feedback", 2, 10.0)
+    teacher = Actor(9, is_moderator=True)
+    assert policy.throttle(G, teacher.user_id, "feedback", rate) == Decision(
+        True, "within 2 per 10 s")
+    clock.now += 4
+    assert policy.throttle(G, teacher.user_id, "feedback", rate).allowed
+    clock.now += 5.5
+    reason = "You're doing that too fast. Try again in 1 s."
+    assert policy.throttle(G, teacher.user_id, "feedback", rate) == Decision(
+        False, reason, ("refused: " + reason,), retry_after=pytest.approx(0.5),
+        status="cooldown")
+    assert policy.throttle(G, 2, "feedback", rate).allowed  # another member: own window
+    assert policy.throttle(G + 1, teacher.user_id, "feedback", rate).allowed  # another guild
+    clock.now += 0.5  # the first vote leaves the window exactly now
+    assert policy.throttle(G, teacher.user_id, "feedback", rate).allowed
+    later = policy.throttle(G, teacher.user_id, "feedback", rate)
+    assert not later.allowed and later.retry_after == pytest.approx(4.0)
+    assert "Try again in 4 s." in later.reason
