@@ -87,6 +87,8 @@ TARGETS: tuple[Target, ...] = (
     Target("dashboard-signing", "bot/dashboard/signing.py",
            ("tests/test_dashboard.py::test_signed_tokens_refuse_forgery_expiry_and_the_wrong_purpose",
             "tests/test_dashboard.py::test_a_link_expires_at_exactly_its_expiry_second",
+            "tests/test_dashboard.py::"
+            "test_link_ids_are_16_safe_characters_and_a_bad_one_is_refused",
             "tests/test_dashboard.py::test_a_forged_signature_never_passes_second_by_second",
             "tests/test_dashboard.py::"
             "test_the_key_comes_from_the_environment_or_is_kept_in_the_database")),

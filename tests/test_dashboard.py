@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from bot.dashboard.app import COOKIE_PREFIX, MAX_FAILURES, SECURITY_HEADERS, FailureLimiter
-from bot.dashboard.signing import SECRET_ENV, Grant, Signer, dashboard_key
+from bot.dashboard.signing import SECRET_ENV, Grant, Signer, dashboard_key, new_link_id
 from core.storage.dashboard_data import Window
 from core.storage.database import Database
 from core.storage.querylog import CSV_COLUMNS
@@ -98,6 +98,19 @@ def test_a_forged_signature_never_passes_second_by_second():
         grant = check_signing_at(signer, start + timedelta(seconds=second))
         last_characters.add(signer.issue("link", grant)[-1])
     assert "A" in last_characters  # the case where the old forgery was the real token
+
+
+def test_link_ids_are_16_safe_characters_and_a_bad_one_is_refused():
+    signer = Signer(b"k" * 32)
+    ids = {new_link_id() for _ in range(50)}
+    assert len(ids) == 50 and all(re.fullmatch(r"[A-Za-z0-9_-]{16}", i) for i in ids)
+    grant = Grant(guild_id=1, user_id=2, expires_at=4_000_000_000, link_id=ids.pop())
+    assert signer.verify("link", signer.issue("link", grant)) == grant
+    with pytest.raises(ValueError, match=re.escape(
+            "a link id is up to 32 characters of [A-Za-z0-9_-]")):
+        signer.issue("link", Grant(1, 2, 4_000_000_000, link_id="a.b"))
+    for junk in (None, 123, b"1.2.3.4..x"):  # not text: refused, not an exception
+        assert signer.verify("link", junk) is None  # type: ignore[arg-type]
 
 
 def test_a_link_expires_at_exactly_its_expiry_second():
