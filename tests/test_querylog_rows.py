@@ -112,3 +112,29 @@ async def test_a_row_reads_back_whole(tmp_path: Path) -> None:
         "maskpair", {**FREE, **FIXED}, f"The {MARK} is [MASK].", f"{MARK} filled in")
     assert (row.status, row.error, row.model_id) == ("user_error", "invalid_input", "tiny")
     assert (row.queue_ms, row.inference_ms, row.total_ms, row.feedback) == (1.5, 2.5, 4.0, -1)
+
+
+def test_a_record_made_now_is_in_utc(far_from_utc) -> None:
+    before = datetime.now(timezone.utc)
+    made = record().created_at
+    assert made is not None and made.utcoffset() == timedelta(0)
+    assert before <= made <= datetime.now(timezone.utc)
+
+
+def test_options_are_stored_as_sorted_json_with_their_own_characters() -> None:
+    """One spelling per set of options (sorted keys), text as typed (no \\u escapes), and a
+    value JSON cannot hold (a date) as its text rather than a failed row."""
+    at = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    row = RowBuilder("full").build_row(record(options={"word": "café", "at": at, "k": 3}))
+    assert row.options == f'{{"at": "{at}", "k": 3, "word": "café"}}'
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"status": "fine"}, "unknown status 'fine'"),
+    ({"command": ""}, "empty command name"),
+])
+def test_a_bad_record_is_refused_with_its_reason(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RowBuilder().build_row(record(**changes))
+    with pytest.raises(ValueError, match="not a stored time: '2026-03-01'"):
+        from_db_time("2026-03-01")
