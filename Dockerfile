@@ -11,15 +11,18 @@ ENV PIP_NO_CACHE_DIR=1 \
     HF_HOME=/data/hf-cache
 
 WORKDIR /opt/tlm-bot
+# constraints.txt: the versions the test suite passed with (the Makefile and CI install them too).
+COPY constraints.txt ./
 # The CPU build of torch from PyTorch's own index, first: PyPI would serve a CUDA build of
 # several GB, and the project's `torch` requirement is then already satisfied.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+RUN pip install "$(grep -m1 '^torch==' constraints.txt)" \
+        --index-url https://download.pytorch.org/whl/cpu
 
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
 COPY core ./core
-RUN pip install .
+RUN pip install . -c constraints.txt
 
 RUN useradd --create-home --uid 10001 tlm && mkdir /data && chown tlm /data
 # The dashboard on the container's interfaces, links to the published port: a new volume starts

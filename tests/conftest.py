@@ -12,6 +12,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for the models the tests run directly and for every subprocess: the tiny
+# models gain nothing from a second thread, and with the suite's workers side by side on few
+# cores OpenMP's spinning threads fight each other (a 100-token generate took several times
+# longer with two). The engine still sets its workers' threads from `[engine] torch_threads`.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Ray reads these at import: loopback addresses stay loopback, no usage reports (see
 # core/inference/serving/cluster.py; tests/ray_cluster.py proves it with strace).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -20,6 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+from collections import Counter  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -35,6 +41,68 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 #: A folder to keep the tiny models in between pytest runs. `make mutation` sets it: it runs
 #: the tests once per mutant, and building the models would be most of each run.
 MODELS_DIR_ENV = "TLM_TEST_MODELS_DIR"
+
+#: Test modules whose tests must all run in one process: they share a session fixture that
+#: only one process may hold at a time (one private Ray cluster per session, `ray_cluster`).
+#: Under pytest-xdist (`make test` runs `-n auto`) each of these goes to one worker whole.
+ONE_WORKER_MODULES = ("tests/test_ray_serve.py",)
+#: Session fixtures that must stay in the modules above.
+ONE_WORKER_FIXTURES = ("ray_cluster",)
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first, so that under pytest-xdist no worker starts a long test last while the
+    others sit idle: the one-worker modules (starting a Ray cluster is the longest single
+    step), then modules with `slow` tests (subprocesses), then the rest. Whole modules move,
+    in their own order, so module fixtures are still set up once per worker."""
+    for item in items:
+        stray = set(ONE_WORKER_FIXTURES) & set(getattr(item, "fixturenames", ()))
+        if stray and _module(item.nodeid) not in ONE_WORKER_MODULES:
+            raise pytest.UsageError(
+                f"{item.nodeid} uses {sorted(stray)}: add its module to ONE_WORKER_MODULES "
+                "in tests/conftest.py, or under pytest-xdist two workers would each start one")
+    slow_modules = {_module(item.nodeid) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> int:
+        module = _module(item.nodeid)
+        return 0 if module in ONE_WORKER_MODULES else 1 if module in slow_modules else 2
+
+    items.sort(key=rank)  # stable: each module keeps its order
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own; only with xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist's `load` distribution, except that a module of ONE_WORKER_MODULES goes to
+    one worker as a whole. (`--dist loadgroup` with `xdist_group` marks would say the same, but
+    pytest-xdist 3.8 loses the groups on pytest 9.2: pytest-dev/pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return OneWorkerModules(config, log)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """No silent skips: one line per reason, each saying what to install to run those tests
+    (`make test` runs what a fresh clone can; CI, `.ci/run`, installs the rest)."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, (tuple, list)) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("skipped, and what runs them", sep="-")
+        for reason, count in reasons.most_common():
+            terminalreporter.line(f"{count:3d} skipped: {reason}")
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +126,9 @@ def tiny_config_dict(paths: TinyModelPaths) -> dict:
             "generate": str(paths.causal_lm),
             "features": str(paths.masked_lm),
         },
-        "engine": {"max_wait_ms": 5.0, "workers": 2, "torch_threads": 1},
+        # One drawing process: each engine starts its drawing processes at once, and each
+        # imports matplotlib; a test that needs more says so (tests/test_pictures.py).
+        "engine": {"max_wait_ms": 5.0, "workers": 2, "torch_threads": 1, "picture_workers": 1},
         # A free port each: tests run side by side and must never fight over 8765.
         "dashboard": {"port": 0},
     }
@@ -103,9 +173,13 @@ def write_tiny_config(path: Path, models: TinyModelPaths, **sections: dict) -> P
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(tiny_models: TinyModelPaths):
-    """One private loopback Ray cluster with the tiny models deployed (see tests/ray_cluster.py)."""
+    """One private loopback Ray cluster with the tiny models deployed (see tests/ray_cluster.py).
+
+    Module scope is one cluster per session all the same (only the modules of
+    ONE_WORKER_MODULES may use it, and there is one), but it stops when its module is done:
+    an idle cluster's processes would keep taking CPU from the rest of the suite."""
     from tests.ray_cluster import running_cluster
 
     with running_cluster(tiny_models) as cluster:

@@ -42,7 +42,8 @@ TEST_SIZING = {
 }
 #: Deploying the models on a busy 2-core machine took up to ~70 s.
 SERVE_TIMEOUT_S = 300
-NO_RAY = "Ray is not installed (pip install -e '.[ray]'); the Ray backend tests need it"
+NO_RAY = ("Ray is not installed: `make test TEST_EXTRAS=test,ray` (CI's) or "
+          "`pip install -e '.[ray]'` runs the Ray backend's tests")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from core.sentiment import LabelledData
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import (
     EPHEMERAL,
+    NO_SPEC,
     SPEC_PATH,
     DiscordEmulator,
     InteractionRecord,
@@ -222,7 +223,7 @@ def _check_documented_limits(obj: dict[str, Any], where: str, depth: int = 0) ->
         assert chars(obj) <= 4000, where
 
 
-@pytest.mark.skipif(not SPEC_PATH.is_file(), reason="no shared/discord-api-spec/openapi.json")
+@pytest.mark.skipif(not SPEC_PATH.is_file(), reason=NO_SPEC)
 async def test_synced_commands_match_discords_openapi_spec(tiny_config, tmp_path, caplog):
     spec = json.loads(SPEC_PATH.read_text())
     schema = spec["components"]["schemas"]["ApplicationCommandCreateRequest"]

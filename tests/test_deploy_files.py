@@ -26,6 +26,10 @@ from bot.cli import EXIT_USER
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: The tested versions every install takes (the Makefile, CI and the Dockerfile).
+CONSTRAINTS = ROOT / "constraints.txt"
+TORCH = next(line for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines()
+             if line.startswith("torch=="))
 
 
 # ---------------------------------------------------------------------------------- Makefile
@@ -48,7 +52,7 @@ def make_dry_run(workdir: Path, target: str, *variables: str) -> list[str]:
 def checkout(tmp_path: Path) -> Path:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
@@ -60,9 +64,9 @@ def test_make_test_sets_up_a_fresh_machine_then_runs_the_readme_test_command(che
     # The CPU wheel first, from PyTorch's CPU index (falling back to the usual index where that
     # one cannot be reached), then the project with its test extras.
     cpu_try, fallback = torch.split(" || ")
-    assert shlex.split(cpu_try)[-3:] == ["torch==2.13.0", "--index-url", CPU_INDEX], torch
-    assert shlex.split(fallback)[-1] == "torch==2.13.0", torch
-    assert shlex.split(project)[-2:] == ["-e", ".[test]"], project
+    assert shlex.split(cpu_try)[-3:] == [TORCH, "--index-url", CPU_INDEX], torch
+    assert shlex.split(fallback)[-1] == TORCH, torch
+    assert shlex.split(project)[-4:] == ["-c", "constraints.txt", "-e", ".[test]"], project
     assert lines.index(torch) < lines.index(project)
     # The README's own test command, offline.
     assert pytest_line.startswith("HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"), pytest_line
@@ -80,20 +84,23 @@ def test_a_second_make_test_does_not_reinstall_until_pyproject_changes(checkout)
     for stamp in (".installed", ".installed-test"):
         (checkout / ".venv" / stamp).touch()
     assert make_dry_run(checkout, "test") == [
-        "HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"]
+        "HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -n auto"]
     assert make_dry_run(checkout, "run") == [".venv/bin/tlm-bot run"]
-    # A new dependency in pyproject.toml: the next call installs again.
-    future = time.time() + 5
-    os.utime(checkout / "pyproject.toml", (future, future))
-    assert any("pip install" in line for line in make_dry_run(checkout, "test"))
+    # A new dependency in pyproject.toml, or new tested versions: the next call installs again.
+    for later, changed in ((time.time() + 5, "pyproject.toml"),
+                           (time.time() + 10, "constraints.txt")):
+        os.utime(checkout / changed, (later, later))
+        assert any("pip install" in line for line in make_dry_run(checkout, "test")), changed
+        for stamp in (".installed", ".installed-test"):  # installed again
+            os.utime(checkout / ".venv" / stamp, (later + 1, later + 1))
 
 
 def test_make_run_installs_without_test_extras_and_torch_index_can_be_emptied(checkout):
     lines = make_dry_run(checkout, "run")
-    assert shlex.split(lines[2])[-2:] == ["-e", "."]
+    assert shlex.split(lines[2])[-4:] == ["-c", "constraints.txt", "-e", "."]
     assert lines[-1] == ".venv/bin/tlm-bot run"
     plain = make_dry_run(checkout, "run", "TORCH_INDEX=")
-    assert shlex.split(plain[1])[-1] == "torch==2.13.0"  # no --index-url at all
+    assert shlex.split(plain[1])[-1] == TORCH  # no --index-url at all
 
 
 def test_ci_runs_make_test_in_a_fresh_venv():
@@ -145,6 +152,11 @@ def test_dockerfile_copies_files_that_exist_installs_cpu_torch_and_runs_the_bot(
     project = next(i for i, run in enumerate(runs) if run.startswith("pip install ."))
     assert torch < project
     assert f"--index-url {CPU_INDEX}" in runs[torch]
+    # Both take the tested versions: torch's pin from constraints.txt, the rest with `-c`.
+    assert "constraints.txt" in runs[torch] and "-c constraints.txt" in runs[project]
+    copies = [args for keyword, args in instructions if keyword == "COPY"]
+    assert instructions.index(("COPY", next(c for c in copies if "constraints.txt" in c))) < \
+        instructions.index(("RUN", runs[torch]))
     # Every package the project installs must be copied in before `pip install .`.
     copied = {shlex.split(args)[0].rstrip("/") for keyword, args in instructions
               if keyword == "COPY"}

@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from tests.discord_emulator import (
+    NO_SPEC,
     SPEC_PATH,
     DiscordEmulator,
     message_is_empty,
@@ -621,7 +622,7 @@ def test_validate_command_json_rules() -> None:
         assert any(expected in p for p in problems), (expected, problems)
 
 
-@pytest.mark.skipif(not SPEC_PATH.is_file(), reason="Discord OpenAPI spec not available")
+@pytest.mark.skipif(not SPEC_PATH.is_file(), reason=NO_SPEC)
 def test_validate_command_json_uses_the_spec() -> None:
     command = {"name": "ask", "description": "Ask", "type": 1,
                "options": [{"type": 3, "name": "q", "description": "d", "max_length": 7000}]}

@@ -35,11 +35,11 @@ from core.inference.tasks.maskpair import MaskPairRequest
 from core.inference.tasks.nexttoken import NextTokenRequest
 from core.inference.tasks.qa import QARequest
 from core.inference.tasks.tokens import TokensRequest
+from tests.ray_cluster import NO_RAY
 
 pytestmark = [
     pytest.mark.ray,
-    pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                       reason="Ray is not installed (pip install -e '.[ray]')"),
+    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=NO_RAY),
 ]
 
 SENTENCE = "The bank by the river was quiet."

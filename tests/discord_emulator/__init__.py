@@ -67,7 +67,7 @@ from .rules import (
     validate_message,
     validate_modal,
 )
-from .schema import SPEC_PATH
+from .schema import NO_SPEC, SPEC_PATH
 from .world import DISCORD_EPOCH_MS, Guild, InteractionRecord, flatten_components, snowflake
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "LOADING",
     "MANAGE_GUILD",
     "SITE_DIR",
+    "NO_SPEC",
     "SPEC_PATH",
     "ComponentsMixin",
     "DiscordEmulator",

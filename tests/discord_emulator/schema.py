@@ -31,6 +31,10 @@ SPEC_PATH = Path(
         Path(__file__).resolve().parents[3] / "shared" / "discord-api-spec" / "openapi.json",
     )
 )
+#: The skip reason of the tests that need the spec (the suite's summary prints it).
+NO_SPEC = (f"Discord's OpenAPI spec is not at {SPEC_PATH} (put discord-api-spec's openapi.json "
+           "there, or set TLM_DISCORD_API_SPEC to it; CI has it); without it the emulator also "
+           "skips its schema checks of the bot's requests")
 
 
 @functools.cache
