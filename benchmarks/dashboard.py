@@ -34,8 +34,8 @@ from bot.dashboard.app import COOKIE_PREFIX, DashboardContext, make_app
 from bot.dashboard.signing import Grant, Signer
 from core.storage.dashboard_data import DashboardData
 from core.storage.database import Database
-from core.storage.querylog import to_db_time
 from core.storage.guild_settings import SettingsStore
+from core.storage.querylog import to_db_time
 
 OUTPUT = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- dashboard:start -->", "<!-- dashboard:end -->"

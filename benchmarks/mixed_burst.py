@@ -52,8 +52,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from core.config import parse_config  # noqa: E402
-from core.inference.engine import InferenceEngine  # noqa: E402
 from core.errors import Overloaded  # noqa: E402
+from core.inference.engine import InferenceEngine  # noqa: E402
 from core.inference.tasks.attention import AttentionRequest  # noqa: E402
 from core.inference.tasks.contextsim import ContextSimRequest  # noqa: E402
 from core.inference.tasks.fill_mask import FillMaskRequest  # noqa: E402
@@ -81,7 +81,8 @@ MIX: tuple[tuple[str, int, Any], ...] = (
 )
 
 
-def schedule(requests: int, students: int, seconds: float, seed: int) -> list[tuple[float, str, Any]]:
+def schedule(requests: int, students: int, seconds: float,
+             seed: int) -> list[tuple[float, str, Any]]:
     rng = random.Random(seed)
     names = [name for name, _, _ in MIX]
     weights = [weight for _, weight, _ in MIX]

@@ -119,7 +119,8 @@ NOTES = """\
 - **Where the time goes** (cProfile of `run_batch` at 1 thread): a /mask batch of 32 spends
   ~97% in the encoder's Linear layers; tokenising and decoding fillers are ~1-2%. The batched
   path runs near one core's peak, so what is left to win is fewer FLOPs, i.e. less padding:
-  rows of similar length now share a forward (`length_groups` in `core/inference/tasks/padding.py`, used by
+  rows of similar length now share a forward (`length_groups` in `core/inference/tasks/padding.py`,
+  used by
   /qa, /mask and features; measured in CPU time: QA 1.6x, features 1.5x, /mask 1.15x over one
   batch padded to the longest). One-by-one forwards are partly bound by streaming the weights
   (~170 MB for DistilBERT's encoder, ~500 MB for GPT-2), which is what batching amortises;

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from core.inference.backends import describe_runtime
 from core.config import (
     TOKEN_ENV,
     Config,
@@ -32,6 +31,7 @@ from core.config import (
 )
 from core.errors import CoreError as UserError  # user and service errors alike
 from core.errors import ModelUnavailable
+from core.inference.backends import describe_runtime
 
 log = logging.getLogger("tlm-bot")
 
@@ -202,7 +202,8 @@ def _models_needed(args: argparse.Namespace, config: Config) -> list[ModelSpec]:
 def _check_models(specs: Sequence[ModelSpec]) -> None:
     """Fail within a second, with the fix, when a model is neither local nor reachable.
 
-    The loader's own check (`core.inference.models.where_to_load`), run before anything else: without
+    The loader's own check (`core.inference.models.where_to_load`), run before anything else:
+    without
     it, transformers retries an unreachable hub for about a minute per model and then reports
     it in a traceback. A model already in the cache or a local folder never touches the network.
     """

@@ -25,11 +25,11 @@ from bot.interactions.turn import Turn, outcome_of_interaction_error
 from core.config import Config
 from core.inference.engine import InferenceEngine
 from core.policy import Policy
+from core.sentiment.service import SentimentService
+from core.storage.guild_settings import SettingsStore
 from core.storage.querylog import QueryLog, QueryRecord
 from core.storage.quizzes import QuizStore
 from core.storage.student_data import StudentData
-from core.sentiment.service import SentimentService
-from core.storage.guild_settings import SettingsStore
 from core.storage.sync_state import SyncState
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ The change test hashes the very JSON `CommandTree.sync` would send (`command.to_
 every slash command and context menu of the scope), so anything Discord would see counts: a new
 command, a reworded description, an option bound that follows `[limits]`
 (`bot.client.apply_option_limits`). The digest of the last successful sync per scope is kept in
-the database (`core.storage.sync_state`). A forced sync records its digest too, so the next start does
+the database (`core.storage.sync_state`). A forced sync records its digest too, so the next start
+does
 not repeat it.
 
 The scope is `[discord] dev_guild` when set (guild commands update instantly: the global

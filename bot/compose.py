@@ -34,16 +34,16 @@ from bot.client import EXTENSIONS, TLMBot
 from bot.dashboard import Dashboard
 from bot.dashboard.rights import DiscordRights
 from core.config import Config
-from core.storage.database import Database
-from core.inference.engine import InferenceEngine
 from core.errors import ServiceError
+from core.inference.engine import InferenceEngine
 from core.policy import Policy
 from core.privacy import installation_salt
+from core.sentiment.service import SentimentService
+from core.storage.database import Database
+from core.storage.guild_settings import Cooldown, SettingsStore
 from core.storage.querylog import FeedbackVotes, QueryLog, QueryRows
 from core.storage.quizzes import QuizStore
 from core.storage.student_data import StudentData
-from core.sentiment.service import SentimentService
-from core.storage.guild_settings import Cooldown, SettingsStore
 from core.storage.sync_state import SyncState
 
 log = logging.getLogger(__name__)

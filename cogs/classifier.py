@@ -14,13 +14,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.interactions.turn import Answer, Turn, reply_staff
-from bot.interactions.render import COLOUR, Reply, code
 from bot.interactions.host import Host
+from bot.interactions.render import COLOUR, Reply, code
+from bot.interactions.turn import Answer, Turn, reply_staff
 from core.errors import InvalidInput
 from core.outcomes import Outcome, outcome_of_error
 from core.sentiment import parse_labelled_bytes, read_capped
-
 
 log = logging.getLogger(__name__)
 

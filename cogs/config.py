@@ -13,13 +13,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.interactions.names import CommandName, actor_of_member, command_kind, parent_channel_id
-from bot.interactions.turn import reply_staff
-from bot.interactions.render import COLOUR, Reply, clip
 from bot.interactions.host import Host
+from bot.interactions.names import CommandName, actor_of_member, command_kind, parent_channel_id
+from bot.interactions.render import COLOUR, Reply, clip
+from bot.interactions.turn import reply_staff
 from core.errors import InvalidInput
 from core.storage.guild_settings import ALL_COMMANDS
-
 
 #: Where a channel rule can apply: text and announcement channels, the text chat of voice and
 #: stage channels, and threads (a thread without rules of its own follows its parent).

@@ -26,7 +26,6 @@ from bot.interactions.turn import FORM_OPENED, Action, Answer, Turn, enter, with
 from core.errors import InvalidInput
 
 
-
 def message_text(message: discord.Message) -> str:
     """What a right-clicked message says: its text, else its first embed's (a bot answer)."""
     text = message.content or next((e.description for e in message.embeds if e.description), "")

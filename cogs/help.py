@@ -18,13 +18,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.interactions.names import actor_of_member, command_kind, parent_channel_id, policy_name
-from bot.interactions.turn import reply_staff
-from bot.interactions.render import COLOUR, EMBED_FIELD_LIMIT, Reply, clip, printable, safe
 from bot.interactions.host import Host
+from bot.interactions.names import actor_of_member, command_kind, parent_channel_id, policy_name
+from bot.interactions.render import COLOUR, EMBED_FIELD_LIMIT, Reply, clip, printable, safe
+from bot.interactions.turn import reply_staff
 from core.config import ModelSpec
 from core.policy import Decision
-
 
 #: Room for the command list; with three fields of at most 1024 characters the embed stays
 #: under Discord's 6000 characters per message.

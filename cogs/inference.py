@@ -1,9 +1,11 @@
 """The course's commands: /mask, /qa, /generate, /tokens.
 
 Each method only declares its slash options (Discord shows the docstring's parameter lines);
-`bot.interactions.registry` says what the command runs and `bot.interactions.turn.answer` does the rest. Option types
+`bot.interactions.registry` says what the command runs and `bot.interactions.turn.answer` does the
+rest. Option types
 (`Range`, choices, `max_length`) make Discord itself reject nonsense; the core validates again
-because a raw API call can send anything. Text limits follow `[limits]` (`bot.interactions.registry`).
+because a raw API call can send anything. Text limits follow `[limits]`
+(`bot.interactions.registry`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ from discord.ext import commands
 
 from bot.interactions.answers import answer, run_form_submit
 from bot.interactions.forms import OneTextModal
-from bot.interactions.turn import FORM_OPENED, Action, Turn, enter
 from bot.interactions.host import Host
+from bot.interactions.turn import FORM_OPENED, Action, Turn, enter
 from core.inference.tasks.generate import MAX_TOP_K
-
 
 TEXT = app_commands.Range[str, 1, 1000]
 

@@ -15,14 +15,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.interactions.host import Host
 from bot.interactions.names import LoggedCommand
-from bot.interactions.turn import reply_staff
 from bot.interactions.paging import Page, first_page, plural, rows_page
 from bot.interactions.render import COLOUR, Reply, clip, safe
-from bot.interactions.host import Host
+from bot.interactions.turn import reply_staff
 from core.outcomes import STATUS_VALUES
 from core.storage.querylog import QueryFilter
-
 
 SINCE = Literal["1h", "24h", "7d", "30d", "all"]
 STATUS = Literal[STATUS_VALUES]  # type: ignore[valid-type]  # the one vocabulary

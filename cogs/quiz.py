@@ -1,7 +1,8 @@
 """/quiz mask and /quiz next: the whole class guesses, then the model's answer is revealed.
 
 The quiz itself (storage, one open quiz per channel, guesses under `log_inputs`, the tally) is
-`core.storage.quizzes`; this cog is its Discord side: the public card with its two buttons, the guess
+`core.storage.quizzes`; this cog is its Discord side: the public card with its two buttons, the
+guess
 modal, the timers, and the card's edits.
 
 Why the card is a channel message of its own (the instructor gets an ephemeral "started"): a
@@ -15,7 +16,8 @@ in `cog_load` (a quiz that ended while the bot was down is revealed at once).
 
 Every click and every modal submit goes through the same gate as a slash command (direct
 messages, moderator rules, pause, cooldown: a guess is a student use of `/quiz`) and ends in
-the front door (`bot.interactions.turn.enter`), which sends the one reply and writes the one row (`quiz guess`,
+the front door (`bot.interactions.turn.enter`), which sends the one reply and writes the one row
+(`quiz guess`,
 `quiz reveal`; the guessed word is the row's input text, so `log_inputs` applies to it).
 A Guess click that opens the modal writes no row of its own: the modal's submit is that
 guess's row (a refused or failed click is logged).
@@ -63,7 +65,6 @@ from core.storage.quizzes import (
     check_new_quiz,
     model_request,
 )
-
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from bot.interactions.answers import answer
 from bot.interactions.host import Host
 
 
-
 class Sentiment(commands.Cog):
     def __init__(self, bot: Host) -> None:
         self.bot = bot

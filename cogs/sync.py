@@ -13,11 +13,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.interactions.turn import reply_staff
-from bot.interactions.render import Reply
 from bot.interactions.host import Host
+from bot.interactions.render import Reply
+from bot.interactions.turn import reply_staff
 from core.errors import InvalidInput
-
 
 
 class Owner(commands.Cog):

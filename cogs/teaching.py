@@ -19,7 +19,6 @@ from core.inference.tasks.contextsim import MAX_WORD_CHARS
 from core.inference.tasks.generate import MAX_TOP_K
 from core.inference.tasks.logitlens import MAX_LENS_TOKENS
 
-
 SENTENCE = app_commands.Range[str, 1, 300]
 
 

@@ -21,13 +21,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.pictures import charts  # noqa: E402
 from core.config import parse_config  # noqa: E402
-from core.storage.database import Database  # noqa: E402
 from core.inference.engine import InferenceEngine  # noqa: E402
-from core.storage.quizzes import NewQuiz, QuizStore, model_request  # noqa: E402
 from core.inference.tasks.logitlens import LogitLensRequest  # noqa: E402
 from core.inference.tasks.neighbours import NeighboursRequest  # noqa: E402
+from core.pictures import charts  # noqa: E402
+from core.storage.database import Database  # noqa: E402
+from core.storage.quizzes import NewQuiz, QuizStore, model_request  # noqa: E402
 from tests.tiny_models import build_tiny_models  # noqa: E402
 
 OUT = REPO / "docs" / "img"

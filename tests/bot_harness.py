@@ -19,9 +19,9 @@ from typing import Any
 import discord
 import pytest
 
+from bot.client import EXTENSIONS, TLMBot
 from bot.compose import RUN, Services, make_bot, open_services
 from bot.logging_policy import apply as apply_logging_policy
-from bot.client import EXTENSIONS, TLMBot
 from core.config import Config
 from tests.discord_emulator import DiscordEmulator
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core.pictures import charts
 from core.errors import InputTooLong, InvalidInput
 from core.inference.models import Head
 from core.inference.tasks.logitlens import LogitLensRequest, lens_distributions
 from core.inference.tasks.neighbours import NeighboursRequest
 from core.inference.tasks.nexttoken import NextTokenRequest
+from core.pictures import charts
 
 PROMPT = "The capital of France is"
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import ModelSpec, parse_config
+from core.errors import ConfigError, Overloaded
 from core.inference.backends import describe_runtime, resolve_placement
 from core.inference.backends.int8 import conv1d_to_linear
-from core.config import ModelSpec, parse_config
 from core.inference.engine import InferenceEngine
-from core.errors import ConfigError, Overloaded
 from core.inference.models import Head
 from core.inference.tasks.attention import AttentionRequest
 from core.inference.tasks.features import FeaturesRequest

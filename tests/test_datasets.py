@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.sentiment.datasets import download_sst2
 from core.errors import NotReady
 from core.sentiment import load_labelled_data
+from core.sentiment.datasets import download_sst2
 
 TSV = b"a gorgeous , witty movie\t1\na dull , lifeless mess\t0\n"
 

@@ -14,7 +14,6 @@ import discord
 import pytest
 
 from core.storage.guild_settings import Cooldown
-
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import EPHEMERAL, DiscordEmulator, InteractionRecord
 from tests.test_reliability import models_ready, slow_fill_mask

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from core.config import ModelSpec, load_config
-from core.inference.engine import InferenceEngine
 from core.errors import ModelUnavailable
+from core.inference.engine import InferenceEngine
 from core.inference.models import LOAD_LOCK, Head, ModelRegistry
 from core.inference.tasks.fill_mask import FillMaskRequest
 from tests.tiny_models import TinyModelPaths

@@ -14,8 +14,8 @@ import time
 import pytest
 from PIL import Image
 
-from core.inference.engine import InferenceEngine
 from core.errors import Overloaded
+from core.inference.engine import InferenceEngine
 from core.inference.tasks.attention import AttentionRequest
 from core.inference.tasks.fill_mask import FillMaskRequest
 from core.inference.tasks.nexttoken import NextTokenRequest

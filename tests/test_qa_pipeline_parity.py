@@ -1,6 +1,7 @@
 """`/qa` answers what transformers 4.57's question-answering pipeline answered: whole words.
 
-transformers 5 has no QA pipeline, so span decoding is ours (core/inference/tasks/qa.py). The reference is
+transformers 5 has no QA pipeline, so span decoding is ours (core/inference/tasks/qa.py). The
+reference is
 tests/fixtures/qa_pipeline_4_57.json, written by tests/fixtures/make_qa_fixture.py in a separate
 transformers 4.57 venv from the same tiny QA model (tests/tiny_models.py builds it
 deterministically; the fixture keeps a fingerprint of its weights). The pipeline ran with its

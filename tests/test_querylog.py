@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from core.storage.database import Database, DatabaseTooNew, Migration, load_migrations
 from core.errors import ConfigError
 from core.outcomes import STATUS_VALUES, Status
+from core.storage.database import Database, DatabaseTooNew, Migration, load_migrations
+from core.storage.guild_settings import SettingsStore
 from core.storage.querylog import (
     CSV_COLUMNS,
     QueryFilter,
@@ -25,7 +26,6 @@ from core.storage.querylog import (
     from_db_time,
     unescape_csv_cell,
 )
-from core.storage.guild_settings import SettingsStore
 
 GUILD_A, GUILD_B = 1001, 2002
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from core.storage.database import Database, DatabaseUnusable, StorageError, load_migrations
 from core.errors import ConfigError, CoreError
 from core.outcomes import STATUS_VALUES, Status
+from core.storage.database import Database, DatabaseUnusable, StorageError, load_migrations
+from core.storage.guild_settings import SettingsStore
 from core.storage.querylog import (
     CSV_COLUMNS,
     STATUS_GROUPS,
@@ -33,7 +34,6 @@ from core.storage.querylog import (
     escape_csv_cell,
     unescape_csv_cell,
 )
-from core.storage.guild_settings import SettingsStore
 
 GUILD = 1234567890123456789  # 19 digits: more than a spreadsheet's 15
 USER = 987654321098765432

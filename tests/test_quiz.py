@@ -12,10 +12,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from PIL import Image
 
-from core.pictures import charts
-from core.storage.database import Database
 from core.errors import InvalidInput
+from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult, MaskFiller
+from core.inference.tasks.nexttoken import NextTokenRequest
+from core.pictures import charts
 from core.privacy import keyed_digest, salted_digest
+from core.storage.database import Database
 from core.storage.quizzes import (
     FORGET_AFTER,
     NewQuiz,
@@ -27,8 +29,6 @@ from core.storage.quizzes import (
     model_request,
     normalise_guess,
 )
-from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult, MaskFiller
-from core.inference.tasks.nexttoken import NextTokenRequest
 
 SENTENCE = "The [MASK] barked at the mailman."
 GUILD, CHANNEL, TEACHER = 1, 10, 99

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cogs.quiz import CARD_EDIT_INTERVAL_S
-from core.pictures.charts import visible_token
 from core.inference.tasks.fill_mask import FillMaskRequest
+from core.pictures.charts import visible_token
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import DiscordEmulator
 

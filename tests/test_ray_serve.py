@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from core.config import Config
-from core.inference.engine import InferenceEngine
 from core.errors import ModelUnavailable, Overloaded, RequestTimeout, UserError
+from core.inference.engine import InferenceEngine
 from core.inference.models import LoadState
 from core.inference.serving.backend import REPLICA_LOST
 from core.inference.tasks.attention import AttentionRequest

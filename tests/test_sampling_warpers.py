@@ -1,6 +1,7 @@
 """`sampling_candidates` keeps what transformers' own logits warpers keep, with the same weights.
 
-`/generate` samples from, and `/nexttoken` draws, `core.inference.tasks.generate.sampling_candidates`
+`/generate` samples from, and `/nexttoken` draws,
+`core.inference.tasks.generate.sampling_candidates`
 (temperature -> top-k -> top-p). transformers' `generate()` builds the same chain from
 `TemperatureLogitsWarper`, `TopKLogitsWarper` and `TopPLogitsWarper`, applied in that order. On
 random logits both must keep the same token set, and the renormalised probabilities of the kept

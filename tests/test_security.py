@@ -17,14 +17,13 @@ import discord
 import numpy as np
 import pytest
 
-from core.sentiment.persistence import load_classifier, save_classifier
-
 from bot.cli import main as cli_main
 from core.config import ModelSpec
 from core.errors import InvalidInput, ModelUnavailable
 from core.inference.models import Head, LoadState, ModelRegistry
-from core.storage.querylog import QueryFilter
 from core.sentiment import NPZ_NAME, EncoderInfo, SentimentClassifier
+from core.sentiment.persistence import load_classifier, save_classifier
+from core.storage.querylog import QueryFilter
 from tests.bot_harness import bot_config, running_bot
 from tests.discord_emulator import MANAGE_GUILD, DiscordEmulator
 

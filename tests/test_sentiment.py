@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from core.sentiment.persistence import load_classifier, save_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -32,6 +30,7 @@ from core.sentiment import (
     persistence,
     train_classifier,
 )
+from core.sentiment.persistence import load_classifier, save_classifier
 
 POSITIVE = ["good", "great", "excellent", "wonderful", "fun", "moving"]
 NEGATIVE = ["bad", "awful", "boring", "terrible", "dull", "tedious"]

@@ -1,6 +1,7 @@
 """Training data that hits a limit: a giant CSV cell, a body larger than its announced size.
 
-(`/classifier train`.) Both used to end in the generic apology (or, for the body, read all of it into memory first);
+(`/classifier train`.) Both used to end in the generic apology (or, for the body, read all of it
+into memory first);
 each must be refused with a message that says which limit and what to do.
 """
 

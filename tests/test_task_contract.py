@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from core.config import ModelSpec
-from core.inference.engine import InferenceEngine
-from core.inference.task_table import TASK_TYPES, model_needs
 from core.errors import InputTooLong, ModelUnavailable
+from core.inference.engine import InferenceEngine
 from core.inference.models import Head
+from core.inference.task_table import TASK_TYPES, model_needs
 from core.inference.tasks.base import ROLES
 from core.inference.tasks.features import FeaturesRequest
 from core.inference.tasks.fill_mask import FillMaskRequest

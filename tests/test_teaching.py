@@ -15,7 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-from core.pictures import charts
 from core.errors import InputTooLong, InvalidInput
 from core.inference.models import Head
 from core.inference.tasks.attention import AttentionRequest
@@ -24,6 +23,7 @@ from core.inference.tasks.fill_mask import FillMaskRequest
 from core.inference.tasks.generate import GenerateRequest
 from core.inference.tasks.maskpair import MaskPairRequest
 from core.inference.tasks.nexttoken import NextTokenRequest, next_token_distribution
+from core.pictures import charts
 
 SENTENCE = "The woman went to the bank to deposit money."
 

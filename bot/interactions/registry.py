@@ -3,7 +3,8 @@ request runs, how the result is drawn, which options are the student's text, and
 limits follow the config.
 
 The slash command itself (its typed, documented options) is declared once too, in its cog; the
-cog method is one line that hands the interaction to `bot.interactions.turn.answer`. Everything else reads
+cog method is one line that hands the interaction to `bot.interactions.turn.answer`. Everything
+else reads
 this table: the outcome path (what to run and log), `tlm-bot ask` (its sub-commands and options
 are generated from the same slash commands), `/config`'s command names (from the live tree) and
 the bot's start-up (option limits from `[limits]`).
@@ -21,10 +22,9 @@ from typing import Any, Protocol
 from bot.interactions import render
 from bot.interactions.render import Reply
 from core.config import LimitsConfig
-from core.inference.engine import InferenceEngine
 from core.errors import InvalidInput
+from core.inference.engine import InferenceEngine
 from core.inference.models import LoadState
-from core.sentiment.service import SentimentService
 from core.inference.tasks.attention import AttentionRequest
 from core.inference.tasks.contextsim import ContextSimRequest
 from core.inference.tasks.fill_mask import FillMaskRequest
@@ -35,6 +35,7 @@ from core.inference.tasks.neighbours import NeighboursRequest
 from core.inference.tasks.nexttoken import NextTokenRequest
 from core.inference.tasks.qa import QARequest
 from core.inference.tasks.tokens import TokensRequest
+from core.sentiment.service import SentimentService
 
 Options = Mapping[str, Any]
 

@@ -10,26 +10,26 @@ Mentions are also disabled at the API level (`AllowedMentions.none()`); this is 
 from __future__ import annotations
 
 import io
-from datetime import datetime
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import discord
 
-from core.sentiment.service import SentimentResult
-from core.pictures.charts import visible_piece, visible_token
-from core.storage.quizzes import Quiz, QuizReveal
-from core.inference.tasks.logitlens import LogitLensResult
-from core.inference.tasks.neighbours import NeighboursResult
 from core.inference.tasks.attention import AttentionResult
 from core.inference.tasks.contextsim import ContextSimResult
 from core.inference.tasks.fill_mask import FillMaskResult
 from core.inference.tasks.generate import GenerateResult
+from core.inference.tasks.logitlens import LogitLensResult
 from core.inference.tasks.maskpair import MaskPairResult
+from core.inference.tasks.neighbours import NeighboursResult
 from core.inference.tasks.nexttoken import NextTokenResult
 from core.inference.tasks.qa import QAResult
 from core.inference.tasks.tokens import TokensResult
+from core.pictures.charts import visible_piece, visible_token
+from core.sentiment.service import SentimentResult
+from core.storage.quizzes import Quiz, QuizReveal
 
 # Discord's limits (https://discord.com/developers/docs/resources/message).
 CONTENT_LIMIT = 2000

@@ -31,8 +31,8 @@ from core.errors import EngineClosed, ModelUnavailable, RequestTimeout, UserErro
 from core.inference.backends import resolve_placement, usable_cores
 from core.inference.lanes import BatchRunner, Lane, Pending, QueuePlace
 from core.inference.models import Head, LoadedModel, LoadState, ModelRegistry
-from core.inference.tasks.base import Task
 from core.inference.task_table import TASK_TYPES, model_needs
+from core.inference.tasks.base import Task
 from core.inference.worker import run_batch, start_worker
 from core.pictures.stage import PictureStage, Ticket, auto_workers
 

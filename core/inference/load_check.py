@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.config import Config, ModelSpec
-from core.inference.task_table import TASK_TYPES, model_needs
 from core.inference.models import Head, failure_reason, load_model
+from core.inference.task_table import TASK_TYPES, model_needs
 from core.inference.tasks.base import ROLES
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from core.config import Config, ModelSpec
 from core.inference.models import Head
-from core.inference.tasks.base import Task
 from core.inference.tasks.attention import AttentionTask
+from core.inference.tasks.base import Task
 from core.inference.tasks.contextsim import ContextSimTask
 from core.inference.tasks.features import FeaturesTask
 from core.inference.tasks.fill_mask import FillMaskTask

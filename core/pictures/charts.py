@@ -1,6 +1,7 @@
 """PNG pictures for the teaching commands.
 
-Plain functions, called by `core.pictures.stage`' drawing processes (see there why drawing is a stage
+Plain functions, called by `core.pictures.stage`' drawing processes (see there why drawing is a
+stage
 of its own, in processes); a task only describes its picture as a `drawing(...)` call.
 
 Only the object-oriented matplotlib API is used (`Figure` + `FigureCanvasAgg`): pyplot keeps

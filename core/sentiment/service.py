@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.config import Config
-from core.inference.engine import InferenceEngine
 from core.errors import CoreError, InvalidInput, NotReady
-from core.sentiment.classifier import EncoderInfo, SentimentClassifier, TrainingReport
-from core.sentiment.persistence import load_classifier, save_classifier
-from core.sentiment.data import LabelledData
-from core.sentiment.training import train_classifier
+from core.inference.engine import InferenceEngine
 from core.inference.tasks.base import Timings
 from core.inference.tasks.features import FeaturesRequest, FeaturesResult
+from core.sentiment.classifier import EncoderInfo, SentimentClassifier, TrainingReport
+from core.sentiment.data import LabelledData
+from core.sentiment.persistence import load_classifier, save_classifier
+from core.sentiment.training import train_classifier
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ Why these choices:
 - One aiosqlite connection (one thread) and one asyncio lock: every statement of a transaction is
   a separate await, so without the lock two coroutines could interleave their statements inside
   one transaction. Reads take the same lock; they are short and it keeps the model simple.
-- Migrations are plain numbered SQL files (``core/storage/migrations/V{n}__name.sql``), applied in order at
+- Migrations are plain numbered SQL files (``core/storage/migrations/V{n}__name.sql``), applied in
+order at
   open, each in its own transaction together with ``PRAGMA user_version = n``. A database written
   by newer code (a higher ``user_version``) is refused rather than silently misread.
 - Privacy: the file is created readable by its owner only (0600, like the salt file); SQLite
@@ -138,7 +139,8 @@ class Migration:
 
 
 def load_migrations() -> list[Migration]:
-    """The migrations shipped in ``core/storage/migrations``, checked to be numbered 1..n without gaps."""
+    """The migrations shipped in ``core/storage/migrations``, checked to be numbered 1..n without
+    gaps."""
     folder = resources.files("core.storage") / "migrations"
     found: list[Migration] = []
     for entry in folder.iterdir():

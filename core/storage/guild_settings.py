@@ -6,7 +6,8 @@ moderator's change applies to the very next command. A generation counter stops 
 raced with a write from putting stale settings back in the cache.
 
 A write that fails because of the storage (disk full, read-only or damaged file) raises
-`core.storage.database.StorageError`, whose message tells the moderator that nothing was saved and why,
+`core.storage.database.StorageError`, whose message tells the moderator that nothing was saved and
+why,
 instead of the generic apology; the operator's version (path, what to do) goes to the log.
 """
 
@@ -22,8 +23,8 @@ from typing import Literal
 
 import aiosqlite
 
-from core.storage.database import Database, storage_error
 from core.errors import InvalidInput
+from core.storage.database import Database, storage_error
 
 log = logging.getLogger(__name__)
 

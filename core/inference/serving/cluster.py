@@ -64,7 +64,8 @@ class AppPlan:
     sizing: RayModelConfig
 
     def builder_args(self, config: Config) -> dict[str, Any]:
-        """The JSON-able arguments of `core.inference.serving.replica:build_app` (also what a KubeRay
+        """The JSON-able arguments of `core.inference.serving.replica:build_app` (also what a
+        KubeRay
         manifest's `serveConfigV2` passes)."""
         return {
             "model": self.role,

@@ -23,7 +23,6 @@ from typing import Any
 
 from core.config import Config, ConfigError, parse_config
 from core.errors import CoreError
-from core.inference.task_table import TASK_TYPES, all_model_needs
 from core.inference.lanes import Pending
 from core.inference.models import load_model
 from core.inference.serving.cluster import (
@@ -33,6 +32,7 @@ from core.inference.serving.cluster import (
     deployment_options,
     require_ray,
 )
+from core.inference.task_table import TASK_TYPES, all_model_needs
 from core.inference.worker import run_batch, start_worker
 
 log = logging.getLogger(__name__)
