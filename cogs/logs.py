@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.interactions.host import Host
 from bot.interactions.names import LoggedCommand
-from bot.interactions.paging import Page, first_page, plural, rows_page
+from bot.interactions.paging import Page, first_page, plural, rows_page_shown
 from bot.interactions.render import COLOUR, Reply, clip, safe
 from bot.interactions.turn import reply_staff
 from core.outcomes import STATUS_VALUES
@@ -69,7 +69,7 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             until=datetime.now(timezone.utc))
 
         async def page(index: int) -> Page:
-            found = await rows_page(self.bot.querylog, listing, index, RECENT_PAGE_SIZE)
+            found = await self.bot.querylog.page(listing, index, RECENT_PAGE_SIZE)
             rows, total = found.rows, found.total
             lines = []
             for row in rows:
@@ -80,7 +80,8 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                              + (f" → {out}" if out else ""))
             embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
                                   description=clip("\n".join(lines) or "No queries match.", 4000))
-            return found.page(embed, f"{plural(total, 'query', 'queries')}, newest first")
+            return rows_page_shown(found, embed,
+                                   f"{plural(total, 'query', 'queries')}, newest first")
 
         await reply_staff(interaction,
                           await first_page(interaction, page, kind="instructor"))

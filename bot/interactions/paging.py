@@ -15,7 +15,6 @@ the command's name with the `page` it showed, and the message replaced in place 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import discord
 from bot.interactions.render import Reply
 from bot.interactions.turn import Action, Answer, Kind, Turn, enter, options_of
 from core.errors import CoreError
-from core.storage.querylog import QueryFilter, QueryLog, QueryRow
+from core.storage.querylog import RowsPage
 
 log = logging.getLogger(__name__)
 
@@ -54,46 +53,17 @@ class Page:
 PageSource = Callable[[int], Awaitable[Page]]
 
 
-def page_count(total: int, size: int) -> int:
-    """Pages needed for `total` rows, `size` per page; an empty listing is one (empty) page."""
-    return max(1, -(-total // size))
-
-
 def plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def clamp(index: int, count: int) -> int:
-    return max(0, min(index, count - 1))
-
-
-@dataclass(frozen=True)
-class RowsPage:
-    rows: list[QueryRow]
-    index: int
-    count: int
-    total: int
-
-    def page(self, embed: discord.Embed, footer: str) -> Page:
-        """This page shown as `embed`, its footer led by "Page i of n"."""
-        embed.set_footer(text=f"Page {self.index + 1} of {self.count} · {footer}")
-        return Page(Reply(embeds=[embed], summary=f"page {self.index + 1} of {self.count}: "
-                                                  f"{len(self.rows)} of {self.total} rows"),
-                    self.index, self.count)
-
-
-async def rows_page(querylog: QueryLog, listing: QueryFilter, index: int,
-                    size: int) -> RowsPage:
-    """Page `index` of the query-log rows `listing` matches (clamped to the pages that exist
-    now), `size` rows a page; `listing` should end at a fixed time (`until`), so rows logged
-    while someone reads do not shift the later pages."""
-    total = await querylog.count(listing)
-    count = page_count(total, size)
-    index = clamp(index, count)
-    rows = await querylog.recent(dataclasses.replace(listing, offset=index * size, limit=size))
-    # A row committed between the count and the read (group commit) still counts.
-    total = max(total, index * size + len(rows))
-    return RowsPage(rows, index, count, total)
+def rows_page_shown(found: RowsPage, embed: discord.Embed, footer: str) -> Page:
+    """A page of query-log rows (`QueryLog.page`) shown as `embed`, its footer led by
+    "Page i of n"."""
+    embed.set_footer(text=f"Page {found.index + 1} of {found.count} · {footer}")
+    return Page(Reply(embeds=[embed], summary=f"page {found.index + 1} of {found.count}: "
+                                              f"{len(found.rows)} of {found.total} rows"),
+                found.index, found.count)
 
 
 async def first_page(interaction: discord.Interaction, source: PageSource, *,
