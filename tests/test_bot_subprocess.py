@@ -9,12 +9,14 @@ query-log row on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -39,6 +41,31 @@ async def final_answer(record: InteractionRecord, timeout: float = 60) -> Intera
         await asyncio.sleep(0.02)
 
 
+@contextlib.asynccontextmanager
+async def tlm_bot_run(emu: DiscordEmulator, config: Path, log_path: Path,
+                      *options: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`tlm-bot [options] run` against the emulator, its output in `log_path`; ready (READY
+    sent) when this yields. Leaving the block sends SIGTERM and waits for a clean exit, which
+    the caller reads from `proc.returncode`; a bot that does not stop is killed."""
+    env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("TLM_CONFIG", None)
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            str(ENTRY_POINT), "--config", str(config), *options, "run",
+            env=env, cwd=log_path.parent, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await emu.wait_ready(timeout=90)
+            yield proc
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
 async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_path):
@@ -47,40 +74,26 @@ async def test_tlm_bot_run_answers_commands_and_stops_cleanly(tiny_models, tmp_p
             tmp_path / "config.toml", tiny_models,
             discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
         )
-        env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        env.pop("TLM_CONFIG", None)
         log_path = tmp_path / "bot.log"
-        with log_path.open("wb") as log_file:
-            proc = await asyncio.create_subprocess_exec(
-                str(ENTRY_POINT), "--config", str(config), "run",
-                env=env, cwd=tmp_path, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-            )
-            try:
-                await emu.wait_ready(timeout=90)
-                # dev_guild: the bot synced its commands to the guild itself, before READY.
-                synced = {c["name"] for c in emu.synced_commands.get(emu.guild_id, [])}
-                assert {"mask", "qa", "generate", "tokens", "sentiment"} <= synced
-                mask = await emu.invoke("mask", {"text": "Paris is the [MASK] of France."})
-                tokens = await emu.invoke("tokens", {"text": "Tokenization is unbelievable!"})
-                await asyncio.gather(final_answer(mask), final_answer(tokens))
-                # The other interaction kinds, through the real entry point: a button under
-                # the answer, and a right-click on a message someone posted.
-                attention = next(c["custom_id"] for c in mask.components
-                                 if c.get("label") == "Attention")
-                clicked = await emu.click(mask.message, attention)
-                posted = emu.add_message(content="Tokenize me, please.")
-                menu = await emu.invoke_message_command("Tokenize", posted)
-                await asyncio.gather(final_answer(clicked), final_answer(menu))
-                # Every web surface the bot serves, opened as an instructor would: the link
-                # from `/logs dashboard`, then each page of that server.
-                pages = await _open_dashboard(emu)
-                proc.send_signal(signal.SIGTERM)
-                code = await asyncio.wait_for(proc.wait(), 60)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+        async with tlm_bot_run(emu, config, log_path) as proc:
+            # dev_guild: the bot synced its commands to the guild itself, before READY.
+            synced = {c["name"] for c in emu.synced_commands.get(emu.guild_id, [])}
+            assert {"mask", "qa", "generate", "tokens", "sentiment"} <= synced
+            mask = await emu.invoke("mask", {"text": "Paris is the [MASK] of France."})
+            tokens = await emu.invoke("tokens", {"text": "Tokenization is unbelievable!"})
+            await asyncio.gather(final_answer(mask), final_answer(tokens))
+            # The other interaction kinds, through the real entry point: a button under
+            # the answer, and a right-click on a message someone posted.
+            attention = next(c["custom_id"] for c in mask.components
+                             if c.get("label") == "Attention")
+            clicked = await emu.click(mask.message, attention)
+            posted = emu.add_message(content="Tokenize me, please.")
+            menu = await emu.invoke_message_command("Tokenize", posted)
+            await asyncio.gather(final_answer(clicked), final_answer(menu))
+            # Every web surface the bot serves, opened as an instructor would: the link
+            # from `/logs dashboard`, then each page of that server.
+            pages = await _open_dashboard(emu)
+        code = proc.returncode
     log = log_path.read_text(errors="replace")
     assert code == 0, log
     assert "Traceback" not in log and " ERROR " not in log, log
@@ -139,33 +152,19 @@ async def test_verbose_log_holds_no_student_text_and_no_interaction_token(tiny_m
             discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
             database={"path": str(tmp_path / "tlm.db"), "log_inputs": "none"},
         )
-        env = {**os.environ, **emu.env(), "DISCORD_TOKEN": emu.token, "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        env.pop("TLM_CONFIG", None)
         log_path = tmp_path / "bot.log"
         markers = [f"zqmarker{i}x" for i in range(4)]
-        with log_path.open("wb") as log_file:
-            proc = await asyncio.create_subprocess_exec(
-                str(ENTRY_POINT), "--config", str(config), "-v", "run",
-                env=env, cwd=tmp_path, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-            )
-            try:
-                await emu.wait_ready(timeout=90)
-                records = [
-                    await emu.invoke("tokens", {"text": f"Tokenize {markers[0]} please"}),
-                    await emu.invoke("mask", {"text": f"{markers[1]} is the [MASK] here."}),
-                    await emu.invoke("qa", {"question": f"Where is {markers[2]}?",
-                                            "context": "It is in the house."}),
-                ]
-                posted = emu.add_message(content=f"Tokenize {markers[3]}, please.")
-                records.append(await emu.invoke_message_command("Tokenize", posted))
-                await asyncio.gather(*(final_answer(r) for r in records))
-                proc.send_signal(signal.SIGTERM)
-                code = await asyncio.wait_for(proc.wait(), 60)
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+        async with tlm_bot_run(emu, config, log_path, "-v") as proc:
+            records = [
+                await emu.invoke("tokens", {"text": f"Tokenize {markers[0]} please"}),
+                await emu.invoke("mask", {"text": f"{markers[1]} is the [MASK] here."}),
+                await emu.invoke("qa", {"question": f"Where is {markers[2]}?",
+                                        "context": "It is in the house."}),
+            ]
+            posted = emu.add_message(content=f"Tokenize {markers[3]}, please.")
+            records.append(await emu.invoke_message_command("Tokenize", posted))
+            await asyncio.gather(*(final_answer(r) for r in records))
+        code = proc.returncode
     log = log_path.read_text(errors="replace")
     assert code == 0, log
     assert " DEBUG " in log  # -v took effect
