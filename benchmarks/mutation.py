@@ -78,9 +78,11 @@ TARGETS: tuple[Target, ...] = (
             "tests/test_querylog_hardening.py"), deselect=(BIG_EXPORT,)),
     # What is kept of a student's words (log_inputs, digests): the rows' and the quizzes'.
     Target("privacy", "core/privacy.py",
-           ("tests/test_querylog_rows.py", "tests/test_querylog.py", "tests/test_quiz.py")),
+           ("tests/test_privacy.py", "tests/test_querylog_rows.py", "tests/test_querylog.py",
+            "tests/test_quiz_rules.py")),
     Target("querylog-export", "core/storage/querylog/export.py",
-           ("tests/test_querylog.py", "tests/test_querylog_hardening.py",
+           ("tests/test_export_rules.py", "tests/test_querylog.py",
+            "tests/test_querylog_hardening.py",
             "tests/test_exports.py::test_every_export_route_writes_the_same_escaped_file",
             "tests/test_exports.py::test_the_dashboards_json_keeps_ids_whole"),
            deselect=(BIG_EXPORT,)),
@@ -92,13 +94,18 @@ TARGETS: tuple[Target, ...] = (
             "tests/test_dashboard.py::test_a_forged_signature_never_passes_second_by_second",
             "tests/test_dashboard.py::"
             "test_the_key_comes_from_the_environment_or_is_kept_in_the_database")),
-    Target("engine-admission", "core/inference/engine.py", ("tests/test_engine.py",),
+    Target("engine-admission", "core/inference/engine.py",
+           ("tests/test_engine.py",
+            "tests/test_pictures.py::test_pictures_beyond_the_queue_are_refused_as_busy",
+            "tests/test_pictures.py::test_a_caller_that_goes_away_gives_its_place_back"),
            functions=("xǁInferenceEngineǁadmit",)),
     # The queue itself: the limit counts live callers only; a batch skips callers that left.
-    Target("lanes-admission", "core/inference/lanes.py", ("tests/test_engine.py",),
+    Target("lanes-admission", "core/inference/lanes.py",
+           ("tests/test_lanes.py", "tests/test_engine.py"),
            functions=("xǁPendingǁlive", "xǁLaneǁwaiting", "xǁLaneǁput", "xǁLaneǁcollect")),
     # The rules, not the reveal's layout (build_reveal and its helpers are display).
-    Target("quiz-rules", "core/storage/quizzes.py", ("tests/test_quiz.py",),
+    Target("quiz-rules", "core/storage/quizzes.py",
+           ("tests/test_quiz_rules.py", "tests/test_quiz.py"),
            functions=("xǁQuizStoreǁ__init__", "xǁQuizStoreǁkeeps_words", "xǁQuizStoreǁ_key",
                       "xǁQuizStoreǁcreate", "xǁQuizStoreǁguess", "xǁQuizStoreǁclose",
                       "xǁQuizStoreǁdelete_for_user", "xǁQuizStoreǁpurge_expired",
@@ -123,6 +130,8 @@ class Tally:
     killed: int = 0
     survived: int = 0
     no_tests: int = 0
+    #: Survivors `equivalence` recognises as changing no behaviour (not counted in the ratio).
+    equivalent: int = 0
     other: int = 0  # not checked (stopped by the time limit), suspicious, skipped
 
     @property
@@ -192,8 +201,9 @@ def run_one(target: Target, *, limit_s: float, children: int) -> tuple[Tally, fl
     elapsed = time.monotonic() - started
     (work / "run.json").write_text(json.dumps({"elapsed": elapsed, "stopped": stopped}))
     tally, survivors = count(target, work)
-    write_survivors(work, survivors, env)
-    return tally, elapsed, stopped
+    diffs = {mutant: show(work, mutant, env) for mutant in survivors}
+    write_survivors(work, diffs)
+    return settle_equivalents(tally, diffs), elapsed, stopped
 
 
 def recount(target: Target) -> tuple[Tally, float, bool]:
@@ -206,7 +216,10 @@ def recount(target: Target) -> tuple[Tally, float, bool]:
     else:  # a run that was interrupted: from its settings file to its log's last line
         elapsed = (work / "mutmut.log").stat().st_mtime - (work / "setup.cfg").stat().st_mtime
         stopped = True
-    return count(target, work)[0], elapsed, stopped
+    tally, survivors = count(target, work)
+    saved_diffs = read_survivors(work)
+    diffs = {mutant: saved_diffs.get(mutant, "") for mutant in survivors}
+    return settle_equivalents(tally, diffs), elapsed, stopped
 
 
 def count(target: Target, work: Path) -> tuple[Tally, list[str]]:
@@ -231,13 +244,98 @@ def count(target: Target, work: Path) -> tuple[Tally, list[str]]:
     return tally, survivors
 
 
-def write_survivors(work: Path, survivors: list[str], env: dict[str, str]) -> None:
+def show(work: Path, mutant: str, env: dict[str, str]) -> str:
+    """`mutmut show`: the mutant's diff against the original."""
     mutmut = Path(sys.executable).with_name("mutmut")
+    shown = subprocess.run([str(mutmut), "show", mutant], cwd=work, env=env,
+                           capture_output=True, text=True, check=False)
+    return shown.stdout
+
+
+def write_survivors(work: Path, diffs: dict[str, str]) -> None:
+    """survivors.txt: each survivor's diff, those `equivalence` recognises last, with why."""
+    real = [m for m in diffs if equivalence(diffs[m]) is None]
+    same = [m for m in diffs if equivalence(diffs[m]) is not None]
     with open(work / "survivors.txt", "w", encoding="utf-8") as out:
-        for mutant in survivors:
-            shown = subprocess.run([str(mutmut), "show", mutant], cwd=work, env=env,
-                                   capture_output=True, text=True, check=False)
-            out.write(shown.stdout + "\n")
+        for mutant in real:
+            out.write(diffs[mutant] + "\n")
+        if same:
+            out.write(f"{EQUIVALENT_MARK}\n\n")
+        for mutant in same:
+            out.write(f"# {equivalence(diffs[mutant])}\n{diffs[mutant]}\n")
+
+
+#: Where survivors.txt's equivalent mutants begin.
+EQUIVALENT_MARK = "######## equivalent (not counted)"
+
+
+def read_survivors(work: Path) -> dict[str, str]:
+    """The diffs a run saved in survivors.txt, by mutant name (for `--recount`)."""
+    path = work / "survivors.txt"
+    if not path.exists():
+        return {}
+    diffs: dict[str, str] = {}
+    for chunk in re.split(r"(?m)^(?=# \S+: )", path.read_text(encoding="utf-8")):
+        head = re.match(r"# (\S+): ", chunk)
+        if head:
+            diffs[head.group(1)] = chunk.split(EQUIVALENT_MARK)[0].strip()
+    return diffs
+
+
+def settle_equivalents(tally: Tally, diffs: dict[str, str]) -> Tally:
+    """Move the survivors `equivalence` recognises out of the ratio."""
+    for diff in diffs.values():
+        if diff and equivalence(diff) is not None:
+            tally.survived -= 1
+            tally.equivalent += 1
+    return tally
+
+
+#: A string literal that is SQL, as this code writes it (keywords in capitals, so a sentence
+#: that starts with "Set" or holds "where" is not taken for SQL): it opens like a statement
+#: or a continuation line, or it holds a placeholder, an `excluded.` column or a null test.
+SQL_TEXT = re.compile(
+    r"^\s*\(?\s*(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|AND|OR|NOT IN|SET|ORDER BY"
+    r"|BEGIN|COMMIT)\b|\bLIMIT\s+\?|[=<>(,]\s*\?|=\s*(?i:excluded)\.|\bIS\s+(NOT\s+)?NULL\b")
+#: Codec names, which Python looks up ignoring case ("UTF-8" is "utf-8").
+CODECS = frozenset({"utf-8", "utf8", "ascii"})
+#: A subscript of a database row (`row["id"]`, `r["guild_id"]`, `rows[0]["closed_at"]`).
+ROW_KEY = re.compile(r"\b(row|r|rows\[\d+\])\[\s*$")
+
+
+def equivalence(diff: str) -> str | None:
+    """Why a surviving mutant changes no behaviour, or None when it may.
+
+    One class is recognised mechanically: a string literal put in other letter case where
+    the case cannot matter - SQL (SQLite's keywords and names ignore case; a quoted SQL value
+    with letters in it would not, so such a literal is never counted), a key of an
+    `sqlite3.Row` (looked up case-insensitively) or a codec name. Every other equivalent
+    mutant is argued in docs/MUTATION.md by hand.
+    """
+    lines = diff.splitlines()
+    removed = [ln[1:] for ln in lines if ln.startswith("-") and not ln.startswith("---")]
+    added = [ln[1:] for ln in lines if ln.startswith("+") and not ln.startswith("+++")]
+    if len(removed) != 1 or len(added) != 1:
+        return None
+    before, after = removed[0], added[0]
+    if before == after or before.lower() != after.lower():
+        return None
+    pattern = re.compile(r"(?P<q>[\"'])(?:\\.|(?!(?P=q)).)*(?P=q)")
+    old, new = list(pattern.finditer(before)), list(pattern.finditer(after))
+    if (len(old) != len(new)
+            or pattern.sub("S", before) != pattern.sub("S", after)):  # code outside changed
+        return None
+    for o, n in zip(old, new):
+        if o.group(0) == n.group(0):
+            continue
+        text = o.group(0)[1:-1]
+        if text.lower() in CODECS:
+            continue
+        if re.search(r"'[^']*[A-Za-z][^']*'", text):
+            return None
+        if not (SQL_TEXT.search(text) or ROW_KEY.search(before[:o.start()])):
+            return None
+    return "SQL or an sqlite3.Row key in other letter case (both ignore case)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-HEADER = ("| module | killed | survived | no tests | not run | kill ratio | time | when |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+HEADER = ("| module | killed | survived | no tests | equivalent | not run | kill ratio | time | "
+          "when |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 
 
 def last_log(target: Target) -> float:
@@ -299,7 +398,8 @@ def table_row(target: Target, tally: Tally, elapsed: float, stopped: bool, *,
     load = os.getloadavg()[0]
     when = datetime.fromtimestamp(ended, timezone.utc).strftime("%Y-%m-%d %H:%M")
     return (f"| {target.name} | {tally.killed} | {tally.survived} | {tally.no_tests} | "
-            f"{tally.other} | {ratio} | {elapsed / 60:.1f} min{note} | {when}, load {load:.1f} |")
+            f"{tally.equivalent} | {tally.other} | {ratio} | {elapsed / 60:.1f} min{note} | "
+            f"{when}, load {load:.1f} |")
 
 
 def write_results(rows: dict[str, str]) -> None:
@@ -323,9 +423,10 @@ def write_results(rows: dict[str, str]) -> None:
         f"mutmut {metadata.version('mutmut')} over the protection modules, each with only the "
         "tests that target it (`benchmarks/mutation.py` lists them; docs/MUTATION.md says how "
         "to read this and lists the equivalent mutants). Kill ratio = killed / (killed + "
-        "survived + no tests); \"not run\": mutants left when the module's time limit ended "
-        "the run. Target: >= 90% per module. On the shared 2-core machine; the load is the "
-        "1-minute load average at the end.",
+        "survived + no tests); \"equivalent\": survivors that only put SQL, a database row's "
+        "key or a codec name in other letter case (`equivalence`), not counted; \"not run\": "
+        "mutants left when the module's time limit ended the run. Target: >= 90% per module. "
+        "On the shared 2-core machine; the load is the 1-minute load average at the end.",
         "",
         *HEADER,
         *ordered,
@@ -335,7 +436,8 @@ def write_results(rows: dict[str, str]) -> None:
 def line(target: Target, tally: Tally, elapsed: float, stopped: bool) -> str:
     ratio = f"{tally.ratio:.0%}" if tally.ratio is not None else "no mutant tested"
     return (f"  {target.name}: {tally.killed} killed, {tally.survived} survived, "
-            f"{tally.no_tests} without tests, {tally.other} not run: {ratio} "
+            f"{tally.no_tests} without tests, {tally.equivalent} equivalent, "
+            f"{tally.other} not run: {ratio} "
             f"in {elapsed / 60:.1f} min" + (" (stopped at the time limit)" if stopped else ""))
 
 

@@ -291,8 +291,9 @@ async def test_aclose_while_a_model_is_loading(tiny_config):
 
 async def test_submit_before_start_is_refused(tiny_config):
     engine = InferenceEngine(tiny_config)
-    with pytest.raises(EngineClosed):
+    with pytest.raises(EngineClosed) as refused:
         await engine.submit(MASK)
+    assert refused.value.message == "The bot is restarting. Try again in a minute."
     await engine.aclose()
 
 
@@ -443,3 +444,48 @@ async def test_tokens_do_not_wait_behind_the_model_s_forward_passes(engine):
     assert not generating.done()
     assert pieces.tokens and pieces.timings.queued_ms < 1000
     await generating
+    spec = engine.config.models.generate
+    own, main = engine.lanes[(spec, "tokens")], engine.lanes[(spec, None)]
+    assert own.runner.model.tokenizer is not main.runner.model.tokenizer
+    assert own.runner.model.modules is main.runner.model.modules  # the weights are shared
+    # Each lane is reported under its own name.
+    assert {str(spec), f"{spec} (tokens)"} <= set(engine.queue_state().waiting)
+
+
+class _RecordingRemote:
+    """Stands in for the Ray backend at the one place `admit` consults it: which lanes it runs.
+    Its runner answers every request with the name of the model it was routed to."""
+
+    def __init__(self) -> None:
+        self.routed: list[str] = []
+
+    def state(self, spec):
+        return LoadState.READY, None
+
+    def runner(self, spec):
+        routed = self.routed
+
+        class Runner:
+            slots = 1
+
+            async def ready(self) -> None:
+                return None
+
+            async def run(self, batch) -> None:
+                for item in batch:
+                    routed.append(str(spec))
+                    item.future.set_result(f"remote:{spec}")
+
+        return Runner()
+
+
+async def test_with_a_remote_backend_forwards_go_remote_and_tokens_stay_here(tiny_config):
+    """Under `backend = "ray"` the replicas run every model lane; `/tokens` keeps its own lane
+    here (its tokenizer is the only thing the bot loads)."""
+    async with _engine(tiny_config) as engine:
+        engine.remote = _RecordingRemote()
+        assert await engine.submit(MASK) == f"remote:{tiny_config.models.mask}"
+        pieces = await engine.submit(TokensRequest("Hello there", "wordpiece"))
+        assert isinstance(pieces, TokensResult) and pieces.tokens
+        assert engine.remote.routed == [str(tiny_config.models.mask)]
+        engine.remote = None  # aclose must not stop a backend it never started

@@ -141,7 +141,8 @@ async def csv_chunks(rows: AsyncIterable[QueryRow], *,
         if size >= chunk_bytes:
             yield "".join(buffer).encode("utf-8")
             buffer, size = [], 0
-    yield "".join(buffer).encode("utf-8")
+    if buffer:
+        yield "".join(buffer).encode("utf-8")
 
 
 async def json_chunks(rows: AsyncIterable[QueryRow]) -> AsyncIterator[bytes]:

@@ -1,0 +1,156 @@
+"""The lane's own promises, without a model: how long it waits for company, when it stops
+waiting, and what it counts as a full queue.
+
+The engine tests (tests/test_engine.py) drive lanes through real models; these drive one
+`Lane` directly with a runner that records each batch, so a wait that ends too early or too
+late shows as a batch of the wrong size or a batch that came late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from core.config import EngineConfig, LimitsConfig, ModelsConfig
+from core.errors import Overloaded
+from core.inference.lanes import Lane, Pending, resolve
+from core.inference.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class Echo:
+    """A request that costs `rows` rows and is answered with its own `label`."""
+
+    label: str
+    rows: int = 1
+    group: str = "a"
+
+
+class EchoTask(Task[Echo, str]):
+    """The task declarations a lane reads: rows per request and the batch key."""
+
+    name = "echo"
+    request_type = Echo
+    needs = {}
+
+    def rows(self, request: Echo) -> int:
+        return request.rows
+
+    def batch_key(self, request: Echo) -> str:
+        return request.group
+
+
+class RecordingRunner:
+    """Runs every batch at once, answering each caller with its request's label."""
+
+    slots = 1
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.started_at: list[float] = []
+
+    async def ready(self) -> None:
+        return None
+
+    async def run(self, batch: list[Pending]) -> None:
+        self.started_at.append(time.perf_counter())
+        self.batches.append([item.request.label for item in batch])
+        for item in batch:
+            resolve(item.future, item.request.label)
+
+
+TASK = EchoTask(ModelsConfig(), LimitsConfig())
+
+
+async def _lane(**engine) -> tuple[Lane, RecordingRunner]:
+    runner = RecordingRunner()
+    return Lane("echo", EngineConfig(**engine), runner), runner
+
+
+async def test_a_full_batch_runs_at_once_without_waiting_out_max_wait():
+    """Company is awaited only until the batch is full: a long `max_wait_ms` costs a full
+    batch nothing."""
+    lane, runner = await _lane(max_batch_size=2, max_wait_ms=5000)
+    started = time.perf_counter()
+    futures = [lane.put(Echo("one"), TASK), lane.put(Echo("two"), TASK)]
+    assert await asyncio.wait_for(asyncio.gather(*futures), 2) == ["one", "two"]
+    assert runner.batches == [["one", "two"]]
+    assert time.perf_counter() - started < 1.0
+    await lane.stop(1)
+
+
+async def test_the_batcher_waits_for_company_until_the_batch_is_full():
+    """Requests that arrive one by one within `max_wait_ms` share the first one's batch, and
+    the wait goes on until the batch holds `max_batch_size` of them (not half of it)."""
+    lane, runner = await _lane(max_batch_size=4, max_wait_ms=3000)
+    futures = []
+    for label in "abcd":
+        futures.append(lane.put(Echo(label), TASK))
+        await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == list("abcd")
+    assert runner.batches == [list("abcd")]
+    await lane.stop(1)
+
+
+async def test_a_lone_request_runs_when_max_wait_ends():
+    """Without company the first request waits `max_wait_ms`, no less and not much more."""
+    lane, runner = await _lane(max_batch_size=8, max_wait_ms=300)
+    started = time.perf_counter()
+    assert await asyncio.wait_for(lane.put(Echo("alone"), TASK), 5) == "alone"
+    waited = runner.started_at[0] - started
+    assert 0.28 <= waited < 1.5, waited
+    await lane.stop(1)
+
+
+async def test_other_keys_neither_join_nor_end_the_wait():
+    """Requests of another batch key wait for their own batch; they do not count towards the
+    first request's batch being full."""
+    lane, runner = await _lane(max_batch_size=2, max_wait_ms=400)
+    started = time.perf_counter()
+    first = lane.put(Echo("a1"), TASK)
+    others = [lane.put(Echo(f"b{i}", group="b"), TASK) for i in range(2)]
+    await asyncio.wait_for(asyncio.gather(first, *others), 5)
+    assert runner.batches[0] == ["a1"]
+    assert runner.batches[1] == ["b0", "b1"]
+    assert runner.started_at[0] - started >= 0.38  # it waited for company of its own key
+    await lane.stop(1)
+
+
+async def test_a_batch_holds_at_most_its_row_budget():
+    """A request for n sequences costs n rows; the batch stops at the row budget, and a
+    request bigger than the budget still runs alone."""
+    lane, runner = await _lane(max_batch_size=4, max_wait_ms=50)
+    futures = [lane.put(Echo("three", rows=3), TASK), lane.put(Echo("two", rows=2), TASK),
+               lane.put(Echo("huge", rows=9), TASK)]
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert runner.batches == [["three"], ["two"], ["huge"]]
+    await lane.stop(1)
+
+
+async def test_the_queue_limit_counts_callers_still_waiting():
+    """A full lane refuses at once; cancelling its callers frees their places although their
+    entries are still queued."""
+    lane, _ = await _lane(max_batch_size=1, max_wait_ms=10, queue_size=2)
+    lane.runner.ready = asyncio.Event().wait  # the model never becomes ready: nothing drains
+    waiting = [lane.put(Echo("x"), TASK), lane.put(Echo("y"), TASK)]
+    assert lane.waiting() == 2
+    with pytest.raises(Overloaded):
+        lane.put(Echo("z"), TASK)
+    for future in waiting:
+        future.cancel()
+    assert len(lane.pending) == 2 and lane.waiting() == 0
+    admitted = lane.put(Echo("z"), TASK)
+    assert lane.waiting() == 1 and not admitted.done()
+    assert [p.live for p in lane.pending] == [False, False, True]
+    lane.batcher.cancel()
+
+
+async def test_an_answered_caller_no_longer_counts_as_live():
+    lane, _ = await _lane(max_batch_size=1, max_wait_ms=10)
+    future = lane.put(Echo("x"), TASK)
+    assert await asyncio.wait_for(future, 5) == "x"
+    assert not Pending(Echo("y"), TASK, "a", future).live
+    await lane.stop(1)
