@@ -71,6 +71,24 @@ class Target:
 BIG_EXPORT = ("tests/test_querylog_hardening.py::"
               "test_a_200k_row_export_streams_off_the_loop_within_the_limit")
 
+#: The engine tests about admission (the queue, callers that leave, refusals, routing), not
+#: its throughput or sharing: run once per mutant, the whole file took over a minute.
+ENGINE_ADMISSION_TESTS = (
+    "test_full_queue_is_overloaded_at_once",
+    "test_queue_is_per_model",
+    "test_cancelled_waiting_caller_is_skipped",
+    "test_callers_that_went_away_free_their_queue_places",
+    "test_cancelled_caller_in_flight_does_not_hurt_its_batch",
+    "test_timeout_gives_request_timeout_and_the_lane_keeps_serving",
+    "test_configured_timeout_applies_by_default",
+    "test_model_that_fails_to_load",
+    "test_aclose_finishes_the_batch_in_flight_and_fails_the_queue",
+    "test_submit_before_start_is_refused",
+    "test_a_user_error_raised_by_a_task_reaches_the_student",
+    "test_tokens_do_not_wait_behind_the_model_s_forward_passes",
+    "test_with_a_remote_backend_forwards_go_remote_and_tokens_stay_here",
+)
+
 TARGETS: tuple[Target, ...] = (
     Target("policy", "core/policy.py", ("tests/test_policy.py",)),
     Target("querylog-rows", "core/storage/querylog/rows.py",
@@ -95,13 +113,14 @@ TARGETS: tuple[Target, ...] = (
             "tests/test_dashboard.py::"
             "test_the_key_comes_from_the_environment_or_is_kept_in_the_database")),
     Target("engine-admission", "core/inference/engine.py",
-           ("tests/test_engine.py",
+           (*(f"tests/test_engine.py::{t}" for t in ENGINE_ADMISSION_TESTS),
             "tests/test_pictures.py::test_pictures_beyond_the_queue_are_refused_as_busy",
             "tests/test_pictures.py::test_a_caller_that_goes_away_gives_its_place_back"),
            functions=("xǁInferenceEngineǁadmit",)),
     # The queue itself: the limit counts live callers only; a batch skips callers that left.
     Target("lanes-admission", "core/inference/lanes.py",
-           ("tests/test_lanes.py", "tests/test_engine.py"),
+           ("tests/test_lanes.py",
+            *(f"tests/test_engine.py::{t}" for t in ENGINE_ADMISSION_TESTS[:5])),
            functions=("xǁPendingǁlive", "xǁLaneǁwaiting", "xǁLaneǁput", "xǁLaneǁcollect")),
     # The rules, not the reveal's layout (build_reveal and its helpers are display).
     Target("quiz-rules", "core/storage/quizzes.py",

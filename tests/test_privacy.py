@@ -71,3 +71,9 @@ def test_what_each_mode_keeps(mode):
 def test_an_unknown_mode_is_refused_with_the_modes_named():
     with pytest.raises(ValueError, match="'full', 'hashed' or 'none', not 'some'"):
         TextPolicy("some")  # type: ignore[arg-type]
+
+
+def test_the_defaults_keep_the_text_and_hash_without_a_salt():
+    """`TextPolicy()` is what a store made without settings uses: the words, as `full`."""
+    assert TextPolicy().kept(WORD) == WORD and TextPolicy().keeps_text
+    assert TextPolicy("hashed").kept(WORD) == salted_digest(b"", WORD)
