@@ -37,6 +37,8 @@ commands (`invoke`) a test can:
     record = await emu.invoke_message_command("Explain", msg)  # right-click -> Apps
     clicked = await emu.click(record.message, "vote:up")       # a button on the bot's answer
     emu.message(record.message["id"])                           # its current state, after edits
+    await emu.select(record.message, "tlm:pick:…", ["3"])      # a select, v2 layouts included
+    emu.limit_channel_edits(5, per_s=5.0)                       # Discord's per-channel edit limit
     form = await emu.click(record.message, "ask")               # the bot answers with a modal...
     submitted = await emu.submit_modal(form, {"question": "Why?"})  # ...the user fills it in
     choices = await emu.autocomplete("ask", {"model": "be"}, focused="model")
@@ -68,7 +70,15 @@ from .rules import (
     validate_modal,
 )
 from .schema import NO_SPEC, SPEC_PATH
-from .world import DISCORD_EPOCH_MS, Guild, InteractionRecord, flatten_components, snowflake
+from .world import (
+    DISCORD_EPOCH_MS,
+    Guild,
+    InteractionRecord,
+    flatten_components,
+    media_urls,
+    snowflake,
+    text_displays,
+)
 
 __all__ = [
     "ADMINISTRATOR",
@@ -96,8 +106,10 @@ __all__ = [
     "RecordedRequest",
     "RestMixin",
     "flatten_components",
+    "media_urls",
     "message_is_empty",
     "snowflake",
+    "text_displays",
     "validate_autocomplete",
     "validate_command_json",
     "validate_components",

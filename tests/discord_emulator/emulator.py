@@ -9,6 +9,7 @@ everything a test can read.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -58,6 +59,9 @@ class DiscordEmulator(ComponentsMixin, InteractionsMixin, GatewayMixin, RestMixi
         self._cdn: dict[str, tuple[str, bytes]] = {}
         self._messages: dict[int, dict[str, Any]] = {}  # every live message, by id
         self._rate_limits: list[_RateLimit] = []
+        self._edit_limit: tuple[int, float] | None = None  # limit_channel_edits
+        self._edit_times: dict[int, collections.deque[float]] = {}
+        self.edit_rate_limited: list[RecordedRequest] = []  # 429s of the per-channel limit
         self._delays: dict[str, float] = {}
         self._sessions: dict[str, _Session] = {}
         self._session: _Session | None = None

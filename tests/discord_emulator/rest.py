@@ -16,6 +16,7 @@ Every message is kept by id (`_messages`), edited in place, so each holder sees 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from aiohttp import BodyPartReader, web
 from .rules import (
     CONTEXT_MENUS_PER_TYPE,
     EPHEMERAL,
+    IS_COMPONENTS_V2,
     LOADING,
     message_is_empty,
     validate_autocomplete,
@@ -106,6 +108,9 @@ class RestMixin:
     _cdn: dict[str, tuple[str, bytes]]
     _messages: dict[int, dict[str, Any]]
     _rate_limits: list[_RateLimit]
+    _edit_limit: tuple[int, float] | None
+    _edit_times: dict[int, collections.deque[float]]
+    edit_rate_limited: list[RecordedRequest]
     _delays: dict[str, float]
     _routes: list[tuple[str, re.Pattern[str], Handler, bool]]
 
@@ -115,6 +120,33 @@ class RestMixin:
                         count: int = 1) -> None:
         """Answer the next `count` matching requests with a 429 discord.py will retry."""
         self._rate_limits.append(_RateLimit(path_regex, retry_after, global_, count))
+
+    def limit_channel_edits(self, count: int | None, per_s: float = 5.0) -> None:
+        """Discord's per-channel limit on message edits: at most `count` edits of messages in
+        one channel per `per_s` seconds (interaction webhook edits and channel edits alike);
+        beyond it, a 429 whose `retry_after` says when the window frees a place (discord.py
+        sleeps that long and retries). Each such 429 is kept in `edit_rate_limited`.
+        None lifts the limit (the default: Discord does not publish the number)."""
+        self._edit_limit = None if count is None else (count, per_s)
+        self._edit_times.clear()
+
+    def _take_edit_slot(self, rec: RecordedRequest, channel_id: int) -> web.Response | None:
+        """Count one edit against its channel's window, or answer 429 when the window is full."""
+        if self._edit_limit is None:
+            return None
+        count, per_s = self._edit_limit
+        times = self._edit_times.setdefault(channel_id, collections.deque())
+        while times and rec.time - times[0] >= per_s:
+            times.popleft()
+        if len(times) < count:
+            times.append(rec.time)
+            return None
+        self.edit_rate_limited.append(rec)
+        retry_after = round(per_s - (rec.time - times[0]), 3) + 0.001
+        headers = {"Via": "1.1 google", "Retry-After": str(math.ceil(retry_after)),
+                   "X-RateLimit-Scope": "shared"}
+        return _json({"message": "You are being rate limited.", "retry_after": retry_after,
+                      "global": False}, 429, headers)
 
     def set_response_delay(self, path_regex: str, seconds: float) -> None:
         """Make matching requests slow (0 removes the delay); deadlines count from arrival."""
@@ -256,7 +288,7 @@ class RestMixin:
 
     def _reject_message(self, rec: RecordedRequest, payload: dict[str, Any], n_files: int,
                         inter: InteractionRecord | None = None) -> web.Response | None:
-        problems = validate_message(payload, n_files)
+        problems = validate_message(payload, n_files, file_names=[n for n, _ in rec.files])
         if problems:
             return self._error(rec, 400, 50035, "Invalid Form Body", problems=problems,
                                inter=inter)
@@ -297,8 +329,18 @@ class RestMixin:
 
     def _apply_edit(self, rec: RecordedRequest, message: dict[str, Any], data: dict[str, Any],
                     inter: InteractionRecord | None) -> web.Response | None:
-        """Edit `message` in place (every holder sees it); an error response if Discord refuses."""
-        problems = validate_message(data, len(rec.files))
+        """Edit `message` in place (every holder sees it); an error response if Discord refuses.
+
+        A components v2 message stays one (an edit cannot remove the flag), and an edit that
+        sets the flag turns the message into one: its content and embeds go.
+        """
+        was_v2 = bool(message["flags"] & IS_COMPONENTS_V2)
+        kept = {str(a.get("id")) for a in data.get("attachments") or []}
+        attachments = ([a for a in message["attachments"] if a["id"] in kept]
+                       if "attachments" in data else list(message["attachments"]))
+        names = [a["filename"] for a in attachments] + [n for n, _ in rec.files]
+        problems = validate_message(data, len(rec.files), was_components_v2=was_v2,
+                                    file_names=names)
         if problems:
             return self._error(rec, 400, 50035, "Invalid Form Body", problems=problems,
                                inter=inter)
@@ -306,15 +348,16 @@ class RestMixin:
         for key, empty in (("content", ""), ("embeds", []), ("components", [])):
             if key in data:
                 updated[key] = data[key] or empty
-        kept = {str(a.get("id")) for a in data.get("attachments") or []}
-        if "attachments" in data:
-            updated["attachments"] = [a for a in message["attachments"] if a["id"] in kept]
+        v2 = was_v2 or bool((data.get("flags") or 0) & IS_COMPONENTS_V2)
+        if v2:
+            updated["content"], updated["embeds"] = "", []
         channel_id = int(message["channel_id"])
-        updated["attachments"] += [self._store_file(channel_id, n, d) for n, d in rec.files]
+        updated["attachments"] = attachments + [self._store_file(channel_id, n, d)
+                                                for n, d in rec.files]
         if message_is_empty(updated):
             return self._error(rec, 400, 50006, "Cannot send an empty message", inter=inter,
                                violation="edit leaves the message empty")
-        updated["flags"] = message["flags"] & ~LOADING
+        updated["flags"] = (message["flags"] & ~LOADING) | (IS_COMPONENTS_V2 if v2 else 0)
         updated["edited_timestamp"] = _now_iso()
         message.clear()
         message.update(updated)
@@ -448,8 +491,9 @@ class RestMixin:
                 f"type: Interaction callback type {kind!r} is not valid for interaction type "
                 f"{inter.payload['type']} (allowed: {sorted(allowed)})."])
         problems = []
-        if kind in (4, 7):
-            problems += validate_message(data, len(rec.files))
+        if kind == 4:
+            problems += validate_message(data, len(rec.files),
+                                         file_names=[n for n, _ in rec.files])
         elif kind == 8:
             problems += validate_autocomplete(data)
         elif kind == 9:
@@ -518,6 +562,9 @@ class RestMixin:
         if rec.method == "DELETE":
             self._forget(message)
             return web.Response(status=204)
+        limited = self._take_edit_slot(rec, int(message["channel_id"]))
+        if limited is not None:
+            return limited
         data = rec.json if isinstance(rec.json, dict) else {}
         rejected = self._apply_edit(rec, message, data, inter)
         if rejected is not None:
@@ -558,6 +605,9 @@ class RestMixin:
         if message["author"]["id"] != self.bot_user["id"]:
             return self._error(rec, 403, 50005, "Cannot edit a message authored by another user",
                                violation="edit of another user's message")
+        limited = self._take_edit_slot(rec, int(message["channel_id"]))
+        if limited is not None:
+            return limited
         data = rec.json if isinstance(rec.json, dict) else {}
         rejected = self._apply_edit(rec, message, data, None)
         return rejected if rejected is not None else _json(message)

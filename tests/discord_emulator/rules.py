@@ -27,13 +27,30 @@ ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
 IS_COMPONENTS_V2 = 1 << 15
 BUTTON, STRING_SELECT, TEXT_INPUT, LABEL = 2, 3, 4, 18
+ACTION_ROW, SECTION, TEXT_DISPLAY, THUMBNAIL, MEDIA_GALLERY, FILE, SEPARATOR, CONTAINER = (
+    1, 9, 10, 11, 12, 13, 14, 17)
+#: What a components v2 message may hold at its top level (rows, sections, text, media, files,
+#: separators, containers); a classic message holds only action rows.
+V2_TOP_LEVEL = {ACTION_ROW, SECTION, TEXT_DISPLAY, MEDIA_GALLERY, FILE, SEPARATOR, CONTAINER}
+V2_MAX_COMPONENTS = 40  # every component counts, nested ones included
+V2_MAX_TEXT = 4000  # the text of every text display together
 SELECT_TYPES = {3, 5, 6, 7, 8}  # string, user, role, mentionable, channel selects
 CONTEXT_MENUS_PER_TYPE = 5  # message commands and user commands, each, per scope
 
 
-def validate_message(payload: dict[str, Any], n_files: int = 0) -> list[str]:
-    """Problems Discord would reject a message payload for, as "field: message" strings."""
+def validate_message(payload: dict[str, Any], n_files: int = 0, *,
+                     was_components_v2: bool = False,
+                     file_names: list[str] | None = None) -> list[str]:
+    """Problems Discord would reject a message payload for, as "field: message" strings.
+
+    `was_components_v2`: the payload edits a message sent with the components v2 flag, which
+    an edit can never remove (so the v2 rules hold whatever flags the edit names).
+    `file_names`: the attachments the message will carry, which `attachment://` media must name.
+    """
     problems: list[str] = []
+    v2 = was_components_v2 or bool((payload.get("flags") or 0) & IS_COMPONENTS_V2)
+    if v2:
+        problems += _v2_message_problems(payload, file_names)
     content = payload.get("content") or ""
     if len(content) > 2000:
         problems.append(f"content: Must be 2000 or fewer in length (got {len(content)}).")
@@ -69,8 +86,46 @@ def validate_message(payload: dict[str, Any], n_files: int = 0) -> list[str]:
         problems.append(f"attachments: Must be 10 or fewer in length (got {n_attachments}).")
     components = payload.get("components") or []
     if components:
-        v2 = bool((payload.get("flags") or 0) & IS_COMPONENTS_V2)
         problems += validate_components(components, components_v2=v2)
+    return problems
+
+
+def _v2_message_problems(payload: dict[str, Any], file_names: list[str] | None) -> list[str]:
+    """A components v2 message: no content, embeds, stickers or polls beside its components;
+    at most 40 components (nested ones count) and 4,000 characters of text displays."""
+    problems = []
+    for key in ("content", "embeds", "sticker_ids", "poll"):
+        if payload.get(key):
+            problems.append(f"{key}: Cannot be used when the IS_COMPONENTS_V2 flag is set.")
+    components = payload.get("components") or []
+    items = _walk(components, "components")
+    if len(items) > V2_MAX_COMPONENTS:
+        problems.append(f"components: Must be {V2_MAX_COMPONENTS} or fewer in total, nested "
+                        f"ones included (got {len(items)}).")
+    text = sum(len(str(item.get("content") or "")) for _, item in items
+               if item.get("type") == TEXT_DISPLAY)
+    if text > V2_MAX_TEXT:
+        problems.append(f"components: The text displays hold {text} characters; the limit "
+                        f"is {V2_MAX_TEXT}.")
+    for i, item in enumerate(components):
+        if item.get("type") not in V2_TOP_LEVEL:
+            problems.append(f"components.{i}.type: component type {item.get('type')} cannot "
+                            "be at the top level of a message.")
+    for path, item in items:
+        if item.get("type") == TEXT_DISPLAY and not str(item.get("content") or ""):
+            problems.append(f"{path}.content: a text display cannot be empty.")
+        if item.get("type") == MEDIA_GALLERY:
+            media = item.get("items") or []
+            if not 1 <= len(media) <= 10:
+                problems.append(f"{path}.items: Must be between 1 and 10 in length "
+                                f"(got {len(media)}).")
+            for j, entry in enumerate(media):
+                url = str((entry.get("media") or {}).get("url") or "")
+                name = url.removeprefix("attachment://")
+                if (url.startswith("attachment://") and file_names is not None
+                        and name not in file_names):
+                    problems.append(f"{path}.items.{j}.media.url: no attachment named "
+                                    f"{name!r} on the message.")
     return problems
 
 
@@ -87,16 +142,31 @@ def validate_components(components: list[dict[str, Any]], *,
         if len(components) > 5:
             problems.append(f"components: Must be 5 or fewer in length (got {len(components)}).")
         for i, row in enumerate(components):
-            if row.get("type") != 1:
+            if row.get("type") != ACTION_ROW:
                 problems.append(f"components.{i}.type: top-level components must be action rows")
-                continue
-            children = row.get("components") or []
-            selects = sum(1 for c in children if c.get("type") in SELECT_TYPES)
-            if not 1 <= len(children) <= 5:
-                problems.append(f"components.{i}.components: Must be between 1 and 5 in length "
-                                f"(got {len(children)}).")
-            if selects and len(children) > 1:
-                problems.append(f"components.{i}.components: a select menu fills its whole row")
+    # An action row holds 1-5 buttons or one select, wherever it sits (v2: inside containers).
+    for path, row in _walk(components, "components"):
+        if row.get("type") != ACTION_ROW:
+            continue
+        children = row.get("components") or []
+        selects = sum(1 for c in children if c.get("type") in SELECT_TYPES)
+        if not 1 <= len(children) <= 5:
+            problems.append(f"{path}.components: Must be between 1 and 5 in length "
+                            f"(got {len(children)}).")
+        if selects and len(children) > 1:
+            problems.append(f"{path}.components: a select menu fills its whole row")
+    for path, item in _walk(components, "components"):
+        if item.get("type") in SELECT_TYPES:
+            options = item.get("options")
+            if item.get("type") == STRING_SELECT and not 1 <= len(options or []) <= 25:
+                problems.append(f"{path}.options: Must be between 1 and 25 in length "
+                                f"(got {len(options or [])}).")
+            for j, option in enumerate(options or []):
+                problems += _check_length(option, "label", f"{path}.options.{j}", 1, 100,
+                                          required=True)
+                problems += _check_length(option, "value", f"{path}.options.{j}", 1, 100,
+                                          required=True)
+            problems += _check_length(item, "placeholder", path, 0, 150)
     problems += _check_custom_ids(components, "components")
     for path, item in _walk(components, "components"):
         label = item.get("label")

@@ -144,6 +144,19 @@ def flatten_components(components: list[dict[str, Any]]) -> list[dict[str, Any]]
     return flat
 
 
+def text_displays(components: list[dict[str, Any]]) -> list[str]:
+    """The text of a components v2 message: its text displays' content, in display order."""
+    return [str(c.get("content") or "") for c in flatten_components(components)
+            if c.get("type") == 10]
+
+
+def media_urls(components: list[dict[str, Any]]) -> list[str]:
+    """The pictures a components v2 message shows: its media galleries' urls, in order."""
+    return [str((entry.get("media") or {}).get("url") or "")
+            for c in flatten_components(components) if c.get("type") == 12
+            for entry in c.get("items") or []]
+
+
 class InteractionRecord:
     """One dispatched interaction and everything the bot did with it."""
 
@@ -205,6 +218,7 @@ class InteractionRecord:
         parts: list[str] = []
         for msg in self.visible_messages:
             parts.append(msg.get("content") or "")
+            parts += text_displays(msg.get("components") or [])
             for embed in msg.get("embeds") or []:
                 parts += [embed.get("title") or "", embed.get("description") or ""]
                 parts += [f"{f.get('name')}: {f.get('value')}" for f in embed.get("fields") or []]
