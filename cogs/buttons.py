@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from discord.ext import commands
 
-from bot.interactions.answers import FeedbackButton, FollowUpButton
+from bot.interactions.answers import FeedbackButton, FollowUpButton, PickSelect
 
 
 async def setup(bot: commands.Bot) -> None:
-    bot.add_dynamic_items(FollowUpButton, FeedbackButton)
+    bot.add_dynamic_items(FollowUpButton, FeedbackButton, PickSelect)

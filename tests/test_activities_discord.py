@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from tests.discord_emulator import IS_COMPONENTS_V2, media_urls, text_displays
 from tests.test_bot_commands import ask, bot
 
 
@@ -16,16 +17,19 @@ async def test_logitlens_and_neighbours_answer_with_a_picture_and_one_row(tiny_c
                                            "layer": 1})
         refused = await ask(h, "logitlens", {"prompt": "The cat", "position": 40})
         rows = await h.rows()
-    [lens_embed] = lens.visible_messages[0]["embeds"]
-    assert lens_embed["title"].startswith("Logit lens") and not lens.ephemeral
-    assert lens_embed["image"]["url"] == "attachment://logitlens.png"
+    # Picture answers are layout messages (Components V2): the words are text displays.
+    lens_message = lens.visible_messages[0]
+    assert lens_message["flags"] & IS_COMPONENTS_V2 and not lens.ephemeral
+    lens_text = text_displays(lens_message["components"])
+    assert lens_text[0].startswith("### Logit lens")
+    assert media_urls(lens_message["components"]) == ["attachment://logitlens.png"]
     # One line per layer: the embeddings and the tiny GPT-2's layers.
-    assert lens_embed["description"].count("\nemb ") == 1
+    assert "\n".join(lens_text).count("\nemb ") == 1
     assert [name for name, _ in lens.files] == ["logitlens.png"]
     assert lens.files[0][1].startswith(b"\x89PNG")
-    [near_embed] = near.visible_messages[0]["embeds"]
-    assert "bank" in near_embed["title"] and "layer 1/" in near_embed["title"]
-    assert [f["name"] for f in near_embed["fields"]][0].startswith("Static embedding")
+    near_text = text_displays(near.visible_messages[0]["components"])
+    assert "bank" in near_text[0] and "layer 1/" in near_text[0]
+    assert "**Static embedding (no context)**" in "\n".join(near_text)
     assert [name for name, _ in near.files] == ["neighbours.png"]
     assert refused.ephemeral and "position" in refused.text
     assert [(r["command"], r["status"]) for r in rows] == [

@@ -17,7 +17,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.interactions.answers import BrokenButton, FeedbackButton, FollowUpButton
+from bot.interactions.answers import BrokenButton, FeedbackButton, FollowUpButton, PickSelect
 from cogs.quiz import GuessButton, RevealButton
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import DiscordEmulator
@@ -42,11 +42,13 @@ def _name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-#: A well-formed custom_id per kind ({asked}: a real answer's interaction id).
+#: A well-formed custom_id per kind ({asked}: a real answer's interaction id; {student}: the
+#: student who asked it).
 EXAMPLES: dict[str, tuple[str, str]] = {_name(kind): example for kind, example in {
     FollowUpButton: ("tlm:do:same:{asked}:t0.7,k50,p1,s1,n5,r1", "generate"),
     FeedbackButton: ("tlm:fb:up:{asked}", "feedback"),
     BrokenButton: ("tlm:nothing:here", "button"),
+    PickSelect: ("tlm:pick:attention:h:{asked}:{student}:m0,l1,h0,o0", "attention"),
     GuessButton: ("tlm:quiz:guess:999", "quiz guess"),
     RevealButton: ("tlm:quiz:reveal:999", "quiz reveal"),
 }.items()}
@@ -100,7 +102,8 @@ async def test_every_kind_is_gated_and_ends_in_one_reply_and_one_row(tiny_config
         for kind in sorted(component_kinds()):
             template, command = EXAMPLES[kind]
             before = len(await h.rows())
-            record = await click_forged(h, message, template.format(asked=asked.id))
+            record = await click_forged(h, message, template.format(
+                asked=asked.id, student=h.emu.student_id))
             assert record.first_response is not None and not record.followups, kind
             assert record.ephemeral, kind
             added = await rows_added(h, before)

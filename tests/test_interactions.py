@@ -15,7 +15,13 @@ import pytest
 
 from core.storage.guild_settings import Cooldown
 from tests.bot_harness import Harness, bot_config, running_bot
-from tests.discord_emulator import EPHEMERAL, DiscordEmulator, InteractionRecord
+from tests.discord_emulator import (
+    EPHEMERAL,
+    IS_COMPONENTS_V2,
+    DiscordEmulator,
+    InteractionRecord,
+    text_displays,
+)
 from tests.test_reliability import models_ready, slow_fill_mask
 
 GENERATE = {"prompt": "Once upon a time", "max_new_tokens": 8, "seed": 1234}
@@ -30,7 +36,8 @@ async def answered(record: InteractionRecord, timeout: float = 30) -> Interactio
     deadline = time.monotonic() + timeout
     while True:
         shown = record.visible_messages
-        if shown and (shown[0].get("embeds") or shown[-1].get("embeds")):
+        if shown and any(m.get("embeds") or m["flags"] & IS_COMPONENTS_V2
+                         for m in (shown[0], shown[-1])):
             return record
         if time.monotonic() > deadline:
             raise TimeoutError(f"no answer: {shown}")
@@ -100,7 +107,9 @@ async def test_mask_buttons_attention_and_compare_modal(tiny_config, tmp_path, c
         first = await answered(await h.emu.invoke("mask", {"text": "Paris is the [MASK]."}))
         assert labels(first) == ["Attention", "Compare with…", "👍", "👎"]
         attention = await answered(await click(h, first, "Attention"))
-        assert embed(attention)["title"].startswith("Attention · layer")
+        # A picture answer: one layout message (Components V2) with its controls.
+        layout = attention.visible_messages[0]
+        assert text_displays(layout["components"])[0].startswith("### Attention · layer")
 
         opened = await h.emu.click(first.message, button(first, "Compare with…"))
         await opened.wait_first_response()

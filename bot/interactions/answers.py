@@ -37,9 +37,10 @@ import discord
 
 from bot.interactions.forms import OneTextModal
 from bot.interactions.host import Host
+from bot.interactions.layouts import greyed, input_texts, picture_layout
 from bot.interactions.names import parent_channel_id
 from bot.interactions.registry import COMMANDS, StudentCommand
-from bot.interactions.render import Reply, input_of, printable
+from bot.interactions.render import Reply, input_of, printable, safe
 from bot.interactions.turn import (
     FORM_OPENED,
     Action,
@@ -51,6 +52,8 @@ from bot.interactions.turn import (
 )
 from core.errors import CoreError, InvalidInput
 from core.inference.models import LoadState
+from core.outcomes import Status
+from core.pictures.charts import visible_token
 from core.storage.guild_settings import Cooldown
 
 # ------------------------------------------------------------------ the student answer
@@ -74,7 +77,9 @@ async def answer(interaction: discord.Interaction) -> None:
 
 
 async def _answer(turn: Turn, command: StudentCommand,
-                  given: Mapping[str, Any] | None) -> Answer:
+                  given: Mapping[str, Any] | None, *, redraw: Knobs | None = None) -> Answer:
+    """Run `command` and answer: a new reply, or with `redraw` (a control's knobs) the
+    message the control is on, re-drawn in place."""
     interaction, host = turn.interaction, turn.host
     values = dict(given if given is not None else options_of(interaction))
     private = bool(values.pop("private", False))
@@ -83,24 +88,34 @@ async def _answer(turn: Turn, command: StudentCommand,
                   input_text=command.input_text(values), input_options=command.input_options)
     pending: Any = None
     try:
-        # A moderator's setting may override the student's choice.
-        private = await _answers_private(host, interaction, private)
-        if private:
-            turn.describe(options={**(turn.options or {}), "private": True})
+        if redraw is None:
+            # A moderator's setting may override the student's choice.
+            private = await _answers_private(host, interaction, private)
+            if private:
+                turn.describe(options={**(turn.options or {}), "private": True})
         # Admission first: "busy" and bad input are answered ephemerally, at once.
         request = command.build(values)
         pending = asyncio.ensure_future(command.runner.admit(host, request))
-        await interaction.response.defer(thinking=True, ephemeral=private)
-        state = command.runner.model_status(host, request)
-        if state is not None and state[1] in (LoadState.PENDING, LoadState.LOADING):
-            await interaction.edit_original_response(
-                content=f"⏳ The model `{state[0]}` is still loading. "
-                        "Your answer will appear here as soon as it is ready."
-            )
-        result = await _wait_in_line(host, interaction, pending)
+        if redraw is not None:
+            result = await _redraw_in_time(interaction, pending)
+        else:
+            await interaction.response.defer(thinking=True, ephemeral=private)
+            state = command.runner.model_status(host, request)
+            if state is not None and state[1] in (LoadState.PENDING, LoadState.LOADING):
+                await interaction.edit_original_response(
+                    content=f"⏳ The model `{state[0]}` is still loading. "
+                            "Your answer will appear here as soon as it is ready."
+                )
+            result = await _wait_in_line(host, interaction, pending)
         reply = command.render(result)
-        reply.view = answer_view(interaction, command.name, values, result, reply)
-        return Answer(reply, ephemeral=private, result=result)
+        explorable = EXPLORE.get(command.name)
+        if explorable is not None and reply.files and reply.embeds:
+            knobs = dict(redraw) if redraw is not None else explorable.knobs(values, result)
+            reply = explore_layout(interaction, command, values, result, reply, knobs)
+        else:
+            reply.view = answer_view(interaction, command.name, values, result, reply)
+        return Answer(reply, ephemeral=private, result=result,
+                      update_message=redraw is not None)
     finally:
         if pending is not None and not pending.done():
             pending.cancel()  # the command itself was cancelled: free the queue slot
@@ -146,6 +161,19 @@ async def _wait_in_line(host: Host, interaction: discord.Interaction,
             pass  # only a progress note: the answer still comes
 
 
+#: A re-drawn picture that comes within this answers the click itself (Discord's
+#: update-message response); a slower one acknowledges first (a deferred update, inside
+#: Discord's 3 s) and edits the message when it comes.
+REDRAW_WITHIN_S = 2.0
+
+
+async def _redraw_in_time(interaction: discord.Interaction, pending: asyncio.Future) -> Any:
+    done, _ = await asyncio.wait({pending}, timeout=REDRAW_WITHIN_S)
+    if not done:
+        await interaction.response.defer()
+    return await pending
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -166,8 +194,10 @@ def run_form_submit(submit: discord.Interaction, runs: str,
 
 Knobs = Mapping[str, float | int]
 
-#: What each knob letter holds, and its type, in a custom_id ("t0.7,k50,s123").
-KNOB_TYPES: dict[str, type] = {"t": float, "k": int, "p": float, "s": int, "n": int, "r": int}
+#: What each knob letter holds, and its type, in a custom_id ("t0.7,k50,s123"); the picture
+#: controls' knobs: m(odel), l(ayer), h(ead, 0 = average), o (token, 0 = none), x (position).
+KNOB_TYPES: dict[str, type] = {"t": float, "k": int, "p": float, "s": int, "n": int, "r": int,
+                               "m": int, "l": int, "h": int, "o": int, "x": int}
 
 BROKEN = ("This button is broken (it does not carry what it needs). Run the command again to "
           "get fresh buttons.")
@@ -423,3 +453,162 @@ def _other_templates() -> list[re.Pattern[str]]:
         if cls is not BrokenButton and pattern is not None:
             found.append(pattern)
     return found
+
+
+# ------------------------------------------------------------------- picture controls
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A select beside a picture that re-draws it with one knob changed."""
+
+    #: The knob's letter in the custom_id (`KNOB_TYPES`).
+    knob: str
+    placeholder: str
+    #: (result, knobs) -> the (label, value) choices, at most 25 (Discord's limit).
+    choices: Callable[[Any, Knobs], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Explorable:
+    """A picture command whose answer carries selects: its knobs and how a pick reruns it."""
+
+    picks: tuple[Pick, ...]
+    #: (the slash options, the result) -> every knob's current value.
+    knobs: Callable[[Mapping[str, Any], Any], dict[str, int]]
+    #: (the inputs read back from the message, the knobs) -> the command's options.
+    options: Callable[[list[str], Knobs], dict[str, Any]]
+    #: (result, knobs) -> words a knob adds that need no new picture (the token's line).
+    note: Callable[[Any, Knobs], str] = lambda result, knobs: ""
+
+
+def _label(text: str) -> str:
+    """A select option's label: printable, 1-100 characters."""
+    return (printable(text).strip() or "?")[:100]
+
+
+def _attention_note(result: Any, knobs: Knobs) -> str:
+    token = int(knobs.get("o", 0))
+    if not 1 <= token <= len(result.top):
+        return ""
+    looks = " · ".join(f"{safe(result.tokens[j], 40)} {w:.2f}" for j, w in result.top[token - 1])
+    return f"**{safe(result.tokens[token - 1], 40)}** (token {token}) looks most at: {looks}"
+
+
+def _positions(result: Any, knobs: Knobs) -> list[tuple[str, str]]:
+    tokens = list(enumerate(result.tokens, 1))[-25:]  # the last 25: where the answer is read
+    return [(_label(f"{i} · {visible_token(t)}"), str(i)) for i, t in tokens]
+
+
+#: Student command -> the controls beside its picture.
+EXPLORE: dict[str, Explorable] = {
+    "attention": Explorable(
+        picks=(
+            Pick("l", "Layer", lambda r, k: [(f"Layer {i}", str(i))
+                                             for i in range(1, r.num_layers + 1)][:25]),
+            Pick("h", "Head", lambda r, k: ([("Average of all heads", "0")] + [
+                (f"Head {i}", str(i)) for i in range(1, r.num_heads + 1)])[:25]),
+            Pick("o", "Token: what does it look at?", lambda r, k: [
+                (_label(f"{i} · {t}"), str(i)) for i, t in enumerate(r.tokens[:25], 1)]),
+        ),
+        knobs=lambda values, r: {"m": 0 if values["model"] == "distilbert" else 1,
+                                 "l": r.layer, "h": r.head or 0, "o": 0},
+        options=lambda inputs, k: {"text": inputs[0],
+                                   "model": "distilbert" if k["m"] == 0 else "gpt2",
+                                   "layer": k["l"], "head": k["h"] or None},
+        note=_attention_note,
+    ),
+    "logitlens": Explorable(
+        picks=(Pick("x", "Position: whose next token?", _positions),),
+        knobs=lambda values, r: {"x": r.position},
+        options=lambda inputs, k: {"prompt": inputs[0], "position": k["x"]},
+    ),
+    "neighbours": Explorable(
+        picks=(Pick("l", "Layer", lambda r, k: ([("Embeddings (layer 0)", "0")] + [
+            (f"Layer {i}", str(i)) for i in range(1, r.num_layers + 1)])[:25]),),
+        knobs=lambda values, r: {"l": r.layer},
+        options=lambda inputs, k: {"word": inputs[0], "sentence": inputs[1], "layer": k["l"]},
+    ),
+}
+
+
+def explore_layout(interaction: discord.Interaction, command: StudentCommand,
+                   values: Mapping[str, Any], result: Any, reply: Reply, knobs: Knobs) -> Reply:
+    """A picture answer as a layout with its selects (each carrying the knobs, the answer's
+    interaction and its asker) and 👍/👎 under it."""
+    explorable = EXPLORE[command.name]
+    encoded = encode_knobs(knobs)
+    controls = []
+    for pick in explorable.picks:
+        current = str(knobs.get(pick.knob, ""))
+        choices = pick.choices(result, knobs)
+        if len(choices) < 2:  # nothing to choose between
+            continue
+        controls.append(PickSelect(command.name, pick.knob, interaction.id, interaction.user.id,
+                                   encoded, choices=choices, current=current,
+                                   placeholder=pick.placeholder))
+    inputs = [str(values[name]) for name in command.input_options]
+    below = [FeedbackButton(vote, interaction.id) for vote in ("up", "down")]
+    return picture_layout(reply, inputs, controls, below, note=explorable.note(result, knobs))
+
+
+_PICK_COMMANDS = "|".join(EXPLORE)
+
+
+class PickSelect(discord.ui.DynamicItem[discord.ui.Select],
+                 template=r"tlm:pick:(?P<command>" + _PICK_COMMANDS + r"):(?P<knob>[a-z])"
+                          r":(?P<asked>[0-9]{1,20}):(?P<owner>[0-9]{1,20})"
+                          r":(?P<knobs>[0-9a-z.,+-]{0,40})"):
+    """A select beside a picture: picking re-draws the same message through the front door
+    (gated, cooled down and logged as the command it runs, with its knobs). Its custom_id
+    carries everything (the knobs, the answer's interaction for its age, the asker), so it
+    works after a restart; only the asker may turn it, and it greys out once expired."""
+
+    def __init__(self, command: str, knob: str, asked: int, owner: int, knobs: str, *,
+                 choices: list[tuple[str, str]] = (), current: str = "",  # type: ignore[assignment]
+                 placeholder: str = "") -> None:
+        self.command, self.knob, self.asked, self.owner, self.knobs = (
+            command, knob, asked, owner, knobs)
+        super().__init__(discord.ui.Select(
+            custom_id=f"tlm:pick:{command}:{knob}:{asked}:{owner}:{knobs}",
+            placeholder=placeholder or None,
+            options=[discord.SelectOption(label=label, value=value, default=value == current)
+                     for label, value in choices] or [discord.SelectOption(label="?")]))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Select,
+                             match: re.Match[str], /) -> PickSelect:
+        return cls(match["command"], match["knob"], int(match["asked"]), int(match["owner"]),
+                   match["knobs"])
+
+    def precheck(self, turn: Turn) -> None:
+        check_age(turn.host, self.asked)
+        if turn.interaction.user.id != self.owner:
+            raise NotYourAnswer("Only the student who asked can turn these controls. Run the "
+                                f"command yourself to explore: `/{self.command}`.")
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        status = await enter(interaction, Action(
+            self.command, self.run, via=f"select:{self.knob}", precheck=self.precheck))
+        if status is Status.EXPIRED and interaction.message is not None:
+            try:  # grey the controls out, so nobody else tries them
+                await interaction.message.edit(view=greyed(interaction.message))
+            except discord.HTTPException:
+                pass  # an ephemeral answer cannot be edited through the channel
+
+    async def run(self, turn: Turn) -> Answer:
+        command = COMMANDS[self.command]
+        picked = getattr(self.item, "values", None) or []
+        if len(picked) != 1 or not str(picked[0]).isdigit():
+            raise ButtonBroken(BROKEN)
+        knobs = {**decode_knobs(self.knobs), self.knob: int(picked[0])}
+        inputs = input_texts(turn.interaction.message, len(command.input_options))
+        if inputs is None:
+            raise InvalidInput("This answer no longer shows its text whole, so its "
+                               "controls cannot run it again.")
+        try:
+            options = EXPLORE[self.command].options(inputs, knobs)
+        except KeyError:  # a knob the command needs is not in the custom_id
+            raise ButtonBroken(BROKEN) from None
+        return await _answer(turn, command, with_defaults(turn.host, self.command, options),
+                             redraw=knobs)

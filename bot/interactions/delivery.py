@@ -42,28 +42,25 @@ async def deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral: 
                    update_message: bool = False) -> Status:
     """Send a successful answer; OK, or EXPIRED when it had to go elsewhere (or nowhere)."""
     view = {"view": reply.view} if reply.view is not None else {}
+    # A layout message (Components V2) carries neither content nor embeds, not even empty.
+    layout = isinstance(reply.view, discord.ui.LayoutView)
+    words: dict = {} if layout else {"content": reply.content, "embeds": reply.embeds}
     if not interaction.is_expired():  # a token past 15 min would only earn a 401
         try:
             if update_message and not interaction.response.is_done():
                 await interaction.response.edit_message(
-                    content=reply.content, embeds=reply.embeds,
-                    attachments=reply.discord_files(), **view,
-                )
+                    attachments=reply.discord_files(), **words, **view)
             elif not interaction.response.is_done():
                 await interaction.response.send_message(
-                    content=reply.content, embeds=reply.embeds, files=reply.discord_files(),
-                    ephemeral=ephemeral, **view,
-                )
-            elif ephemeral:  # after an ephemeral defer: replaces its "thinking…"
+                    files=reply.discord_files(), ephemeral=ephemeral, **words, **view)
+            elif ephemeral and not update_message:  # after an ephemeral defer: replaces it
+                if not layout:
+                    words["content"] = reply.content or None
                 await interaction.followup.send(
-                    content=reply.content or None, embeds=reply.embeds,
-                    files=reply.discord_files(), ephemeral=True, **view,
-                )
-            else:
+                    files=reply.discord_files(), ephemeral=True, **words, **view)
+            else:  # the deferred reply, or the clicked message after a deferred update
                 await interaction.edit_original_response(
-                    content=reply.content, embeds=reply.embeds,
-                    attachments=reply.discord_files(), **view,
-                )
+                    attachments=reply.discord_files(), **words, **view)
             return Status.OK
         except discord.HTTPException as exc:
             if not token_gone(exc):
@@ -74,10 +71,10 @@ async def deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral: 
     channel = interaction.channel
     if isinstance(channel, discord.abc.Messageable):
         try:
-            await channel.send(
-                content=f"Answer for {safe(interaction.user.display_name, 100)}:",
-                embeds=reply.embeds, files=reply.discord_files(), **view,
-            )
+            if not layout:
+                words = {"content": f"Answer for {safe(interaction.user.display_name, 100)}:",
+                         "embeds": reply.embeds}
+            await channel.send(files=reply.discord_files(), **words, **view)
         except discord.HTTPException:
             log.warning("answer for %s lost: token expired and channel refused",
                         interaction.user.id, exc_info=True)
