@@ -148,6 +148,14 @@ class DiscordConfig:
     #: Buttons under an answer (new sample, feedback...) work this long, restarts included;
     #: after that a click says the button has expired.
     button_max_age_hours: float = 24.0
+    #: `/generate` shows its text as it is written, by editing its message: at most once per
+    #: `stream_edit_interval_s` per answer, and at most `stream_channel_edits` edits per
+    #: `stream_channel_window_s` in one channel, all students together (Discord limits edits
+    #: per channel without publishing the number: lower these if the log shows 429s).
+    stream_generate: bool = True
+    stream_edit_interval_s: float = 1.0
+    stream_channel_edits: int = 5
+    stream_channel_window_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -274,6 +282,9 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("discord", "default_cooldown_uses"): (0, 1000),
     ("discord", "default_cooldown_seconds"): (0, 86400),
     ("discord", "button_max_age_hours"): (0.001, 8760),
+    ("discord", "stream_edit_interval_s"): (0.05, 60),
+    ("discord", "stream_channel_edits"): (1, 1000),
+    ("discord", "stream_channel_window_s"): (0.1, 600),
     ("dashboard", "port"): (0, 65535),
     ("dashboard", "link_hours"): (1, 168),
     ("dashboard", "recheck_rights_s"): (0, 3600),

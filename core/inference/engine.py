@@ -31,6 +31,7 @@ from core.errors import EngineClosed, ModelUnavailable, RequestTimeout, UserErro
 from core.inference.backends import resolve_placement, usable_cores
 from core.inference.lanes import BatchRunner, Lane, Pending, QueuePlace
 from core.inference.models import Head, LoadedModel, LoadState, ModelRegistry
+from core.inference.streams import Stream
 from core.inference.task_table import TASK_TYPES, model_needs
 from core.inference.tasks.base import Task
 from core.inference.worker import run_batch, start_worker
@@ -170,6 +171,18 @@ class InferenceEngine:
         input before it shows anything to a student, even when it admits several requests for
         one answer (`/tokens model:compare`). Cancelling the future frees the queue slot.
         """
+        return self._admit(request, timeout, None)
+
+    def stream(self, request: Any, *, timeout: float | None = None) -> Stream[Any]:
+        """`admit`, and the request's partial results as it runs (`core.inference.streams`):
+        `async for partial in stream`, then `await stream` for the result. A task that makes
+        no partial results (`Task.streams` False; a Ray backend) only gives the result."""
+        stream: Stream[Any] = Stream(asyncio.get_running_loop())
+        stream.future = self._admit(request, timeout, stream)
+        return stream
+
+    def _admit(self, request: Any, timeout: float | None,
+               stream: Stream[Any] | None) -> asyncio.Future[Any]:
         if self._closed or self._pool is None:
             raise EngineClosed("The bot is restarting. Try again in a minute.")
         task = self.task_for(request)
@@ -192,7 +205,7 @@ class InferenceEngine:
         # before it costs a forward.
         ticket = self.pictures.reserve() if task.draws else None
         try:
-            future = lane.put(request, task)
+            future = lane.put(request, task, stream if task.streams else None)
         except BaseException:
             if ticket is not None:
                 ticket.release()

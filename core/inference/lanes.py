@@ -26,6 +26,7 @@ from core.config import EngineConfig
 from core.errors import ModelUnavailable, Overloaded
 
 if TYPE_CHECKING:
+    from core.inference.streams import Stream
     from core.inference.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,17 @@ class Pending:
     """One admitted request: what to run, which requests it may share a batch with (`key`),
     the caller's future (its reply channel) and when it was queued (for `Timings`)."""
 
-    __slots__ = ("request", "task", "key", "future", "enqueued_at")
+    __slots__ = ("request", "task", "key", "future", "enqueued_at", "stream")
 
-    def __init__(self, request: Any, task: Task, key: Hashable, future: asyncio.Future) -> None:
+    def __init__(self, request: Any, task: Task, key: Hashable, future: asyncio.Future,
+                 stream: Stream | None = None) -> None:
         self.request = request
         self.task = task
         self.key = key
         self.future = future
         self.enqueued_at = time.perf_counter()
+        #: Where the worker offers partial results, for a caller that reads them as they come.
+        self.stream = stream
 
     @property
     def live(self) -> bool:
@@ -120,12 +124,12 @@ class Lane:
         """Requests whose callers still wait (those that went away hold no place)."""
         return sum(1 for item in self.pending if item.live)
 
-    def put(self, request: Any, task: Task) -> asyncio.Future:
+    def put(self, request: Any, task: Task, stream: Stream | None = None) -> asyncio.Future:
         """Queue one validated request, or raise `Overloaded` at once when the lane is full."""
         if self.waiting() >= self.config.queue_size:
             raise Overloaded(BUSY)
         future = asyncio.get_running_loop().create_future()
-        self.pending.append(Pending(request, task, task.batch_key(request), future))
+        self.pending.append(Pending(request, task, task.batch_key(request), future, stream))
         self.wakeup.set()
         return future
 

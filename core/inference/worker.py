@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -53,7 +54,13 @@ def run_batch(
                 ))
             loop.call_soon_threadsafe(resolve, item.future, outcome)
 
+        def progress(index: int) -> Callable[[Any], None] | None:
+            """Where to offer request `index`'s partial result now, if its reader asked."""
+            stream = batch[group[index]].stream
+            return stream.offer if stream is not None and stream.asked else None
+
         emit.wanted = lambda index: batch[group[index]].live  # type: ignore[attr-defined]
+        emit.progress = progress  # type: ignore[attr-defined]
         return emit
 
     task = batch[0].task

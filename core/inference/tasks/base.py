@@ -36,6 +36,10 @@ class Emit(Protocol):
     def wanted(self, index: int) -> bool:
         """False once the caller went away (cancelled or timed out): skip the work if you can."""
 
+    def progress(self, index: int) -> Callable[[Any], None] | None:
+        """Where to offer request `index`'s partial result right now, or None: nobody asked
+        (`core.inference.streams`). Only a task that `streams` calls it."""
+
 
 @dataclass(frozen=True)
 class Timings:
@@ -67,6 +71,9 @@ class Task(Generic[Req, Res]):
     #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
     #: forward, so a picture never holds the model's lane (see `core.pictures.stage`).
     draws: ClassVar[bool] = False
+    #: `forward` takes a `progress` (request j -> where to offer its partial result now, or
+    #: None) and offers partial results as it goes, for `InferenceEngine.stream` (/generate).
+    streams: ClassVar[bool] = False
 
     def __init__(self, models: ModelsConfig, limits: LimitsConfig) -> None:
         self.models = models
@@ -117,7 +124,12 @@ class Task(Generic[Req, Res]):
             todo.append(index)
         if not todo:
             return
-        outputs = self.forward(model, inputs, lambda j: emit.wanted(todo[j]))
+        progress = getattr(emit, "progress", None)
+        if self.streams and progress is not None:
+            outputs = self.forward(model, inputs, lambda j: emit.wanted(todo[j]),
+                                   progress=lambda j: progress(todo[j]))
+        else:
+            outputs = self.forward(model, inputs, lambda j: emit.wanted(todo[j]))
         try:
             for j, output in outputs:
                 index = todo[j]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -62,10 +63,25 @@ class GenerateResult:
     top_p: float = 1.0
 
 
+@dataclass(frozen=True)
+class GeneratePartial:
+    """A request's text so far (`InferenceEngine.stream`): one entry per return sequence."""
+
+    continuations: tuple[str, ...]
+    new_tokens: tuple[int, ...]
+    #: Per sequence: it has stopped (its text is final).
+    finished: tuple[bool, ...]
+
+
+#: Where a partial result goes: request j -> the stream's `offer` if its reader asked, or None.
+Progress = Callable[[int], "Callable[[GeneratePartial], None] | None"]
+
+
 class GenerateTask(Task[GenerateRequest, GenerateResult]):
     name = "generate"
     needs = {"generate": frozenset({Head.CAUSAL_LM})}
     request_type = GenerateRequest
+    streams = True
 
     def rows(self, request: GenerateRequest) -> int:
         return request.num_return_sequences
@@ -107,12 +123,14 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
         return _Prompt(request, ids, seed, torch.Generator().manual_seed(seed))
 
     def forward(self, model: LoadedModel, inputs: Sequence[_Prompt],
-                wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[_Row]]]:
-        """Each prompt's rows (one per return sequence) as soon as all of them have stopped."""
+                wanted: Callable[[int], bool],
+                progress: Progress | None = None) -> Iterator[tuple[int, list[_Row]]]:
+        """Each prompt's rows (one per return sequence) as soon as all of them have stopped;
+        meanwhile, the text so far to each prompt whose reader asks (`progress`)."""
         rows = [_Row(j, prompt.ids, prompt.generator, prompt.seed)
                 for j, prompt in enumerate(inputs)
                 for _ in range(prompt.request.num_return_sequences)]
-        return _decode(model, [prompt.request for prompt in inputs], rows, wanted)
+        return _decode(model, [prompt.request for prompt in inputs], rows, wanted, progress)
 
     def postprocess(self, model: LoadedModel, request: GenerateRequest, prepared: _Prompt,
                     output: list[_Row]) -> GenerateResult:
@@ -143,9 +161,11 @@ class _Row:
 
 
 def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[_Row],
-            wanted: Callable[[int], bool]) -> Iterator[tuple[int, list[_Row]]]:
+            wanted: Callable[[int], bool],
+            progress: Progress | None = None) -> Iterator[tuple[int, list[_Row]]]:
     """Decode every row together; yield a request's rows when its last one stops (or its
-    caller went away)."""
+    caller went away). After each step, a request whose reader asked (`progress`) is offered
+    its text so far: read-only, so streaming changes no token."""
     tokenizer = model.tokenizer
     lm = model.module(Head.CAUSAL_LM)
     eos = tokenizer.eos_token_id
@@ -189,6 +209,11 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
                 yield row.request, [r for r in rows if r.request == row.request]
         if not keep:
             return
+        if progress is not None:
+            for index in {rows[active[j]].request for j in keep}:
+                offer = progress(index)
+                if offer is not None:
+                    offer(_partial(tokenizer, [r for r in rows if r.request == index]))
         if len(keep) < len(active):
             index = torch.tensor(keep, device=device)
             cache.batch_select_indices(index)
@@ -256,8 +281,8 @@ def sampling_candidates(
     return probs, ids
 
 
-def _result(model: LoadedModel, request: GenerateRequest, mine: list[_Row]) -> GenerateResult:
-    tokenizer = model.tokenizer
+def _continuations(tokenizer: Any, mine: list[_Row]) -> tuple[str, ...]:
+    """Each row's new text: the one decoding both the partial and the final results use."""
     prompt_text = tokenizer.decode(mine[0].prompt_ids, skip_special_tokens=True)
     continuations = []
     for row in mine:
@@ -268,10 +293,19 @@ def _result(model: LoadedModel, request: GenerateRequest, mine: list[_Row]) -> G
             full[len(prompt_text):] if full.startswith(prompt_text)
             else tokenizer.decode(row.new_ids, skip_special_tokens=True)
         )
+    return tuple(continuations)
+
+
+def _partial(tokenizer: Any, mine: list[_Row]) -> GeneratePartial:
+    return GeneratePartial(_continuations(tokenizer, mine), tuple(len(r.new_ids) for r in mine),
+                           tuple(bool(r.stop) for r in mine))
+
+
+def _result(model: LoadedModel, request: GenerateRequest, mine: list[_Row]) -> GenerateResult:
     return GenerateResult(
         model_id=str(model.spec),
         prompt=request.prompt,
-        continuations=tuple(continuations),
+        continuations=_continuations(model.tokenizer, mine),
         new_tokens=tuple(len(r.new_ids) for r in mine),
         stop_reasons=tuple(r.stop or "cancelled" for r in mine),
         greedy=request.is_greedy,
