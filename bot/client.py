@@ -21,6 +21,7 @@ from bot.command_sync import SYNC_ERRORS, describe_scope, sync_tree
 from bot.interactions.answers import BrokenButton
 from bot.interactions.names import command_kind, policy_name
 from bot.interactions.registry import COMMANDS
+from bot.interactions.streaming import EditPacing
 from bot.interactions.turn import Turn, outcome_of_interaction_error
 from core.config import Config
 from core.inference.engine import InferenceEngine
@@ -126,6 +127,8 @@ class TLMBot(commands.Bot):
         #: Every store of student data, for /mydata show and delete.
         self.student_data = student_data
         self.dashboard = dashboard
+        #: Edits of streamed answers, per channel, shared by every student there.
+        self.edit_pacing = EditPacing.of(config.discord)
         #: Where the last synced tree's digest is kept; None: this bot never syncs by itself.
         self.sync_state = sync_state
         self._sync_at_start = sync_at_start and sync_state is not None

@@ -154,7 +154,7 @@ class DiscordConfig:
     #: per channel without publishing the number: lower these if the log shows 429s).
     stream_generate: bool = True
     stream_edit_interval_s: float = 1.0
-    stream_channel_edits: int = 5
+    stream_channel_edits: int = 10
     stream_channel_window_s: float = 5.0
 
 

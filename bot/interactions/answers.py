@@ -41,6 +41,7 @@ from bot.interactions.layouts import greyed, input_texts, picture_layout
 from bot.interactions.names import parent_channel_id
 from bot.interactions.registry import COMMANDS, StudentCommand
 from bot.interactions.render import Reply, input_of, printable, safe
+from bot.interactions.streaming import show_as_written
 from bot.interactions.turn import (
     FORM_OPENED,
     Action,
@@ -95,9 +96,21 @@ async def _answer(turn: Turn, command: StudentCommand,
                 turn.describe(options={**(turn.options or {}), "private": True})
         # Admission first: "busy" and bad input are answered ephemerally, at once.
         request = command.build(values)
-        pending = asyncio.ensure_future(command.runner.admit(host, request))
+        stream = None
+        if (redraw is None and command.render_partial is not None
+                and host.config.discord.stream_generate):
+            stream = host.engine.stream(request)
+            pending = stream.future
+        else:
+            pending = asyncio.ensure_future(command.runner.admit(host, request))
         if redraw is not None:
             result = await _redraw_in_time(interaction, pending)
+        elif stream is not None and command.render_partial is not None:
+            await interaction.response.defer(thinking=True, ephemeral=private)
+            draw = command.render_partial
+            result = await show_as_written(
+                interaction, stream, lambda partial: draw(request, partial), host.edit_pacing,
+                host.config.discord.stream_edit_interval_s)
         else:
             await interaction.response.defer(thinking=True, ephemeral=private)
             state = command.runner.model_status(host, request)

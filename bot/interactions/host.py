@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from discord import app_commands
 
+from bot.interactions.streaming import EditPacing
 from core.config import Config
 from core.inference.engine import InferenceEngine
 from core.policy import Policy
@@ -38,6 +39,8 @@ class Host(Protocol):
     student_data: StudentData
     dashboard: Dashboard | None
     tree: app_commands.CommandTree
+    #: Edits of streamed answers, per channel (`bot.interactions.streaming`).
+    edit_pacing: EditPacing
 
     def handling(self) -> contextlib.AbstractContextManager[None]:
         """Count an interaction as in flight, so a shutdown waits for its reply and row."""

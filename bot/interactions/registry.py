@@ -122,6 +122,9 @@ class StudentCommand:
     picture: bool = False
     #: Between the input options in the stored text (a question and its context: "---").
     input_separator: str = "\n"
+    #: (request, partial result) -> the answer so far: the command is written into its
+    #: message as it runs (`InferenceEngine.stream`, `bot.interactions.streaming`).
+    render_partial: Callable[[Any, Any], Reply] | None = None
 
     def input_text(self, options: Options) -> str:
         return self.input_separator.join(str(options[name]) for name in self.input_options
@@ -172,7 +175,7 @@ COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
             top_k=o["top_k"], top_p=o["top_p"], num_return_sequences=o["num_return_sequences"],
             seed=o["seed"],
         ),
-        render.render_generate, ("prompt",),
+        render.render_generate, ("prompt",), render_partial=render.render_generate_partial,
         limits=(_text_limit("prompt"),
                 OptionLimit("max_new_tokens", lambda lim: lim.max_new_tokens),
                 OptionLimit("num_return_sequences", lambda lim: lim.max_return_sequences)),

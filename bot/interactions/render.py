@@ -20,7 +20,7 @@ import discord
 from core.inference.tasks.attention import AttentionResult
 from core.inference.tasks.contextsim import ContextSimResult
 from core.inference.tasks.fill_mask import FillMaskResult
-from core.inference.tasks.generate import GenerateResult
+from core.inference.tasks.generate import GeneratePartial, GenerateRequest, GenerateResult
 from core.inference.tasks.logitlens import LogitLensResult
 from core.inference.tasks.maskpair import MaskPairResult
 from core.inference.tasks.neighbours import NeighboursResult
@@ -226,6 +226,22 @@ def render_generate(result: GenerateResult) -> Reply:
     embed = discord.Embed(description=clip(body, 1500), colour=COLOUR)
     embed.set_footer(text=foot + " · full text attached")
     return Reply(embeds=[embed], files=[("generated.txt", full.encode())], summary=summary)
+
+
+WRITING_COLOUR = discord.Colour.light_grey()
+
+
+def render_generate_partial(request: GenerateRequest, partial: GeneratePartial) -> Reply:
+    """/generate while it writes: the text so far (a cursor on each sequence still going),
+    grey, no knobs and no buttons; the final answer (`render_generate`) replaces it."""
+    blocks = []
+    for i, (text, done) in enumerate(zip(partial.continuations, partial.finished), 1):
+        head = f"**{i}.** " if len(partial.continuations) > 1 else ""
+        blocks.append(f"{head}{bold_input(request.prompt)}{safe(text)}{'' if done else ' ▌'}")
+    embed = discord.Embed(description=clip("\n\n".join(blocks), 4000), colour=WRITING_COLOUR)
+    embed.set_footer(text=f"✍️ writing… {max(partial.new_tokens, default=0)} of "
+                          f"{request.max_new_tokens} tokens")
+    return Reply(embeds=[embed])
 
 
 def render_tokens(result: TokensResult) -> Reply:
