@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import discord
+import pytest
 
 from tests.bot_harness import Harness, running_bot
 from tests.discord_emulator import (
@@ -167,3 +168,49 @@ async def test_picks_work_after_a_restart_and_grey_out_when_expired(tiny_config,
     assert [(r["command"], r["status"]) for r in rows] == [
         ("attention", "ok"), ("attention", "ok"), ("attention", "expired")]
     assert not first.ephemeral and not message["flags"] & EPHEMERAL
+
+
+@pytest.mark.slow
+async def test_tlm_bot_run_turns_a_picture_and_again_after_a_restart(tiny_models, tmp_path):
+    """The real entry point: /attention answers with the V2 flag and selects; another head
+    re-draws the same message with another picture (acknowledged within 3 s); after a restart
+    of `tlm-bot run` the same select still works, and a classmate's pick is refused."""
+    from tests.conftest import write_tiny_config
+    from tests.test_bot_subprocess import ENTRY_POINT, tlm_bot_run
+
+    if not ENTRY_POINT.exists():
+        pytest.skip("tlm-bot is not installed in this venv")
+    async with DiscordEmulator() as emu:
+        config = write_tiny_config(
+            tmp_path / "config.toml", tiny_models,
+            discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0})
+
+        def cdn(message: dict[str, Any]) -> bytes:
+            [attachment] = message["attachments"]
+            return emu._cdn[attachment["url"].removeprefix(emu.url)][1]
+
+        async with tlm_bot_run(emu, config, tmp_path / "bot.log") as proc:
+            first = await emu.invoke("attention", SENTENCE)
+            message = await laid_out(first, timeout=90)
+            assert set(selects(message)) == {"l", "h", "o"}
+            before = cdn(message)
+            picked = await emu.select(message, selects(message)["h"]["custom_id"], ["1"])
+            await picked.wait_done(timeout=60)
+            assert picked.ack_latency is not None and picked.ack_latency < 3
+            after = emu.message(message["id"])
+            assert "head 1" in text_displays(after["components"])[0] and cdn(after) != before
+        assert proc.returncode == 0
+        async with tlm_bot_run(emu, config, tmp_path / "bot2.log") as proc:
+            await emu.wait_gateway("READY", 2, timeout=90)  # the new process, not the old one
+            now = emu.message(message["id"])
+            again = await emu.select(now, selects(now)["h"]["custom_id"], ["2"])
+            await again.wait_done(timeout=60)
+            assert "head 2" in text_displays(emu.message(message["id"])["components"])[0]
+            classmate = emu.guild.add_member("classmate", roles=["Student"])
+            now = emu.message(message["id"])
+            refused = await emu.select(now, selects(now)["l"]["custom_id"], ["1"],
+                                       user_id=classmate)
+            await refused.wait_done(timeout=30)
+            assert refused.ephemeral and "Only the student who asked" in refused.text
+        assert proc.returncode == 0
+        assert emu.violations == [] and emu.unhandled == []
