@@ -127,10 +127,18 @@ async def test_logitlens_and_neighbours_picks(tiny_config, tmp_path, caplog):
         picked = await h.emu.select(near, layer["custom_id"], ["0"])
         await picked.wait_done()
         assert "embeddings" in text_displays(h.emu.message(near["id"])["components"])[0]
+        sim = await laid_out(await h.emu.invoke("contextsim", {
+            "word": "bank", "sentence_a": "We sat on the bank.", "sentence_b": "The bank paid."}))
+        [layer] = selects(sim).values()
+        picked = await h.emu.select(sim, layer["custom_id"], ["0"])
+        await picked.wait_done()
+        assert "At the embeddings, the two vectors have similarity" in "\n".join(
+            text_displays(h.emu.message(sim["id"])["components"]))
         rows = await h.rows()
     assert [(r["command"], json.loads(r["options"]).get("via"), r["status"]) for r in rows] == [
         ("logitlens", None, "ok"), ("logitlens", "select:x", "ok"),
-        ("neighbours", None, "ok"), ("neighbours", "select:l", "ok")]
+        ("neighbours", None, "ok"), ("neighbours", "select:l", "ok"),
+        ("contextsim", None, "ok"), ("contextsim", "select:l", "ok")]
     assert json.loads(rows[1]["options"])["position"] == 2
     assert rows[3]["input_text"] == "bank\nWe sat on the bank."
 

@@ -508,6 +508,17 @@ def _attention_note(result: Any, knobs: Knobs) -> str:
     return f"**{safe(result.tokens[token - 1], 40)}** (token {token}) looks most at: {looks}"
 
 
+def _contextsim_note(result: Any, knobs: Knobs) -> str:
+    sims = result.layer_similarities
+    layer = int(knobs.get("l", len(sims) - 1))
+    if not 0 <= layer < len(sims):
+        return ""
+    where = "the embeddings" if layer == 0 else f"layer {layer}"
+    change = sims[layer] - result.static_similarity
+    return (f"At {where}, the two vectors have similarity **{sims[layer]:.3f}** "
+            f"({change:+.3f} from the static embedding's {result.static_similarity:.3f}).")
+
+
 def _positions(result: Any, knobs: Knobs) -> list[tuple[str, str]]:
     tokens = list(enumerate(result.tokens, 1))[-25:]  # the last 25: where the answer is read
     return [(_label(f"{i} · {visible_token(t)}"), str(i)) for i, t in tokens]
@@ -535,6 +546,15 @@ EXPLORE: dict[str, Explorable] = {
         picks=(Pick("x", "Position: whose next token?", _positions),),
         knobs=lambda values, r: {"x": r.position},
         options=lambda inputs, k: {"prompt": inputs[0], "position": k["x"]},
+    ),
+    "contextsim": Explorable(
+        picks=(Pick("l", "Layer: how similar there?", lambda r, k: [
+            ("Embeddings" if i == 0 else f"Layer {i}", str(i))
+            for i in range(len(r.layer_similarities))][:25]),),
+        knobs=lambda values, r: {"l": len(r.layer_similarities) - 1},
+        options=lambda inputs, k: {"word": inputs[0], "sentence_a": inputs[1],
+                                   "sentence_b": inputs[2]},
+        note=_contextsim_note,
     ),
     "neighbours": Explorable(
         picks=(Pick("l", "Layer", lambda r, k: ([("Embeddings (layer 0)", "0")] + [
