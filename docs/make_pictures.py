@@ -76,7 +76,30 @@ async def draw(out: Path, *, tiny_only: bool) -> int:
                          ("maskpair", pair), ("nexttoken", nxt)]:
         (out / f"{name}.png").write_bytes(result.png)
         print(f"{out / name}.png: {result.alt_text[:100]}")
+    (out / "attention-v2.png").write_bytes(v2_answer(attention))
+    print(f"{out / 'attention-v2'}.png: the /attention answer as a Components V2 message")
     return 0
+
+
+def v2_answer(result) -> bytes:
+    """The /attention answer as the bot sends it (a Components V2 layout with its selects),
+    drawn from that payload by the test emulator's sketcher."""
+    import dataclasses
+
+    from bot.interactions.answers import EXPLORE, explore_layout
+    from bot.interactions.registry import COMMANDS
+    from bot.interactions.render import render_attention
+    from tests.discord_emulator.screenshot import draw_message
+
+    # No timing and no temporary folder in the footer: the picture depends only on the code.
+    result = dataclasses.replace(result, timings=None,
+                                 model_id="/".join(Path(result.model_id).parts[-2:]))
+    values = {"text": result.text, "model": "distilbert", "layer": None, "head": None}
+    knobs = EXPLORE["attention"].knobs(values, result)
+    reply = explore_layout(1, 1, COMMANDS["attention"], values, result,
+                           render_attention(result), knobs)
+    assert reply.view is not None
+    return draw_message({"components": reply.view.to_components()}, dict(reply.files))
 
 
 def main(argv: list[str] | None = None) -> int:

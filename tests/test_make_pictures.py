@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("attention", "contextsim", "maskpair", "nexttoken")
+NAMES = ("attention", "contextsim", "maskpair", "nexttoken", "attention-v2")
 
 
 @pytest.mark.slow

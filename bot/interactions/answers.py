@@ -124,7 +124,8 @@ async def _answer(turn: Turn, command: StudentCommand,
         explorable = EXPLORE.get(command.name)
         if explorable is not None and reply.files and reply.embeds:
             knobs = dict(redraw) if redraw is not None else explorable.knobs(values, result)
-            reply = explore_layout(interaction, command, values, result, reply, knobs)
+            reply = explore_layout(interaction.id, interaction.user.id, command, values,
+                                   result, reply, knobs)
         else:
             reply.view = answer_view(interaction, command.name, values, result, reply)
         return Answer(reply, ephemeral=private, result=result,
@@ -565,10 +566,10 @@ EXPLORE: dict[str, Explorable] = {
 }
 
 
-def explore_layout(interaction: discord.Interaction, command: StudentCommand,
+def explore_layout(asked: int, owner: int, command: StudentCommand,
                    values: Mapping[str, Any], result: Any, reply: Reply, knobs: Knobs) -> Reply:
     """A picture answer as a layout with its selects (each carrying the knobs, the answer's
-    interaction and its asker) and 👍/👎 under it."""
+    interaction `asked` and its asker `owner`) and 👍/👎 under it."""
     explorable = EXPLORE[command.name]
     encoded = encode_knobs(knobs)
     controls = []
@@ -577,11 +578,11 @@ def explore_layout(interaction: discord.Interaction, command: StudentCommand,
         choices = pick.choices(result, knobs)
         if len(choices) < 2:  # nothing to choose between
             continue
-        controls.append(PickSelect(command.name, pick.knob, interaction.id, interaction.user.id,
-                                   encoded, choices=choices, current=current,
+        controls.append(PickSelect(command.name, pick.knob, asked, owner, encoded,
+                                   choices=choices, current=current,
                                    placeholder=pick.placeholder))
     inputs = [str(values[name]) for name in command.input_options]
-    below = [FeedbackButton(vote, interaction.id) for vote in ("up", "down")]
+    below = [FeedbackButton(vote, asked) for vote in ("up", "down")]
     return picture_layout(reply, inputs, controls, below, note=explorable.note(result, knobs))
 
 
