@@ -212,3 +212,40 @@ async def test_a_class_generating_at_once_stays_within_the_channel_limit(
     assert len(limited) <= 3, f"{len(limited)} edits answered 429"
     assert all(r.message["embeds"][0]["footer"]["text"].startswith("model:") for r in records)
     assert sorted(r["status"] for r in rows) == ["ok"] * 30
+
+
+async def test_a_429_delays_the_next_edit_and_loses_no_text(tiny_config, tmp_path, caplog,
+                                                            monkeypatch):
+    """Discord refuses the first growing edit (429, retry after 3 s, longer than the rest of
+    the generation): discord.py waits it out, no edit overtakes it, and the final answer comes
+    after it, whole."""
+    from tests.bot_harness import running_bot
+    from tests.test_interactions import answered, embed
+    from tests.test_reliability import models_ready
+
+    slow_steps(monkeypatch, 0.04)
+    config = streaming_config(tiny_config, tmp_path, stream_edit_interval_s=0.3)
+    options = {"prompt": "Once upon a time", "max_new_tokens": 60, "seed": 8}
+    async with running_bot(config, caplog) as h:
+        await models_ready(h)
+        unstreamed = await h.services.engine.submit(GenerateRequest(
+            "Once upon a time", max_new_tokens=60, seed=8))
+        h.emu.rate_limit_next(r"/webhooks/\d+/[^/]+/messages/@original", retry_after=3.0)
+        record = await h.emu.invoke("generate", options)
+        for _ in range(500):
+            if record.message and record.message["components"]:
+                break
+            await asyncio.sleep(0.02)
+        await answered(record)
+        patches = h.emu.find_requests("PATCH", f"{record.token}/messages/@original")
+        rows = await h.rows()
+    refused = [r for r in patches if r.status == 429]
+    accepted = [r for r in patches if r.status == 200]
+    assert len(refused) == 1
+    assert accepted[0].time - refused[0].time >= 3.0  # the same edit, retried after the wait
+    assert all(r.time >= accepted[0].time for r in accepted)
+    from bot.interactions.render import render_generate
+
+    assert embed(record)["description"] == render_generate(unstreamed).embeds[0].description
+    assert "seed 8" in embed(record)["footer"]["text"]
+    assert [(r["command"], r["status"]) for r in rows] == [("generate", "ok")]

@@ -97,7 +97,9 @@ async def _answer(turn: Turn, command: StudentCommand,
         # Admission first: "busy" and bad input are answered ephemerally, at once.
         request = command.build(values)
         stream = None
-        if (redraw is None and command.render_partial is not None
+        # A private answer is not streamed: its final reply is a follow-up that replaces the
+        # "thinking…" placeholder, which an edited placeholder no longer is.
+        if (redraw is None and not private and command.render_partial is not None
                 and host.config.discord.stream_generate):
             stream = host.engine.stream(request)
             pending = stream.future
