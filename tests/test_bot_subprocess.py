@@ -24,7 +24,7 @@ import pytest
 from yarl import URL
 
 from tests.conftest import write_tiny_config
-from tests.discord_emulator import DiscordEmulator, InteractionRecord
+from tests.discord_emulator import IS_COMPONENTS_V2, DiscordEmulator, InteractionRecord
 
 ENTRY_POINT = Path(sys.executable).with_name("tlm-bot")
 
@@ -34,8 +34,8 @@ async def final_answer(record: InteractionRecord, timeout: float = 60) -> Intera
     deadline = time.monotonic() + timeout
     while True:
         shown = record.visible_messages
-        if shown and shown[0].get("embeds"):
-            return record
+        if shown and (shown[0].get("embeds") or shown[0]["flags"] & IS_COMPONENTS_V2):
+            return record  # an embed answer, or a picture's layout (Components V2)
         if time.monotonic() > deadline:
             raise TimeoutError(f"no answer; messages: {shown}, errors: {record.errors}")
         await asyncio.sleep(0.02)
