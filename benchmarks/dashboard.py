@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from benchmarks.publish import NoisyMachine, settled_load, write_block
 from bot.dashboard.access import Sessions
 from bot.dashboard.app import COOKIE_PREFIX, DashboardContext, make_app
 from bot.dashboard.signing import Grant, Signer
@@ -38,7 +39,6 @@ from core.storage.guild_settings import SettingsStore
 from core.storage.querylog import to_db_time
 
 OUTPUT = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- dashboard:start -->", "<!-- dashboard:end -->"
 GUILD, OTHER = 900000000000000001, 900000000000000002
 COMMANDS = {"mask": 30, "tokens": 22, "generate": 15, "qa": 10, "sentiment": 8, "attention": 5,
             "nexttoken": 4, "contextsim": 3, "maskpair": 3}
@@ -214,7 +214,6 @@ async def screenshot(path: Path, target: Path) -> None:
 def render(results: list[dict], plan_lines: list[str], rows: int, fill_s: float,
            load: str) -> str:
     lines = [
-        START,
         "## Dashboard: page render times with 200,000 rows",
         "",
         f"`python -m benchmarks.dashboard` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
@@ -237,27 +236,17 @@ def render(results: list[dict], plan_lines: list[str], rows: int, fill_s: float,
               "2,000-row chunks, so their first bytes arrive at once whatever their size.",
               "", "Query plans (`EXPLAIN QUERY PLAN`):", ""]
     lines += [f"- {p}" for p in plan_lines]
-    lines.append(END)
     return "\n".join(lines) + "\n"
 
 
-def write_section(out: Path, section: str) -> None:
-    text = out.read_text("utf-8") if out.exists() else ""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1].lstrip("\n")
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    out.write_text(text, "utf-8")
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=OUTPUT)
     parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--record-noisy", action="store_true",
+                        help="write figures taken at a load above 1.5 anyway, labelled as noisy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
@@ -270,12 +259,19 @@ def main() -> None:
         fill(path, args.rows, args.rows // 10)
         fill_s = time.perf_counter() - started
         print(f"filled {args.rows:,} + {args.rows // 10:,} rows in {fill_s:.1f} s", flush=True)
+        before = settled_load()
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         results, _ = asyncio.run(measure(path, args.rounds))
         plan_lines = plans(path)
         for line in plan_lines:
             print(line)
-        write_section(args.out, render(results, plan_lines, args.rows, fill_s, load))
+        try:
+            write_block(args.out, "dashboard", render(results, plan_lines, args.rows, fill_s,
+                                                      load), loads=[before],
+                        record_noisy=args.record_noisy)
+        except NoisyMachine as exc:
+            print(exc)
+            return 3
         print(f"wrote {args.out}")
         (Path.home() / ".cache" / "tlm-bot-bench").mkdir(parents=True, exist_ok=True)
         (Path.home() / ".cache" / "tlm-bot-bench" / "dashboard.json").write_text(
@@ -283,7 +279,8 @@ def main() -> None:
         if args.screenshot:
             asyncio.run(screenshot(path, args.screenshot))
             print(f"wrote {args.screenshot}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -37,6 +37,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.models import DEFAULT_CACHE, SST2, build_models  # noqa: E402
+from benchmarks.publish import NoisyMachine, loadavg, settled_load, write_block  # noqa: E402
 
 log = logging.getLogger("fastpath")
 REPO = Path(__file__).resolve().parents[1]
@@ -65,10 +66,6 @@ def config(paths: Any, backend: str, **engine: Any):
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def sst2(name: str) -> list[tuple[str, int]]:
@@ -356,15 +353,14 @@ def render(raw: dict) -> str:
              "weights) for speed; the real all-MiniLM-L6-v2 weights for accuracy. Each "
              "backend runs in the same process one after another, default engine settings "
              "unless said.", ""]
-    loads = [raw["ratio"]["load"]] if raw.get("ratio") else []
-    for per in (raw.get("capacity") or {}).get("backends", {}).values():
-        loads += [run["load"] for r in per.values() for run in r["runs"]]
-    loads += [r["load"] for r in (raw.get("generate") or {}).get("backends", {}).values()]
+    loads = section_loads(raw)
     if loads:
-        lines += [f"**Noise:** 1-minute load average {min(loads):.1f}-{max(loads):.1f} on 2 "
-                  "cores during this run (other jobs). Above ~2 every wall-clock and latency "
-                  "figure below measures the neighbours as much as the code; the CPU-time "
-                  "ratio is the steadier figure.", ""]
+        after = [raw[n]["load_after"] for n in SECTIONS if raw.get(n, {}).get("load_after")]
+        lines += [f"**Noise:** 1-minute load average before each section (idle, the "
+                  f"neighbours') {min(loads):.1f}-{max(loads):.1f} on 2 cores"
+                  + (f"; after it (ours included) up to {max(after):.1f}" if after else "")
+                  + ". Figures are published only when every section started at <= 1.5 "
+                  "(`benchmarks/publish.py`).", ""]
     acc = raw.get("accuracy")
     if acc:
         lines += ["### Accuracy on real weights (all-MiniLM-L6-v2, SST-2)", "",
@@ -444,6 +440,8 @@ def render(raw: dict) -> str:
                   "ONNX rows keep the torch modules too (attention-map fallback, heads).", "",
                   "| backend | RSS | peak RSS |", "|---|---|---|"]
         for name, r in mem.items():
+            if not isinstance(r, dict):  # load_before / load_after
+                continue
             lines.append(f"| {name} | {r['rss_mb']:.0f} MB | {r['peak_mb']:.0f} MB |")
         lines.append("")
     gpu = raw.get("gpu")
@@ -452,10 +450,21 @@ def render(raw: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(raw: dict) -> None:
-    from benchmarks.report import write_block
+SECTIONS = ("accuracy", "ratio", "capacity", "generate", "memory")
 
-    write_block(RESULTS, "fastpath", render(raw))
+
+def section_loads(raw: dict) -> list[float]:
+    """The settled load before each section shown (older raw figures: their recorded load)."""
+    loads = []
+    for name in SECTIONS:
+        if raw.get(name):
+            loads.append(raw[name].get("load_before", raw[name].get("load", float("inf"))))
+    return loads
+
+
+def write_results(raw: dict, *, record_noisy: bool = False) -> None:
+    write_block(RESULTS, "fastpath", render(raw), loads=section_loads(raw),
+                record_noisy=record_noisy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--gpu-table", type=Path, help="a markdown file to include as is")
     parser.add_argument("--render", action="store_true", help="only re-render RESULTS.md")
+    parser.add_argument("--record-noisy", action="store_true",
+                        help="write figures taken at a load above 1.5 anyway, labelled as noisy")
     args = parser.parse_args(argv)
     if args.memory_child:
         logging.basicConfig(level=logging.WARNING)
@@ -479,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
         raw["gpu"] = args.gpu_table.read_text(encoding="utf-8").strip()
     if not args.render:
         paths = build_models()
-        wanted = args.only or ["accuracy", "ratio", "capacity", "generate", "memory"]
+        wanted = args.only or list(SECTIONS)
         for name in wanted:
+            before = settled_load()
             if name == "accuracy":
                 raw[name] = asyncio.run(section_accuracy(args.quick))
             elif name == "memory":
@@ -488,12 +500,17 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 section = globals()[f"section_{name}"]
                 raw[name] = asyncio.run(section(paths, args.quick))
+            raw[name].update(load_before=before, load_after=loadavg())
             raw["when"] = time.strftime("%Y-%m-%d %H:%M")
             # Re-read first: another run may have saved another section meanwhile.
             saved = json.loads(RAW.read_text()) if RAW.exists() else {}
             saved.update({name: raw[name], "when": raw["when"]})
             RAW.write_text(json.dumps(saved, indent=1))
-    write_results(raw)
+    try:
+        write_results(raw, record_noisy=args.record_noisy)
+    except NoisyMachine as exc:
+        print(exc)
+        return 3
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
 

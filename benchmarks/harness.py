@@ -26,6 +26,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from benchmarks.models import SST2, BenchModelPaths  # noqa: E402
+from benchmarks.publish import loadavg, settled_load  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +118,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def rss_mb() -> tuple[float, float]:
@@ -318,10 +315,11 @@ class Settings:
 
 
 def section(name: str):
-    """Record the load average around a section so its noise can be judged."""
+    """Record the load average around a section so its noise can be judged (before: settled,
+    the neighbours' load that `benchmarks.publish.write_block` gates on; after: ours too)."""
     def wrap(fn):
         async def run(*args: Any, **kwargs: Any) -> dict:
-            before = loadavg()
+            before = await asyncio.to_thread(settled_load)
             started = time.perf_counter()
             log.info("section %s ...", name)
             result = await fn(*args, **kwargs)

@@ -9,7 +9,7 @@ loopback settings, then `tlm-bot serve`). Measures, on this machine:
 - 32 concurrent `/mask`: the local engine, Ray with 1 replica, Ray with 2 replicas (the same
   application updated in place from 1 to 2 replicas, one CPU each);
 - a mixed burst (mask, qa, generate, tokens at once) local vs Ray.
-Writes its section of benchmarks/RESULTS.md under the "Ray Serve" heading (only that section).
+Writes the "ray" block of benchmarks/RESULTS.md, if the machine was quiet (`benchmarks/publish.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.models import DEFAULT_CACHE, build_models  # noqa: E402
+from benchmarks.publish import NoisyMachine, loadavg, settled_load, write_block  # noqa: E402
 from core.config import Config  # noqa: E402
 from core.inference.engine import InferenceEngine  # noqa: E402
 from core.inference.tasks.fill_mask import FillMaskRequest  # noqa: E402
@@ -39,17 +40,12 @@ from core.inference.tasks.qa import QARequest  # noqa: E402
 from core.inference.tasks.tokens import TokensRequest  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-HEADING = "## Ray Serve"
 MASK_TEXTS = [
     f"The {w} student said that the lecture about transformers was [MASK] and long."
     for w in ("first", "second", "tired", "happy", "new", "old", "quiet", "loud")
 ] * 4
 CONTEXT = ("Paris is the capital and largest city of France. It is known for its museums, "
            "its cafes and the river Seine that runs through the middle of the city.")
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def with_replicas(config: Config, replicas: int) -> Config:
@@ -112,7 +108,7 @@ async def mixed(engine: InferenceEngine) -> dict:
 
 
 async def measure(cluster, config: Config, rounds: int) -> dict:
-    out: dict = {"load_before": loadavg()}
+    out: dict = {"load_before": await asyncio.to_thread(settled_load)}
     async with InferenceEngine(local_of(config)) as local:
         await asyncio.gather(*(local.registry.get(s) for s in local.registry.specs))
         out["local_seq_p50_ms"] = await sequential_p50(local, rounds * 8)
@@ -163,7 +159,7 @@ def render(r: dict, when: str) -> str:
         f"| {name} | {lm.get(name, 0):.0f} | {rm.get(name, 0):.0f} |"
         for name in ("FillMaskRequest", "QARequest", "GenerateRequest", "TokensRequest")
     )
-    return f"""{HEADING}
+    return f"""## Ray Serve
 
 `python -m benchmarks.ray_serve` ({when}, {platform.machine()}, {os.cpu_count()} cores, load
 {r['load_before']:.1f} -> {r['load_after']:.1f}). Real-size random-weight models; a private
@@ -188,22 +184,12 @@ processes take ~1 GB); it pays when replicas run on more machines than the bot's
 """
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
-    if HEADING in old:
-        before, _, rest = old.partition(HEADING)
-        nxt = rest.find("\n## ")
-        after = rest[nxt + 1:] if nxt >= 0 else ""
-        new = before + text + ("\n" + after if after else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new, encoding="utf-8")
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--record-noisy", action="store_true",
+                        help="write figures taken at a load above 1.5 anyway, labelled as noisy")
     args = parser.parse_args()
     from tests.ray_cluster import running_cluster
 
@@ -218,8 +204,14 @@ def main() -> None:
     text = render(results, time.strftime("%Y-%m-%d %H:%M"))
     print(text)
     if not args.no_write:
-        write_section(text)
+        try:
+            write_block(RESULTS, "ray", text, loads=[results["load_before"]],
+                        record_noisy=args.record_noisy)
+        except NoisyMachine as exc:
+            print(exc)
+            return 3
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,8 +1,7 @@
 """The benchmark report: raw figures -> the markdown of benchmarks/RESULTS.md.
 
-RESULTS.md is made of blocks, each owned by one script (`benchmarks.run`, `benchmarks.fastpath`)
-and delimited by `<!-- NAME:start -->` / `<!-- NAME:end -->` markers: `write_block` replaces only
-its own, so each measured number has one writer and one place.
+RESULTS.md is made of blocks, each owned by one script; `benchmarks.publish.write_block` writes
+them, and refuses figures measured on a busy machine.
 """
 
 from __future__ import annotations
@@ -353,20 +352,3 @@ def render(r: dict[str, Any], s: Settings, total: float) -> str:
     summary += [f"| {name} | {value} | {_yes(ok)} |" for name, value, ok in targets]
     return "\n".join(head + summary + [""] + out) + "\n" + NOTES
 
-
-
-
-def write_block(path: Path, name: str, text: str) -> None:
-    """Replace block `name` of the file at `path` (append it if absent), keeping the rest."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text.strip()}\n{end}"
-    current = path.read_text(encoding="utf-8") if path.exists() else ""
-    if start in current and end in current:
-        head, _, rest = current.partition(start)
-        _, _, tail = rest.partition(end)
-        current = head + block + tail
-    elif current.strip():
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        current = block + "\n"
-    path.write_text(current, encoding="utf-8")
