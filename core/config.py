@@ -95,7 +95,9 @@ class EngineConfig:
     #: "auto" (the first CUDA GPU if torch sees one, else the CPU), "cpu", "cuda", "cuda:N" or
     #: "mps". `tlm-bot check-config` says what was chosen and why.
     device: str = "auto"
-    #: "auto" = float16 on a GPU, float32 on the CPU; "bfloat16" is the CPU's half precision.
+    #: "auto" = the fastest precision within tolerance of float32 on this machine: float16 on a
+    #: GPU, bfloat16 on a CPU with bfloat16 matrix units (AMX, AVX512-BF16), else float32
+    #: (`core.inference.backends.placement`). An explicit value always wins.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 

@@ -128,7 +128,11 @@ def tiny_config_dict(paths: TinyModelPaths) -> dict:
         },
         # One drawing process: each engine starts its drawing processes at once, and each
         # imports matplotlib; a test that needs more says so (tests/test_pictures.py).
-        "engine": {"max_wait_ms": 5.0, "workers": 2, "torch_threads": 1, "picture_workers": 1},
+        # float32 whatever the machine: tests compare answers with float32 references
+        # (transformers pipelines, fixtures); `dtype = "auto"` and bfloat16 have their own tests
+        # (tests/test_backends.py, tests/test_fast_default.py).
+        "engine": {"max_wait_ms": 5.0, "workers": 2, "torch_threads": 1, "picture_workers": 1,
+                   "dtype": "float32"},
         # A free port each: tests run side by side and must never fight over 8765.
         "dashboard": {"port": 0},
     }

@@ -21,6 +21,7 @@ from core.config import ModelSpec, parse_config
 from core.errors import ConfigError, Overloaded
 from core.inference.backends import describe_runtime, resolve_placement
 from core.inference.backends.int8 import conv1d_to_linear
+from core.inference.backends.placement import auto_dtype
 from core.inference.engine import InferenceEngine
 from core.inference.models import Head
 from core.inference.tasks.attention import AttentionRequest
@@ -123,11 +124,33 @@ def test_runtime_settings_parse():
     assert str(config.models.mask) == "m"  # results still name the model by its id
 
 
+AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+AVX2_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+
+
 @no_gpu
-def test_auto_without_a_gpu_is_the_cpu_in_float32():
-    placement = resolve_placement("auto", "auto")
+def test_auto_on_a_cpu_without_bfloat16_units_is_float32():
+    placement = resolve_placement("auto", "auto", cpuinfo=AVX2_CPU)
     assert (placement.device, placement.dtype) == ("cpu", "float32")
-    assert "no CUDA GPU" in placement.reason
+    assert "no CUDA GPU" in placement.reason and "no bfloat16 matrix units" in placement.reason
+
+
+@no_gpu
+def test_auto_on_a_cpu_with_bfloat16_units_is_bfloat16():
+    placement = resolve_placement("auto", "auto", cpuinfo=AMX_CPU)
+    assert (placement.device, placement.dtype) == ("cpu", "bfloat16") and placement.dtype_auto
+    assert "avx512_bf16, amx_bf16" not in placement.reason  # named in BF16_FLAGS' order
+    assert "amx_bf16, avx512_bf16" in placement.reason
+    only_avx512 = AMX_CPU.replace(" amx_bf16", "")
+    assert resolve_placement("cpu", "auto", cpuinfo=only_avx512).dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_an_explicit_dtype_always_wins(dtype):
+    for cpu in (AMX_CPU, AVX2_CPU):
+        placement = resolve_placement("cpu", dtype, cpuinfo=cpu)
+        assert placement.dtype == dtype and not placement.dtype_auto
+        assert f"dtype {dtype} as configured" in placement.reason
 
 
 @no_gpu
@@ -149,7 +172,9 @@ def test_check_config_reports_the_runtime_and_why(tiny_models, tmp_path):
     out = subprocess.run([sys.executable, "-m", "bot.cli", "check-config", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "runtime: cpu, float32 (device auto: torch sees no CUDA GPU" in out.stdout
+    chosen, why = auto_dtype("cpu")  # this machine's CPU, read from /proc/cpuinfo
+    assert f"runtime: cpu, {chosen} (device auto: torch sees no CUDA GPU; dtype auto: {why})" \
+        in out.stdout
     config = parse_config({"engine": {"device": "cuda"}})
     assert describe_runtime(config)[0].startswith("runtime: cannot run here: engine.device")
 

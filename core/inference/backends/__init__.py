@@ -43,7 +43,7 @@ def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = 
         if placement.dtype != "float32":
             module = module.to(dtype=placement.torch_dtype)
         return module
-    if placement.dtype != "float32":
+    if placement.dtype != "float32" and not placement.dtype_auto:
         log.warning("%s: the CPU fast path runs in float32 (engine.dtype = %s ignored for it)",
                     label, placement.dtype)
     onnx_encoder = None

@@ -1,11 +1,18 @@
 """Where the models run: `[engine] device` and `dtype` resolved against this machine.
 
 One decision, made once at engine start and reported by `tlm-bot check-config`: `auto` takes
-the first CUDA GPU in half precision when torch sees one, and otherwise the CPU in float32, the
-path every test and benchmark on the 2-core course machine measures. MPS is never chosen
-automatically (several ops the tasks use fall back to the CPU there); ask for it by name.
-float16 on the CPU is refused: most CPU kernels lack it, so it is slower than float32 and
-some layers fail; bfloat16 is the CPU's half precision.
+the first CUDA GPU when torch sees one, and otherwise the CPU. MPS is never chosen automatically
+(several ops the tasks use fall back to the CPU there); ask for it by name.
+
+`dtype = "auto"` picks the fastest precision whose answers stay within the project's tolerance
+of float32 (features cosine >= 0.99 at minimum over 300 SST-2 sentences and sentiment accuracy
+within 0.5 point on the real MiniLM weights: tests/test_fast_default.py):
+- on a CUDA GPU, float16 (its tensor cores; the tasks read results back in float32);
+- on a CPU with bfloat16 matrix units (Intel AMX `amx_bf16`, or `avx512_bf16`), bfloat16: oneDNN
+  runs its Linear layers there at several times float32's speed (benchmarks/RESULTS.md);
+- on any other CPU, float32: without those units bfloat16 is emulated and slower than float32.
+An explicit dtype always wins. float16 on the CPU is refused: most CPU kernels lack it, so it is
+slower than float32 and some layers fail; bfloat16 is the CPU's half precision.
 """
 
 from __future__ import annotations
@@ -13,12 +20,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+#: /proc/cpuinfo flags of the units that run bfloat16 matrix products natively.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,9 @@ class Placement:
     reason: str
     #: Threads an ONNX Runtime session may use on the CPU (0 = every usable core).
     cpu_threads: int = 0
+    #: The dtype was chosen by `auto`, not written in the config (a per-model CPU fast path then
+    #: takes precedence over it without a warning).
+    dtype_auto: bool = False
 
     @property
     def is_cpu(self) -> bool:
@@ -56,9 +69,36 @@ def check_device_setting(value: str) -> None:
         )
 
 
-def resolve_placement(device: str = "auto", dtype: str = "auto", *, cpu_threads: int = 0
-                      ) -> Placement:
-    """The placement for these settings on this machine; `ConfigError` if it cannot run here."""
+def cpu_bfloat16_units(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """Which of `BF16_FLAGS` this CPU has (empty when unknown: not Linux, or no flags line)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ()
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith(("flags", "Features"))), [])
+    return tuple(flag for flag in BF16_FLAGS if flag in flags)
+
+
+def auto_dtype(device: str, cpuinfo: str | None = None) -> tuple[str, str]:
+    """(dtype, why) for `dtype = "auto"` on this device (see the module docstring)."""
+    if device.startswith("cuda"):
+        return "float16", "float16 on the GPU"
+    if device != "cpu":
+        return "float32", f"float32 on {device}"
+    units = cpu_bfloat16_units(cpuinfo)
+    if units:
+        return "bfloat16", (f"bfloat16: this CPU has bfloat16 matrix units ({', '.join(units)}), "
+                            "answers within tolerance of float32")
+    return "float32", ("float32: this CPU has no bfloat16 matrix units (amx_bf16/avx512_bf16), "
+                       "so bfloat16 would be slower")
+
+
+def resolve_placement(device: str = "auto", dtype: str = "auto", *, cpu_threads: int = 0,
+                      cpuinfo: str | None = None) -> Placement:
+    """The placement for these settings on this machine; `ConfigError` if it cannot run here.
+    `cpuinfo`: /proc/cpuinfo's text, for tests (read from the machine when None)."""
     import torch
 
     check_device_setting(device)
@@ -93,8 +133,8 @@ def resolve_placement(device: str = "auto", dtype: str = "auto", *, cpu_threads:
     ):
         raise ConfigError("engine.device = 'mps', but torch reports MPS as unavailable here.")
     if dtype == "auto":
-        chosen_dtype = "float16" if chosen.startswith("cuda") else "float32"
-        why += f"; dtype auto: {chosen_dtype} on {'the GPU' if chosen != 'cpu' else 'the CPU'}"
+        chosen_dtype, dtype_why = auto_dtype(chosen, cpuinfo)
+        why += f"; dtype auto: {dtype_why}"
     else:
         chosen_dtype = dtype
         why += f"; dtype {dtype} as configured"
@@ -103,7 +143,7 @@ def resolve_placement(device: str = "auto", dtype: str = "auto", *, cpu_threads:
             "engine.dtype = 'float16' on the CPU: most CPU kernels lack float16 (slower than "
             "float32, some layers fail). Use 'bfloat16' or 'float32'."
         )
-    return Placement(chosen, chosen_dtype, why, cpu_threads)
+    return Placement(chosen, chosen_dtype, why, cpu_threads, dtype_auto=dtype == "auto")
 
 
 def usable_cores() -> int:
