@@ -489,3 +489,30 @@ async def test_with_a_remote_backend_forwards_go_remote_and_tokens_stay_here(tin
         assert isinstance(pieces, TokensResult) and pieces.tokens
         assert engine.remote.routed == [str(tiny_config.models.mask)]
         engine.remote = None  # aclose must not stop a backend it never started
+
+
+# --- latency at low load ----------------------------------------------------------------------
+
+async def test_a_lone_request_waits_for_company_only_a_share_of_a_forward(tiny_config):
+    """`max_wait_ms` bounds the wait, and so does a quarter of the lane's batch time: once the
+    lane knows its forwards take a few ms, a lone request no longer sits out the whole window."""
+    config = dataclasses.replace(tiny_config, engine=dataclasses.replace(
+        tiny_config.engine, max_wait_ms=400.0))
+    async with _engine(config) as engine:
+        started = time.perf_counter()
+        await engine.submit(MASK)  # the lane has no batch time yet: the configured window
+        assert time.perf_counter() - started >= 0.4
+        lane = next(iter(engine.lanes.values()))
+        await _wait_until(lambda: lane.batch_seconds is not None)  # set once the batch returns
+        assert lane.batch_seconds < 0.2
+        alone = []
+        for _ in range(3):
+            started = time.perf_counter()
+            await engine.submit(MASK)
+            alone.append(time.perf_counter() - started)
+        assert min(alone) < 0.2, alone
+        assert lane.company_wait() <= 0.25 * lane.batch_seconds
+        # Requests that arrive together still share a forward.
+        results = await asyncio.gather(*(engine.submit(FillMaskRequest(f"A [MASK] {i}.", 3))
+                                         for i in range(4)))
+        assert {r.timings.batch_size for r in results} == {4}

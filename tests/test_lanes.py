@@ -16,7 +16,7 @@ import pytest
 
 from core.config import EngineConfig, LimitsConfig, ModelsConfig
 from core.errors import Overloaded
-from core.inference.lanes import Lane, Pending, resolve
+from core.inference.lanes import WAIT_SHARE, Lane, Pending, resolve
 from core.inference.tasks.base import Task
 
 
@@ -153,4 +153,27 @@ async def test_an_answered_caller_no_longer_counts_as_live():
     future = lane.put(Echo("x"), TASK)
     assert await asyncio.wait_for(future, 5) == "x"
     assert not Pending(Echo("y"), TASK, "a", future).live
+    await lane.stop(1)
+
+
+async def test_a_lone_request_waits_at_most_a_share_of_the_lane_s_batch_time():
+    """Once the lane knows its batches take ~0.2 s, a request alone waits for company at most a
+    quarter of that (`WAIT_SHARE`), not the whole `max_wait_ms`."""
+    lane, runner = await _lane(max_batch_size=8, max_wait_ms=400)
+    real_run = runner.run
+    sent_at: list[float] = []
+
+    async def slow_run(batch: list[Pending]) -> None:
+        sent_at.append(time.perf_counter())
+        await asyncio.sleep(0.2)
+        await real_run(batch)
+
+    runner.run = slow_run
+    assert await asyncio.wait_for(lane.put(Echo("first"), TASK), 5) == "first"
+    while lane.batch_seconds is None:  # set once the batch returns
+        await asyncio.sleep(0.01)
+    started = time.perf_counter()
+    assert await asyncio.wait_for(lane.put(Echo("alone"), TASK), 5) == "alone"
+    assert sent_at[1] - started < 0.2 * WAIT_SHARE + 0.1
+    assert lane.company_wait() <= WAIT_SHARE * lane.batch_seconds
     await lane.stop(1)

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUSY = "The bot is very busy right now. Please try again in a moment."
+#: The longest wait for company, as a share of the lane's recent batch time (`company_wait`).
+WAIT_SHARE = 0.25
 
 
 class Pending:
@@ -172,7 +174,7 @@ class Lane:
         """
         first = self.pending[0]
         limit = first.task.max_batch_rows(self.config)
-        deadline = first.enqueued_at + self.config.max_wait_ms / 1000
+        deadline = first.enqueued_at + self.company_wait()
         while sum(1 for p in self.pending if p.key == first.key) < limit:
             delay = deadline - time.perf_counter()
             if delay <= 0:
@@ -192,6 +194,17 @@ class Lane:
                 rest.append(item)
         self.pending = rest
         return batch
+
+    def company_wait(self) -> float:
+        """Seconds the first request of a batch waits for company: `max_wait_ms`, but never more
+        than `WAIT_SHARE` of this lane's recent batch time. Waiting w can save a request that
+        would have missed the batch at most one batch time, while a request alone pays w in
+        full: where a forward is short (an encoder in bfloat16), a long wait only adds latency;
+        where it is long (a /generate batch), the full wait pays for itself."""
+        wait = self.config.max_wait_ms / 1000
+        if self.batch_seconds is not None:
+            wait = min(wait, WAIT_SHARE * self.batch_seconds)
+        return wait
 
     async def _batch_forever(self) -> None:
         try:
