@@ -288,3 +288,40 @@ async def test_out_of_memory_splits_the_batch_until_it_fits(engine, monkeypatch,
     assert isinstance(results[7], Overloaded)
     assert sizes[0] == 8 and max(sizes[1:]) <= 4 and 2 in sizes  # halves, not one by one
     assert "ran out of GPU memory; splitting it" in caplog.text
+
+
+def _mapped(folder) -> list[str]:
+    from pathlib import Path
+
+    return [line for line in Path("/proc/self/maps").read_text().splitlines()
+            if str(folder) in line]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+async def test_int8_keeps_no_view_of_the_float32_checkpoint(tiny_models, tmp_path):
+    """RSS: once the engine has loaded a quantized model (and frozen the survivors out of the
+    collector's reach), nothing keeps the checkpoint's mapping, and every page of it that
+    quantization read, alive beside the int8 weights."""
+    import gc
+    import shutil
+
+    from core.inference.models import load_model
+
+    for role in ("mlm", "gpt2"):
+        source = tiny_models.masked_lm if role == "mlm" else tiny_models.causal_lm
+        shutil.copytree(source, tmp_path / role)
+    plain = load_model(ModelSpec(str(tmp_path / "mlm")), frozenset({Head.MASKED_LM}))
+    assert _mapped(tmp_path / "mlm"), "float32 weights are expected to be memory-mapped"
+    del plain
+    gc.collect()
+    raw = tiny_config_dict(tiny_models)
+    raw["models"] = {"mask": {"id": str(tmp_path / "mlm"), "quantize": "int8"},
+                     "features": {"id": str(tmp_path / "mlm"), "quantize": "int8"},
+                     "generate": {"id": str(tmp_path / "gpt2"), "quantize": "int8"},
+                     "qa": raw["models"]["qa"]}
+    async with InferenceEngine(parse_config(raw, base_dir=tmp_path), tasks={"mask", "generate"}
+                               ) as engine:
+        models = await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
+        projector = models[0].module(Head.MASKED_LM).vocab_projector
+        assert "quantized" in type(projector).__module__
+        assert not _mapped(tmp_path / "mlm") and not _mapped(tmp_path / "gpt2")

@@ -148,7 +148,13 @@ def load_model(spec: ModelSpec, heads: frozenset[Head],
     import transformers
 
     with LOAD_LOCK:
-        return _load_model_locked(transformers, spec, heads, local_only, placement)
+        loaded = _load_model_locked(transformers, spec, heads, local_only, placement)
+    # What a fast path replaced (float32 Linear layers, in reference cycles) must be collected
+    # now: the registry then freezes every live object out of the collector's reach, and a
+    # frozen float copy would stay in memory beside the int8 one, keeping the checkpoint's
+    # mapping resident too. Here, in the loading thread, while few objects are unfrozen.
+    gc.collect()
+    return loaded
 
 
 def _load_model_locked(transformers: Any, spec: ModelSpec, heads: frozenset[Head],
