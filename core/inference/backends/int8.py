@@ -8,8 +8,9 @@ without bfloat16 units. Tried and not enough (issue 26): keeping the feed-forwar
 output layers in float32, and SmoothQuant-style per-channel input scales calibrated on SST-2
 sentences; what remains is per-tensor activation quantization across tokens with outliers.
 On a CPU with AMX, bfloat16 matrix products are faster than int8 ones through this path, so
-there bfloat16 (the `auto` choice) is also the fastest path. On the 2-core machine it was the cheapest large win measured before this was
-built (issue 16; the figures: benchmarks/RESULTS.md, "Figures behind the code").
+there bfloat16 (the `auto` choice) is also the fastest path. Before bfloat16 was measured,
+it was the cheapest large win on the 2-core machine (issue 16; the figures:
+benchmarks/RESULTS.md, "Figures behind the code").
 
 Weights are quantized per output channel, not per tensor: on the real MiniLM-L6 weights that
 brought the features much closer to float32's. The remaining error comes from the

@@ -70,9 +70,12 @@ class AppPlan:
         return {
             "model": self.role,
             "models": {
-                role: {"id": spec.id, "revision": spec.revision}
+                role: {"id": spec.id, "revision": spec.revision, "quantize": spec.quantize,
+                       "backend": spec.backend}
                 for role in ROLES for spec in [getattr(config.models, role)]
             },
+            # Resolved on the replica's machine: `auto` picks per machine there too.
+            "engine": {"device": config.engine.device, "dtype": config.engine.dtype},
             "limits": dataclasses.asdict(config.limits),
             "sizing": _sizing_dict(self.sizing),
         }

@@ -23,6 +23,7 @@ from typing import Any
 
 from core.config import Config, ConfigError, parse_config
 from core.errors import CoreError
+from core.inference.backends.placement import resolve_placement
 from core.inference.lanes import Pending
 from core.inference.models import load_model
 from core.inference.serving.cluster import (
@@ -46,8 +47,20 @@ class ModelServer:
         self.spec = getattr(config.models, args["model"])
         heads = frozenset(all_model_needs(config).get(self.spec, ()))
         self.tasks = {t.request_type: t(config.models, config.limits) for t in TASK_TYPES}
+        #: torch threads: the CPUs Serve reserved for this replica, never more (two replicas
+        #: of one CPU each on two cores must not each spread over both).
         self.threads = max(1, int(getattr(config.ray, args["model"]).num_cpus))
-        self.model = load_model(self.spec, heads)
+        if self.threads == 1:
+            # The fast tokenizer would otherwise encode a batch on every core of the machine.
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        import torch
+
+        torch.set_num_threads(self.threads)  # loading, too, stays within the reservation
+        #: The bot's device and dtype settings (and each model's fast path), resolved here:
+        #: the same answers as the local engine on this machine.
+        self.placement = resolve_placement(config.engine.device, config.engine.dtype,
+                                           cpu_threads=self.threads)
+        self.model = load_model(self.spec, heads, self.placement)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tlm-replica",
                                        initializer=start_worker, initargs=(self.threads,))
         #: One batch at a time: two forwards in parallel threads only fight over the cores.
@@ -113,6 +126,7 @@ def replica_config(args: dict[str, Any]) -> Config:
     """The replica's view of the bot's config: its models, limits and its own sizing."""
     return parse_config({
         "models": args["models"],
+        "engine": args.get("engine", {}),
         "limits": args.get("limits", {}),
         "ray": {args["model"]: args.get("sizing", {})},
     })
