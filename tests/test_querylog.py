@@ -483,3 +483,58 @@ async def test_a_buffered_row_deleted_while_the_storage_still_fails_never_appear
         assert await qlog.flush() is True  # recovery: what is left in the buffer is written
     assert raw_rows(db.path, "SELECT user_id, input_text FROM queries") == [(2, "keep me")]
     assert raw_rows(db.path, "SELECT user_id FROM inserted") == [(2,)]
+
+
+# ------------------------------------------------------------------ text search (FTS5, V11)
+
+
+def _index_bytes(path: str | Path) -> int:
+    [(size,)] = raw_rows(path, "SELECT coalesce(sum(length(block)), 0) FROM queries_text_data")
+    return size
+
+
+async def test_text_search_reads_the_index_and_keeps_instr_semantics(qlog, db) -> None:
+    texts = ["A gorgeous, witty movie", "GORGEOUS scenery", "plain text", 'he said "hi" OR no',
+             "ab ok"]
+    for text in texts:
+        await qlog.record(rec(text=text))
+    await qlog.record(rec(guild=GUILD_B, text="gorgeous elsewhere"))
+    await qlog.flush()
+
+    async def found(term: str) -> list[str]:
+        rows = await qlog.recent(QueryFilter(guild_id=GUILD_A, text=term))
+        return sorted(r.input_text for r in rows)
+
+    assert await found("gorgeous") == ["A gorgeous, witty movie", "GORGEOUS scenery"]
+    assert await found("orgeo") == ["A gorgeous, witty movie", "GORGEOUS scenery"]  # substring
+    assert await found('"hi" OR') == ['he said "hi" OR no']  # typed text, not FTS syntax
+    assert await found("b ") == ["ab ok"]  # under three characters: no index, same rule
+    assert await qlog.count(QueryFilter(guild_id=GUILD_A, text="OR no")) == 1
+    where, params = QueryFilter(guild_id=GUILD_A, text="gorgeous").where()
+    with closing(sqlite3.connect(db.path)) as conn:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM queries WHERE {where}",
+                            params).fetchall()
+    assert any("queries_text VIRTUAL TABLE INDEX" in str(row) for row in plan), plan
+
+
+async def test_deleted_text_leaves_the_index_with_its_row(qlog, db) -> None:
+    """/mydata delete and the retention purge: the index's entries for the deleted text go at
+    once (merged away, not only masked by a deletion marker)."""
+    for i in range(150):
+        await qlog.record(rec(user=1, text=f"secret essay number {i} about zebras {i * 7919}"))
+    await qlog.record(rec(user=2, text="kept"))
+    await qlog.flush()
+    before = _index_bytes(db.path)
+    assert await qlog.delete_user(GUILD_A, 1) == 150
+    assert await qlog.recent(QueryFilter(guild_id=GUILD_A, text="zebras")) == []
+    assert _index_bytes(db.path) < before / 10
+    # The purge too.
+    old = T0 - timedelta(days=400)
+    for i in range(150):
+        await qlog.record(rec(user=3, text=f"old essay {i} on giraffes {i * 104729}", at=old))
+    await qlog.flush()
+    before = _index_bytes(db.path)
+    assert await qlog.purge(now=T0) == 150
+    assert _index_bytes(db.path) < before / 10
+    assert [r.input_text for r in await qlog.recent(QueryFilter(guild_id=GUILD_A, text="kep"))
+            ] == ["kept"]

@@ -36,6 +36,9 @@ class Reader(Protocol):
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Any]: ...
 
 
+#: The shortest search the trigram index can answer; shorter ones scan the class's rows.
+TEXT_INDEX_MIN = 3
+
 @dataclass(frozen=True)
 class QueryFilter:
     """Which rows to read. `guild_id` is required: a guild only ever sees its own rows.
@@ -91,7 +94,14 @@ class QueryFilter:
         if self.with_feedback:
             clauses.append("feedback IS NOT NULL")
         if self.text:
+            if len(self.text) >= TEXT_INDEX_MIN:
+                # The full-text index (migration V11) finds the candidate rows without reading
+                # every row of the class; a phrase, so nothing typed is read as FTS syntax.
+                clauses.append("id IN (SELECT rowid FROM queries_text WHERE queries_text "
+                               "MATCH ?)")
+                params.append('"' + self.text.replace('"', '""') + '"')
             # instr, not LIKE: no wildcard characters to escape in what an instructor types.
+            # Also the exact rule on the index's candidates (its case folding is wider).
             clauses.append("instr(lower(input_text), lower(?)) > 0")
             params.append(self.text)
         return " AND ".join(clauses), params

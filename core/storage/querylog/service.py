@@ -23,6 +23,12 @@ from core.storage.querylog.writer import GroupCommitWriter
 log = logging.getLogger("core.storage.querylog")
 
 
+#: After rows are deleted: the full-text index (migration V11) records a deletion as a marker
+#: beside the old entries, which keep pieces of the deleted text until segments merge.
+#: 'optimize' merges them all now, dropping those entries (and `secure_delete` zeroes the
+#: pages they used), so deleted text leaves the index with its row.
+FORGET_INDEXED_TEXT = "INSERT INTO queries_text (queries_text) VALUES ('optimize')"
+
 class QueryLog:
     """Writes and reads the query log. Does not own `db`: close the log first, then the db."""
 
@@ -174,6 +180,7 @@ class QueryLog:
             async with self._db.transaction() as conn:
                 cursor = await conn.execute(sql, params)
                 deleted = cursor.rowcount + dropped
+                await conn.execute(FORGET_INDEXED_TEXT)
             await self._db.checkpoint()
         log.info("Deleted %d query-log rows of a user (%s)", deleted,
                  "every guild" if all_guilds else f"guild {guild_id}")
@@ -202,6 +209,8 @@ class QueryLog:
                     (row["guild_id"], cutoff),
                 )
                 deleted += cursor.rowcount
+            if deleted:
+                await conn.execute(FORGET_INDEXED_TEXT)
         if deleted:
             log.info("Retention purge deleted %d query-log rows", deleted)
         return deleted
