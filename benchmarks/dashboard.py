@@ -5,9 +5,10 @@ class being measured, spread over 30 days, 60 students, nine commands and every 
 20,000 rows of another server that must not slow it down. Then serves the real dashboard app on
 loopback and times full HTTP GETs of every page (server time + transfer, the way a browser waits
 for it), several rounds each, and prints the query plan of each statement so a full scan would
-show. Target: every page under 1 s. Writes its section of benchmarks/RESULTS.md between the
-"dashboard" markers (`--out` elsewhere); `--screenshot PATH` also saves the overview as a PNG
-(docs/img/dashboard.png) with the system Chromium.
+show. Target: every page under 300 ms (issue 26). Writes the "dashboard" block of
+benchmarks/RESULTS.md if the machine was quiet (`benchmarks/publish.py`; `--out` elsewhere);
+`--screenshot PATH` also saves the overview as a PNG (docs/img/dashboard.png) with the system
+Chromium.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from bot.dashboard.signing import Grant, Signer
 from core.storage.dashboard_data import DashboardData
 from core.storage.database import Database
 from core.storage.guild_settings import SettingsStore
-from core.storage.querylog import to_db_time
+from core.storage.querylog import QueryFilter, to_db_time
 
 OUTPUT = Path(__file__).with_name("RESULTS.md")
 GUILD, OTHER = 900000000000000001, 900000000000000002
@@ -157,7 +158,10 @@ def plans(path: Path) -> list[str]:
     conn = sqlite3.connect(path)
     now = to_db_time(datetime.now(timezone.utc))
     week = to_db_time(datetime.now(timezone.utc) - timedelta(days=7))
+    search, search_params = QueryFilter(guild_id=GUILD, text="gorgeous").where()
     statements = {
+        "text search (the code's own WHERE)": ("SELECT COUNT(*) FROM queries WHERE " + search,
+                                               tuple(search_params)),
         "table count": ("SELECT COUNT(*) FROM queries WHERE guild_id = ? AND command = ? AND "
                         "status = ?", (GUILD, "generate", "ok")),
         "table page": ("SELECT * FROM queries WHERE guild_id = ? ORDER BY created_at DESC, id "
@@ -220,7 +224,7 @@ def render(results: list[dict], plan_lines: list[str], rows: int, fill_s: float,
         f"load average {load}. {rows:,} rows for the class (30 days, 60 students, 9 commands, "
         "every status) plus 20,000 of another server, written straight into SQLite "
         f"({fill_s:.1f} s). Each figure is a full HTTP GET on loopback (server + transfer); "
-        "target: every page under 1 s. CPU is this process's CPU time for the request (server, "
+        "target: every page under 300 ms. CPU is this process's CPU time for the request (server, "
         "SQLite thread and client together): on a shared machine it shows the work, wall time "
         "shows the neighbours too.",
         "",
@@ -232,7 +236,7 @@ def render(results: list[dict], plan_lines: list[str], rows: int, fill_s: float,
                      f"{r['cpu_ms']:.0f} ms | {r['bytes'] / 1024:,.0f} KiB |")
     worst = max(r["max_ms"] for r in results if "export" not in r["page"])
     lines += ["", f"Slowest page (exports aside): {worst:.0f} ms "
-              f"({'meets' if worst < 1000 else 'MISSES'} the 1 s target). Exports stream in "
+              f"({'meets' if worst <= 300 else 'MISSES'} the 300 ms target). Exports stream in "
               "2,000-row chunks, so their first bytes arrive at once whatever their size.",
               "", "Query plans (`EXPLAIN QUERY PLAN`):", ""]
     lines += [f"- {p}" for p in plan_lines]
