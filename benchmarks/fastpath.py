@@ -43,11 +43,15 @@ log = logging.getLogger("fastpath")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 RAW = DEFAULT_CACHE / "fastpath.json"
-BACKENDS = {  # name -> per-model settings
-    "float32": {},
-    "int8": {"quantize": "int8"},
-    "onnxruntime": {"backend": "onnxruntime"},
-    "onnxruntime int8": {"backend": "onnxruntime", "quantize": "int8"},
+#: name -> (`[engine]` settings, per-model settings). float32 is pinned: `dtype = "auto"` (the
+#: default) picks bfloat16 on a CPU with bfloat16 units, and is measured as its own row.
+BACKENDS: dict[str, tuple[dict, dict]] = {
+    "float32": ({"dtype": "float32"}, {}),
+    "auto (the default)": ({"dtype": "auto"}, {}),
+    "bfloat16": ({"dtype": "bfloat16"}, {}),
+    "int8": ({"dtype": "float32"}, {"quantize": "int8"}),
+    "onnxruntime": ({"dtype": "float32"}, {"backend": "onnxruntime"}),
+    "onnxruntime int8": ({"dtype": "float32"}, {"backend": "onnxruntime", "quantize": "int8"}),
 }
 TRAIN_ROWS = 600
 
@@ -55,11 +59,11 @@ TRAIN_ROWS = 600
 def config(paths: Any, backend: str, **engine: Any):
     from core.config import parse_config
 
-    fields = BACKENDS[backend]
+    engine_fields, fields = BACKENDS[backend]
     models = {"mask": str(paths.masked_lm), "features": str(paths.masked_lm),
               "qa": str(paths.qa), "generate": str(paths.causal_lm)}
     raw = {"models": {k: {"id": v, **fields} for k, v in models.items()},
-           "engine": {"device": "cpu", **engine}}
+           "engine": {"device": "cpu", **engine_fields, **engine}}
     return parse_config(raw)
 
 
@@ -114,9 +118,10 @@ async def section_accuracy(quick: bool) -> dict:
     for backend in BACKENDS:
         from core.config import parse_config
 
-        cfg = parse_config({"models": {"features": {"id": str(model_dir), **BACKENDS[backend]},
+        engine_fields, fields = BACKENDS[backend]
+        cfg = parse_config({"models": {"features": {"id": str(model_dir), **fields},
                                        "load_at_start": False},
-                            "engine": {"device": "cpu"}})
+                            "engine": {"device": "cpu", **engine_fields}})
         engine = await started(cfg, [cfg.models.features])
         started_at = time.process_time()
         vectors = []
@@ -281,7 +286,7 @@ async def section_generate(paths, quick: bool) -> dict:
 
     prompts = [" ".join(t.split()[:6]) for t, _ in sst2("dev.tsv")[:16]]
     out: dict[str, Any] = {"backends": {}}
-    for backend in ("float32", "int8"):
+    for backend in ("float32", "auto (the default)", "int8"):
         engine = await started(config(paths, backend))
         try:
             rates = []
@@ -367,12 +372,12 @@ def render(raw: dict) -> str:
                   f"Mean-pooled features of {acc['train_rows']} train + {acc['dev_rows']} dev "
                   "sentences through the engine; LogisticRegression (C=1) fit on the train "
                   "rows, scored on dev. Target: cosine vs float32 >= 0.99, accuracy within "
-                  "1 point.", "",
+                  "0.5 point.", "",
                   "| backend | cosine vs float32 min / mean | dev accuracy | vs float32 | "
                   "featurize CPU s | met |", "|---|---|---|---|---|---|"]
         base = acc["backends"]["float32"]["accuracy"]
         for name, r in acc["backends"].items():
-            ok = r["cos_min"] >= 0.99 and abs(r["accuracy"] - base) <= 0.01
+            ok = r["cos_min"] >= 0.99 and abs(r["accuracy"] - base) <= 0.005
             lines.append(f"| {name} | {r['cos_min']:.4f} / {r['cos_mean']:.4f} | "
                          f"{r['accuracy']:.3f} | {(r['accuracy'] - base) * 100:+.1f} pt | "
                          f"{r['cpu_s']:.1f} | {'yes' if ok else '**NO**'} |")
