@@ -144,7 +144,9 @@ async def test_under_full_the_word_and_the_name_are_kept(db):
     store = QuizStore(db, log_inputs="full")
     quiz = await store.create(_quiz())
     await store.guess(quiz.id, 1, "Dog", user_name="Ada")
-    assert [(g.guess, g.user_name) for g in await store.guesses(quiz.id)] == [("dog", "Ada")]
+    await store.guess(quiz.id, 2, "Cat")  # no name given: none stored
+    assert [(g.guess, g.user_name) for g in await store.guesses(quiz.id)] == [
+        ("dog", "Ada"), ("cat", "")]
 
 
 # --------------------------------------------------------------------------- forgetting
