@@ -113,6 +113,9 @@ class LimitsConfig:
     max_new_tokens: int = 100
     max_return_sequences: int = 5
     max_mask_top_k: int = 10
+    #: Integrated-gradients steps per `/explain` (each is one forward and backward over the
+    #: input): more steps, a smaller convergence delta and a slower answer.
+    explain_steps: int = 32
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,7 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("limits", "max_new_tokens"): (1, 1000),
     ("limits", "max_return_sequences"): (1, 10),
     ("limits", "max_mask_top_k"): (1, 50),
+    ("limits", "explain_steps"): (2, 512),
     ("database", "default_retention_days"): (1, 36500),
     ("database", "purge_interval_s"): (1, None),
     ("sentiment", "max_upload_bytes"): (1, 50_000_000),

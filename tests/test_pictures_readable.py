@@ -19,7 +19,7 @@ from core.pictures import charts
 @pytest.fixture
 def figures(monkeypatch: pytest.MonkeyPatch) -> list:
     drawn = []
-    png = charts._png
+    png = charts.png
 
     def keep(fig):
         drawn.append(fig)

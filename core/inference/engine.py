@@ -156,7 +156,7 @@ class InferenceEngine:
         """Is the model behind this request ready, loading or broken?"""
         task = self.task_for(request)
         spec = self._spec(task, request)
-        if self.remote is not None and not task.own_lane:
+        if self.remote is not None and not task.tokenizer_only:
             return ModelStatus(str(spec), *self.remote.state(spec))
         return ModelStatus(str(spec), self.registry.state(spec), self.registry.error(spec))
 
@@ -195,7 +195,7 @@ class InferenceEngine:
         lane = self._lanes.get(key)
         if lane is None:
             runner: BatchRunner
-            if self.remote is not None and not task.own_lane:
+            if self.remote is not None and not task.tokenizer_only:
                 runner = self.remote.runner(spec)
             else:
                 runner = LocalRunner(self, spec, own_tokenizer=task.own_lane)
@@ -370,7 +370,7 @@ class LocalRunner:
         loop = asyncio.get_running_loop()
         threads = engine.threads_for_next_batch()
         # A tokenizer-only batch takes a millisecond: it should not cost a forward its threads.
-        counted = 0 if self.own_tokenizer else 1
+        counted = 0 if batch and batch[0].task.tokenizer_only else 1
         engine.running_batches += counted
         try:
             await loop.run_in_executor(engine.pool, run_batch, loop, self.model, batch, threads)

@@ -14,6 +14,7 @@ from core.inference.models import Head
 from core.inference.tasks.attention import AttentionTask
 from core.inference.tasks.base import Task
 from core.inference.tasks.contextsim import ContextSimTask
+from core.inference.tasks.explain import EXPLAIN_TASK_TYPES
 from core.inference.tasks.features import FeaturesTask
 from core.inference.tasks.fill_mask import FillMaskTask
 from core.inference.tasks.generate import GenerateTask
@@ -28,6 +29,8 @@ TASK_TYPES: tuple[type[Task], ...] = (
     TokensTask, FillMaskTask, QATask, FeaturesTask, GenerateTask,
     # Teaching pictures; they use the mask and generate models already listed below.
     AttentionTask, ContextSimTask, MaskPairTask, NextTokenTask, LogitLensTask, NeighboursTask,
+    # `/explain`: one per family, each in a lane of its own beside its model's.
+    *EXPLAIN_TASK_TYPES,
 )
 
 

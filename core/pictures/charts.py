@@ -7,7 +7,7 @@ of its own, in processes); a task only describes its picture as a `drawing(...)`
 Only the object-oriented matplotlib API is used (`Figure` + `FigureCanvasAgg`): pyplot keeps
 global figure state and picks a GUI backend, neither of which belongs in a server.
 Sizes are fixed in pixels (dpi 100, no tight bounding box) so a picture is predictable on a
-phone; fonts are never below 10 pt. Everything a student typed is passed through `_label`, so
+phone; fonts are never below 10 pt. Everything a student typed is passed through `label`, so
 a `$` cannot switch on mathtext and a character the font lacks becomes `?` instead of a warning.
 """
 
@@ -37,7 +37,7 @@ _LABEL_CHARS = 18
 _PLOT_SHARE = 0.7
 _LABEL_PX = 15
 #: Drawing in threads (the fallback, tests, docs) must not interleave figures' font caches.
-_RENDER_LOCK = threading.Lock()
+RENDER_LOCK = threading.Lock()
 
 
 def drawing(draw: Callable[..., bytes], *args, **kwargs) -> Callable[[], bytes]:
@@ -61,9 +61,9 @@ def attention_heatmap(
     """
     weights = np.asarray(weights, dtype=float)
     n = len(labels)
-    ticks = [_label(t) for t in labels]
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    ticks = [label(t) for t in labels]
+    with RENDER_LOCK:
+        fig = figure(size)
         ax = fig.add_subplot()
         future = np.triu(np.ones((n, n), bool), 1)
         shown = np.ma.masked_where(future, weights) if causal else weights
@@ -76,7 +76,7 @@ def attention_heatmap(
         ax.set_ylabel("token (query)", fontsize=12)
         ax.xaxis.set_ticks_position("top")
         ax.xaxis.set_label_position("top")
-        ax.set_title(_label(title, limit=120), fontsize=14, pad=12)
+        ax.set_title(label(title, limit=120), fontsize=14, pad=12)
         if n <= _ANNOTATE_CELLS_UP_TO:
             for i in range(n):
                 for j in range(n):
@@ -92,7 +92,7 @@ def attention_heatmap(
         if causal:
             fig.supxlabel("Grey cells: a causal model cannot look at later tokens.",
                           fontsize=11, color="#444444")
-        return _png(fig)
+        return png(fig)
 
 
 def similarity_by_layer(
@@ -101,8 +101,8 @@ def similarity_by_layer(
 ) -> bytes:
     """Layer 0 is the embedding layer's output (token + position), then one point per layer."""
     layers = list(range(len(similarities)))
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    with RENDER_LOCK:
+        fig = figure(size)
         ax = fig.add_subplot()
         ax.plot(layers, similarities, marker="o", markersize=8, linewidth=2.5, color=_BLUE,
                 label="in context (hidden state after each layer)")
@@ -117,10 +117,10 @@ def similarity_by_layer(
         ax.tick_params(axis="y", labelsize=12)
         ax.set_xlabel("layer (emb = embeddings + positions)", fontsize=12)
         ax.set_ylabel("cosine similarity", fontsize=12)
-        ax.set_title(_label(title, limit=120), fontsize=14)
+        ax.set_title(label(title, limit=120), fontsize=14)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=11, loc="lower left")
-        return _png(fig)
+        return png(fig)
 
 
 def paired_bars(
@@ -132,14 +132,14 @@ def paired_bars(
     n = len(labels)
     y = np.arange(n)
     height = 0.4
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    with RENDER_LOCK:
+        fig = figure(size)
         ax = fig.add_subplot()
-        bars_a = ax.barh(y - height / 2, values_a, height, color=_BLUE, label=_label(name_a, 60))
-        bars_b = ax.barh(y + height / 2, values_b, height, color=_ORANGE, label=_label(name_b, 60))
+        bars_a = ax.barh(y - height / 2, values_a, height, color=_BLUE, label=label(name_a, 60))
+        bars_b = ax.barh(y + height / 2, values_b, height, color=_ORANGE, label=label(name_b, 60))
         for bars in (bars_a, bars_b):
             ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=10)
-        ax.set_yticks(y, [_label(t) for t in labels], fontsize=_tick_size(n, large=13))
+        ax.set_yticks(y, [label(t) for t in labels], fontsize=_tick_size(n, large=13))
         for tick, bold in zip(ax.get_yticklabels(), highlight):
             if bold:
                 tick.set_fontweight("bold")
@@ -148,10 +148,10 @@ def paired_bars(
         ax.set_xlim(0, top * 1.2)
         ax.tick_params(axis="x", labelsize=11)
         ax.set_xlabel(xlabel, fontsize=12)
-        ax.set_title(_label(title, limit=120), fontsize=14)
+        ax.set_title(label(title, limit=120), fontsize=14)
         ax.legend(fontsize=11, loc="lower right")
         ax.grid(True, axis="x", alpha=0.3)
-        return _png(fig)
+        return png(fig)
 
 
 def next_token_bars(
@@ -163,8 +163,8 @@ def next_token_bars(
     n = len(labels)
     y = np.arange(n)
     height = 0.27
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    with RENDER_LOCK:
+        fig = figure(size)
         ax = fig.add_subplot()
         series = (
             (model_probs, _GREY, "model (temperature 1)"),
@@ -181,28 +181,28 @@ def next_token_bars(
             if any(values is s[0] for s in labelled):
                 ax.bar_label(bars, labels=[f"{v:.3f}" if v > 0 else "" for v in values],
                              padding=2, fontsize=10)
-        ax.set_yticks(y, [_label(t) for t in labels], fontsize=_tick_size(n, large=13))
+        ax.set_yticks(y, [label(t) for t in labels], fontsize=_tick_size(n, large=13))
         ax.invert_yaxis()
         top = max([*model_probs, *scaled_probs, *final_probs, 1e-9])
         ax.set_xlim(0, min(1.0, top) * 1.2)
         ax.tick_params(axis="x", labelsize=11)
         ax.set_xlabel("probability of being the next token", fontsize=12)
-        ax.set_title(_label(title, limit=120), fontsize=14)
+        ax.set_title(label(title, limit=120), fontsize=14)
         ax.legend(fontsize=11, loc="lower right")
         ax.grid(True, axis="x", alpha=0.3)
         if footnote:
-            fig.supxlabel(_label(footnote, limit=150), fontsize=11, color="#444444")
-        return _png(fig)
+            fig.supxlabel(label(footnote, limit=150), fontsize=11, color="#444444")
+        return png(fig)
 
 
-def _figure(size: tuple[int, int]) -> Figure:
+def figure(size: tuple[int, int]) -> Figure:
     width, height = size
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _png(fig: Figure) -> bytes:
+def png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
@@ -223,7 +223,7 @@ def _colormap(name: str, *, bad: str):
     return colormaps[name].with_extremes(bad=bad)
 
 
-def _label(text: str, limit: int = _LABEL_CHARS) -> str:
+def label(text: str, limit: int = _LABEL_CHARS) -> str:
     """Make user text safe to draw: no mathtext, no missing glyphs, not too long."""
     text = text.replace("\n", " ").replace("\t", " ")
     if len(text) > limit:
@@ -276,18 +276,18 @@ def logit_lens_chart(result: LogitLensResult, size: tuple[int, int] = (1000, 800
     layers = [layer.layer for layer in result.layers]
     answer = [layer.answer_prob for layer in result.layers]
     best = [layer.top[0].prob for layer in result.layers]
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    with RENDER_LOCK:
+        fig = figure(size)
         ax = fig.add_subplot()
         ax.plot(layers, best, marker="s", markersize=7, linewidth=1.5, linestyle="--",
                 color=_GREY, label="probability of that layer's own top guess")
         ax.plot(layers, answer, marker="o", markersize=9, linewidth=2.5, color=_BLUE,
                 label="probability of the final answer "
-                      f"{_label(visible_token(result.answer.token))}")
+                      f"{label(visible_token(result.answer.token))}")
         for layer, top_prob in zip(result.layers, best):
             guess = layer.top[0]
             final = guess.token_id == result.answer.token_id
-            ax.annotate(_label(visible_token(guess.token), limit=14), (layer.layer, top_prob),
+            ax.annotate(label(visible_token(guess.token), limit=14), (layer.layer, top_prob),
                         textcoords="offset points", xytext=(0, 12), ha="center", fontsize=12,
                         fontweight="bold" if final else "normal",
                         color=_GREEN if final else "#222222")
@@ -300,11 +300,11 @@ def logit_lens_chart(result: LogitLensResult, size: tuple[int, int] = (1000, 800
                       fontsize=12)
         ax.set_ylabel("probability of the next token", fontsize=12)
         context = result.tokens[result.position - 1]
-        ax.set_title(_label(f"Logit lens: next token after '{context}' (token {result.position}) "
+        ax.set_title(label(f"Logit lens: next token after '{context}' (token {result.position}) "
                             f"in '{result.prompt}'", limit=110), fontsize=14)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=11, loc="upper left")
-        return _png(fig)
+        return png(fig)
 
 
 def logit_lens_alt_text(result: LogitLensResult) -> str:
@@ -328,8 +328,8 @@ def neighbours_chart(result: NeighboursResult, size: tuple[int, int] = (1100, 80
     Items in both lists are orange, so what the context changed stands out in blue."""
     shared = {n.token_id for n in result.static} & {n.token_id for n in result.contextual}
     where = "embeddings" if result.layer == 0 else f"layer {result.layer} of {result.num_layers}"
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    with RENDER_LOCK:
+        fig = figure(size)
         axes = fig.subplots(1, 2, sharex=True)
         panels = ((axes[0], result.static, "static input embedding (no context)"),
                   (axes[1], result.contextual, f"in this sentence, {where}"))
@@ -342,11 +342,11 @@ def neighbours_chart(result: NeighboursResult, size: tuple[int, int] = (1100, 80
                    loc="upper right", fontsize=11, ncols=2)
         pieces = " + ".join(result.pieces)
         note = f" (mean of pieces {pieces})" if result.averaged else ""
-        fig.suptitle(_label(f"Nearest vocabulary items to '{result.word}'{note}", limit=110),
+        fig.suptitle(label(f"Nearest vocabulary items to '{result.word}'{note}", limit=110),
                      fontsize=14)
-        fig.supxlabel(_label(f"Sentence: {result.sentence}", limit=140), fontsize=11,
+        fig.supxlabel(label(f"Sentence: {result.sentence}", limit=140), fontsize=11,
                       color="#444444")
-        return _png(fig)
+        return png(fig)
 
 
 def _neighbour_bars(ax, neighbours: tuple[Neighbour, ...], shared: set[int]) -> None:
@@ -356,7 +356,7 @@ def _neighbour_bars(ax, neighbours: tuple[Neighbour, ...], shared: set[int]) -> 
     colours = [_ORANGE if nb.token_id in shared else _BLUE for nb in neighbours]
     bars = ax.barh(y, values, color=colours)
     ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=10)
-    ax.set_yticks(y, [_label(nb.token) for nb in neighbours], fontsize=_tick_size(n, large=13))
+    ax.set_yticks(y, [label(nb.token) for nb in neighbours], fontsize=_tick_size(n, large=13))
     ax.invert_yaxis()
     ax.set_xlim(min(0.0, *values) - 0.05 if values else 0, 1.15)
     ax.tick_params(axis="x", labelsize=11)
@@ -380,8 +380,8 @@ def neighbours_alt_text(result: NeighboursResult) -> str:
 def quiz_reveal_chart(reveal: QuizReveal, size: tuple[int, int] = (1200, 800)) -> bytes:
     """Left: the model's top-k with probabilities. Right: the class's guesses by count, green
     where the word is in the model's top-k (its rank in the label), grey where it is not."""
-    with _RENDER_LOCK:
-        fig = _figure(size)
+    with RENDER_LOCK:
+        fig = figure(size)
         left, right = fig.subplots(1, 2)
         n = len(reveal.candidates)
         y = np.arange(n)
@@ -390,7 +390,7 @@ def quiz_reveal_chart(reveal: QuizReveal, size: tuple[int, int] = (1200, 800)) -
         left.bar_label(bars, labels=[f"{c.prob:.3f}" + (f"  ({c.class_count} guessed)"
                                                           if c.class_count else "")
                                      for c in reveal.candidates], padding=3, fontsize=10)
-        left.set_yticks(y, [f"{c.rank}. {_label(visible_token(c.token))}"
+        left.set_yticks(y, [f"{c.rank}. {label(visible_token(c.token))}"
                             for c in reveal.candidates], fontsize=_tick_size(n, large=13))
         left.invert_yaxis()
         left.set_xlim(0, max([*probs, 1e-9]) * 1.5)
@@ -405,7 +405,7 @@ def quiz_reveal_chart(reveal: QuizReveal, size: tuple[int, int] = (1200, 800)) -
         colours = [_GREEN if e.model_rank is not None else _GREY for e in shown]
         bars = right.barh(y, counts, color=colours)
         right.bar_label(bars, padding=3, fontsize=11)
-        right.set_yticks(y, [_label(e.label) + (f" (#{e.model_rank})" if e.model_rank else "")
+        right.set_yticks(y, [label(e.label) + (f" (#{e.model_rank})" if e.model_rank else "")
                              for e in shown], fontsize=_tick_size(m, large=13))
         right.invert_yaxis()
         right.set_xlim(0, max([*counts, 1]) * 1.25)
@@ -418,12 +418,12 @@ def quiz_reveal_chart(reveal: QuizReveal, size: tuple[int, int] = (1200, 800)) -
         if not shown:
             right.text(0.5, 0.5, "nobody guessed", transform=right.transAxes, ha="center",
                        fontsize=14, color="#444444")
-        fig.suptitle(_label(reveal.prompt, limit=100), fontsize=14)
+        fig.suptitle(label(reveal.prompt, limit=100), fontsize=14)
         fig.supxlabel(
             f"{reveal.total_guesses} guesses; {reveal.matched_first} matched the model's first "
             f"choice, {reveal.matched_top_k} are in its top {len(reveal.candidates)} (green).",
             fontsize=12, color="#444444")
-        return _png(fig)
+        return png(fig)
 
 
 def quiz_reveal_alt_text(reveal: QuizReveal) -> str:

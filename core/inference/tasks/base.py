@@ -56,9 +56,9 @@ class Task(Generic[Req, Res]):
     """One kind of request, and everything the engine needs to know about it, declared.
 
     Subclasses set `name`, `request_type` and `needs`; the engine reads these declarations (and
-    `rows`, `max_batch_rows`, `own_lane`, `draws`) and never asks what type a task is. `needs`
-    drives the model registry: each role's model is loaded with the union of the heads that
-    the engine's tasks declare for it, and only for the tasks an engine serves.
+    `rows`, `max_batch_rows`, `own_lane`, `tokenizer_only`, `draws`) and never asks what type a
+    task is. `needs` drives the model registry: each role's model is loaded with the union of
+    the heads that the engine's tasks declare for it, and only for the tasks an engine serves.
     """
 
     name: ClassVar[str]
@@ -66,8 +66,13 @@ class Task(Generic[Req, Res]):
     #: The models this task may use, by role, and the heads each must be loaded with.
     needs: ClassVar[Mapping[Role, frozenset[Head]]]
     #: Run in a lane of its own rather than the model's: for work so light (a tokenizer call)
-    #: that waiting behind a forward pass would cost it many times its own time.
+    #: that waiting behind a forward pass would cost it many times its own time, or so heavy
+    #: (an attribution: tens of forwards and backwards) that the model's quick answers must
+    #: not wait behind it. Such a lane has its own copy of the tokenizer.
     own_lane: ClassVar[bool] = False
+    #: A tokenizer call, no forward: not counted as a running batch when threads are shared
+    #: out, and run in this process even when a Ray backend runs the models.
+    tokenizer_only: ClassVar[bool] = False
     #: Results carry a `drawing` that the engine's drawing stage turns into `png` after the
     #: forward, so a picture never holds the model's lane (see `core.pictures.stage`).
     draws: ClassVar[bool] = False

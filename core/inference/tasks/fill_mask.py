@@ -104,7 +104,7 @@ def mask_distributions(
     if positions[:, 0].tolist() != list(range(len(texts))):  # validate allows one mask each
         raise RuntimeError(f"expected one mask per text, found rows {positions[:, 0].tolist()}")
     mlm = model.module(Head.MASKED_LM)
-    head = _mlm_head(mlm)
+    head = mlm_head(mlm)
     ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
     if head is None:
         # Another family (ALBERT, ELECTRA, ModernBERT...): its own forward, then its own
@@ -138,7 +138,7 @@ def fillers(tokenizer, input_ids: torch.Tensor, probs: torch.Tensor,
     return tuple(result)
 
 
-def _mlm_head(mlm) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def mlm_head(mlm) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The layers between the encoder's hidden state and the vocabulary logits, for the
     families whose head is known to be exactly that (None: use the model's own forward)."""
     if all(hasattr(mlm, n) for n in ("vocab_transform", "vocab_layer_norm", "vocab_projector")):

@@ -8,7 +8,7 @@ p(start) * p(end) with the softmax taken over the window's context tokens; the b
 windows wins. Every window of every request in a batch goes through one padded forward.
 
 Answers are whole words, as the 4.x pipeline's default `align_to_words=True` made them: see
-`_align_to_words`. tests/test_qa_pipeline_parity.py checks answers and offsets against a fixture
+`align_to_words`. tests/test_qa_pipeline_parity.py checks answers and offsets against a fixture
 the transformers 4.57 pipeline produced.
 """
 
@@ -97,14 +97,14 @@ class QATask(Task[QARequest, QAResult]):
         )
         # Per request, candidate answers in the order first seen: lowercased text -> [score,
         # start, end]. Token spans that widen to the same words pool their scores (see
-        # `_align_to_words`).
+        # `align_to_words`).
         candidates: dict[int, dict[str, list]] = {}
         windows: dict[int, int] = {}
         for window, sample in enumerate(enc["overflow_to_sample_mapping"].tolist()):
             in_context = torch.tensor(
                 [s == 1 for s in enc.sequence_ids(window)], dtype=torch.bool
             )
-            spans = _best_spans(
+            spans = best_spans(
                 starts[window], ends[window], in_context, self.limits.max_answer_tokens,
                 ALIGN_CANDIDATES,
             )
@@ -112,7 +112,7 @@ class QATask(Task[QARequest, QAResult]):
             context = inputs[sample].context
             pool = candidates.setdefault(sample, {})
             for score, s, e in spans:
-                start, end = _align_to_words(enc, window, s, e)
+                start, end = align_to_words(enc, window, s, e)
                 key = context[start:end].lower()
                 if key in pool:
                     pool[key][0] += score
@@ -144,7 +144,7 @@ class QATask(Task[QARequest, QAResult]):
 ALIGN_CANDIDATES = 12
 
 
-def _align_to_words(enc, window: int, s: int, e: int) -> tuple[int, int]:
+def align_to_words(enc, window: int, s: int, e: int) -> tuple[int, int]:
     """Character span of tokens s..e in the context, widened to whole words.
 
     A span that starts or ends inside a word ("##iz ##ation" of "tokenization") is widened to
@@ -168,7 +168,7 @@ def _align_to_words(enc, window: int, s: int, e: int) -> tuple[int, int]:
     return int(start), int(end)
 
 
-def _best_spans(
+def best_spans(
     start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: torch.Tensor,
     max_tokens: int, count: int,
 ) -> list[tuple[float, int, int]]:
@@ -198,7 +198,7 @@ def _forward_by_length(
 
     Contexts vary a lot in length, and one batch padded to the longest wastes most of its work
     on padding (benchmarks/RESULTS.md, "Figures behind the code"). Positions a group does not
-    compute stay 0; they are padding, which `_best_spans` never considers.
+    compute stay 0; they are padding, which `best_spans` never considers.
     """
     starts = torch.zeros(input_ids.shape, dtype=torch.float32)
     ends = torch.zeros(input_ids.shape, dtype=torch.float32)

@@ -55,6 +55,7 @@ class TokensTask(Task[TokensRequest, TokensResult]):
     #: A tokenizer call is so light that queueing behind forwards would cost it far more than
     #: its own time (benchmarks/RESULTS.md, "Figures behind the code").
     own_lane = True
+    tokenizer_only = True
 
     def role(self, request: TokensRequest) -> Role:
         return "mask" if request.tokenizer == "wordpiece" else "generate"

@@ -1,0 +1,670 @@
+"""`/explain`: which of the words a student typed pushed a prediction, and how hard.
+
+Integrated gradients, by captum's `LayerIntegratedGradients` on the token-embedding layer's
+output: the path from a *baseline* input (every typed token replaced by the model's padding
+token; special tokens and the mask kept) to the real input is cut into `[limits] explain_steps`
+points, the gradient of the explained score is taken at each, and each token gets its
+embedding difference times the averaged gradient. Sub-word scores are summed to the words the
+student typed (split at whitespace), so "tokenization." gets one score, not four. The method's
+own completeness check, captum's convergence delta (the attributions' sum minus the score's
+change from baseline to input), is reported with every answer; more steps shrink it.
+
+What is explained, per family (one task each, all sharing this loop):
+
+- `sentiment`: the course classifier's log-odds for the label it predicts, through the encoder,
+  the pooling it was trained with and its logistic regression;
+- `mask`: the logit of the top filler (or `target`) at the mask, or `target` rather than
+  `versus` (the difference of their logits: the bias probe's "why he rather than she");
+- `qa`: the start logit of the answer span plus its end logit, over question and context;
+- `next`: GPT-2's logit for its likeliest next token (or `target`, or `target` vs `versus`).
+
+Why a private layer, and not the model's embedding module: captum's layer methods put a hook
+on the layer they attribute to, and the embedding module is shared by every task on that model;
+`/mask` batches run at the same time in the model's main lane, and a hook there would swap their
+embeddings for this explanation's interpolated ones. So the forward here looks the embeddings
+up itself, passes them through `tap` (an identity module made for this call alone, which captum
+hooks) and runs the model from `inputs_embeds`. That is the attribution to the embedding
+layer's output, what `LayerIntegratedGradients(f, model.get_input_embeddings())` computes
+(tests/test_explain.py checks both agree), while the shared model is never changed: its
+parameters keep `requires_grad=False` (set at load), its mode stays `eval`, and gradients are
+taken with respect to the tap's output only. The worker runs batches under
+`torch.inference_mode()`; the attribution leaves it, for its own thread only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from core.config import EngineConfig
+from core.errors import InvalidInput, ModelUnavailable
+from core.inference.models import Head, LoadedModel
+from core.inference.tasks.base import Task, Timings, clean_text, too_long
+from core.inference.tasks.fill_mask import MASK_SPELLINGS, mlm_head, with_mask_token
+from core.inference.tasks.qa import best_spans
+from core.pictures import charts, explain_charts
+from core.pictures.stage import PictureResult
+
+Family = Literal["sentiment", "mask", "qa", "next"]
+FAMILIES: tuple[Family, ...] = ("sentiment", "mask", "qa", "next")
+
+#: Explanations per batch: each costs `explain_steps` forward and backward rows, so a batch of
+#: four is already a large forward; more would only make the first caller wait.
+MAX_EXPLAIN_BATCH = 4
+
+HOW_TO_READ = (
+    "Blue words pushed the model toward this prediction and orange words against it, compared "
+    "with a baseline where every word is blank. It shows what the model's score leaned on, not "
+    "what causes what; another baseline gives other numbers."
+)
+
+_WORD = re.compile(r"\S+")
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class ExplainSentimentRequest:
+    text: str
+    #: The live classifier, as plain numbers: weights over the pooled features, intercept,
+    #: its two label names (index 1 = positive log-odds), the pooling it was trained with.
+    coef: tuple[float, ...]
+    intercept: float
+    label_names: tuple[str, str]
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+@dataclass(frozen=True)
+class ExplainMaskRequest:
+    text: str
+    target: str | None = None
+    versus: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplainQARequest:
+    question: str
+    context: str
+
+
+@dataclass(frozen=True)
+class ExplainNextRequest:
+    prompt: str
+    target: str | None = None
+    versus: str | None = None
+
+
+# ---------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class WordScore:
+    """One word as the student typed it (characters `start`..`end` of its passage)."""
+
+    word: str
+    start: int
+    end: int
+    #: Its tokens' attributions summed: positive pushed toward the prediction.
+    score: float
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One text the student typed (QA has two: the question and the context)."""
+
+    label: str
+    text: str
+    words: tuple[WordScore, ...]
+    #: Tokens of this text beyond the model's window: not read, so they have no score.
+    unread_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ExplainResult(PictureResult):
+    model_id: str
+    family: Family
+    passages: tuple[Passage, ...]
+    #: What was explained, for the title: "positive (87%)", "“Paris” at [MASK]"...
+    prediction: str
+    #: What the numbers are contributions to: "log-odds of positive", "logit of “Paris”".
+    score_name: str
+    #: The explained score on the input and on the baseline.
+    score: float
+    baseline_score: float
+    #: captum's convergence delta: sum of the attributions - (score - baseline_score).
+    delta: float
+    steps: int
+    baseline: str
+    timings: Timings | None = None
+
+    @property
+    def words(self) -> tuple[WordScore, ...]:
+        return tuple(w for p in self.passages for w in p.words)
+
+    @property
+    def relative_delta(self) -> float:
+        """The delta as a share of the change it should account for (0 = exact)."""
+        change = abs(self.score - self.baseline_score)
+        return abs(self.delta) / change if change > 0 else float("inf") if self.delta else 0.0
+
+    def top_words(self, count: int = 5) -> list[WordScore]:
+        return sorted(self.words, key=lambda w: -abs(w.score))[:count]
+
+
+# ---------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class Encoded:
+    """One request's model input and what each token belongs to."""
+
+    ids: list[int]
+    baseline_ids: list[int]
+    #: Per token: (passage index, word index) it is summed into, or None (special tokens).
+    owners: list[tuple[int, int] | None]
+    passages: list[Passage]
+    #: What the family needs after the first forward (target ids...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def words_of(text: str) -> list[tuple[str, int, int]]:
+    """The words as typed: whitespace-separated, with their character spans."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def owner_of(words: Sequence[tuple[str, int, int]], start: int, end: int, text: str) -> int:
+    """The word a token with characters `start`..`end` belongs to: the one holding its first
+    non-space character (a byte-level piece carries its leading space); a piece of spaces
+    alone goes with the word after it (or the last word)."""
+    position = start
+    while position < end and text[position].isspace():
+        position += 1
+    for index, (_, w_start, w_end) in enumerate(words):
+        if w_start <= position < w_end or position < w_start:
+            return index
+    return len(words) - 1
+
+
+def reference_id(tokenizer: Any) -> int:
+    """The baseline's token: padding (what "no word here" means to the model), else unknown,
+    else end-of-text (GPT-2 has no padding token)."""
+    for name in ("pad_token_id", "unk_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise ModelUnavailable("This model's tokenizer has no padding, unknown or end token to "
+                           "build an attribution baseline from.")
+
+
+def single_token(tokenizer: Any, word: str, *, what: str, space: bool = False) -> int:
+    """`word` as one vocabulary token (with GPT-2's leading space when `space`)."""
+    text = (" " + word.strip()) if space else word.strip()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1 or ids[0] == getattr(tokenizer, "unk_token_id", None):
+        pieces = " ".join(tokenizer.convert_ids_to_tokens(ids))
+        raise InvalidInput(f"The {what} `{word.strip()[:40]}` is not a single token of the "
+                           f"model's vocabulary (it becomes `{pieces}`). Try a more common word.")
+    return int(ids[0])
+
+
+def encode(tokenizer: Any, texts: Sequence[tuple[str, str]], *, keep: Iterable[int] = (),
+           max_length: int | None = None) -> Encoded:
+    """Tokenize one or two texts (label, text) as the model reads them, with a baseline and
+    each token's word. Tokens past `max_length` (the second text's end first) are counted
+    per passage, not read. Special tokens and ids in `keep` (the mask) stay in the baseline."""
+    pair = [t for _, t in texts]
+    enc = tokenizer(*pair, return_offsets_mapping=True, truncation=max_length is not None
+                    and ("only_second" if len(pair) == 2 else True), max_length=max_length)
+    full = tokenizer(*pair, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    reference = reference_id(tokenizer)
+    kept = set(keep)
+    special = set(tokenizer.all_special_ids)
+    words = [words_of(text) for _, text in texts]
+    sequence_ids = enc.sequence_ids()
+    owners: list[tuple[int, int] | None] = []
+    baseline: list[int] = []
+    for token, (start, end), part in zip(ids, enc["offset_mapping"], sequence_ids):
+        if part is None or token in special or token in kept or not words[part]:
+            owners.append(None)
+            baseline.append(token)
+            continue
+        owners.append((part, owner_of(words[part], start, end, texts[part][1])))
+        baseline.append(reference)
+    read = [sum(1 for s in sequence_ids if s == k) for k in range(len(texts))]
+    whole = [sum(1 for s in full.sequence_ids() if s == k) for k in range(len(texts))]
+    passages = [Passage(label, text, (), unread_tokens=whole[k] - read[k])
+                for k, (label, text) in enumerate(texts)]
+    return Encoded(ids, baseline, owners, passages)
+
+
+# ---------------------------------------------------------------------------- the task
+
+
+class ExplainTask(Task[Any, ExplainResult]):
+    """What every explanation shares: encoding, one batched attribution, words, the picture.
+
+    A family fills in `encode_request` (tokens, baseline, owners), `choose` (after one plain
+    forward: which output to explain, as per-row integers) and `score` (the explained scalar
+    per row, from the embeddings). Its own lane: an explanation is tens of forwards and
+    backwards, and `/mask` answers must not queue behind it.
+    """
+
+    own_lane = True
+    draws = True
+    family: ClassVar[Family]
+
+    def max_batch_rows(self, engine: EngineConfig) -> int:
+        return max(1, min(engine.max_batch_size, MAX_EXPLAIN_BATCH))
+
+    # --------------------------------------------------------------- family steps
+
+    def encode_request(self, model: LoadedModel, request: Any) -> Encoded:
+        raise NotImplementedError
+
+    def module(self, model: LoadedModel) -> Any:
+        raise NotImplementedError
+
+    def given(self, encoded: Encoded) -> list[float]:
+        """Numbers a row's forward needs that are known before it runs (the mask's
+        position, the classifier's weights); every row of a family has as many."""
+        return []
+
+    def outputs(self, module: Any, embeds: torch.Tensor, mask: torch.Tensor,
+                given: torch.Tensor) -> Any:
+        """What the model computes from the embeddings (only as much as `score` needs)."""
+        raise NotImplementedError
+
+    def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
+               row: int) -> tuple[list[int], str, str]:
+        """From the plain forward's `output` (row `row`): the integers `score` reads for this
+        row (which output to explain), the prediction in words and the score's name."""
+        raise NotImplementedError
+
+    def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        """The explained scalar per row."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- the shared loop
+
+    def preprocess(self, model: LoadedModel, request: Any) -> Encoded:
+        return self.encode_request(model, request)
+
+    def forward(self, model: LoadedModel, inputs: Sequence[Encoded],
+                wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        module = self.module(model)
+        embedding = module.get_input_embeddings()
+        if not isinstance(embedding, torch.nn.Module) or not any(
+                True for _ in embedding.parameters()):
+            raise ModelUnavailable("Explanations need the model's gradients: run it on torch "
+                                   "(not ONNX Runtime or int8) to use /explain.")
+        with torch.inference_mode(False), torch.enable_grad():
+            ids, baseline, mask = _padded(inputs, reference_id(model.tokenizer), model.device)
+            given = torch.tensor([self.given(e) for e in inputs], dtype=torch.float64,
+                                 device=ids.device).reshape(len(inputs), -1)
+            with torch.no_grad():
+                plain = self.outputs(module, embedding(ids), mask, given)
+            chosen = [self.choose(model, enc, plain, row) for row, enc in enumerate(inputs)]
+            choice = torch.tensor([c[0] for c in chosen], dtype=torch.long, device=ids.device)
+
+            def explained(embeds: torch.Tensor, m: torch.Tensor, g: torch.Tensor,
+                          c: torch.Tensor) -> torch.Tensor:
+                return self.score(self.outputs(module, embeds, m, g), g, c)
+
+            attributions, delta, score, base = attribute(
+                explained, embedding, ids, baseline, (mask, given, choice),
+                self.limits.explain_steps)
+        for row in range(len(inputs)):
+            yield row, (attributions[row], float(delta[row]), float(score[row]),
+                        float(base[row]), chosen[row][1], chosen[row][2])
+
+    def postprocess(self, model: LoadedModel, request: Any, prepared: Encoded,
+                    output: tuple) -> ExplainResult:
+        token_scores, delta, score, base, prediction, score_name = output
+        sums = [np.zeros(len(words_of(p.text))) for p in prepared.passages]
+        for position, owner in enumerate(prepared.owners):
+            if owner is not None:
+                sums[owner[0]][owner[1]] += float(token_scores[position])
+        passages = tuple(
+            Passage(p.label, p.text, tuple(
+                WordScore(w, s, e, float(sums[k][i]))
+                for i, (w, s, e) in enumerate(words_of(p.text))), p.unread_tokens)
+            for k, p in enumerate(prepared.passages))
+        reference = model.tokenizer.convert_ids_to_tokens(reference_id(model.tokenizer))
+        result = ExplainResult(
+            model_id=str(model.spec), family=self.family, passages=passages,
+            prediction=prediction, score_name=score_name, score=score, baseline_score=base,
+            delta=delta, steps=self.limits.explain_steps,
+            baseline=f"every word replaced by {reference}",
+        )
+        return _with_picture(result)
+
+
+def attribute(score: Callable[..., torch.Tensor], embedding: torch.nn.Module,
+              ids: torch.Tensor, baseline: torch.Tensor, args: tuple, steps: int,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrated gradients of `score(embeds, *args)` (one scalar per row) with respect to
+    the embedding layer's output, through a private tap (see the module docstring).
+
+    Returns per-token attributions (summed over the embedding's width), captum's convergence
+    delta, and the score on the input and on the baseline. Autograd must be on."""
+    from captum.attr import LayerIntegratedGradients
+
+    tap = torch.nn.Identity()  # this call's own layer: captum's hooks go here, nowhere shared
+
+    def forward(token_ids: torch.Tensor, *more: Any) -> torch.Tensor:
+        return score(tap(embedding(token_ids)), *more)
+
+    method = LayerIntegratedGradients(forward, tap)
+    attributions, delta = method.attribute(
+        ids, baselines=baseline, additional_forward_args=args, n_steps=steps,
+        return_convergence_delta=True)
+    with torch.no_grad():
+        on_input, on_baseline = forward(ids, *args), forward(baseline, *args)
+    return (attributions.sum(-1).detach().float().cpu(), delta.detach().float().cpu(),
+            on_input.float().cpu(), on_baseline.float().cpu())
+
+
+def _padded(inputs: Sequence[Encoded], pad: int, device: str
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, baseline ids and attention mask, right-padded (each row's positions then start at
+    0 whatever its length, for GPT-2 too)."""
+    width = max(len(e.ids) for e in inputs)
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    baseline = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for row, enc in enumerate(inputs):
+        n = len(enc.ids)
+        ids[row, :n] = torch.tensor(enc.ids)
+        baseline[row, :n] = torch.tensor(enc.baseline_ids)
+        mask[row, :n] = 1
+    return ids.to(device), baseline.to(device), mask.to(device)
+
+
+def _quoted(token: str) -> str:
+    return f"“{token.strip() or token}”"
+
+
+# ---------------------------------------------------------------------------- families
+
+
+class ExplainSentimentTask(ExplainTask):
+    name = "explain-sentiment"
+    family = "sentiment"
+    needs = {"features": frozenset({Head.ENCODER})}
+    request_type = ExplainSentimentRequest
+
+    def validate(self, request: ExplainSentimentRequest) -> ExplainSentimentRequest:
+        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        if request.pooling not in ("cls", "mean"):
+            raise InvalidInput(f"pooling must be 'cls' or 'mean', got {request.pooling!r}")
+        return ExplainSentimentRequest(text, tuple(map(float, request.coef)),
+                                       float(request.intercept), tuple(request.label_names),
+                                       request.pooling)
+
+    def module(self, model: LoadedModel) -> Any:
+        return model.module(Head.ENCODER)
+
+    def encode_request(self, model: LoadedModel, request: ExplainSentimentRequest) -> Encoded:
+        # As `/sentiment` reads it: cut to the model's window (and said), never refused.
+        encoded = encode(model.tokenizer, [("", request.text)], max_length=model.max_length)
+        width = getattr(self.module(model).config, "hidden_size", None)
+        if width is not None and width != len(request.coef):
+            raise InvalidInput("The sentiment classifier was trained on another encoder: "
+                               "train it again for this model.")
+        encoded.extra["request"] = request
+        return encoded
+
+    def given(self, encoded: Encoded) -> list[float]:
+        """The classifier: its weights, its intercept, then 1 for mean pooling (0: [CLS])."""
+        request: ExplainSentimentRequest = encoded.extra["request"]
+        return [*request.coef, request.intercept, float(request.pooling == "mean")]
+
+    def outputs(self, module: Any, embeds: torch.Tensor, mask: torch.Tensor,
+                given: torch.Tensor) -> Any:
+        hidden = module(inputs_embeds=embeds, attention_mask=mask).last_hidden_state.float()
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        pooled = torch.where(given[:, -1:] > 0.5, mean, hidden[:, 0])
+        # The classifier's decision function, in float64 as scikit-learn computes it.
+        return (pooled.double() * given[:, :-2]).sum(-1) + given[:, -2]
+
+    def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
+               row: int) -> tuple[list[int], str, str]:
+        request: ExplainSentimentRequest = encoded.extra["request"]
+        log_odds = float(output[row])
+        label = 1 if log_odds > 0 else 0
+        p = 1 / (1 + np.exp(-abs(log_odds)))
+        name = request.label_names[label]
+        return [label], f"{name} ({p:.0%})", f"log-odds of {name}"
+
+    def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        # The log-odds of the label it predicts: label 0's are the negative of label 1's.
+        return torch.where(choice[:, 0] == 1, output, -output)
+
+
+class ExplainMaskTask(ExplainTask):
+    name = "explain-mask"
+    family = "mask"
+    needs = {"mask": frozenset({Head.MASKED_LM})}
+    request_type = ExplainMaskRequest
+
+    def validate(self, request: ExplainMaskRequest) -> ExplainMaskRequest:
+        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        if len(MASK_SPELLINGS.findall(text)) != 1:
+            raise InvalidInput("Put exactly one `[MASK]` in your text, where the missing word "
+                               "goes, e.g. `Paris is the [MASK] of France.`")
+        return ExplainMaskRequest(text, *_target_versus(request.target, request.versus))
+
+    def module(self, model: LoadedModel) -> Any:
+        return model.module(Head.MASKED_LM)
+
+    def encode_request(self, model: LoadedModel, request: ExplainMaskRequest) -> Encoded:
+        tokenizer = model.tokenizer
+        text = with_mask_token(tokenizer, request.text)
+        if error := too_long(model, len(tokenizer(text)["input_ids"])):
+            raise error
+        encoded = encode(tokenizer, [("", text)], keep=[tokenizer.mask_token_id])
+        # Words are cut from the text as typed ("[mask]" may be the model's "[MASK]").
+        encoded.passages[0] = Passage("", text, ())
+        encoded.extra["typed"] = request.text
+        encoded.extra["position"] = encoded.ids.index(tokenizer.mask_token_id)
+        _targets(tokenizer, encoded, request.target, request.versus, space=False)
+        return encoded
+
+    def given(self, encoded: Encoded) -> list[float]:
+        return [encoded.extra["position"]]
+
+    def outputs(self, module: Any, embeds: torch.Tensor, mask: torch.Tensor,
+                given: torch.Tensor) -> Any:
+        rows = torch.arange(embeds.shape[0], device=embeds.device)
+        positions = given[:, 0].long()
+        head = mlm_head(module)
+        if head is None:  # another family: its own forward (all positions), then the mask's
+            return module(inputs_embeds=embeds, attention_mask=mask).logits[
+                rows, positions].float()
+        hidden = module.base_model(inputs_embeds=embeds, attention_mask=mask)[0]
+        return head(hidden[rows, positions]).float()
+
+    def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
+               row: int) -> tuple[list[int], str, str]:
+        return _choose_token(model.tokenizer, encoded, output[row],
+                             at=f" at {model.tokenizer.mask_token}")
+
+    def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        return _token_score(output, choice)
+
+
+class ExplainNextTask(ExplainTask):
+    name = "explain-next"
+    family = "next"
+    needs = {"generate": frozenset({Head.CAUSAL_LM})}
+    request_type = ExplainNextRequest
+
+    def validate(self, request: ExplainNextRequest) -> ExplainNextRequest:
+        prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
+        return ExplainNextRequest(prompt, *_target_versus(request.target, request.versus))
+
+    def module(self, model: LoadedModel) -> Any:
+        return model.module(Head.CAUSAL_LM)
+
+    def encode_request(self, model: LoadedModel, request: ExplainNextRequest) -> Encoded:
+        tokenizer = model.tokenizer
+        if error := too_long(model, len(tokenizer(request.prompt)["input_ids"])):
+            raise error
+        encoded = encode(tokenizer, [("", request.prompt)])
+        encoded.extra["position"] = len(encoded.ids) - 1
+        # GPT-2 writes a word after a space with the space: " Paris", not "Paris".
+        _targets(tokenizer, encoded, request.target, request.versus,
+                 space=not request.prompt[-1:].isspace())
+        return encoded
+
+    def given(self, encoded: Encoded) -> list[float]:
+        return [encoded.extra["position"]]
+
+    def outputs(self, module: Any, embeds: torch.Tensor, mask: torch.Tensor,
+                given: torch.Tensor) -> Any:
+        rows = torch.arange(embeds.shape[0], device=embeds.device)
+        hidden = module.base_model(inputs_embeds=embeds, attention_mask=mask)[0]
+        # Only the last position's vocabulary row: a whole vocabulary per position per step
+        # would cost far more memory than the rest of the explanation.
+        return module.get_output_embeddings()(hidden[rows, given[:, 0].long()]).float()
+
+    def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
+               row: int) -> tuple[list[int], str, str]:
+        return _choose_token(model.tokenizer, encoded, output[row], at=" next")
+
+    def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        return _token_score(output, choice)
+
+
+class ExplainQATask(ExplainTask):
+    name = "explain-qa"
+    family = "qa"
+    needs = {"qa": frozenset({Head.QA})}
+    request_type = ExplainQARequest
+
+    def validate(self, request: ExplainQARequest) -> ExplainQARequest:
+        question = clean_text(request.question, what="question",
+                              max_chars=self.limits.max_question_chars)
+        context = clean_text(request.context, what="context",
+                             max_chars=self.limits.max_context_chars)
+        return ExplainQARequest(question, context)
+
+    def module(self, model: LoadedModel) -> Any:
+        return model.module(Head.QA)
+
+    def encode_request(self, model: LoadedModel, request: ExplainQARequest) -> Encoded:
+        tokenizer = model.tokenizer
+        cap = model.max_length // 2
+        if error := too_long(model, len(tokenizer(request.question)["input_ids"]),
+                             what="The question", cap=cap, advice="Try a shorter question."):
+            raise error
+        # One window: the question and as much of the context as fits; the rest is said.
+        encoded = encode(tokenizer, [("question", request.question),
+                                     ("context", request.context)],
+                         max_length=model.max_length)
+        encoded.extra["in_context"] = [owner is not None and owner[0] == 1
+                                       for owner in encoded.owners]
+        return encoded
+
+    def outputs(self, module: Any, embeds: torch.Tensor, mask: torch.Tensor,
+                given: torch.Tensor) -> Any:
+        out = module(inputs_embeds=embeds, attention_mask=mask)
+        return out.start_logits.float(), out.end_logits.float()
+
+    def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
+               row: int) -> tuple[list[int], str, str]:
+        starts, ends = output
+        n = len(encoded.ids)
+        in_context = torch.tensor(encoded.extra["in_context"], dtype=torch.bool)
+        spans = best_spans(starts[row, :n].cpu(), ends[row, :n].cpu(), in_context,
+                           self.limits.max_answer_tokens, 1)
+        if not spans:
+            raise InvalidInput("The model read none of the context. Try a shorter question.")
+        _, s, e = spans[0]
+        context = encoded.passages[1].text
+        words = words_of(context)
+        first, last = words[encoded.owners[s][1]], words[encoded.owners[e][1]]  # type: ignore
+        return [s, e], f"“{context[first[1]:last[2]][:80]}”", "start + end logits of the answer"
+
+    def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        starts, ends = output
+        rows = torch.arange(starts.shape[0], device=starts.device)
+        return starts[rows, choice[:, 0]] + ends[rows, choice[:, 1]]
+
+
+def _target_versus(target: str | None, versus: str | None) -> tuple[str | None, str | None]:
+    target, versus = _clean_word(target), _clean_word(versus)
+    if versus is not None and target is None:
+        raise InvalidInput("Give a `target` too: `versus` asks why the target rather than "
+                           "that word.")
+    return target, versus
+
+
+def _targets(tokenizer: Any, encoded: Encoded, target: str | None, versus: str | None, *,
+             space: bool) -> None:
+    encoded.extra["target"] = (None if target is None else
+                               single_token(tokenizer, target, what="target", space=space))
+    encoded.extra["versus"] = (None if versus is None else
+                               single_token(tokenizer, versus, what="versus word", space=space))
+
+
+def _clean_word(word: str | None) -> str | None:
+    if word is None or not word.strip():
+        return None
+    if len(word.strip()) > 40 or len(word.split()) > 1:
+        raise InvalidInput(f"A target is one word; `{word.strip()[:40]}` is not.")
+    return word.strip()
+
+
+def _choose_token(tokenizer: Any, encoded: Encoded, logits: torch.Tensor, *,
+                  at: str) -> tuple[list[int], str, str]:
+    """[target, versus (-1: none)] and the words for them: the top token unless the student
+    named a target."""
+    target = encoded.extra["target"]
+    if target is None:
+        target = int(logits.argmax())
+    versus = encoded.extra["versus"]
+    name = _quoted(tokenizer.decode([target]))
+    if versus is None:
+        p = float(logits.softmax(-1)[target])
+        return ([target, -1], f"{name}{at} ({p:.0%})", f"logit of {name}")
+    other = _quoted(tokenizer.decode([versus]))
+    return ([target, versus], f"{name} rather than {other}{at}",
+            f"logit of {name} - logit of {other}")
+
+
+def _token_score(logits: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    score = logits[rows, choice[:, 0]]
+    versus = choice[:, 1]
+    other = logits[rows, versus.clamp(min=0)]
+    return score - torch.where(versus >= 0, other, torch.zeros_like(other))
+
+
+def _with_picture(result: ExplainResult) -> ExplainResult:
+    from dataclasses import replace
+
+    passages = [(p.label, p.text, [(w.start, w.end, w.score) for w in p.words],
+                 p.unread_tokens) for p in result.passages]
+    title = f"Why {result.prediction}?"
+    footnote = (f"{result.score_name}: {result.score:.3g} (baseline {result.baseline_score:.3g})"
+                f" · {result.steps} steps, delta {result.delta:+.2g}")
+    top = ", ".join(f"{w.word} {w.score:+.3g}" for w in result.top_words(8))
+    alt = (f"The text with each word shaded by its contribution to {result.score_name}: "
+           f"blue toward, orange against. Largest: {top}.")
+    return replace(result, drawing=charts.drawing(
+        explain_charts.attribution_text, passages, title=title, footnote=footnote,
+        note=HOW_TO_READ),
+        alt_text=alt[:1000])
+
+
+EXPLAIN_TASK_TYPES: tuple[type[ExplainTask], ...] = (
+    ExplainSentimentTask, ExplainMaskTask, ExplainQATask, ExplainNextTask)
