@@ -20,6 +20,7 @@ from core.config import Config
 from core.errors import CoreError, InvalidInput, NotReady
 from core.inference.engine import InferenceEngine
 from core.inference.tasks.base import Timings
+from core.inference.tasks.explain import ExplainResult, ExplainSentimentRequest
 from core.inference.tasks.features import FeaturesRequest, FeaturesResult
 from core.sentiment.classifier import EncoderInfo, SentimentClassifier, TrainingReport
 from core.sentiment.data import LabelledData
@@ -96,6 +97,18 @@ class SentimentService:
 
     async def predict(self, text: str) -> SentimentResult:
         return await self.admit(text)
+
+    def explain_request(self, text: str) -> ExplainSentimentRequest:
+        """`/explain sentiment` of `text`: the live classifier travels with the request, so the
+        explanation is of the weights that answered (a retraining meanwhile changes nothing)."""
+        classifier = self.require()
+        return ExplainSentimentRequest(
+            text, tuple(classifier.coef.tolist()), classifier.intercept,
+            tuple(classifier.label_names), self.encoder.pooling)
+
+    def admit_explain(self, text: str) -> Awaitable[ExplainResult]:
+        """Check and queue an explanation now (as `admit`), answer later."""
+        return self.engine.admit(self.explain_request(text))
 
     async def _classify(self, classifier: SentimentClassifier, text: str,
                         pending: Awaitable[FeaturesResult]) -> SentimentResult:
