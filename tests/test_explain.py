@@ -309,7 +309,8 @@ async def test_batched_explanations_equal_unbatched(tiny_config: Config) -> None
 async def test_mask_answers_are_unchanged_while_explanations_run(tiny_config: Config) -> None:
     """The explain lane runs beside the model's main lane, on the same model object: no hook,
     grad flag or train mode of an explanation may reach a concurrent `/mask` forward."""
-    config = with_engine(tiny_config, workers=2)
+    config = dataclasses.replace(with_engine(tiny_config, workers=2), limits=dataclasses.replace(
+        tiny_config.limits, explain_steps=256))  # explanations long enough to overlap
     texts = [f"The {w} works as a [MASK] in the city." for w in ("man", "woman", "child")]
     async with InferenceEngine(config) as engine:
         alone = [await engine.submit(FillMaskRequest(t, top_k=5)) for t in texts]
