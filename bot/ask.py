@@ -13,12 +13,13 @@ import importlib
 import inspect
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.interactions.registry import COMMANDS, SENTIMENT
+from bot.interactions.registry import COMMANDS, SentimentRunner
 from core.config import Config, ModelSpec
 
 _TYPES = {
@@ -30,7 +31,8 @@ _TYPES = {
 
 
 def slash_commands(extensions: Iterable[str]) -> dict[str, app_commands.Command]:
-    """The top-level slash commands the extensions declare, without starting a bot."""
+    """The slash commands the extensions declare, by full name (`explain mask` for a group's
+    sub-command), without starting a bot."""
     found: dict[str, app_commands.Command] = {}
     for name in extensions:
         module = importlib.import_module(name)
@@ -41,6 +43,10 @@ def slash_commands(extensions: Iterable[str]) -> dict[str, app_commands.Command]
                 for command in cog.__cog_app_commands__:
                     if isinstance(command, app_commands.Command):
                         found[command.name] = command
+                    elif isinstance(command, app_commands.Group):
+                        for sub in command.walk_commands():
+                            if isinstance(sub, app_commands.Command):
+                                found[sub.qualified_name] = sub
     return found
 
 
@@ -51,11 +57,21 @@ DISCORD_ONLY = frozenset({"private"})
 def add_ask_parsers(ask: argparse.ArgumentParser, extensions: Iterable[str]) -> None:
     what = ask.add_subparsers(dest="what", required=True, metavar="COMMAND")
     declared = slash_commands(extensions)
+    groups: dict[str, Any] = {}
     for name, student in COMMANDS.items():
         command = declared[name]
-        p = what.add_parser(name, help=command.description,
-                            description=command.description,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parent = what
+        if command.parent is not None:  # `ask explain mask ...`: the group, then its command
+            group = command.parent
+            if group.name not in groups:
+                groups[group.name] = what.add_parser(
+                    group.name, help=group.description, description=group.description,
+                ).add_subparsers(dest="what_in_group", required=True, metavar="COMMAND")
+            parent = groups[group.name]
+        p = parent.add_parser(command.name, help=command.description,
+                              description=command.description,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(what=name)  # the full name, for a group's sub-command too
         for parameter in command.parameters:
             if parameter.name not in DISCORD_ONLY:
                 # The texts a command reads are positional, even one that Discord lets a
@@ -94,7 +110,7 @@ def models_for(args: argparse.Namespace, config: Config,
     from core.inference.task_table import TASK_TYPES
 
     student = COMMANDS[args.what]
-    if student.runner is SENTIMENT:
+    if isinstance(student.runner, SentimentRunner):
         return [config.models.features]
     command = slash_commands(extensions)[args.what]
     request = student.build({p.name: getattr(args, p.name, None) for p in command.parameters})
@@ -112,7 +128,7 @@ async def answer_offline(args: argparse.Namespace, config: Config,
     options = {p.name: getattr(args, p.name) for p in command.parameters
                if p.name not in DISCORD_ONLY}
     async with open_services(config, ASK) as services:
-        if args.what == "sentiment":
+        if isinstance(student.runner, SentimentRunner):
             services.sentiment.load()
         result = await student.runner.admit(services, student.build(options))
     reply = student.render(result)

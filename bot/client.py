@@ -43,6 +43,7 @@ EXTENSIONS: Sequence[str] = (
     "cogs.sentiment",
     "cogs.classifier",
     "cogs.teaching",
+    "cogs.explain",
     "cogs.quiz",
     "cogs.config",
     "cogs.logs",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from discord.ext import commands
 
-from bot.interactions.answers import FeedbackButton, FollowUpButton, PickSelect
+from bot.interactions.answers import FeedbackButton, FollowUpButton, PickSelect, WhyButton
 
 
 async def setup(bot: commands.Bot) -> None:
-    bot.add_dynamic_items(FollowUpButton, FeedbackButton, PickSelect)
+    bot.add_dynamic_items(FollowUpButton, WhyButton, FeedbackButton, PickSelect)

@@ -34,7 +34,10 @@ class Harness:
 
     async def run(self, name: str, options: dict[str, Any] | None = None, *,
                   timeout: float = 30, **kwargs: Any):
-        """Invoke a command like a student would and wait for the visible answer."""
+        """Invoke a command like a student would and wait for the visible answer; `name` may
+        be a group's sub-command by its full name ("explain mask")."""
+        if " " in name:
+            name, kwargs["subcommand"] = name.split(" ", 1)
         record = await self.emu.invoke(name, options, **kwargs)
         await record.wait_done(timeout=timeout)
         return record

@@ -18,7 +18,7 @@ def test_every_student_command_has_an_ask_subcommand_with_its_options(capsys):
         # The top-level command, not a group's sub-command of the same name (`/quiz mask`).
         assert set(VALID[name]) <= {p.name for p in declared[name].parameters}, name
         with pytest.raises(SystemExit):
-            main(["ask", name, "--help"])
+            main(["ask", *name.split(), "--help"])
         help_text = capsys.readouterr().out
         for parameter in declared[name].parameters:
             if parameter.name in DISCORD_ONLY:  # how Discord shows an answer: no CLI option
@@ -39,14 +39,15 @@ def test_every_student_command_has_an_ask_subcommand_with_its_options(capsys):
 
 
 @pytest.mark.parametrize("name", ["attention", "contextsim", "maskpair", "nexttoken",
-                                  "logitlens", "neighbours"])
+                                  "logitlens", "neighbours", "explain mask", "explain qa",
+                                  "explain next"])
 def test_pictures_are_written_to_a_file(capsys, tmp_path, tiny_models, name, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path, tiny_models)
     options = {k: v.replace("{M}", "cat") if isinstance(v, str) else v
                for k, v in VALID[name].items()}
     parameters = {p.name: p for p in slash_commands(EXTENSIONS)[name].parameters}
-    argv = ["--config", str(config), "ask", name]
+    argv = ["--config", str(config), "ask", *name.split()]
     for key, value in options.items():
         if parameters[key].required:
             argv.append(str(value))

@@ -17,7 +17,13 @@ from typing import Any
 import discord
 import pytest
 
-from bot.interactions.answers import BrokenButton, FeedbackButton, FollowUpButton, PickSelect
+from bot.interactions.answers import (
+    BrokenButton,
+    FeedbackButton,
+    FollowUpButton,
+    PickSelect,
+    WhyButton,
+)
 from cogs.quiz import GuessButton, RevealButton
 from tests.bot_harness import Harness, bot_config, running_bot
 from tests.discord_emulator import DiscordEmulator
@@ -47,6 +53,7 @@ def _name(cls: type) -> str:
 EXAMPLES: dict[str, tuple[str, str]] = {_name(kind): example for kind, example in {
     FollowUpButton: ("tlm:do:same:{asked}:t0.7,k50,p1,s1,n5,r1", "generate"),
     FeedbackButton: ("tlm:fb:up:{asked}", "feedback"),
+    WhyButton: ("tlm:why:mask:{asked}", "explain mask"),
     BrokenButton: ("tlm:nothing:here", "button"),
     PickSelect: ("tlm:pick:attention:h:{asked}:{student}:m0,l1,h0,o0", "attention"),
     GuessButton: ("tlm:quiz:guess:999", "quiz guess"),

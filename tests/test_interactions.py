@@ -105,7 +105,7 @@ async def test_mask_buttons_attention_and_compare_modal(tiny_config, tmp_path, c
     async with running_bot(config_for(tiny_config, tmp_path), caplog) as h:
         await models_ready(h)
         first = await answered(await h.emu.invoke("mask", {"text": "Paris is the [MASK]."}))
-        assert labels(first) == ["Attention", "Compare with…", "👍", "👎"]
+        assert labels(first) == ["Attention", "Compare with…", "Why?", "👍", "👎"]
         attention = await answered(await click(h, first, "Attention"))
         # A picture answer: one layout message (Components V2) with its controls.
         layout = attention.visible_messages[0]

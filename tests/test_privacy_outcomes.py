@@ -42,6 +42,10 @@ VALID = {
     "nexttoken": {"prompt": "{M} says"},
     "logitlens": {"prompt": "The {M} said"},
     "neighbours": {"word": "{M}", "sentence": "the {M} sat"},
+    "explain sentiment": {"text": "{M} was great"},
+    "explain mask": {"text": "The {M} is a [MASK] .", "target": "{M}"},
+    "explain qa": {"question": "Where is {M} ?", "context": "{M} lives in Paris ."},
+    "explain next": {"prompt": "{M} says"},
 }
 
 

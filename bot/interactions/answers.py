@@ -38,15 +38,16 @@ import discord
 from bot.interactions.forms import OneTextModal
 from bot.interactions.host import Host
 from bot.interactions.layouts import greyed, input_texts, picture_layout
-from bot.interactions.names import parent_channel_id
+from bot.interactions.names import parent_channel_id, policy_name
 from bot.interactions.registry import COMMANDS, StudentCommand
-from bot.interactions.render import Reply, input_of, printable, safe
+from bot.interactions.render import Reply, input_of, printable, qa_inputs_of, safe
 from bot.interactions.streaming import show_as_written
 from bot.interactions.turn import (
     FORM_OPENED,
     Action,
     Answer,
     Turn,
+    declared_command,
     enter,
     options_of,
     with_defaults,
@@ -313,6 +314,33 @@ KNOBS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Why:
+    """The explanation a "Why?" button runs under one command's answers, and how the texts
+    it explains are read back from the answer (None: the answer does not show them whole)."""
+
+    #: The `/explain` command the click runs: its rules, cooldown and log row apply.
+    runs: str
+    read: Callable[[discord.Embed], dict[str, str] | None]
+
+
+def _reads(option: str) -> Callable[[discord.Embed], dict[str, str] | None]:
+    def read(embed: discord.Embed) -> dict[str, str] | None:
+        text = input_of(embed.description)
+        return None if text is None else {option: text}
+
+    return read
+
+
+#: Source command -> the explanation its "Why?" button runs on the same input.
+WHY: dict[str, Why] = {
+    "sentiment": Why("explain sentiment", _reads("text")),
+    "mask": Why("explain mask", _reads("text")),
+    "qa": Why("explain qa", lambda embed: qa_inputs_of(embed.description)),
+    "nexttoken": Why("explain next", _reads("prompt")),
+}
+
+
 def _find(action: str) -> FollowUp | None:
     return next((f for fs in FOLLOW_UPS.values() for f in fs if f.action == action), None)
 
@@ -329,6 +357,11 @@ def answer_view(interaction: discord.Interaction, name: str, values: Mapping[str
             knobs = encode_knobs(KNOBS[name](values, result))
             for follow_up in follow_ups:
                 view.add_item(FollowUpButton(follow_up, interaction.id, knobs))
+    why = WHY.get(name)
+    if why is not None and reply.embeds:
+        shown = why.read(reply.embeds[0])
+        if shown is not None and shown == {k: printable(str(values.get(k))) for k in shown}:
+            view.add_item(WhyButton(name, interaction.id))
     for vote in ("up", "down"):
         view.add_item(FeedbackButton(vote, interaction.id))
     return view
@@ -388,6 +421,41 @@ class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
             follow_up.label, follow_up.asks, submitted, placeholder=follow_up.asks_placeholder,
             max_length=turn.host.config.limits.max_text_chars))
         return FORM_OPENED
+
+
+class WhyButton(discord.ui.DynamicItem[discord.ui.Button],
+                template=r"tlm:why:(?P<source>" + "|".join(WHY)
+                         + r"):(?P<asked>[0-9]{1,20})"):
+    """"Why?" under an answer: the matching `/explain` of the same input, read back from the
+    answer (as a follow-up reads its text), gated, cooled down and logged as that command."""
+
+    def __init__(self, source: str, asked: int) -> None:
+        self.source, self.asked = source, asked
+        super().__init__(discord.ui.Button(
+            label="Why?", emoji="💡", row=0, style=discord.ButtonStyle.secondary,
+            custom_id=f"tlm:why:{source}:{asked}"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> WhyButton:
+        return cls(match["source"], int(match["asked"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        runs = WHY[self.source].runs
+        # Rules name the group (`/config deny explain`), as for the slash command itself.
+        declared = declared_command(interaction.client, runs)  # type: ignore[arg-type]
+        await enter(interaction, Action(
+            runs, self.run, via="button:why",
+            policy=policy_name(declared) if declared is not None else runs,
+            precheck=lambda turn: check_age(turn.host, self.asked)))
+
+    async def run(self, turn: Turn) -> Answer:
+        why, message = WHY[self.source], turn.interaction.message
+        shown = why.read(message.embeds[0]) if message and message.embeds else None
+        if shown is None:
+            raise InvalidInput("This answer no longer shows its text whole, so its "
+                               "buttons cannot run it again.")
+        return await _answer(turn, COMMANDS[why.runs], with_defaults(turn.host, why.runs, shown))
 
 
 #: One vote change per this many seconds per student: a vote is an opinion, not a clicker.

@@ -27,6 +27,11 @@ from core.inference.engine import InferenceEngine
 from core.inference.models import LoadState
 from core.inference.tasks.attention import AttentionRequest
 from core.inference.tasks.contextsim import ContextSimRequest
+from core.inference.tasks.explain import (
+    ExplainMaskRequest,
+    ExplainNextRequest,
+    ExplainQARequest,
+)
 from core.inference.tasks.fill_mask import FillMaskRequest
 from core.inference.tasks.generate import GenerateRequest
 from core.inference.tasks.logitlens import LogitLensRequest
@@ -95,8 +100,16 @@ class SentimentRunner:
         return str(spec), services.engine.registry.state(spec)
 
 
+class ExplainSentimentRunner(SentimentRunner):
+    """`/explain sentiment`: the live classifier's weights go with the request."""
+
+    def admit(self, services: Services, request: Any) -> Awaitable[Any]:
+        return services.sentiment.admit_explain(request)
+
+
 ENGINE = EngineRunner()
 SENTIMENT = SentimentRunner()
+EXPLAIN_SENTIMENT = ExplainSentimentRunner()
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,26 @@ COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
         "logitlens", lambda o: LogitLensRequest(o["prompt"], o["position"]),
         render.render_logitlens, ("prompt",), picture=True,
         limits=(_text_limit("prompt"),),
+    ),
+    # `/explain ...`: one group, a command per family (rules apply to `explain` as a whole).
+    StudentCommand(
+        "explain sentiment", lambda o: o["text"], render.render_explain, ("text",),
+        runner=EXPLAIN_SENTIMENT, picture=True, limits=(_text_limit("text"),),
+    ),
+    StudentCommand(
+        "explain mask", lambda o: ExplainMaskRequest(o["text"], o["target"], o["versus"]),
+        render.render_explain, ("text",), picture=True, limits=(_text_limit("text"),),
+    ),
+    StudentCommand(
+        "explain qa", lambda o: ExplainQARequest(o["question"], o["context"]),
+        render.render_explain, ("question", "context"), input_separator="\n---\n",
+        picture=True,
+        limits=(OptionLimit("question", lambda lim: lim.max_question_chars),
+                OptionLimit("context", lambda lim: lim.max_context_chars)),
+    ),
+    StudentCommand(
+        "explain next", lambda o: ExplainNextRequest(o["prompt"], o["target"], o["versus"]),
+        render.render_explain, ("prompt",), picture=True, limits=(_text_limit("prompt"),),
     ),
     StudentCommand(
         "neighbours", lambda o: NeighboursRequest(o["word"], o["sentence"], o["layer"]),

@@ -19,6 +19,7 @@ import discord
 
 from core.inference.tasks.attention import AttentionResult
 from core.inference.tasks.contextsim import ContextSimResult
+from core.inference.tasks.explain import HOW_TO_READ, ExplainResult
 from core.inference.tasks.fill_mask import FillMaskResult
 from core.inference.tasks.generate import GeneratePartial, GenerateRequest, GenerateResult
 from core.inference.tasks.logitlens import LogitLensResult
@@ -130,7 +131,28 @@ def input_of(description: str | None) -> str | None:
     match = _BOLD_INPUT.match(description or "")
     if match is None:
         return None
-    return re.sub(r"\\(.)", r"\1", match.group(1).replace("\u200b", ""), flags=re.DOTALL)
+    return _unescape(match.group(1))
+
+
+def _unescape(shown: str) -> str:
+    """Undo `safe`: its backslash escapes and the zero-width space that defuses mentions."""
+    return re.sub(r"\\(.)", r"\1", shown.replace("\u200b", ""), flags=re.DOTALL)
+
+
+_QA_INPUTS = re.compile(
+    r"\*\*Q:\*\* ((?:\\.|[^\\])*?)\n\n((?:\\.|[^\\])*?)__\*\*((?:\\.|[^\\])*?)\*\*__(.*)",
+    re.DOTALL)
+
+
+def qa_inputs_of(description: str | None) -> dict[str, str] | None:
+    """The question and the context a `/qa` answer shows (`render_qa`), as they were asked;
+    None when the answer does not show them whole (a long one is trimmed: the caller compares
+    with what was asked). The answer's own `__**` marks are the only unescaped ones."""
+    match = _QA_INPUTS.fullmatch(description or "")
+    if match is None:
+        return None
+    question, before, answer, after = (_unescape(part) for part in match.groups())
+    return {"question": question, "context": before + answer + after}
 
 
 def clip(text: str, limit: int) -> str:
@@ -300,7 +322,7 @@ def render_sentiment(result: SentimentResult) -> Reply:
     ]
     embed = discord.Embed(
         title=clip(f"{safe(result.label, 60)} ({result.probability:.0%})", 256),
-        description=clip(safe(result.text, 1500) + "\n\n" + "\n".join(lines), 4000),
+        description=clip(bold_input(result.text) + "\n\n" + "\n".join(lines), 4000),
         colour=COLOUR,
     )
     text = footer(result.model_id, result.timings) + " · [CLS] features + logistic regression"
@@ -407,6 +429,31 @@ def render_nexttoken(result: NextTokenResult) -> Reply:
     best = result.candidates[0].token if result.candidates else ""
     return _picture(embed, "nexttoken.png", result.png, result.alt_text,
                     f"top: {best!r}, kept {result.kept}")
+
+
+def render_explain(result: ExplainResult) -> Reply:
+    """The picture (words shaded by contribution) and, in text, the words that counted most
+    with their numbers: for screen readers, and for students who copy them."""
+    embed = discord.Embed(title=clip(f"Why {safe(result.prediction, 120)}?", EMBED_TITLE_LIMIT),
+                          colour=COLOUR)
+    lines = [f"`{w.score:+.3g}` {safe(w.word, 60)}" for w in result.top_words(8)]
+    unread = [f"⚠️ {p.unread_tokens} tokens of the {p.label or 'text'} were beyond the "
+              "model's window: not read, so not scored." for p in result.passages
+              if p.unread_tokens]
+    embed.description = clip(
+        f"Words that counted most for the {safe(result.score_name, 120)} "
+        "(+ toward, − against):\n" + "\n".join(lines) + "\n\n" + "\n".join(unread)
+        + ("\n" if unread else "") + f"*{HOW_TO_READ}*", 4000)
+    change = result.score - result.baseline_score
+    share = (f" ({abs(result.delta) / abs(change):.1%} of the change)" if change else "")
+    embed.set_footer(text=clip(
+        footer(result.model_id, result.timings) + f" · integrated gradients, {result.steps} "
+        f"steps, baseline: {result.baseline} · completeness delta {result.delta:+.2g}{share}",
+        2048))
+    top = result.top_words(1)
+    return _picture(embed, "explain.png", result.png, result.alt_text,
+                    f"{result.family}: {result.prediction}"
+                    + (f", top {top[0].word} {top[0].score:+.3f}" if top else ""))
 
 
 # ------------------------------------------------------------------ class activities
