@@ -335,3 +335,25 @@ async def test_mask_answers_are_unchanged_while_explanations_run(tiny_config: Co
             assert not any(p.requires_grad for p in module.parameters())
             assert all(p.grad is None for p in module.parameters())
             assert not module.get_input_embeddings()._forward_hooks
+
+
+def test_the_picture_shades_words_on_a_scale_centred_on_zero() -> None:
+    """Toward (blue) and against (orange) at equal strength look equally strong, and a word
+    that did nothing stays white: the scale is symmetric around zero whatever the scores."""
+    import io
+
+    from matplotlib.image import imread
+
+    from core.pictures.explain_charts import DIVERGING, attribution_text, centred_scale
+
+    assert DIVERGING(0.5)[:3] == pytest.approx((1.0, 1.0, 1.0), abs=0.01)
+    scale = centred_scale([2.0, -0.5, 0.0])
+    assert (scale(0.0), scale(2.0), scale(-0.5)) == pytest.approx((0.5, 1.0, 0.375))
+    text = "good bad plain"
+    data = attribution_text([("", text, [(0, 4, 2.0), (5, 8, -2.0), (9, 14, 0.0)], 3)],
+                            title="Why positive?", footnote="f", note="how to read")
+    pixels = imread(io.BytesIO(data))[..., :3]
+    blue = np.all(np.abs(pixels - np.array([0x00, 0x72, 0xB2]) / 255) < 0.02, axis=-1).sum()
+    orange = np.all(np.abs(pixels - np.array([0xD5, 0x5E, 0x00]) / 255) < 0.02, axis=-1).sum()
+    assert blue > 200 and orange > 200
+    assert abs(blue - orange) < 0.5 * max(blue, orange)  # the two boxes shaded alike, mirrored

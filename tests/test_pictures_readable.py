@@ -25,7 +25,7 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> list:
         drawn.append(fig)
         return png(fig)
 
-    monkeypatch.setattr(charts, "_png", keep)
+    monkeypatch.setattr(charts, "png", keep)
     return drawn
 
 

@@ -36,13 +36,20 @@ _WORD_CHARS = 30
 Words = Sequence[tuple[int, int, float]]
 
 
+def centred_scale(scores: Sequence[float]) -> Normalize:
+    """Scores to colours with zero in the middle (white) and the largest magnitude, either
+    sign, at the ends: a word against the prediction looks as strong as one toward it with
+    the same magnitude, never stronger because the other side happened to be smaller."""
+    limit = max([abs(s) for s in scores] + [1e-9])
+    return Normalize(-limit, limit)
+
+
 def attribution_text(passages: Sequence[tuple[str, str, Words, int]], *, title: str,
                      footnote: str, note: str, width: int = 1000) -> bytes:
     """Each passage (label, text, words, unread tokens) as typed, each word on a box shaded
     by its score; a colour bar centred on zero; `note` says how to read it."""
-    scores = [s for _, _, words, _ in passages for _, _, s in words]
-    limit = max([abs(s) for s in scores] + [1e-9])
-    norm = Normalize(-limit, limit)
+    norm = centred_scale([s for _, _, words, _ in passages for _, _, s in words])
+    limit = norm.vmax
     per_line = max(10, int((width - 2 * _MARGIN_PX) / _CHAR_PX))
     layout: list[list[tuple[int, str, float | None]]] = []  # per line: (column, text, score)
     for name, text, words, unread in passages:
