@@ -357,3 +357,38 @@ def test_the_picture_shades_words_on_a_scale_centred_on_zero() -> None:
     orange = np.all(np.abs(pixels - np.array([0xD5, 0x5E, 0x00]) / 255) < 0.02, axis=-1).sum()
     assert blue > 200 and orange > 200
     assert abs(blue - orange) < 0.5 * max(blue, orange)  # the two boxes shaded alike, mirrored
+
+
+# ------------------------------------------------------------------ /generate step scores
+
+
+async def test_generate_step_scores_are_the_models_probability_rank_and_entropy(
+        engine: InferenceEngine) -> None:
+    from core.inference.tasks.generate import GenerateRequest
+    from core.pictures.explain_charts import step_runs, step_scores
+
+    prompt = "Once upon a time"
+    greedy, sampled, plain = await asyncio.gather(
+        engine.submit(GenerateRequest(prompt, max_new_tokens=6, temperature=0,
+                                      step_scores=True)),
+        engine.submit(GenerateRequest(prompt, max_new_tokens=6, temperature=1.5, seed=7,
+                                      step_scores=True)),
+        engine.submit(GenerateRequest(prompt, max_new_tokens=6, temperature=1.5, seed=7)))
+    assert plain.steps == () and sampled.continuations == plain.continuations  # no side effect
+    causal = await engine.registry.get(engine.config.models.generate)
+    tok, lm = causal.tokenizer, causal.module(Head.CAUSAL_LM)
+    for result in (greedy, sampled):
+        ids = tok(prompt)["input_ids"]
+        new = tok(prompt + result.continuations[0])["input_ids"][len(ids):]
+        assert len(result.steps[0]) == len(new) == result.new_tokens[0]
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([ids + new])).logits[0, len(ids) - 1:-1]
+        probs = logits.softmax(-1)
+        for step, token, p in zip(result.steps[0], new, probs, strict=True):
+            assert step.probability == pytest.approx(float(p[token]), abs=1e-5)
+            assert step.rank == int((p > p[token]).sum()) + 1
+            entropy = float(-(p * p.log()).sum() / np.log(2))
+            assert step.entropy == pytest.approx(entropy, abs=1e-4)
+    assert all(s.rank == 1 for s in greedy.steps[0])
+    png = step_scores(step_runs([greedy, sampled]), title=f"After '{prompt}'")
+    assert png.startswith(b"\x89PNG")

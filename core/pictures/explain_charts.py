@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 
-from core.pictures.charts import DPI, RENDER_LOCK, figure, label, png
+from core.pictures.charts import DPI, RENDER_LOCK, figure, label, png, visible_token
 
 #: Toward the prediction (blue) and against it (orange), through white at zero.
 DIVERGING = LinearSegmentedColormap.from_list("toward_against", ["#D55E00", "#FFFFFF", "#0072B2"])
@@ -152,6 +153,33 @@ def _step_figure(runs, title: str, size: tuple[int, int]):
                   "(#rank). Green line: how unsure the model was at that step.", fontsize=10,
                   color="#444444")
     return fig
+
+
+def step_runs(results: Sequence[Any]) -> list[tuple[str, list[str], list[float], list[int],
+                                                    list[float]]]:
+    """`step_scores`' runs from `GenerateResult`s asked with `step_scores=True` (their first
+    sequence each), named by their knobs: pass a greedy and a sampled result side by side."""
+    runs = []
+    for result in results:
+        steps = result.steps[0] if result.steps else ()
+        name = ("greedy (temperature 0)" if result.greedy else
+                f"sampled: temperature {result.temperature:g}, top_k {result.top_k}, "
+                f"top_p {result.top_p:g}, seed {result.seed}")
+        runs.append((name, [visible_token(s.token) for s in steps],
+                     [s.probability for s in steps], [s.rank for s in steps],
+                     [s.entropy for s in steps]))
+    return runs
+
+
+def step_scores_alt_text(results: Sequence[Any]) -> str:
+    """The step-scores picture in words, for the attachment's description."""
+    parts = []
+    for name, tokens, probs, ranks, entropies in step_runs(results):
+        risky = [f"{t} (#{r}, p {p:.2f})" for t, p, r in zip(tokens, probs, ranks) if r > 1]
+        parts.append(f"{name}: {len(tokens)} tokens, mean entropy "
+                     f"{(sum(entropies) / len(entropies)) if entropies else 0:.2f} bits; "
+                     f"not the likeliest: {', '.join(risky[:10]) or 'none'}.")
+    return (" ".join(parts))[:1000]
 
 
 def _wrapped(text: str, width: int) -> str:

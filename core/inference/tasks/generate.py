@@ -13,6 +13,7 @@ Greedy output equals `model.generate(do_sample=False)` run one prompt at a time 
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +40,25 @@ class GenerateRequest:
     num_return_sequences: int = 1
     seed: int | None = None
     greedy: bool = False
+    #: Also score every generated token (`StepScore`): for the step-scores picture.
+    step_scores: bool = False
 
     @property
     def is_greedy(self) -> bool:
         return self.greedy or self.temperature == 0
+
+
+@dataclass(frozen=True)
+class StepScore:
+    """How the model saw one generated token when it was chosen (inseq's step scores)."""
+
+    token: str
+    #: Its probability under the model (softmax at temperature 1, before any knob).
+    probability: float
+    #: Its rank among all candidates by that probability (1: the likeliest, what greedy takes).
+    rank: int
+    #: The entropy of that step's distribution, in bits: how unsure the model was.
+    entropy: float
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ class GenerateResult:
     temperature: float = 1.0
     top_k: int = 50
     top_p: float = 1.0
+    #: Per sequence, per new token: its step score (when the request asked for them).
+    steps: tuple[tuple[StepScore, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
             num_return_sequences=int(request.num_return_sequences),
             seed=None if request.seed is None else int(request.seed),
             greedy=bool(request.greedy),
+            step_scores=bool(request.step_scores),
         )
 
     def preprocess(self, model: LoadedModel, request: GenerateRequest) -> _Prompt:
@@ -158,6 +177,8 @@ class _Row:
     seed: int
     new_ids: list[int] = field(default_factory=list)
     stop: str = ""
+    #: (probability, rank, entropy in bits) per new token, when its request asked.
+    scores: list[tuple[float, int, float]] = field(default_factory=list)
 
 
 def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[_Row],
@@ -189,8 +210,11 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
         # `logits_to_keep=1`: only the last position's vocabulary projection is ever used.
         out = lm(input_ids, cache, attention_mask=mask, position_ids=positions,
                  use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float().cpu()
         next_ids = _choose([requests[rows[a].request] for a in active],
-                           [rows[a].generator for a in active], out.logits[:, -1, :].float().cpu())
+                           [rows[a].generator for a in active], logits)
+        scored = [j for j, a in enumerate(active) if requests[rows[a].request].step_scores]
+        scores = step_scores(logits[scored], next_ids[scored]) if scored else []
         keep = []
         for j, a in enumerate(active):
             row, token = rows[a], int(next_ids[j])
@@ -199,6 +223,8 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
                 row.stop = "eos"
             else:
                 row.new_ids.append(token)
+                if request.step_scores:
+                    row.scores.append(scores[scored.index(j)])
                 if len(row.new_ids) >= request.max_new_tokens:
                     row.stop = "length"
             if not row.stop and wanted(row.request):
@@ -222,6 +248,17 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
         input_ids = next_ids[:, None].to(device)
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=-1)
         positions = positions[:, -1:] + 1
+
+
+def step_scores(logits: torch.Tensor, chosen: torch.Tensor) -> list[tuple[float, int, float]]:
+    """Per row: the chosen token's probability and rank under the model (temperature 1), and
+    the step's entropy in bits. Only for requests that ask: it reads the whole vocabulary."""
+    log_probs = logits.log_softmax(dim=-1)
+    mine = log_probs.gather(1, chosen[:, None])
+    ranks = (log_probs > mine).sum(dim=-1) + 1
+    entropy = -(log_probs.exp() * log_probs).nan_to_num().sum(dim=-1) / math.log(2)
+    return [(float(p), int(r), float(h))
+            for p, r, h in zip(mine[:, 0].exp(), ranks, entropy, strict=True)]
 
 
 def _choose(requests: list[GenerateRequest], generators: list[torch.Generator],
@@ -313,4 +350,7 @@ def _result(model: LoadedModel, request: GenerateRequest, mine: list[_Row]) -> G
         temperature=request.temperature,
         top_k=request.top_k,
         top_p=request.top_p,
+        steps=tuple(tuple(StepScore(tokenizer.decode([token]), *score)
+                          for token, score in zip(row.new_ids, row.scores, strict=True))
+                    for row in mine) if request.step_scores else (),
     )
