@@ -392,3 +392,18 @@ async def test_generate_step_scores_are_the_models_probability_rank_and_entropy(
     assert all(s.rank == 1 for s in greedy.steps[0])
     png = step_scores(step_runs([greedy, sampled]), title=f"After '{prompt}'")
     assert png.startswith(b"\x89PNG")
+
+
+async def test_a_cpu_fast_path_model_says_it_cannot_explain(tiny_models, tmp_path) -> None:
+    """int8 layers have no gradients: the student is told why, nothing crashes."""
+    from core.config import parse_config
+    from core.errors import ModelUnavailable
+    from tests.conftest import tiny_config_dict
+
+    raw = tiny_config_dict(tiny_models)
+    raw["models"]["mask"] = {"id": raw["models"]["mask"], "quantize": "int8"}
+    raw["engine"]["device"] = "cpu"
+    config = parse_config(raw, base_dir=tmp_path)
+    async with InferenceEngine(config, tasks={"explain-mask"}) as engine:
+        with pytest.raises(ModelUnavailable, match="fast path"):
+            await engine.submit(ExplainMaskRequest(MASK_TEXT))

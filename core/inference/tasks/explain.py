@@ -298,12 +298,15 @@ class ExplainTask(Task[Any, ExplainResult]):
 
     def forward(self, model: LoadedModel, inputs: Sequence[Encoded],
                 wanted: Callable[[int], bool]) -> Iterable[tuple[int, Any]]:
+        spec = model.spec
+        fast_path = spec.quantize != "none" or spec.backend != "torch"
+        if fast_path and str(model.device).startswith("cpu"):  # on a GPU they are ignored
+            raise ModelUnavailable(
+                f"`{spec}` runs on a CPU fast path (int8 or ONNX Runtime), which has no "
+                "gradients: /explain needs it on plain torch (an operator can change "
+                "`quantize`/`backend` in the config).")
         module = self.module(model)
         embedding = module.get_input_embeddings()
-        if not isinstance(embedding, torch.nn.Module) or not any(
-                True for _ in embedding.parameters()):
-            raise ModelUnavailable("Explanations need the model's gradients: run it on torch "
-                                   "(not ONNX Runtime or int8) to use /explain.")
         with torch.inference_mode(False), torch.enable_grad():
             ids, baseline, mask = _padded(inputs, reference_id(model.tokenizer), model.device)
             given = torch.tensor([self.given(e) for e in inputs], dtype=torch.float64,
