@@ -88,3 +88,19 @@ async def test_no_why_button_when_the_answer_does_not_show_the_text_whole(
         await models_ready(h)
         qa = await answered(await h.emu.invoke("qa", {"question": QUESTION, "context": context}))
         assert "Why?" not in labels(qa)
+
+
+async def test_why_under_sentiment_explains_the_live_classifier(tiny_config, tmp_path, caplog):
+    from tests.test_sentiment_discord import ask_text, csv_bytes, reviews, sentiment_bot, trained
+
+    async with sentiment_bot(tiny_config, tmp_path, caplog) as h:
+        await trained(h, csv_bytes(reviews()))
+        asked = await answered(await ask_text(h, "a wonderful movie"))
+        label = embed(asked)["title"].split(" (")[0]
+        why = await answered(await click(h, asked, "Why?"))
+        assert embed(why)["title"].startswith(f"Why {label} (")  # the label it answered
+        assert "log-odds" in embed(why)["description"]
+        rows = await h.rows()
+    assert [(r["command"], r["status"]) for r in rows][-2:] == [
+        ("sentiment", "ok"), ("explain sentiment", "ok")]
+    assert rows[-1]["input_text"] == "a wonderful movie"
