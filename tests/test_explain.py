@@ -407,3 +407,16 @@ async def test_a_cpu_fast_path_model_says_it_cannot_explain(tiny_models, tmp_pat
     async with InferenceEngine(config, tasks={"explain-mask"}) as engine:
         with pytest.raises(ModelUnavailable, match="fast path"):
             await engine.submit(ExplainMaskRequest(MASK_TEXT))
+
+
+async def test_chunked_steps_give_the_same_answer(tiny_config: Config, monkeypatch) -> None:
+    """Long inputs run their steps in chunks (memory); the answer must not change."""
+    from core.inference.tasks import explain
+
+    async with InferenceEngine(tiny_config, tasks={"explain-next"}) as engine:
+        whole = await engine.submit(ExplainNextRequest(NEXT_PROMPT))
+        monkeypatch.setattr(explain, "TOKENS_PER_CHUNK", 40)  # a few steps per chunk
+        chunked = await engine.submit(ExplainNextRequest(NEXT_PROMPT))
+    assert [w.score for w in chunked.words] == pytest.approx(
+        [w.score for w in whole.words], abs=1e-5)
+    assert chunked.delta == pytest.approx(whole.delta, abs=1e-5)

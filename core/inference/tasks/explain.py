@@ -56,6 +56,10 @@ FAMILIES: tuple[Family, ...] = ("sentiment", "mask", "qa", "next")
 #: Explanations per batch: each costs `explain_steps` forward and backward rows, so a batch of
 #: four is already a large forward; more would only make the first caller wait.
 MAX_EXPLAIN_BATCH = 4
+#: Tokens per forward-and-backward chunk of the integrated-gradient steps: what bounds the
+#: memory an explanation holds for its backward (a long QA context times 32 steps would
+#: otherwise keep every layer's activations of tens of thousands of tokens at once).
+TOKENS_PER_CHUNK = 8192
 
 HOW_TO_READ = (
     "Blue words pushed the model toward this prediction and orange words against it, compared "
@@ -365,9 +369,12 @@ def attribute(score: Callable[..., torch.Tensor], embedding: torch.nn.Module,
         return score(tap(embedding(token_ids)), *more)
 
     method = LayerIntegratedGradients(forward, tap)
+    rows = ids.shape[0]
+    # Whole steps of every row per chunk (captum's unit), at least one.
+    chunk = rows * max(1, TOKENS_PER_CHUNK // (rows * ids.shape[1]))
     attributions, delta = method.attribute(
         ids, baselines=baseline, additional_forward_args=args, n_steps=steps,
-        return_convergence_delta=True)
+        internal_batch_size=chunk, return_convergence_delta=True)
     with torch.no_grad():
         on_input, on_baseline = forward(ids, *args), forward(baseline, *args)
     return (attributions.sum(-1).detach().float().cpu(), delta.detach().float().cpu(),
