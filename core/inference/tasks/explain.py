@@ -481,9 +481,9 @@ class ExplainMaskTask(ExplainTask):
         if error := too_long(model, len(tokenizer(text)["input_ids"])):
             raise error
         encoded = encode(tokenizer, [("", text)], keep=[tokenizer.mask_token_id])
-        # Words are cut from the text as typed ("[mask]" may be the model's "[MASK]").
-        encoded.passages[0] = Passage("", text, ())
-        encoded.extra["typed"] = request.text
+        # Shown as typed ("[mask]"): a mask spelling holds no space, so the words (and which
+        # token belongs to which) are the same as in the model's spelling.
+        encoded.passages[0] = Passage("", request.text, ())
         encoded.extra["position"] = encoded.ids.index(tokenizer.mask_token_id)
         _targets(tokenizer, encoded, request.target, request.versus, space=False)
         return encoded
