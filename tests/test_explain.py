@@ -365,7 +365,7 @@ def test_the_picture_shades_words_on_a_scale_centred_on_zero() -> None:
 async def test_generate_step_scores_are_the_models_probability_rank_and_entropy(
         engine: InferenceEngine) -> None:
     from core.inference.tasks.generate import GenerateRequest
-    from core.pictures.explain_charts import step_runs, step_scores
+    from core.pictures.explain_charts import step_runs, step_scores, step_scores_picture
 
     prompt = "Once upon a time"
     greedy, sampled, plain = await asyncio.gather(
@@ -392,6 +392,11 @@ async def test_generate_step_scores_are_the_models_probability_rank_and_entropy(
     assert all(s.rank == 1 for s in greedy.steps[0])
     png = step_scores(step_runs([greedy, sampled]), title=f"After '{prompt}'")
     assert png.startswith(b"\x89PNG")
+    # Drawn by the drawing stage, as the bot would: the lane never waits for it.
+    picture = await engine.pictures.finish(step_scores_picture([greedy, sampled], prompt),
+                                           engine.pictures.reserve())
+    assert picture.png.startswith(b"\x89PNG") and picture.results == (greedy, sampled)
+    assert "greedy" in picture.alt_text and "sampled" in picture.alt_text
 
 
 async def test_a_cpu_fast_path_model_says_it_cannot_explain(tiny_models, tmp_path) -> None:

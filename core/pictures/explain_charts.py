@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 
-from core.pictures.charts import DPI, RENDER_LOCK, figure, label, png, visible_token
+from core.pictures.charts import DPI, RENDER_LOCK, drawing, figure, label, png, visible_token
+from core.pictures.stage import PictureResult
 
 #: Toward the prediction (blue) and against it (orange), through white at zero.
 DIVERGING = LinearSegmentedColormap.from_list("toward_against", ["#D55E00", "#FFFFFF", "#0072B2"])
@@ -169,6 +171,25 @@ def step_runs(results: Sequence[Any]) -> list[tuple[str, list[str], list[float],
                      [s.probability for s in steps], [s.rank for s in steps],
                      [s.entropy for s in steps]))
     return runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepScoresPicture(PictureResult):
+    """`/generate picture:True`: its results (greedy and sampled) and their step-scores
+    picture, to be drawn by the drawing stage like any teaching picture."""
+
+    results: tuple[Any, ...] = ()
+
+
+def step_scores_picture(results: Sequence[Any], prompt: str) -> StepScoresPicture:
+    """The picture of `results` (`GenerateResult`s asked with `step_scores=True`), not yet
+    drawn: `await engine.pictures.finish(picture, engine.pictures.reserve())` draws it."""
+    return StepScoresPicture(
+        results=tuple(results),
+        drawing=drawing(step_scores, step_runs(results),
+                        title=f"Each new token after '{prompt[-50:]}': probability, rank, "
+                              "entropy"),
+        alt_text=step_scores_alt_text(results))
 
 
 def step_scores_alt_text(results: Sequence[Any]) -> str:
