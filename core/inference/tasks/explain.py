@@ -254,10 +254,11 @@ def encode(tokenizer: Any, texts: Sequence[tuple[str, str]], *, keep: Iterable[i
 class ExplainTask(Task[Any, ExplainResult]):
     """What every explanation shares: encoding, one batched attribution, words, the picture.
 
-    A family fills in `encode_request` (tokens, baseline, owners), `choose` (after one plain
-    forward: which output to explain, as per-row integers) and `score` (the explained scalar
-    per row, from the embeddings). Its own lane: an explanation is tens of forwards and
-    backwards, and `/mask` answers must not queue behind it.
+    A family fills in `module` (which loaded head), `encode_request` (tokens, baseline, each
+    token's word), `given` (per-row numbers known before the forward), `outputs` (the model
+    from the embeddings), `choose` (after one plain forward: which output to explain) and
+    `score` (the explained scalar per row). Its own lane: an explanation is tens of forwards
+    and backwards, and `/mask` answers must not queue behind it.
     """
 
     own_lane = True
