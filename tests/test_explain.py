@@ -425,3 +425,19 @@ async def test_chunked_steps_give_the_same_answer(tiny_config: Config, monkeypat
     assert [w.score for w in chunked.words] == pytest.approx(
         [w.score for w in whole.words], abs=1e-5)
     assert chunked.delta == pytest.approx(whole.delta, abs=1e-5)
+
+
+async def test_each_lane_beside_a_model_has_its_own_tokenizer(engine: InferenceEngine) -> None:
+    """`/tokens`, `/explain mask` and `/explain sentiment` all read DistilBERT beside its main
+    lane, at the same time: one tokenizer shared by two threads fails when one truncates."""
+    from core.inference.tasks.tokens import TokensRequest
+
+    await asyncio.gather(
+        engine.submit(TokensRequest("Hello world", "wordpiece")),
+        engine.submit(ExplainMaskRequest(MASK_TEXT)),
+        engine.submit(dataclasses.replace(random_classifier(32), text="A fine film")),
+        engine.submit(FillMaskRequest(MASK_TEXT)))
+    spec = engine.config.models.mask
+    tokenizers = [lane.runner.model.tokenizer for (s, _), lane in engine.lanes.items()
+                  if s == spec]
+    assert len(tokenizers) == 4 and len({id(t) for t in tokenizers}) == 4

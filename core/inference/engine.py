@@ -198,7 +198,7 @@ class InferenceEngine:
             if self.remote is not None and not task.tokenizer_only:
                 runner = self.remote.runner(spec)
             else:
-                runner = LocalRunner(self, spec, own_tokenizer=task.own_lane)
+                runner = LocalRunner(self, spec, own_tokenizer=key[1])
             name = str(spec) if key[1] is None else f"{spec} ({key[1]})"
             lane = self._lanes[key] = Lane(name, self.config.engine, runner)
         # A picture request is admitted by the drawing stage first: refused while it is full,
@@ -351,18 +351,20 @@ class LocalRunner:
     #: over the cores; different models' lanes still progress side by side.
     slots = 1
 
-    def __init__(self, engine: InferenceEngine, spec: ModelSpec, *, own_tokenizer: bool = False
-                 ) -> None:
+    def __init__(self, engine: InferenceEngine, spec: ModelSpec, *,
+                 own_tokenizer: str | None = None) -> None:
         self.engine = engine
         self.spec = spec
-        #: A lane beside the model's main lane must not share its tokenizer: a fast tokenizer
-        #: used from two threads at once fails ("Already borrowed") when one of them pads.
+        #: A lane beside the model's main lane (named by its task) must not share its
+        #: tokenizer: a fast tokenizer used from two threads at once fails ("Already
+        #: borrowed") when one of them pads or truncates.
         self.own_tokenizer = own_tokenizer
         self.model: LoadedModel | None = None
 
     async def ready(self) -> None:
         model = await self.engine.registry.get(self.spec)
-        self.model = model.with_own_tokenizer() if self.own_tokenizer else model
+        self.model = (model if self.own_tokenizer is None
+                      else model.with_own_tokenizer(self.own_tokenizer))
 
     async def run(self, batch: list[Pending]) -> None:
         assert self.model is not None, "run() before ready()"

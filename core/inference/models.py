@@ -72,16 +72,19 @@ class LoadedModel:
     load_seconds: float = 0.0
     #: Where the modules' inputs must be built (`engine.device`, resolved).
     device: str = "cpu"
-    _tokenizer_view: LoadedModel | None = field(default=None, repr=False, compare=False)
+    _tokenizer_views: dict[str, LoadedModel] = field(default_factory=dict, repr=False,
+                                                     compare=False)
 
-    def with_own_tokenizer(self) -> LoadedModel:
-        """The same modules with a private copy of the tokenizer (made once, then reused)."""
-        if self._tokenizer_view is None:
-            self._tokenizer_view = LoadedModel(
+    def with_own_tokenizer(self, owner: str = "") -> LoadedModel:
+        """The same modules with a private copy of the tokenizer for `owner` (a lane beside
+        the model's: `/tokens`, each `/explain`), made once, then reused: two lanes running at
+        once must not share one either."""
+        if owner not in self._tokenizer_views:
+            self._tokenizer_views[owner] = LoadedModel(
                 self.spec, copy.deepcopy(self.tokenizer), self.modules, self.load_seconds,
                 self.device,
             )
-        return self._tokenizer_view
+        return self._tokenizer_views[owner]
 
     def module(self, head: Head) -> Any:
         if head in self.modules:
