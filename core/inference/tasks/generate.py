@@ -350,7 +350,7 @@ def _result(model: LoadedModel, request: GenerateRequest, mine: list[_Row]) -> G
         temperature=request.temperature,
         top_k=request.top_k,
         top_p=request.top_p,
-        steps=tuple(tuple(StepScore(tokenizer.decode([token]), *score)
+        steps=tuple(tuple(StepScore(model.tokenizer.decode([token]), *score)
                           for token, score in zip(row.new_ids, row.scores, strict=True))
                     for row in mine) if request.step_scores else (),
     )
