@@ -81,6 +81,7 @@ class Inference(commands.Cog):
         top_p: app_commands.Range[float, 0.01, 1.0] = 1.0,
         num_return_sequences: app_commands.Range[int, 1, 5] = 1,
         seed: app_commands.Range[int, 0, 2**31 - 1] | None = None,
+        picture: bool = False,
         private: bool = False,
     ) -> None:
         """Let GPT-2 continue your text.
@@ -93,6 +94,7 @@ class Inference(commands.Cog):
             top_p: Sample only among the likeliest tokens that together reach this probability.
             num_return_sequences: How many different continuations.
             seed: Set a number to get the same text again.
+            picture: Also draw how sure GPT-2 was of each new token, beside a greedy run.
             private: Only you see the answer.
         """
         await answer(interaction)

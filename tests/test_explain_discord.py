@@ -104,3 +104,23 @@ async def test_why_under_sentiment_explains_the_live_classifier(tiny_config, tmp
     assert [(r["command"], r["status"]) for r in rows][-2:] == [
         ("sentiment", "ok"), ("explain sentiment", "ok")]
     assert rows[-1]["input_text"] == "a wonderful movie"
+
+
+async def test_generate_picture_shows_step_scores_beside_a_greedy_run(
+        tiny_config, tmp_path, caplog):
+    options = {"prompt": "Once upon a time", "max_new_tokens": 6, "seed": 3, "picture": True}
+    async with running_bot(config_for(tiny_config, tmp_path), caplog) as h:
+        await models_ready(h)
+        asked = await answered(await h.emu.invoke("generate", options))
+        shown = embed(asked)
+        assert shown["description"].startswith("**Once upon a time**")
+        assert shown["fields"][0]["name"] == "Greedy, for comparison (temperature 0)"
+        attachment = asked.visible_messages[0]["attachments"][0]
+        assert attachment["filename"] == "steps.png"
+        assert "seed 3" in shown["footer"]["text"]
+        # Its buttons repeat the run asked for (same seed: the same text, without a picture).
+        again = await answered(await click(h, asked, "Same seed again"))
+        assert embed(again)["description"] == shown["description"]
+        rows = await h.rows()
+    assert [(r["command"], r["status"]) for r in rows] == [("generate", "ok")] * 2
+    assert json.loads(rows[0]["options"])["picture"] is True

@@ -100,8 +100,10 @@ async def _answer(turn: Turn, command: StudentCommand,
         stream = None
         # A private answer is not streamed: its final reply is a follow-up that replaces the
         # "thinking…" placeholder, which an edited placeholder no longer is.
+        # Nor is an answer of several requests (`/generate picture:True`: its picture comes
+        # when both runs are done).
         if (redraw is None and not private and command.render_partial is not None
-                and host.config.discord.stream_generate):
+                and not isinstance(request, tuple) and host.config.discord.stream_generate):
             stream = host.engine.stream(request)
             pending = stream.future
         else:
@@ -307,9 +309,8 @@ FOLLOW_UPS: dict[str, tuple[FollowUp, ...]] = {
 
 #: Source command -> the knobs its follow-ups repeat, from the slash options and the result.
 KNOBS: dict[str, Callable[[Mapping[str, Any], Any], dict[str, Any]]] = {
-    "generate": lambda values, result: {
-        "t": float(result.temperature), "k": result.top_k, "p": float(result.top_p),
-        "s": result.seed, "n": values["max_new_tokens"], "r": values["num_return_sequences"]},
+    "generate": lambda values, result: _generate_knobs(values, getattr(
+        result, "results", (result,))[0]),  # with a picture: the run asked for
     "mask": lambda values, result: {"k": values["top_k"]},
 }
 
@@ -339,6 +340,11 @@ WHY: dict[str, Why] = {
     "qa": Why("explain qa", lambda embed: qa_inputs_of(embed.description)),
     "nexttoken": Why("explain next", _reads("prompt")),
 }
+
+
+def _generate_knobs(values: Mapping[str, Any], result: Any) -> dict[str, Any]:
+    return {"t": float(result.temperature), "k": result.top_k, "p": float(result.top_p),
+            "s": result.seed, "n": values["max_new_tokens"], "r": values["num_return_sequences"]}
 
 
 def _find(action: str) -> FollowUp | None:

@@ -40,6 +40,7 @@ from core.inference.tasks.neighbours import NeighboursRequest
 from core.inference.tasks.nexttoken import NextTokenRequest
 from core.inference.tasks.qa import QARequest
 from core.inference.tasks.tokens import TokensRequest
+from core.pictures.explain_charts import StepScoresPicture, step_scores_picture
 from core.sentiment.service import SentimentService
 
 Options = Mapping[str, Any]
@@ -107,7 +108,56 @@ class ExplainSentimentRunner(SentimentRunner):
         return services.sentiment.admit_explain(request)
 
 
+class GenerateRunner(EngineRunner):
+    """`/generate`; with `picture:True` (a tuple: the run asked for, and its greedy twin when it
+    samples), both with step scores, and their picture drawn by the drawing stage (its place
+    taken at admission, so a full stage says "busy" before any forward runs)."""
+
+    def admit(self, services: Services, request: Any) -> Awaitable[Any]:
+        if not isinstance(request, tuple):
+            return super().admit(services, request)
+        pictures = services.engine.pictures
+        ticket = pictures.reserve()
+        try:
+            runs = super().admit(services, request)
+        except BaseException:
+            ticket.release()
+            raise
+        return _drawn(services, runs, ticket)
+
+
+async def _drawn(services: Services, runs: Awaitable[tuple], ticket: Any) -> StepScoresPicture:
+    try:
+        results = await runs
+    except BaseException:
+        ticket.release()
+        raise
+    return await services.engine.pictures.finish(
+        step_scores_picture(results, results[0].prompt), ticket)
+
+
+def _generate(o: Options) -> Any:
+    asked = GenerateRequest(
+        o["prompt"], max_new_tokens=o["max_new_tokens"], temperature=o["temperature"],
+        top_k=o["top_k"], top_p=o["top_p"], num_return_sequences=o["num_return_sequences"],
+        seed=o["seed"], step_scores=bool(o.get("picture")),
+    )
+    if not o.get("picture"):
+        return asked
+    if asked.is_greedy:
+        return (asked,)
+    return (asked, GenerateRequest(o["prompt"], max_new_tokens=o["max_new_tokens"],
+                                   temperature=0.0, step_scores=True))
+
+
+def _render_generate(result: Any) -> Reply:
+    if isinstance(result, StepScoresPicture):
+        return render.render_generate_steps(result)
+    return render.render_generate(result)
+
+
 ENGINE = EngineRunner()
+GENERATE = GenerateRunner()
 SENTIMENT = SentimentRunner()
 EXPLAIN_SENTIMENT = ExplainSentimentRunner()
 
@@ -182,13 +232,8 @@ COMMANDS: dict[str, StudentCommand] = {c.name: c for c in (
                 OptionLimit("context", lambda lim: lim.max_context_chars)),
     ),
     StudentCommand(
-        "generate",
-        lambda o: GenerateRequest(
-            o["prompt"], max_new_tokens=o["max_new_tokens"], temperature=o["temperature"],
-            top_k=o["top_k"], top_p=o["top_p"], num_return_sequences=o["num_return_sequences"],
-            seed=o["seed"],
-        ),
-        render.render_generate, ("prompt",), render_partial=render.render_generate_partial,
+        "generate", _generate, _render_generate, ("prompt",), runner=GENERATE,
+        render_partial=render.render_generate_partial,
         limits=(_text_limit("prompt"),
                 OptionLimit("max_new_tokens", lambda lim: lim.max_new_tokens),
                 OptionLimit("num_return_sequences", lambda lim: lim.max_return_sequences)),

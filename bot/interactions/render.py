@@ -29,6 +29,7 @@ from core.inference.tasks.nexttoken import NextTokenResult
 from core.inference.tasks.qa import QAResult
 from core.inference.tasks.tokens import TokensResult
 from core.pictures.charts import visible_piece, visible_token
+from core.pictures.explain_charts import StepScoresPicture
 from core.sentiment.service import SentimentResult
 from core.storage.quizzes import Quiz, QuizReveal
 
@@ -248,6 +249,21 @@ def render_generate(result: GenerateResult) -> Reply:
     embed = discord.Embed(description=clip(body, 1500), colour=COLOUR)
     embed.set_footer(text=foot + " · full text attached")
     return Reply(embeds=[embed], files=[("generated.txt", full.encode())], summary=summary)
+
+
+def render_generate_steps(picture: StepScoresPicture) -> Reply:
+    """`/generate picture:True`: the answer as usual (the run asked for), with the picture of
+    each new token's probability, rank and step entropy, beside its greedy twin's."""
+    reply = render_generate(picture.results[0])
+    embed = reply.embeds[0]
+    if len(picture.results) > 1:
+        greedy = picture.results[1]
+        embed.add_field(name="Greedy, for comparison (temperature 0)",
+                        value=clip(bold_input(greedy.prompt) + safe(greedy.continuations[0]),
+                                   EMBED_FIELD_LIMIT), inline=False)
+    embed.set_image(url="attachment://steps.png")
+    return Reply(embeds=[embed], files=[*reply.files, ("steps.png", picture.png)],
+                 summary=reply.summary, alt_text={"steps.png": clip(picture.alt_text, 1000)})
 
 
 WRITING_COLOUR = discord.Colour.light_grey()

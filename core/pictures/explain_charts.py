@@ -180,6 +180,10 @@ class StepScoresPicture(PictureResult):
 
     results: tuple[Any, ...] = ()
 
+    @property
+    def model_id(self) -> str:
+        return self.results[0].model_id if self.results else ""
+
 
 def step_scores_picture(results: Sequence[Any], prompt: str) -> StepScoresPicture:
     """The picture of `results` (`GenerateResult`s asked with `step_scores=True`), not yet
