@@ -116,7 +116,7 @@ TARGETS: tuple[Target, ...] = (
            (*(f"tests/test_engine.py::{t}" for t in ENGINE_ADMISSION_TESTS),
             "tests/test_pictures.py::test_pictures_beyond_the_queue_are_refused_as_busy",
             "tests/test_pictures.py::test_a_caller_that_goes_away_gives_its_place_back"),
-           functions=("xǁInferenceEngineǁadmit",)),
+           functions=("xǁInferenceEngineǁadmit", "xǁInferenceEngineǁ_admit")),
     # The queue itself: the limit counts live callers only; a batch skips callers that left.
     Target("lanes-admission", "core/inference/lanes.py",
            ("tests/test_lanes.py",

@@ -51,6 +51,7 @@ class RecordingRunner:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.started_at: list[float] = []
+        self.streams: list[object] = []
 
     async def ready(self) -> None:
         return None
@@ -58,6 +59,7 @@ class RecordingRunner:
     async def run(self, batch: list[Pending]) -> None:
         self.started_at.append(time.perf_counter())
         self.batches.append([item.request.label for item in batch])
+        self.streams.extend(item.stream for item in batch)
         for item in batch:
             resolve(item.future, item.request.label)
 
@@ -89,9 +91,12 @@ async def test_the_batcher_waits_for_company_until_the_batch_is_full():
     futures = []
     for label in "abcd":
         futures.append(lane.put(Echo(label), TASK))
+        last_put = time.perf_counter()
         await asyncio.sleep(0.05)
     assert await asyncio.wait_for(asyncio.gather(*futures), 5) == list("abcd")
     assert runner.batches == [list("abcd")]
+    # Noticed as soon as it is full, not at the end of the wait.
+    assert runner.started_at[0] - last_put < 0.5
     await lane.stop(1)
 
 
@@ -127,6 +132,25 @@ async def test_a_batch_holds_at_most_its_row_budget():
                lane.put(Echo("huge", rows=9), TASK)]
     await asyncio.wait_for(asyncio.gather(*futures), 5)
     assert runner.batches == [["three"], ["two"], ["huge"]]
+    await lane.stop(1)
+
+
+async def test_rows_add_up_towards_the_budget():
+    lane, runner = await _lane(max_batch_size=4, max_wait_ms=50)
+    futures = [lane.put(Echo("one"), TASK), lane.put(Echo("two"), TASK),
+                lane.put(Echo("three", rows=3), TASK)]
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert runner.batches == [["one", "two"], ["three"]]
+    await lane.stop(1)
+
+
+async def test_a_caller_s_stream_reaches_its_batch():
+    """Where partial results go (a streamed /generate) travels with the request."""
+    lane, runner = await _lane(max_batch_size=2, max_wait_ms=10)
+    stream = object()
+    await asyncio.wait_for(asyncio.gather(lane.put(Echo("s"), TASK, stream),
+                                          lane.put(Echo("plain"), TASK)), 5)
+    assert runner.streams == [stream, None]
     await lane.stop(1)
 
 
