@@ -38,7 +38,7 @@ from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from benchmarks.harness import engine_config, percentile  # noqa: E402
-from benchmarks.report import write_block  # noqa: E402
+from benchmarks.publish import NoisyMachine, settled_load, write_block  # noqa: E402
 from core.inference.engine import InferenceEngine  # noqa: E402
 from core.inference.tasks.explain import ExplainMaskRequest  # noqa: E402
 from core.inference.tasks.fill_mask import FillMaskRequest  # noqa: E402
@@ -146,7 +146,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUTPUT)
     parser.add_argument("--tiny", action="store_true",
                         help="the test suite's tiny models: a smoke test of the script only")
+    parser.add_argument("--record-noisy", action="store_true",
+                        help="write the figures even if the machine was busy (labelled)")
     args = parser.parse_args()
+    before = settled_load()
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
             from tests.tiny_models import build_tiny_models
@@ -170,7 +173,12 @@ def main() -> None:
     text = render(raw, steps=config.limits.explain_steps, seconds=args.seconds,
                   clients=args.clients, load=load, models=models, tokens=tokens)
     print(text)
-    write_block(args.out, "explain", text)
+    try:
+        write_block(args.out, "explain", text, loads=[before],
+                    record_noisy=args.record_noisy or args.tiny)
+    except NoisyMachine as refused:
+        print(refused)
+        raise SystemExit(3) from None
     print(f"wrote {args.out}")
 
 

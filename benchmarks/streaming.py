@@ -11,8 +11,11 @@ of each (median of rounds), their ratio, and checks that both gave the same text
 bar: `on` within 10% of `off`. Run it on a quiet machine (the load average is printed); the
 figures belong in benchmarks/RESULTS.md, not in comments.
 
-`--model` defaults to the configured GPT-2 (`[models] generate`); a smoke run can point it at
-the tiny test model (`python -m tests.tiny_models`' output, `causal_lm`).
+`--model` defaults to the real-size random-weight GPT-2 of `benchmarks.models` (no download);
+a smoke run can point it at the tiny test model (`python -m tests.tiny_models`' output,
+`causal_lm`). The figures go into the `streaming` block of RESULTS.md through
+`benchmarks.publish` (refused at a load above 1.5 unless `--record-noisy`), for the default
+model only.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.publish import NoisyMachine, loadavg, settled_load, write_block
 
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
+RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 async def _read(stream: Any, ask_every_s: float) -> Any:
@@ -75,21 +78,50 @@ async def run(model: str, requests: int, new_tokens: int, rounds: int,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="the causal LM (default: the config's [models] generate)")
+    parser.add_argument("--model", help="the causal LM (default: benchmarks.models' GPT-2)")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--ask-every-s", type=float, default=1.0)
+    parser.add_argument("--record-noisy", action="store_true",
+                        help="write the figures even if the machine was busy (labelled)")
     args = parser.parse_args(argv)
     model = args.model
     if model is None:
-        from core.config import ModelsConfig
+        from benchmarks.models import build_models
 
-        model = ModelsConfig().generate.id
+        model = str(build_models().causal_lm)
+    before = settled_load()
     out = asyncio.run(run(model, args.requests, args.new_tokens, args.rounds, args.ask_every_s))
     print(json.dumps(out, indent=2))
     print(f"streaming on: {out['on_tok_s']:.0f} new tok/s, off: {out['off_tok_s']:.0f} "
           f"({out['on_vs_off']:.0%}); same texts: {out['same_texts']}; load {out['load']:.2f}")
+    if args.model is None:
+        text = "\n".join([
+            "## /generate streamed vs whole (`python -m benchmarks.streaming`)",
+            "",
+            f"{out['requests']} concurrent seeded /generate x {out['new_tokens']} new tokens on "
+            "the real-size random-weight GPT-2 (benchmarks/models.py), one engine, alternating "
+            f"rounds ({out['rounds']}); `on` reads each stream as the bot does (a partial text "
+            f"asked every {out['ask_every_s']:g} s). Load before {before:.2f}, after "
+            f"{out['load']:.2f}; {out['cpus']} CPUs.",
+            "",
+            "| | new tokens/s (median of rounds) |",
+            "|---|---:|",
+            f"| whole answer (`submit`) | {out['off_tok_s']:.0f} |",
+            f"| streamed (`stream`) | {out['on_tok_s']:.0f} |",
+            "",
+            f"Streamed / whole: {out['on_vs_off']:.0%} (target: within 10%, "
+            f"{'met' if out['on_vs_off'] >= 0.9 else 'NOT met'}); same texts: "
+            f"{out['same_texts']}.",
+        ])
+        try:
+            write_block(RESULTS, "streaming", text, loads=[before],
+                        record_noisy=args.record_noisy)
+        except NoisyMachine as refused:
+            print(refused)
+            return 3
+        print(f"wrote {RESULTS}")
     return 0 if out["same_texts"] else 1
 
 
