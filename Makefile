@@ -14,6 +14,8 @@
 #                                 kill ratio per module, see docs/MUTATION.md
 #   make mutation MUTATION_ARGS="policy gate"   some modules (`--list` names them)
 #   make lock                     write constraints.txt from this venv, after `make test` passed
+#   make messages                 extract every user-facing string into core/locales/messages.pot
+#                                 and merge it into each core/locales/<language>.po (README)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -39,7 +41,7 @@ TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 INSTALL_TORCH := $(PIP) install --quiet --retries 0 --timeout 15 "$(TORCH)" $(TORCH_FROM) \
 	|| $(PIP) install --quiet "$(TORCH)"
 
-.PHONY: run test mutation setup setup-test lock clean-venv
+.PHONY: run test mutation setup setup-test lock clean-venv messages messages-pot
 
 run: $(VENV)/.installed
 	$(BIN)/tlm-bot run
@@ -51,6 +53,22 @@ test: $(VENV)/.installed-test
 mutation: $(VENV)/.installed-test
 	$(PIP) install --quiet "$(MUTMUT)"
 	HF_HUB_OFFLINE=1 nice -n 10 $(BIN)/python benchmarks/mutation.py $(MUTATION_ARGS)
+
+# The message catalog (core/i18n.py): new strings land in each .po with an empty translation
+# (tests/test_catalog.py fails until someone writes it); a changed string becomes fuzzy.
+LOCALES := core/locales
+POT ?= $(LOCALES)/messages.pot
+messages: messages-pot
+	for po in $(LOCALES)/*.po; do \
+		$(BIN)/pybabel update -i $(POT) -o $$po -l $$(basename $$po .po) \
+			--no-wrap --ignore-obsolete --init-missing || exit 1; \
+	done
+
+# Only the extraction (tests/test_catalog.py runs it into a temporary file).
+messages-pot: $(VENV)/.installed
+	$(BIN)/pybabel -q extract -F babel.cfg -k tr -k lazy -k lazy_ngettext:1,2 -k plural_noun:1,2 -k locale_str \
+		--add-comments=Translators: --sort-by-file --add-location=file --no-wrap \
+		--project=tlm-bot -o $(POT) .
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test

@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.interactions.registry import COMMANDS, SentimentRunner
+from bot.interactions.registry import COMMANDS, IfServed, SentimentRunner
 from core.config import Config, ModelSpec
 
 _TYPES = {
@@ -115,7 +115,10 @@ def models_for(args: argparse.Namespace, config: Config,
     command = slash_commands(extensions)[args.what]
     request = student.build({p.name: getattr(args, p.name, None) for p in command.parameters})
     tasks = {t.request_type: t(config.models, config.limits) for t in TASK_TYPES}
-    return [tasks[type(r)].spec(r) for r in (request if isinstance(request, tuple) else (request,))]
+    requests = [r.request if isinstance(r, IfServed) else r
+                for r in (request if isinstance(request, tuple) else (request,))]
+    # An optional model the config leaves out (`IfServed`) has no spec: nothing to load.
+    return [spec for r in requests if (spec := tasks[type(r)].spec(r)) is not None]
 
 
 async def answer_offline(args: argparse.Namespace, config: Config,

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from core import i18n
 from core.config import (
     TOKEN_ENV,
     Config,
@@ -63,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _configure_logging(args)
+    # `ask --locale`: the answer and an error alike, as that student reads them.
+    with i18n.using(getattr(args, "locale", None) or i18n.SOURCE):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         _check_models(_models_needed(args, config))
@@ -326,9 +333,9 @@ def _check_local_model_folders(config: Config) -> None:
     folder now, rather than when the model is first needed (`--load` loads the others too)."""
     from core.inference.models import ModelRefused, looks_local, where_to_load
 
-    for role in ("mask", "qa", "generate", "features"):
+    for role in ("mask", "qa", "generate", "features", "multilingual"):
         spec = getattr(config.models, role)
-        if looks_local(spec.id):
+        if spec is not None and looks_local(spec.id):
             try:
                 where_to_load(spec)  # for a folder: is it there (no network)
             except ModelRefused as exc:
@@ -342,7 +349,8 @@ def cmd_download_models(args: argparse.Namespace, config: Config) -> int:
     from core.inference.models import ModelRefused, looks_local, where_to_load
 
     specs = {s.key: s for s in (config.models.mask, config.models.qa, config.models.generate,
-                                config.models.features)}
+                                config.models.features, config.models.multilingual)
+             if s is not None}
     failed = 0
     for spec in specs.values():
         if looks_local(spec.id):
@@ -649,6 +657,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="answer a student command without Discord")
     ask.set_defaults(handler=cmd_ask)
+    ask.add_argument("--locale", default=i18n.SOURCE, metavar="LANGUAGE",
+                     help="answer in this language, as a student whose Discord is set to it "
+                          f"sees it (a Discord locale such as it or en-US; the bot speaks "
+                          f"{', '.join(i18n.languages())})")
     from bot.ask import add_ask_parsers
     from bot.client import EXTENSIONS
 

@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from bot.command_sync import SYNC_ERRORS, describe_scope, sync_tree
 from bot.interactions.answers import BrokenButton
+from bot.interactions.language import CatalogTranslator
 from bot.interactions.names import command_kind, policy_name
 from bot.interactions.registry import COMMANDS
 from bot.interactions.streaming import EditPacing
@@ -167,6 +168,8 @@ class TLMBot(commands.Bot):
         await super().close()
 
     async def setup_hook(self) -> None:
+        # Discord shows each command's descriptions in the member's language (the catalog's).
+        await self.tree.set_translator(CatalogTranslator())
         for name in self._extensions:
             await self.load_extension(name)
         # Last, so every extension's own templates are registered before the catch-all.

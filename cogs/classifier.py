@@ -18,12 +18,13 @@ from bot.interactions.host import Host
 from bot.interactions.render import COLOUR, Reply, code
 from bot.interactions.turn import Answer, Turn, reply_staff
 from core.errors import InvalidInput
+from core.i18n import lazy, number, tr
 from core.outcomes import Outcome, outcome_of_error
 from core.sentiment import parse_labelled_bytes, read_capped
 
 log = logging.getLogger(__name__)
 
-_KEEPS_OLD = "The previous classifier is still in use."
+_KEEPS_OLD = lazy("The previous classifier is still in use.")
 
 
 @app_commands.guild_only()
@@ -45,11 +46,11 @@ class Classifier(commands.GroupCog, group_name="classifier",
         """Show which classifier answers /sentiment and how well it did."""
         classifier = self.bot.sentiment.require()
         report = classifier.report
-        body = report.to_text() if report is not None else "(no training report saved)"
-        embed = discord.Embed(title="Sentiment classifier", colour=COLOUR,
+        body = report.to_text() if report is not None else tr("(no training report saved)")
+        embed = discord.Embed(title=tr("Sentiment classifier"), colour=COLOUR,
                               description=code(body, 3900))
         if self.bot.sentiment.training:
-            embed.set_footer(text="A new classifier is training right now.")
+            embed.set_footer(text=tr("A new classifier is training right now."))
         summary = f"accuracy {report.accuracy:.3f}" if report is not None else "no report"
         await reply_staff(interaction, Reply(embeds=[embed], summary=summary))
 
@@ -62,18 +63,20 @@ class Classifier(commands.GroupCog, group_name="classifier",
         """
         limits = self.bot.config.sentiment
         if data.size > limits.max_upload_bytes:
-            raise InvalidInput(
-                f"That file is {data.size:,} bytes; the limit is {limits.max_upload_bytes:,}."
-            )
+            raise InvalidInput(lazy(
+                "That file is {size} bytes; the limit is {limit}.",
+                size=number(data.size, "#,##0"), limit=number(limits.max_upload_bytes, "#,##0")))
         if self.bot.sentiment.training:
-            raise InvalidInput("A classifier is already training. Wait for its report first.")
+            raise InvalidInput(lazy("A classifier is already training. Wait for its report "
+                                    "first."))
         await interaction.response.defer(ephemeral=True, thinking=True)
         parsed = parse_labelled_bytes(
             await _download(data, limits.max_upload_bytes), data.filename,
             max_rows=limits.max_upload_rows,
         )
         await interaction.followup.send(
-            f"Training on {len(parsed.texts)} examples. The report will be posted here.",
+            tr("Training on {n} examples. The report will be posted here.",
+               n=len(parsed.texts)),
             ephemeral=True,
         )
         task = asyncio.create_task(self._train(interaction, parsed))
@@ -87,10 +90,11 @@ class Classifier(commands.GroupCog, group_name="classifier",
             report = await self.bot.sentiment.train(parsed)
         except Exception as exc:
             outcome = outcome_of_error(exc)
-            await turn.conclude(Outcome(outcome.status, f"Training failed: {outcome.message} "
-                                        + _KEEPS_OLD, outcome.error_code), error=exc)
+            await turn.conclude(Outcome(outcome.status, lazy(
+                "Training failed: {error} {keeps_old}", error=outcome.message,
+                keeps_old=_KEEPS_OLD), outcome.error_code), error=exc)
             return
-        embed = discord.Embed(title="New sentiment classifier is live", colour=COLOUR,
+        embed = discord.Embed(title=tr("New sentiment classifier is live"), colour=COLOUR,
                               description=code(report.to_text(), 3900))
         await turn.conclude(Answer(Reply(embeds=[embed],
                                          summary=f"accuracy {report.accuracy:.3f}"),

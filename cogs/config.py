@@ -14,10 +14,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.interactions.host import Host
+from bot.interactions.language import LANGUAGE_CHOICES, SERVER_LANGUAGE
 from bot.interactions.names import CommandName, actor_of_member, command_kind, parent_channel_id
 from bot.interactions.render import COLOUR, Reply, clip
 from bot.interactions.turn import reply_staff
+from core import i18n
 from core.errors import InvalidInput
+from core.i18n import lazy, number, tr
 from core.storage.guild_settings import ALL_COMMANDS
 
 #: Where a channel rule can apply: text and announcement channels, the text chat of voice and
@@ -43,17 +46,24 @@ class Moderation(commands.GroupCog, group_name="config",
                     channel: RuleChannel | None, role: discord.Role | None) -> None:
         guild_id = interaction.guild_id
         if channel is not None and role is not None:
-            raise InvalidInput("Give a channel *or* a role, not both.")
+            raise InvalidInput(lazy("Give a channel *or* a role, not both."))
         if channel is not None:
             scope, scope_id, where = "channel", channel.id, channel.mention
         elif role is not None:
-            scope, scope_id, where = "role", role.id, f"members with {role.mention}"
+            scope, scope_id, where = "role", role.id, tr("members with {role}",
+                                                         role=role.mention)
         else:
-            scope, scope_id, where = "guild", guild_id, "the whole server"
+            scope, scope_id, where = "guild", guild_id, tr("the whole server")
         await self.bot.settings.set_rule(guild_id, scope, scope_id, command, allow)
-        name = "every command" if command == ALL_COMMANDS else f"/{command}"
-        verb = {True: "allowed", False: "denied", None: "back to the default"}[allow]
-        await self._done(interaction, f"{name} is now {verb} in {where}.")
+        name = tr("every command") if command == ALL_COMMANDS else f"/{command}"
+        if allow is None:
+            text = tr("{command} is now back to the default in {where}.", command=name,
+                      where=where)
+        elif allow:
+            text = tr("{command} is now allowed in {where}.", command=name, where=where)
+        else:
+            text = tr("{command} is now denied in {where}.", command=name, where=where)
+        await self._done(interaction, text)
 
     @app_commands.command(name="allow")
     async def allow(self, interaction: discord.Interaction, command: CommandName,
@@ -103,8 +113,9 @@ class Moderation(commands.GroupCog, group_name="config",
             role: The instructor role; leave empty to remove it.
         """
         await self.bot.settings.set_instructor_role(interaction.guild_id, role.id if role else None)
-        text = (f"Instructors are now members with {role.mention} (and moderators)." if role
-                else "No instructor role: only moderators can read the query log.")
+        text = (tr("Instructors are now members with {role} (and moderators).",
+                   role=role.mention) if role
+                else tr("No instructor role: only moderators can read the query log."))
         await self._done(interaction, text)
 
     @app_commands.command(name="pause")
@@ -115,8 +126,8 @@ class Moderation(commands.GroupCog, group_name="config",
             paused: True stops student commands; False lets them run again.
         """
         await self.bot.settings.set_paused(interaction.guild_id, paused)
-        text = ("Student commands are **paused** in this server." if paused
-                else "Student commands run again.")
+        text = (tr("Student commands are **paused** in this server.") if paused
+                else tr("Student commands run again."))
         await self._done(interaction, text)
 
     @app_commands.command(name="answers")
@@ -130,11 +141,36 @@ class Moderation(commands.GroupCog, group_name="config",
             channel: Only this channel (default: the whole server).
         """
         scope_id = channel.id if channel is not None else interaction.guild_id
-        where = channel.mention if channel is not None else "this server"
+        where = channel.mention if channel is not None else tr("this server")
         stored = None if mode == "student's choice" else mode
         await self.bot.settings.set_answer_visibility(interaction.guild_id, scope_id, stored)
-        text = (f"In {where}, each student chooses whether an answer is private." if stored is None
-                else f"In {where}, answers are now always **{stored}**.")
+        if stored is None:
+            text = tr("In {where}, each student chooses whether an answer is private.",
+                      where=where)
+        elif stored == "private":
+            text = tr("In {where}, answers are now always **private**.", where=where)
+        else:
+            text = tr("In {where}, answers are now always **public**.", where=where)
+        await self._done(interaction, text)
+
+    @app_commands.command(name="language")
+    @app_commands.choices(language=LANGUAGE_CHOICES)
+    async def language(self, interaction: discord.Interaction,
+                       language: app_commands.Choice[str]) -> None:
+        """The language of the bot's public messages here (answers, quiz cards).
+
+        Args:
+            language: A language, or the server's own Discord language (the default).
+        """
+        chosen = None if language.value == SERVER_LANGUAGE else language.value
+        await self.bot.settings.set_language(interaction.guild_id, chosen)
+        if chosen is None:
+            text = tr("Public messages now follow this server's Discord language; private "
+                          "answers follow each member's own.")
+        else:
+            text = tr("Public messages are now in {language}; private answers follow "
+                          "each member's own language.",
+                          language=i18n.language_name(chosen))
         await self._done(interaction, text)
 
     @app_commands.command(name="cooldown")
@@ -151,9 +187,10 @@ class Moderation(commands.GroupCog, group_name="config",
         await self.bot.settings.set_cooldown(
             interaction.guild_id, command, uses or None, per_seconds
         )
-        name = "each command" if command == ALL_COMMANDS else f"/{command}"
-        text = (f"{name}: at most {uses} per {per_seconds:g} s per student." if uses
-                else f"{name}: cooldown removed.")
+        name = tr("each command") if command == ALL_COMMANDS else f"/{command}"
+        text = (tr("{command}: at most {uses} per {seconds} s per student.", command=name,
+                   uses=uses, seconds=number(per_seconds)) if uses
+                else tr("{command}: cooldown removed.", command=name))
         await self._done(interaction, text)
 
     @app_commands.command(name="retention")
@@ -165,31 +202,42 @@ class Moderation(commands.GroupCog, group_name="config",
             days: Rows older than this are deleted automatically.
         """
         await self.bot.settings.set_retention(interaction.guild_id, days)
-        await self._done(interaction, f"Query-log rows are now kept for {days} days.")
+        await self._done(interaction, tr("Query-log rows are now kept for {days} days.",
+                                         days=days))
 
     @app_commands.command(name="show")
     async def show(self, interaction: discord.Interaction) -> None:
         """List this server's rules and settings."""
         s = await self.bot.settings.get(interaction.guild_id)
         lines = [
-            f"**Paused:** {'yes' if s.paused else 'no'}",
-            "**Instructor role:** " + (f"<@&{s.instructor_role_id}>" if s.instructor_role_id
-                                       else "none (moderators only)"),
-            f"**Retention:** {s.retention_days} days",
-            "", "**Rules** (channel beats role beats server):",
+            tr("**Paused:** yes") if s.paused else tr("**Paused:** no"),
+            tr("**Instructor role:** {role}",
+               role=(f"<@&{s.instructor_role_id}>" if s.instructor_role_id
+                     else tr("none (moderators only)"))),
+            tr("**Retention:** {days} days", days=s.retention_days),
+            tr("**Language:** {language}",
+               language=(i18n.language_name(s.language) if s.language
+                         else tr("the server's Discord language"))),
+            "", tr("**Rules** (channel beats role beats server):"),
         ]
-        where = {"channel": "<#{}>", "role": "<@&{}>", "guild": "server"}
+        where = {"channel": "<#{}>", "role": "<@&{}>", "guild": tr("server")}
         for r in sorted(s.rules, key=lambda r: (r.scope, r.scope_id, r.command)):
             target = where[r.scope].format(r.scope_id)
-            lines.append(f"• {'allow' if r.allow else 'deny'} `{r.command}` in {target}")
+            lines.append("• " + (tr("allow `{command}` in {where}", command=r.command,
+                                    where=target) if r.allow else
+                                 tr("deny `{command}` in {where}", command=r.command,
+                                    where=target)))
         if not s.rules:
-            lines.append("• none: every command is allowed everywhere")
-        lines += ["", "**Cooldowns:**"]
-        lines += [f"• `{c.command}`: {c.uses} per {c.per_seconds:g} s" for c in s.cooldowns]
+            lines.append("• " + tr("none: every command is allowed everywhere"))
+        lines += ["", tr("**Cooldowns:**")]
+        lines += [f"• `{c.command}`: " + tr("{uses} per {seconds} s", uses=c.uses,
+                                           seconds=number(c.per_seconds))
+                  for c in s.cooldowns]
         d = self.bot.config.discord
         if not s.cooldowns:
-            lines.append(f"• default: {d.default_cooldown_uses} per "
-                         f"{d.default_cooldown_seconds:g} s per command")
+            lines.append("• " + tr("default: {uses} per {seconds} s per command",
+                                   uses=d.default_cooldown_uses,
+                                   seconds=number(d.default_cooldown_seconds)))
         await self._done(interaction, "\n".join(lines))
 
     @app_commands.command(name="why")
@@ -205,18 +253,20 @@ class Moderation(commands.GroupCog, group_name="config",
         """
         member = user or interaction.user
         if not isinstance(member, discord.Member):
-            raise InvalidInput("That user is not a member of this server.")
+            raise InvalidInput(lazy("That user is not a member of this server."))
         channel_id = channel.id if channel else interaction.channel_id
         if command == ALL_COMMANDS:
-            raise InvalidInput("Pick one command to explain.")
+            raise InvalidInput(lazy("Pick one command to explain."))
         declared = self.bot.tree.get_command(command)  # /quiz is an activity, not a student's
         kind = command_kind(declared) if declared is not None else "student"
         decision = await self.bot.policy.explain(
             interaction.guild_id, channel_id, actor_of_member(member), command, kind,  # type: ignore[arg-type]
             parent_channel_id=parent_channel_id(channel or interaction.channel),
         )
-        verdict = "✅ allowed" if decision.allowed else "⛔ refused"
-        text = (f"/{command} for {member.mention} in <#{channel_id}>: **{verdict}**\n"
+        verdict = "✅ " + tr("allowed") if decision.allowed else "⛔ " + tr("refused")
+        where = f"<#{channel_id}>"
+        text = (tr("/{command} for {member} in {channel}: **{verdict}**", command=command,
+                   member=member.mention, channel=where, verdict=verdict) + "\n"
                 + "\n".join(f"{i}. {step}" for i, step in enumerate(decision.steps, 1)))
         await self._done(interaction, text)
 

@@ -24,13 +24,14 @@ from bot.interactions.forms import OneTextModal
 from bot.interactions.host import Host
 from bot.interactions.turn import FORM_OPENED, Action, Answer, Turn, enter, with_defaults
 from core.errors import InvalidInput
+from core.i18n import lazy, tr
 
 
 def message_text(message: discord.Message) -> str:
     """What a right-clicked message says: its text, else its first embed's (a bot answer)."""
     text = message.content or next((e.description for e in message.embeds if e.description), "")
     if not text.strip():
-        raise InvalidInput("That message has no text to read (only pictures or files).")
+        raise InvalidInput(lazy("That message has no text to read (only pictures or files)."))
     return text
 
 
@@ -38,10 +39,10 @@ def mask_word(text: str, word: str) -> str:
     """`text` with the first whole-word occurrence of `word` (any case) hidden as [MASK]."""
     word = word.strip()
     if not word:
-        raise InvalidInput("Type the word to hide.")
+        raise InvalidInput(lazy("Type the word to hide."))
     pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
     if pattern.search(text) is None:
-        raise InvalidInput(f"“{word[:40]}” is not a word of that message.")
+        raise InvalidInput(lazy("“{word}” is not a word of that message.", word=word[:40]))
     return pattern.sub("[MASK]", text, count=1)
 
 
@@ -50,11 +51,12 @@ class ContextMenus(commands.Cog):
         self.bot = bot
         self.menus = [
             app_commands.ContextMenu(name=name, callback=callback, extras={"runs": runs})
+            # locale_str: the menus' names are labels, translated in the catalog (`make messages`)
             for name, runs, callback in (
-                ("Tokenize", "tokens", self.tokenize),
-                ("Sentiment", "sentiment", self.sentiment),
-                ("Ask a question about this", "qa", self.ask),
-                ("Mask a word", "mask", self.mask),
+                (app_commands.locale_str("Tokenize"), "tokens", self.tokenize),
+                (app_commands.locale_str("Sentiment"), "sentiment", self.sentiment),
+                (app_commands.locale_str("Ask a question about this"), "qa", self.ask),
+                (app_commands.locale_str("Mask a word"), "mask", self.mask),
             )
         ]
         for menu in self.menus:
@@ -80,16 +82,16 @@ class ContextMenus(commands.Cog):
     async def ask(self, interaction: discord.Interaction, message: discord.Message) -> None:
         await self._ask_then(
             interaction, "qa", message,
-            {"title": "Ask a question about this", "label": "Your question",
-             "placeholder": "Who is mentioned first?",
+            {"title": tr("Ask a question about this"), "label": tr("Your question"),
+             "placeholder": tr("Who is mentioned first?"),
              "max_length": self.bot.config.limits.max_question_chars},
             lambda text, question: {"question": question, "context": text})
 
     async def mask(self, interaction: discord.Interaction, message: discord.Message) -> None:
         await self._ask_then(
             interaction, "mask", message,
-            {"title": "Mask a word", "label": "Which word should the model guess?",
-             "placeholder": "capital", "max_length": 100},
+            {"title": tr("Mask a word"), "label": tr("Which word should the model guess?"),
+             "placeholder": tr("capital"), "max_length": 100},
             lambda text, word: {"text": mask_word(text, word)})
 
     async def _ask_then(self, interaction: discord.Interaction, runs: str,

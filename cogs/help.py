@@ -23,6 +23,7 @@ from bot.interactions.names import actor_of_member, command_kind, parent_channel
 from bot.interactions.render import COLOUR, EMBED_FIELD_LIMIT, Reply, clip, printable, safe
 from bot.interactions.turn import reply_staff
 from core.config import ModelSpec
+from core.i18n import lazy, number, tr, translated
 from core.policy import Decision
 
 #: Room for the command list; with three fields of at most 1024 characters the embed stays
@@ -30,11 +31,12 @@ from core.policy import Decision
 COMMANDS_LIMIT = 2600
 
 STORED = {
-    "full": "the text you send (and every free-text option), a short summary of the answer "
-            "and your display name",
-    "hashed": "a salted hash of your text instead of the text (no answer summary, no display "
-              "name)",
-    "none": "none of your text: only which command ran, its non-text options and the outcome",
+    "full": lazy("the text you send (and every free-text option), a short summary of the "
+                 "answer and your display name"),
+    "hashed": lazy("a salted hash of your text instead of the text (no answer summary, no "
+                   "display name)"),
+    "none": lazy("none of your text: only which command ran, its non-text options and the "
+                 "outcome"),
 }
 
 
@@ -42,7 +44,7 @@ def package_version() -> str:
     try:
         return metadata.version("tlm-bot")
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed as a package)"
+        return tr("unknown (not installed as a package)")
 
 
 def inline_code(text: str, limit: int) -> str:
@@ -60,8 +62,10 @@ def describe_model(spec: ModelSpec) -> str:
 def models_text(bot: Host, *, with_state: bool) -> str:
     models = bot.config.models
     lines = []
-    for role in ("mask", "qa", "generate", "features"):
-        spec: ModelSpec = getattr(models, role)
+    for role in ("mask", "qa", "generate", "features", "multilingual"):
+        spec: ModelSpec | None = getattr(models, role)
+        if spec is None:  # an optional model the config leaves out
+            continue
         line = f"**{role}**: {describe_model(spec)}"
         state = bot.engine.model_state(spec) if with_state else None
         if state is not None:
@@ -79,9 +83,11 @@ def limits_text(bot: Host) -> str:
 def queue_text(bot: Host) -> str:
     state = bot.engine.queue_state()
     waiting = sum(state.waiting.values())
-    lines = [f"**{waiting}** waiting · **{state.running_batches}** batches running · "
-             f"**{state.pictures_in_flight}** pictures in the works"]
-    lines += [f"{inline_code(name.rsplit('/', 1)[-1], 60)}: {n} of {state.queue_size}"
+    lines = [tr("**{waiting}** waiting · **{batches}** batches running · **{pictures}** "
+                "pictures in the works", waiting=waiting, batches=state.running_batches,
+                pictures=state.pictures_in_flight)]
+    lines += [tr("{model}: {n} of {size}", model=inline_code(name.rsplit("/", 1)[-1], 60), n=n,
+                 size=state.queue_size)
               for name, n in sorted(state.waiting.items()) if n]
     return clip("\n".join(lines), EMBED_FIELD_LIMIT)
 
@@ -94,13 +100,13 @@ class Help(commands.Cog):
     async def help(self, interaction: discord.Interaction) -> None:
         """What you can run here (and why not, if not), the models, limits and queue."""
         lines = await self._command_lines(interaction)
-        embed = discord.Embed(title="tlm-bot: what you can do here", colour=COLOUR,
+        embed = discord.Embed(title=tr("tlm-bot: what you can do here"), colour=COLOUR,
                               description=clip("\n".join(lines), COMMANDS_LIMIT))
-        embed.add_field(name="Models", value=models_text(self.bot, with_state=True),
+        embed.add_field(name=tr("Models"), value=models_text(self.bot, with_state=True),
                         inline=False)
-        embed.add_field(name="Limits", value=limits_text(self.bot), inline=True)
-        embed.add_field(name="Queue right now", value=queue_text(self.bot), inline=True)
-        embed.set_footer(text="/about: what tlm-bot stores and for how long")
+        embed.add_field(name=tr("Limits"), value=limits_text(self.bot), inline=True)
+        embed.add_field(name=tr("Queue right now"), value=queue_text(self.bot), inline=True)
+        embed.set_footer(text=tr("/about: what tlm-bot stores and for how long"))
         allowed = sum(line.startswith("✅") for line in lines)
         await reply_staff(interaction, Reply(
             embeds=[embed], summary=f"{allowed} allowed, "
@@ -130,10 +136,11 @@ class Help(commands.Cog):
         is_owner: bool | None = None
         for command in everything:
             kind = command_kind(command)
-            label = (f"Apps ▸ **{safe(command.name, 60)}** (right-click a message)"
+            label = (tr("Apps ▸ **{menu}** (right-click a message)",
+                        menu=safe(translated(command.name), 60))
                      if isinstance(command, app_commands.ContextMenu)
                      else f"`/{command.qualified_name}`")
-            about = clip(getattr(command, "description", "") or "", 100)
+            about = clip(translated(getattr(command, "description", "") or ""), 100)
             described = f"{label}: {about}" if about else label
             if kind in ("student", "activity"):  # the kinds moderators' rules apply to
                 decision = await decide(policy_name(command), kind)
@@ -149,15 +156,16 @@ class Help(commands.Cog):
                     staff.setdefault(policy_name(command), []).append(command)
             elif kind == "self":  # a member's own data and these pages, reachable everywhere
                 own.append(f"• {described}")
-        lines = ["**Commands for you here**", *student]
+        lines = [tr("**Commands for you here**"), *student]
         if staff:
-            lines += ["", "**Your staff commands**"]
+            lines += ["", tr("**Your staff commands**")]
             for family, members in staff.items():
                 subs = [c.qualified_name.split(" ", 1)[1] for c in members if " " in
                         c.qualified_name]
-                about = clip(members[0].description, 100) if not subs else " · ".join(subs)
+                about = (clip(translated(members[0].description), 100) if not subs
+                         else " · ".join(subs))
                 lines.append(f"• `/{family}` {about}")
-        lines += ["", "**Always available**", *own]
+        lines += ["", tr("**Always available**"), *own]
         return lines
 
     @app_commands.command(name="about", extras={"kind": "self"})
@@ -168,19 +176,20 @@ class Help(commands.Cog):
         retention = (await bot.settings.get(interaction.guild_id)).retention_days
         embed = discord.Embed(
             title=f"tlm-bot {package_version()}", colour=COLOUR,
-            description="A class's window into transformer language models: tokenizers, "
-                        "masked words, question answering, generation, attention.")
-        embed.add_field(name="Models", value=models_text(bot, with_state=False), inline=False)
+            description=tr("A class's window into transformer language models: tokenizers, "
+                           "masked words, question answering, generation, attention."))
+        embed.add_field(name=tr("Models"), value=models_text(bot, with_state=False),
+                        inline=False)
         hours = database.purge_interval_s / 3600
-        stored = (
-            f"For each command: when, where (server, channel), your user id, the command, its "
-            f"outcome and timings, and {STORED[database.log_inputs]}.\n"
-            f"Kept **{retention} days** in this server (moderators set this with "
-            f"`/config retention`), then deleted within {hours:g} h. Instructors of this server "
-            "and the bot's operator can read this server's rows.\n"
+        stored = tr(
+            "For each command: when, where (server, channel), your user id, the command, its "
+            "outcome and timings, and {stored}.\nKept **{days} days** in this server "
+            "(moderators set this with `/config retention`), then deleted within {hours} h. "
+            "Instructors of this server and the bot's operator can read this server's rows.\n"
             "**`/mydata show`** lists what is stored about you here; **`/mydata delete`** "
-            "erases it now.")
-        embed.add_field(name="What is stored, and for how long",
+            "erases it now.", stored=STORED[database.log_inputs], days=retention,
+            hours=number(hours))
+        embed.add_field(name=tr("What is stored, and for how long"),
                         value=clip(stored, EMBED_FIELD_LIMIT), inline=False)
         await reply_staff(interaction, Reply(
             embeds=[embed], summary=f"version {package_version()}"))

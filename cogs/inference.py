@@ -20,6 +20,7 @@ from bot.interactions.answers import answer, run_form_submit
 from bot.interactions.forms import OneTextModal
 from bot.interactions.host import Host
 from bot.interactions.turn import FORM_OPENED, Action, Turn, enter
+from core.i18n import tr
 from core.inference.tasks.generate import MAX_TOP_K
 
 TEXT = app_commands.Range[str, 1, 1000]
@@ -61,11 +62,11 @@ class Inference(commands.Cog):
 
         async def open_form(turn: Turn) -> object:
             await interaction.response.send_modal(OneTextModal(
-                "Context for your question", "The text that contains the answer",
+                tr("Context for your question"), tr("The text that contains the answer"),
                 lambda submit, text: run_form_submit(submit, "qa", lambda: {
                     "question": question, "context": text, "private": private}, "modal"),
                 max_length=self.bot.config.limits.max_context_chars, paragraph=True,
-                placeholder="Paste a paragraph (line breaks are kept)."))
+                placeholder=tr("Paste a paragraph (line breaks are kept).")))
             return FORM_OPENED
 
         await enter(interaction, Action("qa", open_form))
@@ -107,7 +108,7 @@ class Inference(commands.Cog):
 
         Args:
             text: Any text, e.g. "Tokenization is unbelievable!"
-            model: wordpiece = DistilBERT (## sub-words, [CLS]/[SEP]); bpe = GPT-2 (␣ = space).
+            model: wordpiece = DistilBERT (## sub-words); bpe = GPT-2 (␣ = space); compare = all.
             private: Only you see the answer.
         """
         await answer(interaction)

@@ -17,9 +17,10 @@ from discord.ext import commands
 
 from bot.interactions.host import Host
 from bot.interactions.names import LoggedCommand
-from bot.interactions.paging import Page, first_page, plural, rows_page_shown
+from bot.interactions.paging import Page, first_page, rows_page_shown
 from bot.interactions.render import COLOUR, Reply, clip, safe
 from bot.interactions.turn import reply_staff
+from core.i18n import ngettext, number, percent, tr, translated
 from core.outcomes import STATUS_VALUES
 from core.storage.querylog import QueryFilter
 
@@ -78,10 +79,11 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
                 out = safe(row.output_summary, 60)
                 lines.append(f"{when} <@{row.user_id}> `/{row.command}` **{row.status}** {text}"
                              + (f" → {out}" if out else ""))
-            embed = discord.Embed(title=f"Recent queries ({since})", colour=COLOUR,
-                                  description=clip("\n".join(lines) or "No queries match.", 4000))
-            return rows_page_shown(found, embed,
-                                   f"{plural(total, 'query', 'queries')}, newest first")
+            embed = discord.Embed(title=tr("Recent queries ({since})", since=translated(since)),
+                                  colour=COLOUR, description=clip(
+                                      "\n".join(lines) or tr("No queries match."), 4000))
+            return rows_page_shown(found, embed, ngettext(
+                "{n} query, newest first", "{n} queries, newest first", total))
 
         await reply_staff(interaction,
                           await first_page(interaction, page, kind="instructor"))
@@ -94,26 +96,32 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             since: How far back.
         """
         s = await self.bot.querylog.stats(interaction.guild_id, since_time(since))
-        embed = discord.Embed(title=f"Usage ({since})", colour=COLOUR)
+        embed = discord.Embed(title=tr("Usage ({since})", since=translated(since)),
+                              colour=COLOUR)
         embed.description = (
-            f"**{s.total}** queries · not answered **{s.error_rate:.1%}**: student's input "
-            f"**{s.student_error_rate:.1%}**, refused (rules, cooldowns, pause) "
-            f"**{s.refusal_rate:.1%}**, server-side **{s.server_error_rate:.1%}** · "
-            + (f"median **{s.median_total_ms:.0f} ms**, p95 **{s.p95_total_ms:.0f} ms**"
-               if s.median_total_ms is not None else "no latency yet")
+            tr("**{total}** queries · not answered **{errors}**: student's input **{student}**, "
+               "refused (rules, cooldowns, pause) **{refused}**, server-side **{server}**",
+               total=s.total, errors=percent(s.error_rate, "0.0%"),
+               student=percent(s.student_error_rate, "0.0%"),
+               refused=percent(s.refusal_rate, "0.0%"),
+               server=percent(s.server_error_rate, "0.0%")) + " · "
+            + (tr("median **{median} ms**, p95 **{p95} ms**",
+                  median=number(s.median_total_ms, "0"), p95=number(s.p95_total_ms, "0"))
+               if s.median_total_ms is not None else tr("no latency yet"))
         )
         top = sorted(s.by_command.items(), key=lambda kv: -kv[1])[:20]
-        embed.add_field(name="Per command", value=clip(
+        embed.add_field(name=tr("Per command"), value=clip(
             "\n".join(f"`/{c}` {n}" for c, n in top) or "—", 1024))
         users = sorted(s.by_user.items(), key=lambda kv: -kv[1])[:20]
-        embed.add_field(name="Per student", value=clip(
+        embed.add_field(name=tr("Per student"), value=clip(
             "\n".join(f"<@{u}> {n}" for u, n in users) or "—", 1024))
         if s.feedback_by_command:
-            embed.add_field(name="Feedback", value=clip("\n".join(
+            embed.add_field(name=tr("Feedback"), value=clip("\n".join(
                 f"`/{c}` 👍 {up} · 👎 {down}" for c, (up, down) in s.feedback_by_command.items()),
                 1024))
-        embed.add_field(name="Outcomes", value=clip(
-            "\n".join(f"{k}: {v}" for k, v in s.by_status.items() if v) or "—", 1024))
+        embed.add_field(name=tr("Outcomes"), value=clip(
+            "\n".join(f"{translated(k)}: {v}" for k, v in s.by_status.items() if v) or "—",
+            1024))
         await reply_staff(interaction, Reply(embeds=[embed], summary=f"{s.total} rows"))
 
     @app_commands.command(name="export")
@@ -138,12 +146,14 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
             self._filter(interaction, user, command, since, status, None), out, max_bytes=limit
         )
         if result.complete:
-            note = f"{result.rows} rows."
+            note = ngettext("{n} row.", "{n} rows.", result.rows)
         else:
-            note = (f"The newest {result.rows} of {result.matching} rows: Discord takes files up "
-                    f"to {limit / 1e6:.0f} MB. For the rest, narrow the export with `since`, "
-                    "`user`, `command` or `status`, or ask the bot's operator for "
-                    f"`tlm-bot logs export --guild {interaction.guild_id}`.")
+            cli = f"tlm-bot logs export --guild {interaction.guild_id}"
+            note = tr("The newest {rows} of {matching} rows: Discord takes files up to {mb} MB. "
+                      "For the rest, narrow the export with `since`, `user`, `command` or "
+                      "`status`, or ask the bot's operator for `{cli}`.", rows=result.rows,
+                      matching=result.matching, mb=number(limit / 1e6, "0"),
+                      cli=cli)
         await reply_staff(interaction, Reply(
             content=note, files=[(f"queries-{interaction.guild_id}.csv", out.getvalue())],
             summary=f"{result.rows} of {result.matching} rows"))
@@ -153,14 +163,14 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         """A private link to this server's query-log dashboard in your browser."""
         dashboard = self.bot.dashboard
         if dashboard is None:
-            text, summary = ("The web dashboard is not running on this bot (see `[dashboard]` "
-                             "in its config)."), "dashboard off"
+            text, summary = tr("The web dashboard is not running on this bot (see "
+                               "`[dashboard]` in its config)."), "dashboard off"
         else:
             hours = self.bot.config.dashboard.link_hours
             # <...> stops Discord from fetching the link for a preview.
             link = await dashboard.link(interaction.guild_id, interaction.user.id)
-            text = (f"Your dashboard for this server, valid {hours} h, for one browser. It "
-                    f"is for you only: don't share it.\n<{link}>")
+            text = tr("Your dashboard for this server, valid {hours} h, for one browser. It is "
+                      "for you only: don't share it.", hours=hours) + f"\n<{link}>"
             summary = "link issued"  # never the link itself: the log is not a key store
         await reply_staff(interaction, Reply(content=text, summary=summary))
 
@@ -170,12 +180,12 @@ class Instructors(commands.GroupCog, group_name="logs", group_extras={"kind": "i
         (moderators)."""
         dashboard = self.bot.dashboard
         if dashboard is None:
-            text, summary = ("The web dashboard is not running on this bot, so no session is "
-                             "open."), "dashboard off"
+            text, summary = tr("The web dashboard is not running on this bot, so no session "
+                               "is open."), "dashboard off"
         else:
             await dashboard.end_sessions(interaction.guild_id)
-            text = ("Every dashboard session and unused link of this server has ended. "
-                    "Instructors ask for a new link with `/logs dashboard`.")
+            text = tr("Every dashboard session and unused link of this server has ended. "
+                      "Instructors ask for a new link with `/logs dashboard`.")
             summary = "sessions ended"
         await reply_staff(interaction, Reply(content=text, summary=summary))
 

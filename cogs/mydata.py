@@ -14,6 +14,7 @@ from bot.interactions.paging import Page, first_page
 from bot.interactions.render import COLOUR, Reply, clip, safe
 from bot.interactions.turn import Answer, Turn, reply_staff
 from core.errors import InvalidInput
+from core.i18n import lazy, tr
 
 #: Rows per page of /mydata show.
 MYDATA_PAGE_SIZE = 10
@@ -43,12 +44,14 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
                 for item in held.items
             ]
             embed = discord.Embed(
-                title="Your data", colour=COLOUR,
-                description=clip("\n".join(lines) or "Nothing is stored about you here.", 3900),
+                title=tr("Your data"), colour=COLOUR,
+                description=clip("\n".join(lines) or tr("Nothing is stored about you here."),
+                                 3900),
             )
             kept = data.describe(held.by_store, zeros=False)
-            embed.set_footer(text=f"Page {held.index + 1} of {held.count} · {kept} · kept "
-                                  f"{days} days. /mydata delete erases them now.")
+            embed.set_footer(text=tr("Page {page} of {pages} · {kept} · kept {days} days. "
+                                     "/mydata delete erases them now.", page=held.index + 1,
+                                     pages=held.count, kept=kept, days=days))
             summary = f"page {held.index + 1} of {held.count}: {len(held.items)} of {held.total}"
             return Page(Reply(embeds=[embed], summary=summary), held.index, held.count)
 
@@ -63,15 +66,17 @@ class MyData(commands.GroupCog, group_name="mydata", group_extras={"kind": "self
             confirm: Must be True: this cannot be undone.
         """
         if not confirm:
-            raise InvalidInput("Nothing deleted. Run it with `confirm: True` to erase your rows.")
+            raise InvalidInput(lazy("Nothing deleted. Run it with `confirm: True` to erase your "
+                                    "rows."))
         if interaction.guild_id is None:  # Discord never sends this; a raw payload might
-            raise InvalidInput("/mydata only works in a server.")
+            raise InvalidInput(lazy("/mydata only works in a server."))
         data = self.bot.student_data
         deleted = await data.delete_for_user(interaction.guild_id, interaction.user.id)
         # No log row for this one: it would be a fresh record about the user who just asked
         # for theirs to be erased.
         await Turn.of(interaction).conclude(Answer(
-            Reply(content=f"Deleted {data.describe(deleted)} about you in this server."),
+            Reply(content=tr("Deleted {items} about you in this server.",
+                             items=data.describe(deleted))),
             ephemeral=True), record=False)
 
 

@@ -37,6 +37,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.interactions.host import Host
+from bot.interactions.language import server_language
 from bot.interactions.names import actor_of_member
 from bot.interactions.render import (
     Reply,
@@ -46,7 +47,9 @@ from bot.interactions.render import (
     safe,
 )
 from bot.interactions.turn import FORM_OPENED, Action, Answer, Turn, enter, options_of
+from core import i18n
 from core.errors import CoreError, InvalidInput, Overloaded, ServiceError
+from core.i18n import lazy, tr
 from core.outcomes import outcome_of_error
 from core.pictures import charts
 from core.pictures.charts import quiz_reveal_alt_text, quiz_reveal_chart
@@ -85,7 +88,7 @@ MODAL_ID = "tlm:quiz:modal:{quiz_id}"
 MODAL_RE = re.compile(r"tlm:quiz:modal:(?P<quiz_id>[0-9]+)")
 WORD_FIELD = "word"
 
-ENDED = "This quiz has ended."
+ENDED = lazy("This quiz has ended.")
 
 
 class CannotPostCard(ServiceError):
@@ -115,7 +118,7 @@ class NotThisChannelsQuiz(CoreError):
 class GuessButton(discord.ui.DynamicItem[discord.ui.Button], template=GUESS_ID):
     def __init__(self, quiz_id: int, *, disabled: bool = False) -> None:
         super().__init__(discord.ui.Button(
-            label="Guess", emoji="✍️", style=discord.ButtonStyle.primary, disabled=disabled,
+            label=tr("Guess"), emoji="✍️", style=discord.ButtonStyle.primary, disabled=disabled,
             custom_id=f"tlm:quiz:guess:{quiz_id}"))
         self.quiz_id = quiz_id
 
@@ -131,7 +134,7 @@ class GuessButton(discord.ui.DynamicItem[discord.ui.Button], template=GUESS_ID):
 class RevealButton(discord.ui.DynamicItem[discord.ui.Button], template=REVEAL_ID):
     def __init__(self, quiz_id: int, *, disabled: bool = False) -> None:
         super().__init__(discord.ui.Button(
-            label="Reveal now", style=discord.ButtonStyle.secondary, disabled=disabled,
+            label=tr("Reveal now"), style=discord.ButtonStyle.secondary, disabled=disabled,
             custom_id=f"tlm:quiz:reveal:{quiz_id}"))
         self.quiz_id = quiz_id
 
@@ -150,10 +153,10 @@ def guess_modal(quiz: Quiz) -> discord.ui.Modal:
     students of one quiz would replace one another there (and the first submit would drop the
     others), and a modal opened before a restart would find nothing. Stopped before it is sent,
     discord.py does not keep it at all."""
-    modal = discord.ui.Modal(title="Your guess", custom_id=MODAL_ID.format(quiz_id=quiz.id))
+    modal = discord.ui.Modal(title=tr("Your guess"), custom_id=MODAL_ID.format(quiz_id=quiz.id))
     modal.add_item(discord.ui.TextInput(
-        label="Your guess (one word)", custom_id=WORD_FIELD, min_length=1,
-        max_length=MAX_GUESS_CHARS, placeholder="e.g. dog"))
+        label=tr("Your guess (one word)"), custom_id=WORD_FIELD, min_length=1,
+        max_length=MAX_GUESS_CHARS, placeholder=tr("e.g. dog")))
     modal.stop()
     return modal
 
@@ -205,6 +208,8 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         self._refreshing: dict[int, asyncio.Task[None]] = {}
         self._refresh_again: set[int] = set()
         self._last_edit: dict[int, float] = {}
+        #: quiz id -> the language its card was posted in (it keeps it to the reveal).
+        self._languages: dict[int, str] = {}
         self._card_locks: dict[int, asyncio.Lock] = {}
         super().__init__()
 
@@ -268,7 +273,7 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                      seconds: int, show_names: bool, text_option: str) -> None:
         async def body(turn: Turn) -> Answer:
             if interaction.guild_id is None or interaction.channel_id is None:
-                raise InvalidInput("A quiz runs in a server channel.")
+                raise InvalidInput(lazy("A quiz runs in a server channel."))
             new = check_new_quiz(NewQuiz(
                 interaction.guild_id, interaction.channel_id, kind,  # type: ignore[arg-type]
                 prompt, interaction.user.id, seconds, show_names))
@@ -281,9 +286,10 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                 await self.store.close(quiz.id)  # no card: free the channel
                 raise
             self._arm(quiz)
-            return Answer(Reply(content=f"Quiz {quiz.id} started: it ends "
-                                        f"<t:{int(quiz.ends_at.timestamp())}:R>. Press "
-                                        "**Reveal now** on the card to end it early.",
+            ends = f"<t:{int(quiz.ends_at.timestamp())}:R>"  # Discord writes it in each language
+            return Answer(Reply(content=tr("Quiz {id} started: it ends {when}. Press **Reveal "
+                                           "now** on the card to end it early.", id=quiz.id,
+                                           when=ends),
                                 summary=f"quiz {quiz.id} {kind}, {seconds} s"), ephemeral=True)
 
         await enter(interaction, Action(Turn.of(interaction).command, body, kind="activity",
@@ -294,14 +300,27 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         channel = interaction.channel
         if not isinstance(channel, discord.abc.Messageable):
             channel = self.bot.get_partial_messageable(quiz.channel_id)
-        card = render_quiz_open(quiz, 0)
+        self._languages[quiz.id] = await server_language(
+            self.bot.settings, interaction.guild_id, interaction.guild_locale)
+        with i18n.using(await self._card_language(quiz)):
+            card, view = render_quiz_open(quiz, 0), card_view(quiz.id)
         try:
-            return await channel.send(embeds=card.embeds, view=card_view(quiz.id))
+            return await channel.send(embeds=card.embeds, view=view)
         except discord.Forbidden:
-            raise CannotPostCard(
+            raise CannotPostCard(lazy(
                 "I can't post the quiz card in this channel: give tlm-bot the View Channel, "
                 "Send Messages and Embed Links permissions here, then start it again."
-            ) from None
+            )) from None
+
+    async def _card_language(self, quiz: Quiz) -> str:
+        """A card is public: the server's language (`server_language`) when it was posted,
+        whoever started it, kept until its reveal; for a quiz re-armed after a restart, the
+        server's language now."""
+        if quiz.id in self._languages:
+            return self._languages[quiz.id]
+        guild = self.bot.get_guild(quiz.guild_id)
+        return await server_language(self.bot.settings, quiz.guild_id,
+                                     guild.preferred_locale if guild is not None else None)
 
     def _top_k(self) -> int:
         return min(REVEAL_TOP_K, self.bot.config.limits.max_mask_top_k)
@@ -334,10 +353,12 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
             receipt = await self.store.guess(
                 quiz_id, interaction.user.id, word,
                 user_name=getattr(interaction.user, "display_name", "") or "")
-            verb = "changed to" if receipt.changed else "is in:"
             self._count_changed(quiz_id)
-            return Answer(Reply(content=f"Your guess {verb} **{safe(receipt.word, 60)}**. You "
-                                        "may change it until the quiz ends.",
+            content = (tr("Your guess changed to **{word}**. You may change it until the quiz "
+                          "ends.", word=safe(receipt.word, 60)) if receipt.changed else
+                       tr("Your guess is in: **{word}**. You may change it until the quiz "
+                          "ends.", word=safe(receipt.word, 60)))
+            return Answer(Reply(content=content,
                                 summary=f"quiz {quiz_id} guess " + ("changed" if receipt.changed
                                                                      else "new")),
                           ephemeral=True)
@@ -352,9 +373,9 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
         custom_id is the client's to forge, so a quiz of server A is never acted on from B."""
         quiz = await self.store.get(quiz_id)
         if quiz is None:
-            raise QuizNotFound("This quiz no longer exists.")
+            raise QuizNotFound(lazy("This quiz no longer exists."))
         if (quiz.guild_id, quiz.channel_id) != (interaction.guild_id, interaction.channel_id):
-            raise NotThisChannelsQuiz("That quiz belongs to another channel.")
+            raise NotThisChannelsQuiz(lazy("That quiz belongs to another channel."))
         return quiz
 
     async def _open_quiz(self, quiz_id: int, interaction: discord.Interaction) -> Quiz:
@@ -388,8 +409,9 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                     if quiz is None or not quiz.is_open:
                         return  # the reveal owns the card now
                     count = await self.store.count(quiz_id)
-                    await self._edit_card(quiz, render_quiz_open(quiz, count),
-                                          card_view(quiz_id))
+                    with i18n.using(await self._card_language(quiz)):
+                        card, view = render_quiz_open(quiz, count), card_view(quiz_id)
+                    await self._edit_card(quiz, card, view)
                     self._last_edit[quiz_id] = loop.time()
                 if quiz_id not in self._refresh_again:
                     return
@@ -417,11 +439,11 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                 raise QuizClosed(ENDED)
             actor = actor_of_member(interaction.user)
             if interaction.user.id != quiz.creator_id and not actor.is_moderator:
-                raise NotYourQuiz("Only the instructor who started this quiz, or a "
-                                  "moderator, can reveal it.")
+                raise NotYourQuiz(lazy("Only the instructor who started this quiz, or a "
+                                       "moderator, can reveal it."))
             await interaction.response.defer(ephemeral=True, thinking=True)
             revealed = await self.finish(quiz_id)
-            return Answer(Reply(content="Revealed." if revealed else ENDED,
+            return Answer(Reply(content=tr("Revealed.") if revealed else str(ENDED),
                                 summary=f"quiz {quiz_id} revealed"), ephemeral=True)
 
         await enter(interaction, Action(REVEAL_COMMAND, body, policy=POLICY_NAME,
@@ -457,15 +479,18 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
             timer = self._timers.pop(quiz_id, None)
             if timer is not None and timer is not asyncio.current_task():
                 timer.cancel()
-            card = await self._reveal_card(quiz)
+            with i18n.using(await self._card_language(quiz)):
+                card = await self._reveal_card(quiz)
+                view = card_view(quiz_id, open_=False)
             async with self._card_lock(quiz_id):
                 try:
-                    await self._edit_card(quiz, card, card_view(quiz_id, open_=False))
+                    await self._edit_card(quiz, card, view)
                 except discord.NotFound:  # someone deleted the card: nothing to show it on
                     log.info("quiz %d: its card was deleted; the reveal is not shown", quiz_id)
             await self.store.forget_after_reveal(quiz_id)  # hashed/none: no guess, no prompt
             self._card_locks.pop(quiz_id, None)
             self._last_edit.pop(quiz_id, None)
+            self._languages.pop(quiz_id, None)
             log.info("quiz %d revealed", quiz_id)
             return True
 
@@ -479,8 +504,9 @@ class QuizCog(commands.GroupCog, group_name="quiz", group_extras={"kind": "activ
                 break
             except Overloaded:
                 if attempt == REVEAL_TRIES - 1:
-                    return render_quiz_failed(quiz, "The bot was too busy to reveal the model's "
-                                                    "answer. Start the quiz again to see it.")
+                    return render_quiz_failed(quiz, lazy(
+                        "The bot was too busy to reveal the model's answer. Start the quiz "
+                        "again to see it."))
                 await asyncio.sleep(REVEAL_RETRY_S)
             except Exception as exc:
                 log.warning("quiz %d: no reveal", quiz.id, exc_info=True)

@@ -17,6 +17,7 @@ from bot.interactions.host import Host
 from bot.interactions.render import Reply
 from bot.interactions.turn import reply_staff
 from core.errors import InvalidInput
+from core.i18n import lazy, tr, translated
 
 
 class Owner(commands.Cog):
@@ -33,13 +34,14 @@ class Owner(commands.Cog):
             scope: "this server" updates instantly; "global" reaches every server within an hour.
         """
         if not await self.bot.is_owner(interaction.user):
-            raise InvalidInput("Only the bot's owner can sync its commands.")
+            raise InvalidInput(lazy("Only the bot's owner can sync its commands."))
         await interaction.response.defer(ephemeral=True, thinking=True)
         guild_id = interaction.guild_id if scope == "this server" else None
         synced = await self.bot.sync_commands(guild_id, force=True) or []
         names = ", ".join(sorted(f"/{c.name}" for c in synced))
         await reply_staff(interaction, Reply(
-            content=f"Synced {len(synced)} commands ({scope}): {names}"[:2000],
+            content=tr("Synced {n} commands ({scope}): {names}", n=len(synced),
+                       scope=translated(scope), names=names)[:2000],
             summary=f"{len(synced)} commands"))
 
 

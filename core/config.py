@@ -60,6 +60,11 @@ class ModelsConfig:
     #: Encoder for `/sentiment` features. The default is the `/mask` model, so its weights are
     #: shared rather than loaded twice.
     features: ModelSpec = ModelSpec("distilbert/distilbert-base-cased")
+    #: A third tokenizer for `/tokens model:compare`, e.g. a multilingual one
+    #: ("google-bert/bert-base-multilingual-cased"): a class in another language sees the
+    #: English tokenizers cut its words into pieces beside one that knows them. Only its
+    #: tokenizer is loaded. None: compare the two above.
+    multilingual: ModelSpec | None = None
     #: Load every model in the background at start, so the first student does not wait.
     load_at_start: bool = True
 

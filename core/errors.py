@@ -4,12 +4,15 @@ Everything a student can cause is a `UserError` whose `message` is safe to show 
 shows it ephemerally. What the server causes (a full queue, a model that did not load, a
 timeout, a shutdown) is a `ServiceError`: its message is just as safe, but it is not the
 student's fault, and the query log says so. Each class names its `status` (a value of
-`core.outcomes.Status`, kept as text here so this module imports nothing). Anything that is
-not a `CoreError` is a bug: the bot logs its traceback and shows a generic apology, never
+`core.outcomes.Status`, kept as text here so this module imports only the message catalog:
+a message is a `core.i18n.lazy` text, translated when it is shown). Anything that is not a
+`CoreError` is a bug: the bot logs its traceback and shows a generic apology, never
 `str(exc)`, because that can leak internals.
 """
 
 from __future__ import annotations
+
+from core.i18n import Localised
 
 
 class CoreError(Exception):
@@ -20,8 +23,9 @@ class CoreError(Exception):
     #: The query log's status for this error (see `core.outcomes.Status`).
     status: str = "failed"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str | Localised) -> None:
         super().__init__(message)
+        #: For the member: a `core.i18n.lazy` message, translated when it is replied.
         self.message = message
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from core.errors import CoreError
+from core.i18n import Localised, lazy
 
 
 class Status(str, Enum):
@@ -60,7 +61,7 @@ STATUS_MEANINGS: dict[Status, str] = {
 
 STATUS_VALUES: tuple[str, ...] = tuple(s.value for s in Status)
 
-APOLOGY = (
+APOLOGY = lazy(
     "Sorry, something went wrong on our side while answering that. "
     "It has been logged for the instructors; please try again."
 )
@@ -71,7 +72,8 @@ class Outcome:
     """The decision for one interaction: what is stored and what the member reads."""
 
     status: Status
-    message: str = ""
+    #: Translated when replied, into the member's language (`core.i18n`).
+    message: str | Localised = ""
     error_code: str = ""
 
     @property

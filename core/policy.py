@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from core.i18n import Localised, join, lazy, number
 from core.storage.guild_settings import ALL_COMMANDS, Cooldown, GuildSettings, Rule, SettingsStore
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ class Actor:
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: str  # safe to show the student
-    steps: tuple[str, ...] = ()  # how the decision was reached, for /config why
+    reason: str | Localised  # safe to show the student (translated when shown)
+    steps: tuple[str | Localised, ...] = ()  # how the decision was reached, for /config why
     retry_after: float | None = None  # seconds, when refused by a cooldown
     #: The query log's status when refused: "refused" (a rule), "paused" or "cooldown".
     status: str = "refused"
@@ -94,50 +95,55 @@ def decide(
 ) -> Decision:
     """Apply the precedence in the module docstring (everything except cooldowns)."""
     name = f"/{command}"
-    steps: list[str] = []
+    steps: list[str | Localised] = []
 
-    def done(allowed: bool, reason: str) -> Decision:
-        steps.append(("allowed: " if allowed else "refused: ") + reason)
+    def done(allowed: bool, reason: str | Localised) -> Decision:
+        steps.append(lazy("allowed: {reason}", reason=reason) if allowed
+                     else lazy("refused: {reason}", reason=reason))
         return Decision(allowed, reason, tuple(steps))
 
     in_dm = settings.guild_id is None
     if kind != "student" and in_dm:
-        steps.append(f"{name} is a {kind} command and this is a direct message")
-        return done(False, f"{name} only works in a server.")
+        steps.append(lazy(
+            "{name} is a {kind} command and this is a direct message",
+            name=name, kind=kind))
+        return done(False, lazy("{command} only works in a server.", command=name))
     if kind == "moderator":
-        steps.append(f"{name} is a moderator command")
+        steps.append(lazy("{name} is a moderator command", name=name))
         if actor.is_moderator:
-            return done(True, "you have the Manage Server permission")
-        return done(False, f"Only moderators (Manage Server) can use {name}.")
+            return done(True, lazy("you have the Manage Server permission"))
+        return done(False, lazy("Only moderators (Manage Server) can use {command}.",
+                                command=name))
     if kind == "instructor":
-        steps.append(f"{name} is an instructor command")
+        steps.append(lazy("{name} is an instructor command", name=name))
         if actor.is_moderator:
-            return done(True, "moderators count as instructors")
+            return done(True, lazy("moderators count as instructors"))
         role = settings.instructor_role_id
         if role is None:
-            return done(
-                False,
-                f"Only moderators can use {name} until a moderator sets an instructor role.",
-            )
+            return done(False, lazy("Only moderators can use {command} until a moderator sets "
+                                    "an instructor role.", command=name))
         if role in actor.role_ids:
-            return done(True, f"you have the instructor role <@&{role}>")
-        return done(False, f"Only instructors (<@&{role}>) can use {name}.")
+            return done(True, lazy("you have the instructor role <@&{role}>", role=role))
+        return done(False, lazy("Only instructors (<@&{role}>) can use {command}.", role=role,
+                                command=name))
     activity = kind == "activity"
     if activity:
-        steps.append(f"{name} is an activity command (instructors, or whom a moderator allows)")
+        steps.append(lazy(
+            "{name} is an activity command (instructors, or whom a moderator allows)",
+            name=name))
         if actor.is_instructor(settings):
-            return done(True, "instructors and moderators run activities")
+            return done(True, lazy("instructors and moderators run activities"))
     elif kind != "student":
         raise ValueError(f"unknown command kind {kind!r}")
     else:
-        steps.append(f"{name} is a student command")
+        steps.append(lazy("{name} is a student command", name=name))
     if settings.paused:
         if actor.is_instructor(settings):
-            steps.append("the bot is paused, but instructors and moderators are exempt")
+            steps.append(lazy("the bot is paused, but instructors and moderators are exempt"))
         else:
-            steps.append("the bot is paused in this server")
-            return replace(done(False, "The moderators have paused the bot for now; "
-                                       "try again later."), status="paused")
+            steps.append(lazy("the bot is paused in this server"))
+            return replace(done(False, lazy("The moderators have paused the bot for now; "
+                                            "try again later.")), status="paused")
 
     # A thread follows its parent channel's rules unless it has rules of its own.
     for where in (channel_id, parent_channel_id):
@@ -146,11 +152,15 @@ def decide(
         for cmd in (command, ALL_COMMANDS):
             rule = settings.rule("channel", where, cmd)
             if rule is not None:
-                steps.append(f"channel rule in <#{where}> for {_label(cmd)}: {_verb(rule)}")
+                steps.append(lazy(
+                    "channel rule in <#{where}> for {label}: {verb}",
+                    where=where, label=_label(cmd), verb=_verb(rule)))
                 if rule.allow:
-                    return done(True, f"{name} is allowed in <#{where}>")
-                return done(False, f"{name} is turned off in <#{where}> by the moderators.")
-        steps.append(f"no channel rule in <#{where}>")
+                    return done(True, lazy("{command} is allowed in <#{channel}>",
+                                           command=name, channel=where))
+                return done(False, lazy("{command} is turned off in <#{channel}> by the "
+                                        "moderators.", command=name, channel=where))
+        steps.append(lazy("no channel rule in <#{where}>", where=where))
 
     for cmd in (command, ALL_COMMANDS):
         matching = [
@@ -158,34 +168,42 @@ def decide(
             if r.scope == "role" and r.command == cmd and r.scope_id in actor.role_ids
         ]  # fmt: skip
         if matching:
-            listed = ", ".join(f"<@&{r.scope_id}> {_verb(r)}" for r in matching)
-            steps.append(f"role rules for {_label(cmd)}: {listed} (an allowing role wins)")
+            listed = join(", ", (join(" ", (f"<@&{r.scope_id}>", _verb(r))) for r in matching))
+            steps.append(lazy(
+                "role rules for {label}: {listed} (an allowing role wins)",
+                label=_label(cmd), listed=listed))
             if any(r.allow for r in matching):
-                return done(True, f"{name} is allowed for one of your roles")
-            return done(False, f"{name} is turned off for your roles by the moderators.")
-    steps.append("no role rule for your roles")
+                return done(True, lazy("{command} is allowed for one of your roles",
+                                       command=name))
+            return done(False, lazy("{command} is turned off for your roles by the "
+                                    "moderators.", command=name))
+    steps.append(lazy("no role rule for your roles"))
 
     if settings.guild_id is not None:
         for cmd in (command, ALL_COMMANDS):
             rule = settings.rule("guild", settings.guild_id, cmd)
             if rule is not None:
-                steps.append(f"server-wide rule for {_label(cmd)}: {_verb(rule)}")
+                steps.append(lazy(
+                    "server-wide rule for {label}: {verb}",
+                    label=_label(cmd), verb=_verb(rule)))
                 if rule.allow:
-                    return done(True, f"{name} is allowed in this server")
-                return done(False, f"{name} is turned off in this server by the moderators.")
-        steps.append("no server-wide rule")
+                    return done(True, lazy("{command} is allowed in this server", command=name))
+                return done(False, lazy("{command} is turned off in this server by the "
+                                        "moderators.", command=name))
+        steps.append(lazy("no server-wide rule"))
     if activity:
-        return done(False, f"Only instructors can start {name}, unless a moderator allows it "
-                           f"(`/config allow command:{command}`).")
-    return done(True, "no rule restricts it (default: allowed)")
+        return done(False, lazy("Only instructors can start {command}, unless a moderator "
+                                "allows it (`/config allow command:{name}`).", command=name,
+                                name=command))
+    return done(True, lazy("no rule restricts it (default: allowed)"))
 
 
-def _label(command: str) -> str:
-    return "all commands (*)" if command == ALL_COMMANDS else f"/{command}"
+def _label(command: str) -> str | Localised:
+    return lazy("all commands (*)") if command == ALL_COMMANDS else f"/{command}"
 
 
-def _verb(rule: Rule) -> str:
-    return "allows" if rule.allow else "denies"
+def _verb(rule: Rule) -> Localised:
+    return lazy("allows") if rule.allow else lazy("denies")
 
 
 class Policy:
@@ -237,13 +255,13 @@ class Policy:
             return decision
         steps = list(decision.steps)
         if actor.is_instructor(settings):
-            steps.insert(-1, "instructors and moderators have no cooldowns")
+            steps.insert(-1, lazy("instructors and moderators have no cooldowns"))
             return replace(decision, steps=tuple(steps))
         cooldown = settings.cooldown_for(command)
         if cooldown is None:  # direct messages (when allowed) get the default too
             cooldown = self._default_cooldown
         if cooldown is None or cooldown.uses == 0:
-            steps.insert(-1, f"no cooldown for /{command}")
+            steps.insert(-1, lazy("no cooldown for /{command}", command=command))
             return replace(decision, steps=tuple(steps))
 
         now = self._clock()
@@ -254,16 +272,21 @@ class Policy:
             window.popleft()
         while len(window) > cooldown.uses:  # the limit may have been lowered
             window.popleft()
-        rate = f"{cooldown.uses} per {cooldown.per_seconds:g} s"
+        rate = lazy("{uses} per {seconds} s", uses=cooldown.uses,
+                    seconds=number(cooldown.per_seconds))
         if len(window) >= cooldown.uses:
             retry_after = max(0.0, window[0] + cooldown.per_seconds - now)
             wait = max(1, math.ceil(retry_after))
-            steps[-1:] = [f"cooldown for /{command}: {rate}, all used"]
-            reason = f"You're using /{command} too fast ({rate}). Try again in {wait} s."
-            steps.append("refused: " + reason)
+            steps[-1:] = [lazy("cooldown for /{command}: {rate}, all used", command=command,
+                               rate=rate)]
+            reason = lazy("You're using /{command} too fast ({uses} per {seconds} s). Try "
+                          "again in {wait} s.", command=command, uses=cooldown.uses,
+                          seconds=number(cooldown.per_seconds, "0.##"), wait=wait)
+            steps.append(lazy("refused: {reason}", reason=reason))
             return Decision(False, reason, tuple(steps), retry_after=retry_after,
                             status="cooldown")
-        steps.insert(-1, f"cooldown for /{command}: {rate}, {len(window)} used")
+        steps.insert(-1, lazy("cooldown for /{command}: {rate}, {used} used", command=command,
+                              rate=rate, used=len(window)))
         if consume:
             window.append(now)
             self._uses[key] = window
@@ -283,14 +306,16 @@ class Policy:
             window.popleft()
         if len(window) >= cooldown.uses:
             retry_after = max(0.0, window[0] + cooldown.per_seconds - now)
-            reason = (f"You're doing that too fast. Try again in "
-                      f"{max(1, math.ceil(retry_after))} s.")
-            return Decision(False, reason, ("refused: " + reason,), retry_after=retry_after,
+            reason = lazy("You're doing that too fast. Try again in {wait} s.",
+                          wait=max(1, math.ceil(retry_after)))
+            return Decision(False, reason, (lazy("refused: {reason}", reason=reason),),
+                            retry_after=retry_after,
                             status="cooldown")
         window.append(now)
         self._uses[key] = window
         self._expires[key] = now + cooldown.per_seconds
-        return Decision(True, f"within {cooldown.uses} per {cooldown.per_seconds:g} s")
+        return Decision(True, lazy("within {uses} per {seconds} s", uses=cooldown.uses,
+                                   seconds=number(cooldown.per_seconds)))
 
     def refund(self, guild_id: int | None, user_id: int, command: str) -> None:
         """Give back the use `check` counted, for an attempt the core never admitted (busy,

@@ -75,7 +75,7 @@ async def draw(out: Path, *, tiny_only: bool) -> int:
     for name, result in [("attention", attention), ("contextsim", similarity),
                          ("maskpair", pair), ("nexttoken", nxt)]:
         (out / f"{name}.png").write_bytes(result.png)
-        print(f"{out / name}.png: {result.alt_text[:100]}")
+        print(f"{out / name}.png: {str(result.alt_text)[:100]}")
     (out / "attention-v2.png").write_bytes(v2_answer(attention))
     print(f"{out / 'attention-v2'}.png: the /attention answer as a Components V2 message")
     return 0

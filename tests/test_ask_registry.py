@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bot.ask import DISCORD_ONLY, slash_commands
@@ -79,3 +81,25 @@ def test_check_config_load_tries_every_model(capsys, tmp_path, tiny_models):
     code, out, err = run_cli(capsys, "check-config", str(broken), "--load")
     assert code == 3, out + err
     assert "question-answering head" in out, out
+
+
+def test_tokens_compare_adds_the_configured_multilingual_tokenizer(capsys, tmp_path,
+                                                                    tiny_models):
+    """`[models] multilingual` puts a third tokenizer beside WordPiece and BPE (the tiny
+    masked model's tokenizer stands in for a multilingual one); without it, two."""
+    plain = write_config(tmp_path, tiny_models)
+    code, out, err = run_cli(capsys, "--config", str(plain), "ask", "tokens",
+                             "Ciao mi chiamo Mattia", "--model", "compare")
+    assert code == 0, err
+    assert out.startswith("WordPiece vs BPE\n") and out.count(" tokens\n") == 2, out
+    config = tmp_path / "multilingual.toml"
+    config.write_text(plain.read_text().replace(
+        "[models]\n", f"[models]\nmultilingual = {json.dumps(str(tiny_models.masked_lm))}\n"))
+    code, out, err = run_cli(capsys, "--config", str(config), "ask", "tokens",
+                             "Ciao mi chiamo Mattia", "--model", "compare")
+    assert code == 0, err
+    name = tiny_models.masked_lm.name
+    assert out.startswith(f"WordPiece vs BPE vs {name}\n"), out
+    assert f"WordPiece ({name}): " in out and out.count(" tokens\n") == 3, out
+    code, out, err = run_cli(capsys, "check-config", str(config), "--load")
+    assert code == 0 and "multilingual: " in out, out + err

@@ -261,3 +261,18 @@ def test_a_damaged_database_is_one_line_and_exit_2(tiny_models, tmp_path, capsys
     (tmp_path / "tlm.db").write_bytes(b"not a database " * 500)
     code, _, err = run_cli(capsys, "--config", config, "logs", "export", "--guild", "1")
     assert_user_error(code, err, "is damaged", "restore a backup")
+
+
+def test_ask_with_a_locale_answers_as_that_student_reads_it(tiny_models, tmp_path, capsys):
+    config = str(write_config(tmp_path, tiny_models))
+    code, out, _ = run_cli(capsys, "--config", config, "ask", "--locale", "it", "mask",
+                           "Paris is the [MASK] of France.", "--top-k", "2")
+    assert code == 0
+    assert out.startswith("Parole per [MASK]") and "Frase migliore" in out, out
+    assert re.search(r"— 0,\d{3}$", out, re.M), out  # the Italian decimal comma
+    code, out, err = run_cli(capsys, "--config", config, "ask", "--locale", "it", "mask",
+                             "niente maschera")
+    assert_user_error(code, err, "Il tuo testo non contiene [MASK]")
+    # The next command (no --locale) is English again: the language was this command's only.
+    code, out, _ = run_cli(capsys, "--config", config, "ask", "mask", "A [MASK].", "--top-k", "1")
+    assert out.startswith("Fillers for [MASK]")

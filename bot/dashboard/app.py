@@ -49,6 +49,8 @@ from aiohttp import web
 from bot.dashboard import pages
 from bot.dashboard.access import Authorize, RightsUnknown, Sessions
 from bot.dashboard.signing import Grant, Signer
+from core import i18n
+from core.i18n import lazy, tr
 from core.outcomes import STATUS_VALUES
 from core.storage.dashboard_data import DashboardData, Window
 from core.storage.guild_settings import SettingsStore
@@ -176,26 +178,28 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 def _refused(status: int = 403, *, retry_after: int = 0) -> web.Response:
     if status == 429:
-        response = _html(pages.notice("Too many attempts",
-                                      "Too many invalid links from here. Wait a few minutes, "
-                                      "then open a fresh link from /logs dashboard."), 429)
+        response = _html(pages.notice(tr("Too many attempts"),
+                                      tr("Too many invalid links from here. Wait a few "
+                                         "minutes, then open a fresh link from /logs "
+                                         "dashboard.")), 429)
         response.headers["Retry-After"] = str(retry_after)
         return response
-    return _html(pages.notice("Link not valid",
-                              "This link is invalid, has expired, or belongs to another server. "
-                              "Ask for a new one with /logs dashboard in Discord."), 403)
+    return _html(pages.notice(tr("Link not valid"),
+                              tr("This link is invalid, has expired, or belongs to another "
+                                 "server. Ask for a new one with /logs dashboard in Discord.")),
+                 403)
 
 
 _ENDED = {
-    "epoch": ("Session ended",
-              "A moderator ended every dashboard session of this server. Ask for a new link "
-              "with /logs dashboard in Discord."),
-    "rights": ("No longer an instructor",
-               "You are no longer an instructor (or a member) of this server, so its dashboard "
-               "is closed to you. If that is a mistake, ask a moderator."),
-    "used": ("Link already used",
-             "A dashboard link opens one browser session only, and this one was opened already. "
-             "Ask for a new one with /logs dashboard in Discord."),
+    "epoch": (lazy("Session ended"),
+              lazy("A moderator ended every dashboard session of this server. Ask for a new "
+                   "link with /logs dashboard in Discord.")),
+    "rights": (lazy("No longer an instructor"),
+               lazy("You are no longer an instructor (or a member) of this server, so its "
+                    "dashboard is closed to you. If that is a mistake, ask a moderator.")),
+    "used": (lazy("Link already used"),
+             lazy("A dashboard link opens one browser session only, and this one was opened "
+                  "already. Ask for a new one with /logs dashboard in Discord.")),
 }
 
 
@@ -210,9 +214,9 @@ def _ended(why: str, *, guild_id: int | None = None, public_path: str = "") -> w
 
 def _unknown(exc: RightsUnknown) -> web.Response:
     log.warning("dashboard: cannot check an instructor's rights: %s", exc)
-    response = _html(pages.notice("Cannot check your access right now",
-                                  "The bot cannot ask Discord whether you are still an "
-                                  "instructor of this server. Try again in a minute."), 503)
+    response = _html(pages.notice(tr("Cannot check your access right now"),
+                                  tr("The bot cannot ask Discord whether you are still an "
+                                     "instructor of this server. Try again in a minute.")), 503)
     response.headers["Retry-After"] = "30"
     return response
 
@@ -244,6 +248,32 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(SECURITY_HEADERS)
     if not request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-store"
+
+
+#: Keeps a language picked with `?lang=` (a preference, not a credential).
+LANGUAGE_COOKIE = "tlm_lang"
+
+
+def language(request: web.Request) -> str:
+    """The one place the dashboard's language is decided: `?lang=` (the switch on every
+    page), then the cookie that switch set, then the browser's Accept-Language, else
+    English."""
+    return i18n.pick(request.query.get("lang"), request.cookies.get(LANGUAGE_COOKIE),
+                     i18n.from_accept_language(request.headers.get("Accept-Language")))
+
+
+@web.middleware
+async def _in_language(request: web.Request, handler: Callable[[web.Request], Awaitable[
+        web.StreamResponse]]) -> web.StreamResponse:
+    chosen = language(request)
+    with i18n.using(chosen):
+        response = await handler(request)
+    if i18n.supported(request.query.get("lang")) and not response.prepared:
+        ctx = request.app[_CONTEXT]
+        response.set_cookie(LANGUAGE_COOKIE, chosen, max_age=365 * 24 * 3600,
+                            path=f"{ctx.public_path}/", samesite="Lax",
+                            secure=ctx.secure_cookies or request.secure)
+    return response
 
 
 Handler = Callable[[web.Request, Grant], Awaitable[web.StreamResponse]]
@@ -284,7 +314,7 @@ def guild_page(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stream
             return web.Response(status=204)
         except BadFilter as exc:
             root = "../" * (request.path.count("/") - 1)
-            return _html(pages.notice("Cannot filter like that", str(exc), root=root), 400)
+            return _html(pages.notice(tr("Cannot filter like that"), str(exc), root=root), 400)
 
     return checked
 
@@ -305,7 +335,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                  grant.user_id, grant.guild_id, ended)
         return _ended(ended)
     target = f"g/{grant.guild_id}/"
-    response = _html(pages.notice("Opening the dashboard…", "One moment.",
+    response = _html(pages.notice(tr("Opening the dashboard…"), tr("One moment."),
                                   refresh_to=target))
     max_age = max(1, int(grant.expires_at - time.time()))
     session = Grant(grant.guild_id, grant.user_id, grant.expires_at, grant.epoch)
@@ -319,8 +349,8 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def home(request: web.Request) -> web.StreamResponse:
-    return _html(pages.notice("tlm-bot dashboard",
-                              "Open it with /logs dashboard in your server on Discord."))
+    return _html(pages.notice(tr("tlm-bot dashboard"),
+                              tr("Open it with /logs dashboard in your server on Discord.")))
 
 
 async def style(request: web.Request) -> web.StreamResponse:
@@ -335,7 +365,9 @@ async def style(request: web.Request) -> web.StreamResponse:
 def _window(request: web.Request) -> tuple[str, Window]:
     key = request.query.get("range") or "7d"
     if key not in _SPANS:
-        raise BadFilter(f"Unknown range {key!r}; use one of {', '.join(_SPANS)}.")
+        raise BadFilter(lazy(
+            "Unknown range {key}; use one of {join}.",
+            key=repr(key), join=', '.join(_SPANS)))
     return key, Window.last(_SPANS[key])
 
 
@@ -345,7 +377,7 @@ def _day(text: str, name: str) -> datetime | None:
     try:
         return datetime.combine(date.fromisoformat(text), dtime(), tzinfo=timezone.utc)
     except ValueError:
-        raise BadFilter(f"{name} must be a date like 2026-11-30.") from None
+        raise BadFilter(lazy("{name} must be a date like 2026-11-30.", name=name)) from None
 
 
 def query_filter(request: web.Request, guild_id: int) -> QueryFilter:
@@ -354,10 +386,10 @@ def query_filter(request: web.Request, guild_id: int) -> QueryFilter:
     q = request.query
     status = q.get("status") or None
     if status is not None and status not in STATUS_VALUES:
-        raise BadFilter(f"Unknown status {status!r}.")
+        raise BadFilter(lazy("Unknown status {status}.", status=repr(status)))
     command = (q.get("command") or "").strip().lstrip("/") or None
     if command is not None and len(command) > 64:
-        raise BadFilter("That command name is too long.")
+        raise BadFilter(lazy("That command name is too long."))
     user = (q.get("user") or "").strip()
     user_id = _user_id(user) if user else None
     since = _day(q.get("since", ""), "from")
@@ -369,12 +401,12 @@ def query_filter(request: web.Request, guild_id: int) -> QueryFilter:
             until += timedelta(days=1)  # the "until" day is included
     if q.get("range"):
         if q["range"] not in _SPANS:
-            raise BadFilter(f"Unknown range {q['range']!r}.")
+            raise BadFilter(lazy("Unknown range {q}.", q=repr(q['range'])))
         start = datetime.now(timezone.utc) - _SPANS[q["range"]]
         since = max(since, start) if since else start
     text = (q.get("q") or "").strip()
     if len(text) > 200:
-        raise BadFilter("The search text is limited to 200 characters.")
+        raise BadFilter(lazy("The search text is limited to 200 characters."))
     return QueryFilter(guild_id=guild_id, user_id=user_id, command=command,
                        status=status, since=since, until=until, limit=None, text=text)
 
@@ -383,14 +415,14 @@ def _user_id(text: str) -> int:
     """A Discord user id: ASCII digits (``"²".isdigit()`` is true, `int` refuses it) that fit
     SQLite's integer."""
     if not _ID.fullmatch(text) or int(text) > MAX_ID:
-        raise BadFilter("Student id must be a number (their Discord user id).")
+        raise BadFilter(lazy("Student id must be a number (their Discord user id)."))
     return int(text)
 
 
 def _page_number(request: web.Request) -> int:
     text = request.query.get("page", "1")
     if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) == 0:
-        raise BadFilter("page must be a positive number.")
+        raise BadFilter(lazy("page must be a positive number."))
     return int(text)
 
 
@@ -407,7 +439,8 @@ async def overview(request: web.Request, grant: Grant) -> web.StreamResponse:
     key, window = _window(request)
     ov = await request.app[_DATA].overview(grant.guild_id, window)
     body = pages.overview(ov, range_key=key)
-    return _html(await _layout(request, grant, title=f"Overview · {pages.RANGES[key]}",
+    return _html(await _layout(request, grant,
+                               title=tr("Overview · {range}", range=pages.RANGES[key]),
                                root="../../", base="", active="overview", body=body))
 
 
@@ -417,7 +450,7 @@ async def queries(request: web.Request, grant: Grant) -> web.StreamResponse:
     page = await reads.page(data, f, _page_number(request) - 1, PAGE_SIZE)
     body = pages.queries(page, params=dict(request.query), commands=await data.commands(
         grant.guild_id), text_search=request.app[_CONTEXT].log_inputs == "full")
-    return _html(await _layout(request, grant, title="Queries", root="../../", base="",
+    return _html(await _layout(request, grant, title=tr("Queries"), root="../../", base="",
                                active="queries", body=body))
 
 
@@ -428,7 +461,7 @@ async def student(request: web.Request, grant: Grant) -> web.StreamResponse:
     view = await data.student(grant.guild_id, user_id, window)
     latest = await reads.page(data, QueryFilter(guild_id=grant.guild_id, user_id=user_id),
                               0, PAGE_SIZE)
-    title = f"Student {pages.student_label(user_id, view.name)}"
+    title = tr("Student {student}", student=pages.student_label(user_id, view.name))
     return _html(await _layout(request, grant, title=title, root="../../../", base="../",
                                active="", body=pages.student(view, window, latest, range_key=key)))
 
@@ -438,7 +471,7 @@ async def rules(request: web.Request, grant: Grant) -> web.StreamResponse:
     settings = await request.app[_SETTINGS].get(grant.guild_id)
     body = pages.rules(settings, default_cooldown=ctx.default_cooldown,
                        sentiment_report=ctx.sentiment_report())
-    return _html(await _layout(request, grant, title="Rules", root="../../", base="",
+    return _html(await _layout(request, grant, title=tr("Rules"), root="../../", base="",
                                active="rules", body=body))
 
 
@@ -469,7 +502,8 @@ async def export_json(request: web.Request, grant: Grant) -> web.StreamResponse:
 def make_app(data: DashboardData, signer: Signer, settings: SettingsStore,
              context: DashboardContext, limiter: FailureLimiter | None = None
              ) -> web.Application:
-    app = web.Application(client_max_size=16 * 1024)  # nothing is ever uploaded
+    # nothing is ever uploaded
+    app = web.Application(client_max_size=16 * 1024, middlewares=[_in_language])
     app[_DATA] = data
     app[_SIGNER] = signer
     app[_SETTINGS] = settings

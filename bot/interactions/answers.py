@@ -53,6 +53,7 @@ from bot.interactions.turn import (
     with_defaults,
 )
 from core.errors import CoreError, InvalidInput
+from core.i18n import SOURCE, Localised, current_language, lazy, tr
 from core.inference.models import LoadState
 from core.outcomes import Status
 from core.pictures.charts import visible_token
@@ -95,6 +96,9 @@ async def _answer(turn: Turn, command: StudentCommand,
             private = await _answers_private(host, interaction, private)
             if private:
                 turn.describe(options={**(turn.options or {}), "private": True})
+        # The reply's language: the server's when the channel reads it, the member's when
+        # only they do (a re-drawn message keeps the visibility it was sent with).
+        await turn.speak(public=not private)
         # Admission first: "busy" and bad input are answered ephemerally, at once.
         request = command.build(values)
         stream = None
@@ -121,8 +125,9 @@ async def _answer(turn: Turn, command: StudentCommand,
             state = command.runner.model_status(host, request)
             if state is not None and state[1] in (LoadState.PENDING, LoadState.LOADING):
                 await interaction.edit_original_response(
-                    content=f"⏳ The model `{state[0]}` is still loading. "
-                            "Your answer will appear here as soon as it is ready."
+                    content="⏳ " + tr("The model `{model}` is still loading. Your answer "
+                                      "will appear here as soon as it is ready.",
+                                      model=state[0])
                 )
             result = await _wait_in_line(host, interaction, pending)
         reply = command.render(result)
@@ -175,7 +180,8 @@ async def _wait_in_line(host: Host, interaction: discord.Interaction,
         about = max(1, round(where.about_s))
         try:
             await interaction.edit_original_response(
-                content=f"⏳ {ordinal(where.place)} in line (about {about} s)")
+                content="⏳ " + tr("{place} in line (about {seconds} s)",
+                                  place=ordinal(where.place), seconds=about))
         except discord.HTTPException:
             pass  # only a progress note: the answer still comes
 
@@ -194,6 +200,9 @@ async def _redraw_in_time(interaction: discord.Interaction, pending: asyncio.Fut
 
 
 def ordinal(n: int) -> str:
+    """"12th" in English; "12º" in Italian (the catalog's own way, `ordinal {n}`)."""
+    if current_language() != SOURCE:
+        return tr("ordinal {n}", n=n)
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
 
@@ -218,8 +227,8 @@ Knobs = Mapping[str, float | int]
 KNOB_TYPES: dict[str, type] = {"t": float, "k": int, "p": float, "s": int, "n": int, "r": int,
                                "m": int, "l": int, "h": int, "o": int, "x": int}
 
-BROKEN = ("This button is broken (it does not carry what it needs). Run the command again to "
-          "get fresh buttons.")
+BROKEN = lazy("This button is broken (it does not carry what it needs). Run the command again "
+              "to get fresh buttons.")
 
 
 class ButtonBroken(InvalidInput):
@@ -233,7 +242,8 @@ class ButtonExpired(CoreError):
     status = "expired"
 
     def __init__(self) -> None:
-        super().__init__("This button has expired. Run the command again to get fresh buttons.")
+        super().__init__(lazy("This button has expired. Run the command again to get fresh "
+                              "buttons."))
 
 
 def encode_knobs(knobs: Knobs) -> str:
@@ -263,15 +273,16 @@ class FollowUp:
     """A button under one command's answers that runs a student command on the same text."""
 
     action: str
-    label: str
+    #: A `core.i18n.lazy` text: drawn in the language of the answer it sits under.
+    label: Localised
     emoji: str
     #: The student command the click runs: its rules, cooldown and log row apply.
     runs: str
     #: (the answer's text, its knobs[, the modal's text]) -> the options of `runs`.
     options: Callable[..., dict[str, Any]]
     #: A modal field label when the click first asks for one more text.
-    asks: str | None = None
-    asks_placeholder: str = ""
+    asks: Localised | None = None
+    asks_placeholder: Localised | str = ""
 
     def options_for(self, *args: Any) -> dict[str, Any]:
         try:
@@ -288,22 +299,22 @@ def _generate(text: str, k: Knobs, **changes: Any) -> dict[str, Any]:
 #: Source command -> its follow-up buttons, in the order shown.
 FOLLOW_UPS: dict[str, tuple[FollowUp, ...]] = {
     "generate": (
-        FollowUp("new", "New sample", "🎲", "generate",
+        FollowUp("new", lazy("New sample"), "🎲", "generate",
                  lambda text, k: _generate(text, k, seed=None)),
-        FollowUp("same", "Same seed again", "🔁", "generate", _generate),
-        FollowUp("greedy", "Greedy", "🎯", "generate",
+        FollowUp("same", lazy("Same seed again"), "🔁", "generate", _generate),
+        FollowUp("greedy", lazy("Greedy"), "🎯", "generate",
                  lambda text, k: _generate(text, k, temperature=0.0, seed=None)),
-        FollowUp("odds", "Next-token odds", "📊", "nexttoken",
+        FollowUp("odds", lazy("Next-token odds"), "📊", "nexttoken",
                  lambda text, k: {"prompt": text, "temperature": k["t"], "top_k": k["k"],
                                   "top_p": k["p"]}),
     ),
     "mask": (
-        FollowUp("attn", "Attention", "🔍", "attention", lambda text, k: {"text": text}),
-        FollowUp("pair", "Compare with…", "⚖️", "maskpair",
+        FollowUp("attn", lazy("Attention"), "🔍", "attention", lambda text, k: {"text": text}),
+        FollowUp("pair", lazy("Compare with…"), "⚖️", "maskpair",
                  lambda text, k, other: {"sentence_a": text, "sentence_b": other,
                                          "top_k": k["k"]},
-                 asks="A second sentence with [MASK]",
-                 asks_placeholder="The nurse said that [MASK] would be late."),
+                 asks=lazy("A second sentence with [MASK]"),
+                 asks_placeholder=lazy("The nurse said that [MASK] would be late.")),
     ),
 }
 
@@ -388,7 +399,7 @@ class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
     def __init__(self, follow_up: FollowUp, asked: int, knobs: str) -> None:
         self.follow_up, self.asked, self.knobs = follow_up, asked, knobs
         super().__init__(discord.ui.Button(
-            label=follow_up.label, emoji=follow_up.emoji, row=0,
+            label=str(follow_up.label), emoji=follow_up.emoji, row=0,
             style=discord.ButtonStyle.secondary,
             custom_id=f"tlm:do:{follow_up.action}:{asked}:{knobs}"))
 
@@ -410,8 +421,8 @@ class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
         text = input_of(interaction.message.embeds[0].description
                         if interaction.message and interaction.message.embeds else None)
         if text is None:
-            raise InvalidInput("This answer no longer shows its text whole, so its "
-                               "buttons cannot run it again.")
+            raise InvalidInput(lazy("This answer no longer shows its text whole, so its "
+                                    "buttons cannot run it again."))
         knobs = decode_knobs(self.knobs)
         if follow_up.asks is None:
             options = with_defaults(turn.host, follow_up.runs, follow_up.options_for(text, knobs))
@@ -424,7 +435,8 @@ class FollowUpButton(discord.ui.DynamicItem[discord.ui.Button],
                                    f"button:{follow_up.action}")
 
         await interaction.response.send_modal(OneTextModal(
-            follow_up.label, follow_up.asks, submitted, placeholder=follow_up.asks_placeholder,
+            str(follow_up.label), str(follow_up.asks), submitted,
+            placeholder=str(follow_up.asks_placeholder),
             max_length=turn.host.config.limits.max_text_chars))
         return FORM_OPENED
 
@@ -495,9 +507,10 @@ class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
         stored = await turn.host.querylog.set_feedback(
             self.asked, turn.interaction.user.id, 1 if self.vote == "up" else -1)
         if not stored:
-            raise NotYourAnswer("Only the student who asked can rate this answer.")
+            raise NotYourAnswer(lazy("Only the student who asked can rate this answer."))
         emoji = "👍" if self.vote == "up" else "👎"
-        return Answer(Reply(content=f"Thanks: your {emoji} is saved with that answer.",
+        return Answer(Reply(content=tr("Thanks: your {emoji} is saved with that answer.",
+                                       emoji=emoji),
                             summary=self.vote), ephemeral=True)
 
 

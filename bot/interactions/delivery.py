@@ -15,6 +15,7 @@ import logging
 import discord
 
 from bot.interactions.render import Reply, error_reply, safe
+from core.i18n import tr
 from core.outcomes import Status
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ async def deliver(interaction: discord.Interaction, reply: Reply, *, ephemeral: 
     if isinstance(channel, discord.abc.Messageable):
         try:
             if not layout:
-                words = {"content": f"Answer for {safe(interaction.user.display_name, 100)}:",
+                words = {"content": tr("Answer for {name}:",
+                                         name=safe(interaction.user.display_name, 100)),
                          "embeds": reply.embeds}
             await channel.send(files=reply.discord_files(), **words, **view)
         except discord.HTTPException:

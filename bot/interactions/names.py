@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.policy import Actor
 from core.storage.guild_settings import ALL_COMMANDS
 
@@ -50,8 +51,9 @@ class StudentCommandName(app_commands.Transformer):
         name = value.strip().lstrip("/").lower()
         names = student_command_names(interaction.client.tree)  # type: ignore[attr-defined]
         if name != ALL_COMMANDS and name not in names:
-            raise InvalidInput(f"There is no student command /{name[:40]}. "
-                               f"Choose one of: {', '.join(names)}, or * for all.")
+            raise InvalidInput(lazy("There is no student command /{name}. Choose one of: "
+                                    "{names}, or * for all.", name=name[:40],
+                                    names=", ".join(names)))
         return name
 
     async def autocomplete(self, interaction: discord.Interaction, value: str,

@@ -25,6 +25,7 @@ import discord
 from bot.interactions.render import Reply
 from bot.interactions.turn import Action, Answer, Kind, Turn, enter, options_of
 from core.errors import CoreError
+from core.i18n import tr
 from core.storage.querylog import RowsPage
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,11 @@ class Page:
 PageSource = Callable[[int], Awaitable[Page]]
 
 
-def plural(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def rows_page_shown(found: RowsPage, embed: discord.Embed, footer: str) -> Page:
     """A page of query-log rows (`QueryLog.page`) shown as `embed`, its footer led by
     "Page i of n"."""
-    embed.set_footer(text=f"Page {found.index + 1} of {found.count} · {footer}")
+    embed.set_footer(text=tr("Page {page} of {pages} · {footer}", page=found.index + 1,
+                             pages=found.count, footer=footer))
     return Page(Reply(embeds=[embed], summary=f"page {found.index + 1} of {found.count}: "
                                               f"{len(found.rows)} of {found.total} rows"),
                 found.index, found.count)
@@ -90,6 +88,9 @@ class Pager(discord.ui.View):
         self.command = origin.command.qualified_name if origin.command else "?"
         self.options: Mapping[str, Any] = options_of(origin)
         self.page = 0
+        # In the language of the listing they turn (the turn that made this view).
+        self.previous_page.label = tr("◀ Previous")
+        self.next_page.label = tr("Next ▶")
         self._show(page)
 
     def _show(self, page: Page) -> None:
@@ -100,12 +101,12 @@ class Pager(discord.ui.View):
     def _row_options(self, index: int) -> dict[str, Any]:
         return {**self.options, "page": index + 1}
 
-    @discord.ui.button(label="◀ Previous", style=discord.ButtonStyle.secondary)
+    @discord.ui.button(label="◀", style=discord.ButtonStyle.secondary)
     async def previous_page(self, interaction: discord.Interaction,
                             button: discord.ui.Button) -> None:
         await self._turn(interaction, self.page - 1)
 
-    @discord.ui.button(label="Next ▶", style=discord.ButtonStyle.secondary)
+    @discord.ui.button(label="▶", style=discord.ButtonStyle.secondary)
     async def next_page(self, interaction: discord.Interaction,
                         button: discord.ui.Button) -> None:
         await self._turn(interaction, self.page + 1)

@@ -23,6 +23,7 @@ from bot.interactions import render
 from bot.interactions.render import Reply
 from core.config import LimitsConfig
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.inference.engine import InferenceEngine
 from core.inference.models import LoadState
 from core.inference.tasks.attention import AttentionRequest
@@ -62,6 +63,14 @@ class Runner(Protocol):
     def model_status(self, services: Services, request: Any) -> tuple[str, LoadState] | None: ...
 
 
+@dataclass(frozen=True)
+class IfServed:
+    """A request of a tuple that runs only when the engine has its model (an optional model
+    of the config: `/tokens model:compare`'s multilingual tokenizer)."""
+
+    request: Any
+
+
 class EngineRunner:
     """One request, or a tuple of requests answered together (`/tokens model:compare`)."""
 
@@ -71,6 +80,10 @@ class EngineRunner:
         admitted: list[asyncio.Future] = []
         try:
             for one in request:
+                if isinstance(one, IfServed):
+                    if not services.engine.serves(one.request):
+                        continue
+                    one = one.request
                 admitted.append(services.engine.admit(one))
         except BaseException:
             for future in admitted:  # all or nothing: free the slots already taken
@@ -200,7 +213,8 @@ def _text_limit(option: str) -> OptionLimit:
 
 def _tokens(o: Options) -> Any:
     if o["model"] == "compare":
-        return (TokensRequest(o["text"], "wordpiece"), TokensRequest(o["text"], "bpe"))
+        return (TokensRequest(o["text"], "wordpiece"), TokensRequest(o["text"], "bpe"),
+                IfServed(TokensRequest(o["text"], "multilingual")))
     return TokensRequest(o["text"], o["model"])
 
 
@@ -214,7 +228,8 @@ def _required(options: Options, name: str) -> Any:
     """An option the slash command may leave out (it opens a form instead) but the request
     needs: a raw API call or `tlm-bot ask` without it gets a user error, not a crash."""
     if options.get(name) is None:
-        raise InvalidInput(f"Give the {name}: the text that contains the answer.")
+        raise InvalidInput(lazy("Give the {name}: the text that contains the answer.",
+                                name=name))
     return options[name]
 
 

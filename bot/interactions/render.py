@@ -5,6 +5,9 @@ markdown that swallows the rest of the message, or code fences. So every piece o
 through `safe` (mentions defused, markdown escaped) or `code` (fences defused), and every
 message is cut to Discord's limits here, by construction, rather than hoping it fits.
 Mentions are also disabled at the API level (`AllowedMentions.none()`); this is the second lock.
+
+Every word is the message catalog's (`core.i18n.tr`), written in the language the front door
+chose for this reply (`Turn.speak`); numbers go through `number` so that Italian reads "0,82".
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime
 
 import discord
 
+from core.i18n import Localised, lazy, ngettext, number, percent, tr
 from core.inference.tasks.attention import AttentionResult
 from core.inference.tasks.contextsim import ContextSimResult
 from core.inference.tasks.explain import HOW_TO_READ, ExplainResult
@@ -172,11 +176,12 @@ def error_reply(message: str) -> Reply:
 
 
 def footer(model_id: str, timings) -> str:
-    text = f"model: {model_id}"
+    text = tr("model: {model}", model=model_id)
     if timings is not None:
-        text += f" · {timings.queued_ms + timings.inference_ms:.0f} ms"
+        text += f" · {number(timings.queued_ms + timings.inference_ms, '0')} ms"
         if timings.batch_size > 1:
-            text += f" (batched with {timings.batch_size - 1} other)"
+            text += " " + ngettext("(batched with {n} other)", "(batched with {n} others)",
+                                   timings.batch_size - 1)
     return clip(text, 2048)
 
 
@@ -184,14 +189,15 @@ def render_fill_mask(result: FillMaskResult) -> Reply:
     lines = []
     for rank, filler in enumerate(result.fillers, 1):
         token = safe(filler.token.strip() or repr(filler.token), 60)
-        lines.append(f"`{rank:>2}` {bar(filler.score)} **{token}** — {filler.score:.3f}")
+        lines.append(f"`{rank:>2}` {bar(filler.score)} **{token}** — "
+                     f"{number(filler.score, '0.000')}")
     embed = discord.Embed(
-        title=clip(f"Fillers for {result.mask_token}", EMBED_TITLE_LIMIT),
+        title=clip(tr("Fillers for {mask}", mask=result.mask_token), EMBED_TITLE_LIMIT),
         description=clip(bold_input(result.text) + "\n\n" + "\n".join(lines), 4000),
         colour=COLOUR,
     )
     best = result.fillers[0]
-    embed.add_field(name="Best sentence", value=safe(best.sequence, EMBED_FIELD_LIMIT),
+    embed.add_field(name=tr("Best sentence"), value=safe(best.sequence, EMBED_FIELD_LIMIT),
                     inline=False)
     embed.set_footer(text=footer(result.model_id, result.timings))
     return Reply(embeds=[embed], summary=f"top: {best.token.strip()} {best.score:.3f}")
@@ -210,13 +216,16 @@ def render_qa(result: QAResult) -> Reply:
     # Titles never ping, but a raw "@everyone" there still reads like one, and titles render
     # markdown: an answer of backticks would open a code span there. Defuse both.
     answer = safe(result.answer)
-    embed = discord.Embed(title=clip("Answer: " + answer, EMBED_TITLE_LIMIT),
+    embed = discord.Embed(title=clip(tr("Answer: {answer}", answer=answer), EMBED_TITLE_LIMIT),
                           colour=COLOUR)
-    embed.description = clip(f"**Q:** {safe(result.question, 400)}\n\n{highlighted}", 4000)
-    embed.add_field(name="Score", value=f"{bar(result.score)} {result.score:.3f}")
-    embed.add_field(name="Position", value=f"characters {result.start}–{result.end}")
+    embed.description = clip(tr("**Q:** {question}", question=safe(result.question, 400))
+                             + f"\n\n{highlighted}", 4000)
+    embed.add_field(name=tr("Score"), value=f"{bar(result.score)} {number(result.score, '0.000')}")
+    embed.add_field(name=tr("Position"), value=tr("characters {start}–{end}", start=result.start,
+                                                 end=result.end))
     if result.windows > 1:
-        embed.add_field(name="Windows", value=f"context read in {result.windows} overlapping parts")
+        embed.add_field(name=tr("Windows"), value=tr("context read in {n} overlapping parts",
+                                                   n=result.windows))
     embed.set_footer(text=footer(result.model_id, result.timings))
     return Reply(embeds=[embed], summary=f"{result.answer[:80]} {result.score:.3f}")
 
@@ -224,9 +233,10 @@ def render_qa(result: QAResult) -> Reply:
 def generate_knobs(result: GenerateResult) -> str:
     """The knobs a text was made with, in every /generate answer."""
     if result.greedy:
-        return "greedy (temperature 0: always the likeliest token)"
-    return (f"temperature {result.temperature:g} · top_k {result.top_k} · "
-            f"top_p {result.top_p:g} · seed {result.seed}")
+        return tr("greedy (temperature 0: always the likeliest token)")
+    return tr("temperature {t} · top_k {k} · top_p {p} · seed {seed}",
+             t=number(result.temperature), k=result.top_k, p=number(result.top_p),
+             seed=result.seed)
 
 
 def render_generate(result: GenerateResult) -> Reply:
@@ -247,7 +257,7 @@ def render_generate(result: GenerateResult) -> Reply:
         for i, t in enumerate(result.continuations, 1)
     )
     embed = discord.Embed(description=clip(body, 1500), colour=COLOUR)
-    embed.set_footer(text=foot + " · full text attached")
+    embed.set_footer(text=foot + " · " + tr("full text attached"))
     return Reply(embeds=[embed], files=[("generated.txt", full.encode())], summary=summary)
 
 
@@ -283,15 +293,15 @@ def render_generate_partial(request: GenerateRequest, partial: GeneratePartial) 
 
 
 def render_tokens(result: TokensResult) -> Reply:
-    rows = [f"{'#':>3}  {'id':>6}  piece"]
+    rows = [f"{'#':>3}  {'id':>6}  " + tr("piece")]
     for i, token in enumerate(result.tokens):
         marks = []
         if token.special:
-            marks.append("special")
+            marks.append(tr("special"))
         if token.continuation:
-            marks.append("sub-word")
+            marks.append(tr("sub-word"))
         if token.unknown:
-            marks.append("UNKNOWN")
+            marks.append(tr("UNKNOWN"))
         shown = visible_piece(token.piece) if result.algorithm == "BPE" else token.piece
         piece = _show_piece(shown)
         note = f"   ({', '.join(marks)})" if marks else ""
@@ -301,26 +311,29 @@ def render_tokens(result: TokensResult) -> Reply:
     n_sub = sum(t.continuation for t in result.tokens)
     n_unk = sum(t.unknown for t in result.tokens)
     legend = {
-        "WordPiece": "`##` marks a piece that continues the previous word; [CLS] and [SEP] "
-                     "are special tokens the model adds.",
-        "BPE": "`␣` marks a piece that starts with a space (GPT-2's own pieces write it `Ġ`); "
-               "GPT-2 adds no special tokens.",
+        "WordPiece": tr("`##` marks a piece that continues the previous word; [CLS] and [SEP] "
+                       "are special tokens the model adds."),
+        "BPE": tr("`␣` marks a piece that starts with a space (GPT-2's own pieces write it "
+                 "`Ġ`); GPT-2 adds no special tokens."),
     }.get(result.algorithm, "")
-    summary = (
-        f"{len(result.tokens)} tokens ({n_special} special, {n_sub} sub-word, {n_unk} unknown) "
-        f"· {result.algorithm}"
-    )
+    summary = ngettext(
+        "{n} token ({special} special, {sub} sub-word, {unknown} unknown) · {algorithm}",
+        "{n} tokens ({special} special, {sub} sub-word, {unknown} unknown) · {algorithm}",
+        len(result.tokens), special=n_special, sub=n_sub, unknown=n_unk,
+        algorithm=result.algorithm)
     if result.max_length is not None and len(result.tokens) > result.max_length:
-        legend += (f"\n⚠️ The model reads at most {result.max_length} tokens: it would not see "
-                   "the rest of this text.")
-    embed = discord.Embed(title=f"{result.algorithm} tokens", colour=COLOUR)
+        legend += "\n⚠️ " + tr("The model reads at most {n} tokens: it would not see the rest "
+                              "of this text.", n=result.max_length)
+    embed = discord.Embed(title=tr("{algorithm} tokens", algorithm=result.algorithm),
+                          colour=COLOUR)
     embed.set_footer(text=footer(result.model_id, result.timings))
     head = f"{safe(summary)}\n{legend}\n"
     block = code(table, EMBED_DESCRIPTION_LIMIT - len(head) - 10)
     if len(code(table, 10**9)) <= EMBED_DESCRIPTION_LIMIT - len(head) - 10:
         embed.description = head + block
         return Reply(embeds=[embed], summary=summary)
-    embed.description = head + code("\n".join(rows[:40]) + "\n…", 3000) + "\nFull table attached."
+    embed.description = (head + code("\n".join(rows[:40]) + "\n…", 3000) + "\n"
+                         + tr("Full table attached."))
     return Reply(embeds=[embed], files=[("tokens.txt", table.encode())], summary=summary)
 
 
@@ -333,17 +346,19 @@ def _show_piece(piece: str) -> str:
 
 def render_sentiment(result: SentimentResult) -> Reply:
     lines = [
-        f"{bar(p)} {safe(name, 40)} {p:.3f}"
+        f"{bar(p)} {safe(name, 40)} {number(p, '0.000')}"
         for name, p in zip(result.label_names, result.probabilities)
     ]
     embed = discord.Embed(
-        title=clip(f"{safe(result.label, 60)} ({result.probability:.0%})", 256),
+        title=clip(f"{safe(result.label, 60)} ({percent(result.probability)})", 256),
         description=clip(bold_input(result.text) + "\n\n" + "\n".join(lines), 4000),
         colour=COLOUR,
     )
-    text = footer(result.model_id, result.timings) + " · [CLS] features + logistic regression"
+    text = (footer(result.model_id, result.timings) + " · "
+            + tr("[CLS] features + logistic regression"))
     if result.accuracy is not None:
-        text += f" · held-out accuracy {result.accuracy:.1%}"
+        text += " · " + tr("held-out accuracy {accuracy}",
+                          accuracy=percent(result.accuracy, "0.0%"))
     embed.set_footer(text=clip(text, 2048))
     return Reply(embeds=[embed], summary=f"{result.label} {result.probability:.3f}")
 
@@ -351,39 +366,57 @@ def render_sentiment(result: SentimentResult) -> Reply:
 # ------------------------------------------------------------------------ teaching commands
 
 
-def _picture(embed: discord.Embed, name: str, png: bytes, alt: str, summary: str) -> Reply:
-    """An embed showing its PNG, with the alt text on the attachment and under the picture."""
+def _picture(embed: discord.Embed, name: str, png: bytes, alt: str | Localised,
+             summary: str) -> Reply:
+    """An embed showing its PNG, with the alt text (written now, in the reply's language) on
+    the attachment."""
     embed.set_image(url=f"attachment://{name}")
     return Reply(embeds=[embed], files=[(name, png)], summary=summary,
-                 alt_text={name: clip(printable(alt), 1000)})
+                 alt_text={name: clip(printable(str(alt)), 1000)})
 
 
-def render_tokens_compare(wordpiece: TokensResult, bpe: TokensResult) -> Reply:
-    """WordPiece and BPE side by side: same text, different cuts."""
-    embed = discord.Embed(title="WordPiece vs BPE", colour=COLOUR,
+def render_tokens_compare(wordpiece: TokensResult, bpe: TokensResult,
+                          *others: TokensResult) -> Reply:
+    """WordPiece and BPE side by side - and the config's multilingual tokenizer, if any:
+    same text, different cuts."""
+    results = (wordpiece, bpe, *others)
+    title = " vs ".join(r.algorithm if i < 2 else _model_name(r.model_id)
+                        for i, r in enumerate(results))
+    embed = discord.Embed(title=clip(title, EMBED_TITLE_LIMIT), colour=COLOUR,
                           description=clip(safe(wordpiece.text, 500), 600))
-    for result in (wordpiece, bpe):
-        pieces = " ".join(_show_piece(visible_piece(t.piece) if result is bpe else t.piece)
-                          for t in result.tokens)
+    for result in results:
+        pieces = " ".join(_show_piece(visible_piece(t.piece) if result.algorithm == "BPE"
+                                      else t.piece) for t in result.tokens)
+        name = (result.algorithm if result in (wordpiece, bpe)
+                else f"{result.algorithm} ({_model_name(result.model_id)})")
         embed.add_field(
-            name=f"{result.algorithm}: {len(result.tokens)} tokens",
+            name=ngettext("{algorithm}: {n} token", "{algorithm}: {n} tokens",
+                          len(result.tokens), algorithm=name),
             value=code(pieces, EMBED_FIELD_LIMIT), inline=False,
         )
-    embed.set_footer(text=clip(f"{wordpiece.model_id} vs {bpe.model_id}", 2048))
-    return Reply(embeds=[embed],
-                 summary=f"wordpiece {len(wordpiece.tokens)} / bpe {len(bpe.tokens)} tokens")
+    embed.set_footer(text=clip(" vs ".join(r.model_id for r in results), 2048))
+    return Reply(embeds=[embed], summary=" / ".join(
+        f"{r.algorithm.lower() if i < 2 else 'multilingual'} {len(r.tokens)}"
+        for i, r in enumerate(results)) + " tokens")
+
+
+def _model_name(model_id: str) -> str:
+    """A hub id's name ("bert-base-multilingual-cased"), a folder's last part."""
+    return model_id.rstrip("/").rsplit("/", 1)[-1]
 
 
 def render_attention(result: AttentionResult) -> Reply:
-    head = "average of all heads" if result.head is None else f"head {result.head}"
+    head = (tr("average of all heads") if result.head is None
+            else tr("head {head}", head=result.head))
     embed = discord.Embed(
-        title=f"Attention · layer {result.layer}/{result.num_layers} · {head}", colour=COLOUR
+        title=tr("Attention · layer {layer}/{layers} · {head}", layer=result.layer,
+                layers=result.num_layers, head=head), colour=COLOUR
     )
     lines = []
     for i, top in enumerate(result.top[:25]):
-        targets = ", ".join(f"{result.tokens[j]} {w:.2f}" for j, w in top)
+        targets = ", ".join(f"{result.tokens[j]} {number(w, '0.00')}" for j, w in top)
         lines.append(f"{result.tokens[i]} → {targets}")
-    note = ("GPT-2 only looks back: the upper triangle is empty (causal mask).\n"
+    note = (tr("GPT-2 only looks back: the upper triangle is empty (causal mask).") + "\n"
             if result.causal else "")
     embed.description = clip(note + code("\n".join(lines), 3500), 4000)
     embed.set_footer(text=footer(result.model_id, result.timings))
@@ -393,15 +426,19 @@ def render_attention(result: AttentionResult) -> Reply:
 
 def render_contextsim(result: ContextSimResult) -> Reply:
     sims = result.layer_similarities
-    lines = [f"static input embedding: {result.static_similarity:.3f}"]
-    lines += [f"{'embeddings' if i == 0 else f'layer {i}'}: {s:.3f}" for i, s in enumerate(sims)]
+    lines = [tr("static input embedding: {similarity}",
+               similarity=number(result.static_similarity, "0.000"))]
+    names = [tr("embeddings")] + [tr("layer {layer}", layer=i) for i in range(1, len(sims))]
+    lines += [f"{name}: {number(s, '0.000')}" for name, s in zip(names, sims)]
     embed = discord.Embed(
-        title=clip(f"How similar is “{safe(result.word, 60)}” in the two sentences?", 256),
+        title=clip(tr("How similar is “{word}” in the two sentences?",
+                     word=safe(result.word, 60)), 256),
         colour=COLOUR,
         description=clip(
             f"**A:** {safe(result.sentence_a, 500)}\n**B:** {safe(result.sentence_b, 500)}\n"
             + code("\n".join(lines), 1500)
-            + "\nThe static embedding is the same in both; the layers mix in the context.",
+            + "\n" + tr("The static embedding is the same in both; the layers mix in the "
+                       "context."),
             4000,
         ),
     )
@@ -411,16 +448,20 @@ def render_contextsim(result: ContextSimResult) -> Reply:
 
 
 def render_maskpair(result: MaskPairResult) -> Reply:
-    embed = discord.Embed(title=f"Two sentences, one {result.mask_token}", colour=COLOUR)
+    embed = discord.Embed(title=tr("Two sentences, one {mask}", mask=result.mask_token),
+                          colour=COLOUR)
     embed.description = clip(
         f"**A:** {safe(result.sentence_a, 400)}\n**B:** {safe(result.sentence_b, 400)}", 1000
     )
-    rows = [f"{'token':<14} {'A':>6} {'B':>6} {'B-A':>7}"]
+    token = tr("token")
+    rows = [f"{token:<14} {'A':>6} {'B':>6} {'B-A':>7}"]
     for row in result.rows[:20]:
         token = printable(row.token.strip() or repr(row.token))[:14]
         mark = " *" if row.target else ""
-        rows.append(f"{token:<14} {row.prob_a:6.3f} {row.prob_b:6.3f} {row.difference:+7.3f}{mark}")
-    embed.add_field(name="Probabilities (* = your targets)", value=code("\n".join(rows), 1024),
+        rows.append(f"{token:<14} {number(row.prob_a, '0.000'):>6} "
+                    f"{number(row.prob_b, '0.000'):>6} "
+                    f"{number(row.difference, '+0.000;-0.000'):>7}{mark}")
+    embed.add_field(name=tr("Probabilities (* = your targets)"), value=code("\n".join(rows), 1024),
                     inline=False)
     embed.set_footer(text=footer(result.model_id, result.timings))
     top_a = result.fillers_a[0].token.strip() if result.fillers_a else ""
@@ -429,17 +470,22 @@ def render_maskpair(result: MaskPairResult) -> Reply:
 
 
 def render_nexttoken(result: NextTokenResult) -> Reply:
-    knobs = ("greedy (temperature 0)" if result.greedy else
-             f"temperature {result.temperature:g} · top_k {result.top_k} · top_p {result.top_p:g}")
-    embed = discord.Embed(title="What could GPT-2 say next?", colour=COLOUR)
-    rows = [f"{'token':<14} {'model':>6} {'scaled':>6} {'final':>6}"]
+    knobs = (tr("greedy (temperature 0)") if result.greedy else
+             tr("temperature {t} · top_k {k} · top_p {p}", t=number(result.temperature),
+               k=result.top_k, p=number(result.top_p)))
+    embed = discord.Embed(title=tr("What could GPT-2 say next?"), colour=COLOUR)
+    token, model, scaled, final = tr("token"), tr("model"), tr("scaled"), tr("final")
+    rows = [f"{token:<14} {model:>6} {scaled:>6} {final:>6}"]
     for c in result.candidates:
         token = printable(visible_token(c.token))[:14]
-        rows.append(f"{token:<14} {c.model_prob:6.3f} {c.scaled_prob:6.3f} {c.final_prob:6.3f}")
+        rows.append(f"{token:<14} {number(c.model_prob, '0.000'):>6} "
+                    f"{number(c.scaled_prob, '0.000'):>6} {number(c.final_prob, '0.000'):>6}")
     embed.description = clip(
         f"**{safe(result.prompt, 500)}** …\n{knobs}\n"
-        f"{result.kept} tokens can be sampled; they hold {result.kept_model_mass:.1%} "
-        "of the model's probability.\n" + code("\n".join(rows), 2000), 4000,
+        + ngettext("{n} token can be sampled; it holds {mass} of the model's probability.",
+                   "{n} tokens can be sampled; they hold {mass} of the model's probability.",
+                   result.kept, mass=percent(result.kept_model_mass, "0.0%"))
+        + "\n" + code("\n".join(rows), 2000), 4000,
     )
     embed.set_footer(text=footer(result.model_id, result.timings))
     best = result.candidates[0].token if result.candidates else ""
@@ -482,22 +528,26 @@ CLOSED_COLOUR = discord.Colour.dark_grey()
 def render_logitlens(result: LogitLensResult) -> Reply:
     context = result.tokens[result.position - 1]
     answer = visible_token(result.answer.token)
-    rows = [f"{'layer':<6} {'top guess':<14} {'p':>6}  {'final':>6} {'rank':>5}"]
+    layer_, guess, final, rank = tr("layer"), tr("top guess"), tr("final"), tr("rank")
+    rows = [f"{layer_:<6} {guess:<14} {'p':>6}  {final:>6} {rank:>5}"]
     for layer in result.layers:
-        name = "emb" if layer.layer == 0 else str(layer.layer)
+        name = tr("emb") if layer.layer == 0 else str(layer.layer)
         top = layer.top[0]
-        rows.append(f"{name:<6} {visible_token(top.token)[:14]:<14} {top.prob:6.3f}  "
-                    f"{layer.answer_prob:6.3f} {layer.answer_rank:>5}")
+        rows.append(f"{name:<6} {visible_token(top.token)[:14]:<14} "
+                    f"{number(top.prob, '0.000'):>6}  {number(layer.answer_prob, '0.000'):>6} "
+                    f"{layer.answer_rank:>5}")
     embed = discord.Embed(
-        title=clip(f"Logit lens: what each layer would say after “{safe(context, 60)}”", 256),
+        title=clip(tr("Logit lens: what each layer would say after “{context}”",
+                     context=safe(context, 60)), 256),
         colour=COLOUR,
     )
     embed.description = clip(
         f"**{safe(result.prompt, 500)}** …\n"
-        f"The model's own next token: **{safe(answer, 60)}** ({result.answer.prob:.1%}). "
-        "Each row applies the final layer norm and the output head to that layer's hidden "
-        "state; *final* is the probability of the model's own answer there.\n"
-        + code("\n".join(rows), 2500), 4000,
+        + tr("The model's own next token: **{answer}** ({p}). Each row applies the final layer "
+            "norm and the output head to that layer's hidden state; *final* is the probability "
+            "of the model's own answer there.", answer=safe(answer, 60),
+            p=percent(result.answer.prob, "0.0%"))
+        + "\n" + code("\n".join(rows), 2500), 4000,
     )
     embed.set_footer(text=footer(result.model_id, result.timings))
     first = next((layer.layer for layer in result.layers if layer.answer_rank == 1), None)
@@ -506,20 +556,24 @@ def render_logitlens(result: LogitLensResult) -> Reply:
 
 
 def render_neighbours(result: NeighboursResult) -> Reply:
-    where = "embeddings" if result.layer == 0 else f"layer {result.layer}/{result.num_layers}"
+    where = (tr("embeddings") if result.layer == 0
+             else tr("layer {layer}/{layers}", layer=result.layer, layers=result.num_layers))
     shared = {n.token_id for n in result.static} & {n.token_id for n in result.contextual}
     embed = discord.Embed(
-        title=clip(f"Neighbours of “{safe(result.word, 60)}” · {where}", 256), colour=COLOUR,
+        title=clip(tr("Neighbours of “{word}” · {where}", word=safe(result.word, 60),
+                     where=where), 256), colour=COLOUR,
     )
-    note = (f"\nThe word is {len(result.pieces)} pieces ({' + '.join(result.pieces)}); "
-            "their vectors are averaged." if result.averaged else "")
+    note = ("\n" + tr("The word is {n} pieces ({pieces}); their vectors are averaged.",
+                     n=len(result.pieces), pieces=" + ".join(result.pieces))
+            if result.averaged else "")
     embed.description = clip(
-        f"**Sentence:** {safe(result.sentence, 800)}{safe(note, 300)}\n"
-        "Nearest vocabulary items by cosine similarity; * = in both lists.", 1500,
+        tr("**Sentence:** {sentence}", sentence=safe(result.sentence, 800)) + safe(note, 300)
+        + "\n" + tr("Nearest vocabulary items by cosine similarity; * = in both lists."), 1500,
     )
-    for name, neighbours in (("Static embedding (no context)", result.static),
-                             (f"In this sentence ({where})", result.contextual)):
-        lines = [f"{n.token[:18]:<18} {n.similarity:5.2f}{' *' if n.token_id in shared else ''}"
+    for name, neighbours in ((tr("Static embedding (no context)"), result.static),
+                             (tr("In this sentence ({where})", where=where), result.contextual)):
+        lines = [f"{n.token[:18]:<18} {number(n.similarity, '0.00'):>5}"
+                 f"{' *' if n.token_id in shared else ''}"
                  for n in neighbours]
         embed.add_field(name=name, value=code("\n".join(lines), EMBED_FIELD_LIMIT))
     embed.set_footer(text=footer(result.model_id, result.timings))
@@ -531,10 +585,10 @@ def render_neighbours(result: NeighboursResult) -> Reply:
 
 # ------------------------------------------------------------------------------ quiz card
 
-_QUIZ_TITLE = {"mask": "Class quiz: which word hides behind the mask?",
-               "next": "Class quiz: what will GPT-2 say next?"}
-_QUIZ_ASK = {"mask": "Guess the word the model puts in place of `[MASK]`.",
-             "next": "Guess the next token GPT-2 predicts (one word or punctuation mark)."}
+_QUIZ_TITLE = {"mask": lazy("Class quiz: which word hides behind the mask?"),
+               "next": lazy("Class quiz: what will GPT-2 say next?")}
+_QUIZ_ASK = {"mask": lazy("Guess the word the model puts in place of `[MASK]`."),
+             "next": lazy("Guess the next token GPT-2 predicts (one word or punctuation mark).")}
 
 
 def _prompt_line(quiz: Quiz) -> str:
@@ -549,64 +603,71 @@ def _timestamp(moment: datetime, style: str) -> str:
 
 def render_quiz_open(quiz: Quiz, guesses: int) -> Reply:
     """The card while guesses are taken: the prompt, when it ends, how many have guessed."""
-    embed = discord.Embed(title=_QUIZ_TITLE[quiz.kind], colour=COLOUR)
+    embed = discord.Embed(title=str(_QUIZ_TITLE[quiz.kind]), colour=COLOUR)
     embed.description = clip(
-        f"{_prompt_line(quiz)}\n\n{_QUIZ_ASK[quiz.kind]} Press **Guess**; you may change your "
-        f"guess until the end.\nEnds {_timestamp(quiz.ends_at, 'R')} "
-        f"({_timestamp(quiz.ends_at, 'T')}).", 4000,
+        f"{_prompt_line(quiz)}\n\n{_QUIZ_ASK[quiz.kind]} "
+        + tr("Press **Guess**; you may change your guess until the end.") + "\n"
+        + tr("Ends {relative} ({time}).", relative=_timestamp(quiz.ends_at, "R"),
+            time=_timestamp(quiz.ends_at, "T")), 4000,
     )
-    embed.add_field(name="Guesses", value=_guess_count(guesses))
-    embed.set_footer(text=f"quiz {quiz.id} · names "
-                          + ("shown" if quiz.show_names else "hidden") + " at the reveal")
+    embed.add_field(name=tr("Guesses"), value=_guess_count(guesses))
+    embed.set_footer(text=(tr("quiz {id} · names shown at the reveal", id=quiz.id)
+                           if quiz.show_names else
+                           tr("quiz {id} · names hidden at the reveal", id=quiz.id)))
     return Reply(embeds=[embed], summary=f"quiz {quiz.id} open, {guesses} guesses")
 
 
 def _guess_count(count: int) -> str:
-    return "nobody yet" if count == 0 else f"{count} student{'s' if count != 1 else ''}"
+    return (tr("nobody yet") if count == 0
+            else ngettext("{n} student", "{n} students", count))
 
 
 def render_quiz_reveal(quiz: Quiz, reveal: QuizReveal, png: bytes = b"",
-                       alt_text: str = "") -> Reply:
+                       alt_text: str | Localised = "") -> Reply:
     """The card after the end: the model's top-k, the class's words, the matches; the chart
     (`core.charts.quiz_reveal_chart`) when it could be drawn."""
-    embed = discord.Embed(title=clip(_QUIZ_TITLE[quiz.kind] + " · revealed", 256),
+    embed = discord.Embed(title=clip(f"{_QUIZ_TITLE[quiz.kind]} · " + tr("revealed"), 256),
                           colour=CLOSED_COLOUR)
-    rows = [f"{'#':>2} {'model says':<14} {'p':>6} {'class':>5}"]
+    says, klass = tr("model says"), tr("class")
+    rows = [f"{'#':>2} {says:<14} {'p':>6} {klass:>5}"]
     for c in reveal.candidates:
-        rows.append(f"{c.rank:>2} {visible_token(c.token)[:14]:<14} {c.prob:6.3f} "
-                    f"{c.class_count:>5}")
+        rows.append(f"{c.rank:>2} {visible_token(c.token)[:14]:<14} "
+                    f"{number(c.prob, '0.000'):>6} {c.class_count:>5}")
     total = reveal.total_guesses
     if total:
         first = reveal.candidates[0].token if reveal.candidates else ""
-        result_line = (f"**{reveal.matched_first} of {total}** guessed the model's first choice "
-                       f"(**{safe(visible_token(first), 40)}**); {reveal.matched_top_k} guessed a "
-                       f"word in its top {len(reveal.candidates)}.")
+        result_line = tr("**{first} of {total}** guessed the model's first choice (**{word}**); "
+                        "{top_k} guessed a word in its top {k}.", first=reveal.matched_first,
+                        total=total, word=safe(visible_token(first), 40),
+                        top_k=reveal.matched_top_k, k=len(reveal.candidates))
     else:
-        result_line = "Nobody guessed."
+        result_line = tr("Nobody guessed.")
     embed.description = clip(f"{_prompt_line(quiz)}\n\n{result_line}\n"
                              + code("\n".join(rows), 1200), 4000)
     tally = []
     for entry in reveal.tally[:15]:
-        mark = f" (model #{entry.model_rank})" if entry.model_rank else ""
+        mark = " " + tr("(model #{rank})", rank=entry.model_rank) if entry.model_rank else ""
         line = f"**{safe(entry.label, 40)}** × {entry.count}{mark}"
         if reveal.show_names and entry.user_ids:
             line += ": " + ", ".join(f"<@{uid}>" for uid in entry.user_ids[:20])
         tally.append(line)
     if len(reveal.tally) > 15:
-        tally.append(f"… and {len(reveal.tally) - 15} more words")
-    embed.add_field(name=f"The class's guesses ({total})",
-                    value=clip("\n".join(tally) or "none", EMBED_FIELD_LIMIT), inline=False)
-    embed.set_footer(text=clip(f"quiz {quiz.id} · model: {reveal.model_id}", 2048))
+        tally.append("… " + ngettext("and {n} more word", "and {n} more words",
+                                     len(reveal.tally) - 15))
+    embed.add_field(name=tr("The class's guesses ({n})", n=total),
+                    value=clip("\n".join(tally) or tr("none"), EMBED_FIELD_LIMIT), inline=False)
+    embed.set_footer(text=clip(tr("quiz {id} · model: {model}", id=quiz.id,
+                                 model=reveal.model_id), 2048))
     summary = f"quiz {quiz.id}: {reveal.matched_first}/{total} matched the first choice"
     if png:
         return _picture(embed, "quiz.png", png, alt_text, summary)
     return Reply(embeds=[embed], summary=summary)
 
 
-def render_quiz_failed(quiz: Quiz, message: str) -> Reply:
+def render_quiz_failed(quiz: Quiz, message: str | Localised) -> Reply:
     """The card when the model could not answer at the end (it keeps the guesses)."""
-    embed = discord.Embed(title=clip(_QUIZ_TITLE[quiz.kind] + " · ended", 256),
+    embed = discord.Embed(title=clip(f"{_QUIZ_TITLE[quiz.kind]} · " + tr("ended"), 256),
                           colour=CLOSED_COLOUR,
                           description=clip(f"{_prompt_line(quiz)}\n\n{message}", 4000))
-    embed.set_footer(text=f"quiz {quiz.id}")
+    embed.set_footer(text=tr("quiz {id}", id=quiz.id))
     return Reply(embeds=[embed], summary=f"quiz {quiz.id} ended without a reveal")

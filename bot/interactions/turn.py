@@ -33,8 +33,10 @@ from discord import app_commands
 
 from bot.interactions.delivery import deliver, send_error
 from bot.interactions.host import Host
+from bot.interactions.language import private_language, server_language
 from bot.interactions.names import actor_of_member, parent_channel_id
 from bot.interactions.render import Reply, safe
+from core import i18n
 from core.errors import CoreError
 from core.outcomes import Outcome, Status, outcome_of_error
 from core.policy import Decision
@@ -132,6 +134,12 @@ class Turn:
         self._gated_as: str | None = None
         self._charge: tuple[int | None, int, str] | None = None
         self._concluded = False
+        #: The language of what only this member reads (errors, ephemeral answers); the body
+        #: switches to the server's for a public reply (`speak`). Set for this task, so every
+        #: `core.i18n._` the body calls writes in it.
+        self.private_language = private_language(interaction)
+        self.language = self.private_language
+        i18n.set_language(self.language)
 
     @classmethod
     def of(cls, interaction: discord.Interaction) -> Turn:
@@ -139,6 +147,22 @@ class Turn:
         if turn is None:
             turn = interaction.extras[_TURN] = cls(interaction)
         return turn
+
+    # ------------------------------------------------------------------------- language
+
+    async def speak(self, *, public: bool) -> str:
+        """Decide the language of the reply being built - THE place it is decided: a public
+        message follows the server's language (`/config language`, else its Discord
+        language, else English), a private one the member's own Discord language - and make
+        it the current one for the rest of this interaction. Returns it."""
+        interaction = self.interaction
+        if public:
+            self.language = await server_language(self.host.settings, interaction.guild_id,
+                                                  interaction.guild_locale)
+        else:
+            self.language = self.private_language
+        i18n.set_language(self.language)
+        return self.language
 
     # -------------------------------------------------------------------------- 1. gate
 
@@ -151,8 +175,8 @@ class Turn:
         interaction, host = self.interaction, self.host
         if interaction.guild_id is None and not host.config.discord.allow_dms:
             # Discord hides the commands in DMs (allowed_contexts); a raw payload still lands.
-            raise Refused(Decision(False, "tlm-bot only answers in a server, not in direct "
-                                          "messages."))
+            raise Refused(Decision(False, i18n.lazy("tlm-bot only answers in a server, not "
+                                                    "in direct messages.")))
         self._gated_as = policy_name
         if kind == "owner":  # checked by the command against the application's owner
             return
@@ -217,6 +241,7 @@ class Turn:
                         record: bool) -> Status:
         interaction, outcome = self.interaction, answer.outcome
         status = outcome.status
+        replied_in = self.language
         if status is Status.FAILED and error is not None:
             log.error("/%s failed", self.command, exc_info=error)
         if outcome.ok and answer.reply is not None:
@@ -227,16 +252,19 @@ class Turn:
                 log.error("/%s: the answer could not be sent", self.command, exc_info=exc)
                 outcome = outcome_of_error(exc)
                 status = outcome.status
-                await send_error(interaction, outcome.message)
+                replied_in = self.private_language
+                await send_error(interaction, i18n.render(outcome.message, replied_in))
         else:
-            await send_error(interaction, outcome.message)
+            replied_in = self.private_language  # an error is ephemeral: the member's language
+            await send_error(interaction, i18n.render(outcome.message, replied_in))
         if status in NOT_ADMITTED:
             self.refund()
         if record:
-            await self.host.record_query(self._row(status, outcome, answer))
+            await self.host.record_query(self._row(status, outcome, answer, replied_in))
         return status
 
-    def _row(self, status: Status, outcome: Outcome, answer: Answer) -> QueryRecord:
+    def _row(self, status: Status, outcome: Outcome, answer: Answer,
+             language: str) -> QueryRecord:
         interaction = self.interaction
         options = dict(self.options if self.options is not None else options_of(interaction))
         result = answer.result
@@ -265,6 +293,7 @@ class Turn:
             inference_ms=timings.inference_ms if timings else None,
             total_ms=(time.perf_counter() - self.started) * 1000,
             dictionary_words=self.dictionary_words,
+            locale=language,
         )
 
 
@@ -311,10 +340,12 @@ def outcome_of_interaction_error(error: BaseException) -> Outcome:
         if isinstance(error.__cause__, CoreError):  # our own transformer's explanation
             return outcome_of_error(error.__cause__)
         return Outcome(Status.USER_ERROR,
-                       "That value doesn't fit this option: " + safe(str(error.value), 100),
+                       i18n.lazy("That value doesn't fit this option: {value}",
+                                 value=safe(str(error.value), 100)),
                        "bad_option")
     if isinstance(error, app_commands.CheckFailure):
-        return Outcome(Status.REFUSED, "You can't use this command here.", "check_failure")
+        return Outcome(Status.REFUSED, i18n.lazy("You can't use this command here."),
+                       "check_failure")
     return outcome_of_error(getattr(error, "original", error))
 
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from core.config import Config, ModelSpec
 from core.errors import EngineClosed, ModelUnavailable, RequestTimeout, UserError
+from core.i18n import current_language, lazy
 from core.inference.backends import resolve_placement, usable_cores
 from core.inference.lanes import BatchRunner, Lane, Pending, QueuePlace
 from core.inference.models import Head, LoadedModel, LoadState, ModelRegistry
@@ -38,6 +39,9 @@ from core.inference.worker import run_batch, start_worker
 from core.pictures.stage import PictureStage, Ticket, auto_workers
 
 log = logging.getLogger(__name__)
+
+#: What a request hears while the engine shuts down (queued, or arriving then).
+RESTARTING = lazy("The bot is restarting. Try again in a minute.")
 
 R = TypeVar("R")
 
@@ -95,7 +99,8 @@ class InferenceEngine:
         #: Roles whose models this engine may load: those its tasks need, within `roles`.
         self.roles: frozenset[str] = frozenset(
             role for task in self._tasks.values() for role in task.needs
-            if roles is None or role in roles
+            if (roles is None or role in roles)
+            and getattr(config.models, role) is not None  # an optional model left out
         )
         engine = config.engine
         #: Where every model runs (`ConfigError` here if this machine lacks the device).
@@ -184,13 +189,14 @@ class InferenceEngine:
     def _admit(self, request: Any, timeout: float | None,
                stream: Stream[Any] | None) -> asyncio.Future[Any]:
         if self._closed or self._pool is None:
-            raise EngineClosed("The bot is restarting. Try again in a minute.")
+            raise EngineClosed(RESTARTING)
         task = self.task_for(request)
         request = task.validate(request)
         spec = self._spec(task, request)
         status = self.status(request)
         if status.state is LoadState.FAILED:
-            raise ModelUnavailable(f"The model `{spec}` is not available: {status.error}")
+            raise ModelUnavailable(lazy("The model `{model}` is not available: {error}",
+                                        model=str(spec), error=str(status.error)))
         key = (spec, task.name if task.own_lane else None)
         lane = self._lanes.get(key)
         if lane is None:
@@ -220,6 +226,11 @@ class InferenceEngine:
         future.add_done_callback(lambda _: expiry.cancel())
         return future
 
+    def serves(self, request: Any) -> bool:
+        """Whether this engine has the model `request` runs on (an optional one, such as
+        `[models] multilingual`, may be left out of the config)."""
+        return self.task_for(request).role(request) in self.roles
+
     def queue_place(self, future: asyncio.Future) -> QueuePlace | None:
         """Where the request behind `admit`'s `future` waits; None once its batch runs."""
         forward = self._forward_of.get(future, future)
@@ -236,7 +247,8 @@ class InferenceEngine:
     def _spec(self, task: Task, request: Any) -> ModelSpec:
         role = task.role(request)
         if role not in self.roles:
-            raise ModelUnavailable(f"The `{role}` model is not loaded in this run.")
+            raise ModelUnavailable(lazy("The `{role}` model is not loaded in this run.",
+                                        role=role))
         return task.spec(request)
 
     def _with_picture(self, forward: asyncio.Future, ticket: Ticket) -> asyncio.Future:
@@ -245,6 +257,8 @@ class InferenceEngine:
         slot) or the drawing still queued; the ticket comes back whatever happens."""
         answer = asyncio.get_running_loop().create_future()
         drawing: list[asyncio.Future] = []
+        # Admitted in the front door's task: the language of the reply being built.
+        language = current_language()
 
         def forward_done(f: asyncio.Future) -> None:
             error = None if f.cancelled() else f.exception()  # marks the error as seen
@@ -253,7 +267,7 @@ class InferenceEngine:
                 if not answer.done():
                     answer.cancel() if f.cancelled() else answer.set_exception(error)
                 return
-            job = asyncio.ensure_future(self.pictures.finish(f.result(), ticket))
+            job = asyncio.ensure_future(self.pictures.finish(f.result(), ticket, language))
             drawing.append(job)
             job.add_done_callback(drawing_done)
 
@@ -286,7 +300,7 @@ class InferenceEngine:
             return
         self._closed = True
         for lane in self._lanes.values():
-            lane.fail_queued(EngineClosed("The bot is restarting. Try again in a minute."))
+            lane.fail_queued(EngineClosed(RESTARTING))
         await asyncio.gather(*(lane.stop(drain_timeout) for lane in self._lanes.values()))
         await self.pictures.aclose(drain_timeout)
         await self.registry.aclose()
@@ -332,15 +346,15 @@ class InferenceEngine:
     @property
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            raise EngineClosed("The engine has not started.")
+            raise EngineClosed(lazy("The engine has not started."))
         return self._pool
 
 
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
-        future.set_exception(RequestTimeout(
+        future.set_exception(RequestTimeout(lazy(
             "That took too long and was stopped. The bot may be very busy: try again soon."
-        ))
+        )))
 
 
 class LocalRunner:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.config import EngineConfig
 from core.errors import ModelUnavailable, Overloaded
+from core.i18n import lazy
 
 if TYPE_CHECKING:
     from core.inference.streams import Stream
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BUSY = "The bot is very busy right now. Please try again in a moment."
+BUSY = lazy("The bot is very busy right now. Please try again in a moment.")
 #: The longest wait for company, as a share of the lane's recent batch time (`company_wait`).
 WAIT_SHARE = 0.25
 

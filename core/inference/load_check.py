@@ -40,7 +40,8 @@ class RoleLoad:
 def try_loads(config: Config, roles: Iterable[str] | None = None) -> list[RoleLoad]:
     """Load each configured model (blocking; call from a thread in async code) and report
     per role. Roles that share a model share one load. Nothing stays loaded afterwards."""
-    wanted = [r for r in ROLES if roles is None or r in set(roles)]
+    # The optional multilingual tokenizer too, when the config names one (no Ray replica).
+    wanted = [r for r in (*ROLES, "multilingual") if roles is None or r in set(roles)]
     tasks = [task_type(config.models, config.limits) for task_type in TASK_TYPES]
     needs = model_needs(config, tasks, wanted)
     outcomes: dict[ModelSpec, tuple[bool, str, float]] = {}

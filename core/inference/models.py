@@ -24,6 +24,7 @@ from typing import Any
 
 from core.config import ModelSpec
 from core.errors import ModelUnavailable
+from core.i18n import lazy
 from core.inference import backends
 from core.inference.backends.placement import CPU_FLOAT32, Placement
 
@@ -330,7 +331,8 @@ class ModelRegistry:
             log.debug("loading %s failed", spec, exc_info=exc)
             self._state[spec] = LoadState.FAILED
             self._errors[spec] = reason
-            raise ModelUnavailable(f"The model `{spec}` could not be loaded: {reason}") from exc
+            raise ModelUnavailable(lazy("The model `{model}` could not be loaded: {reason}",
+                                        model=str(spec), reason=reason)) from exc
         self._state[spec] = LoadState.READY
         # Hundreds of thousands of long-lived objects now exist; a full collection walking them
         # stalled the event loop (benchmarks/RESULTS.md, "Figures behind the code"). Frozen,

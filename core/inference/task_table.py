@@ -52,6 +52,7 @@ def model_needs(config: Config, tasks: Iterable[Task],
     allowed = set(roles)
     for task in tasks:
         for role, heads in task.needs.items():
-            if role in allowed:
-                needs[getattr(config.models, role)] |= heads
+            spec = getattr(config.models, role)
+            if role in allowed and spec is not None:  # an optional model left out
+                needs[spec] |= heads
     return dict(needs)

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from core.errors import Overloaded
+from core.i18n import lazy
 from core.inference.backends.oom import is_out_of_memory, release_cached_memory
 from core.inference.lanes import Pending, resolve
 from core.inference.models import LoadedModel
@@ -27,7 +28,7 @@ from core.inference.tasks.base import Timings
 
 log = logging.getLogger(__name__)
 
-GPU_FULL = "The bot's GPU is full right now. Please try again in a moment."
+GPU_FULL = lazy("The bot's GPU is full right now. Please try again in a moment.")
 
 
 def run_batch(

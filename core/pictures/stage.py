@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from core.errors import Overloaded
+from core.i18n import Localised, current_language, lazy, using
 from core.pictures.parent_watch import exit_with_parent
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ DRAWER_NICENESS = 10
 #: Failed process starts after which drawing stays in threads.
 _MAX_POOL_FAILURES = 2
 
-BUSY_MESSAGE = "The bot is drawing many pictures right now. Please try again in a moment."
+BUSY_MESSAGE = lazy("The bot is drawing many pictures right now. Please try again in a moment.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +67,15 @@ class PictureResult:
 
     png: bytes = field(default=b"", repr=False)
     drawing: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
-    alt_text: str = ""
+    #: Usually a `core.i18n` message: written in the reply's language when it is sent.
+    alt_text: str | Localised = ""
+
+
+def drawn_in(language: str, drawing: Callable[[], bytes]) -> bytes:
+    """Run `drawing` with `language` current, in whichever process draws it: the charts write
+    their titles and axis labels through the catalog (`core.i18n.tr`)."""
+    with using(language):
+        return drawing()
 
 
 class Ticket:
@@ -127,15 +137,17 @@ class PictureStage:
         if self._out == 0:
             self._idle.set()
 
-    async def finish(self, result: P, ticket: Ticket) -> P:
+    async def finish(self, result: P, ticket: Ticket, language: str | None = None) -> P:
         """Draw `result.drawing` and return the result with its `png` (and, for a result that
-        keeps `timings`, the time drawing took)."""
+        keeps `timings`, the time drawing took). Its words are in `language` (default: the
+        current one, `core.i18n`): the engine passes the language the request was admitted in."""
         drawing = result.drawing
         if drawing is None:
             ticket.release()
             return result
         started = time.perf_counter()
-        png = await self._draw(drawing, ticket)
+        png = await self._draw(
+            functools.partial(drawn_in, language or current_language(), drawing), ticket)
         changes: dict[str, Any] = {"png": png, "drawing": None}
         timings = getattr(result, "timings", None)
         if timings is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
+from core.i18n import lazy, number
 
 DEFAULT_LABEL_NAMES = ("negative", "positive")
 #: Label names end up in every prediction shown on Discord; keep them short.
@@ -55,7 +56,7 @@ def load_labelled_data(path: Path | str, *, limit: int | None = None) -> Labelle
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise InvalidInput(f"No such file: {path}") from None
+        raise InvalidInput(lazy("No such file: {path}", path=path)) from None
     return _parse(data, path.name, max_rows=None, limit=limit)
 
 
@@ -74,11 +75,14 @@ def _parse(data: bytes, filename: str, *, max_rows: int | None, limit: int | Non
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise InvalidInput(
-            f"{filename} is not UTF-8 text (line {line}); save it as UTF-8 and upload it again."
+            lazy(
+                "{filename} is not UTF-8 text (line {line}); save it as UTF-8 and upload it "
+                "again.",
+                filename=filename, line=line)
         ) from None
     rows = _rows(text, filename, max_rows=max_rows, limit=limit)
     if not rows:
-        raise InvalidInput(f"{filename} has no labelled rows.")
+        raise InvalidInput(lazy("{filename} has no labelled rows.", filename=filename))
     labels, label_names = _labels(rows, filename)
     result = LabelledData(
         texts=tuple(row[1] for row in rows), labels=tuple(labels), label_names=label_names
@@ -87,8 +91,10 @@ def _parse(data: bytes, filename: str, *, max_rows: int | None, limit: int | Non
     if negatives == 0 or positives == 0:
         only = label_names[1] if negatives == 0 else label_names[0]
         raise InvalidInput(
-            f"Every row of {filename} is labelled {only!r}; a classifier needs examples of both "
-            "classes."
+            lazy(
+                "Every row of {filename} is labelled {only}; a classifier needs examples of "
+                "both classes.",
+                filename=filename, only=repr(only))
         )
     return result
 
@@ -108,8 +114,10 @@ def _rows(
     has_header = any(name in ("text", "sentence", "label") for name in header)
     if not has_header and is_csv:
         raise InvalidInput(
-            f"{filename}: a CSV file needs a header row with `text` and `label` columns "
-            f"(line {first + 1} is not one)."
+            lazy(
+                "{filename}: a CSV file needs a header row with `text` and `label` columns "
+                "(line {first} is not one).",
+                filename=filename, first=first + 1)
         )
     if has_header:
         text_col = _column(header, ("text", "sentence"), filename, first + 1)
@@ -135,20 +143,29 @@ def _rows(
             break
         if max_rows is not None and len(rows) >= max_rows:
             raise InvalidInput(
-                f"{filename} has more than {max_rows} rows (line {line_no} is row "
-                f"{max_rows + 1}); upload at most {max_rows}."
+                lazy(
+                    "{filename} has more than {max_rows} rows (line {line_no} is row "
+                    "{max_rows2}); upload at most {max_rows}.",
+                    filename=filename, max_rows=max_rows, line_no=line_no, max_rows2=max_rows + 1)
             )
         if len(cells) <= max(text_col, label_col):
             expected = "`sentence<TAB>label`" if not has_header else f"{len(header)} columns"
             raise InvalidInput(
-                f"{filename} line {line_no}: expected {expected}, found {len(cells)} column(s)."
+                lazy(
+                    "{filename} line {line_no}: expected {expected}, found {n_cells} "
+                    "column(s).",
+                    filename=filename, line_no=line_no, expected=expected, n_cells=len(cells))
             )
         sentence = cells[text_col].strip()
         label = cells[label_col].strip()
         if not sentence:
-            raise InvalidInput(f"{filename} line {line_no}: the text is empty.")
+            raise InvalidInput(lazy(
+                "{filename} line {line_no}: the text is empty.",
+                filename=filename, line_no=line_no))
         if not label:
-            raise InvalidInput(f"{filename} line {line_no}: the label is empty.")
+            raise InvalidInput(lazy(
+                "{filename} line {line_no}: the label is empty.",
+                filename=filename, line_no=line_no))
         rows.append((line_no, sentence, label))
     return rows
 
@@ -174,11 +191,16 @@ def _csv_rows(reader: Any, start: int, filename: str) -> Iterator[tuple[int, lis
             line = start + reader.line_num
             if "field larger than field limit" in str(exc):
                 raise InvalidInput(
-                    f"{filename} line {line}: a cell is longer than "
-                    f"{csv.field_size_limit():,} characters; shorten it (a sentence or a "
-                    "review is far shorter) or check for an unclosed quote."
+                    lazy(
+                        "{filename} line {line}: a cell is longer than {field_size_limit} "
+                        "characters; shorten it (a sentence or a review is far shorter) or "
+                        "check for an unclosed quote.",
+                        filename=filename, line=line,
+                        field_size_limit=number(csv.field_size_limit(), "#,##0"))
                 ) from None
-            raise InvalidInput(f"{filename} line {line}: not valid CSV ({exc}).") from None
+            raise InvalidInput(lazy(
+                "{filename} line {line}: not valid CSV ({exc}).",
+                filename=filename, line=line, exc=exc)) from None
         yield start + reader.line_num, cells
 
 
@@ -194,8 +216,10 @@ async def read_capped(chunks: AsyncIterable[bytes], limit: int, *, filename: str
         received += chunk
         if len(received) > limit:
             raise InvalidInput(
-                f"{filename} is larger than {limit:,} bytes, the upload limit; upload a smaller "
-                "file."
+                lazy(
+                    "{filename} is larger than {limit} bytes, the upload limit; upload a "
+                    "smaller file.",
+                    filename=filename, limit=number(limit, "#,##0"))
             )
     return bytes(received)
 
@@ -205,8 +229,10 @@ def _column(header: list[str], names: tuple[str, ...], filename: str, line: int)
         if name in header:
             return header.index(name)
     raise InvalidInput(
-        f"{filename} line {line}: the header has no `{names[0]}` column "
-        f"(found: {', '.join(h or '(empty)' for h in header)})."
+        lazy(
+            "{filename} line {line}: the header has no `{names}` column (found: {join}).",
+            filename=filename, line=line, names=names[0],
+            join=", ".join(h or "(empty)" for h in header))
     )
 
 
@@ -217,14 +243,18 @@ def _labels(rows: list[tuple[int, str, str]], filename: str) -> tuple[list[int],
         for line_no, _, raw in numeric:
             if float(raw) not in (0.0, 1.0):  # "1.0" is how pandas writes an int column with NaN
                 raise InvalidInput(
-                    f"{filename} line {line_no}: label {raw!r} is not 0 or 1 "
-                    "(0 = negative, 1 = positive)."
+                    lazy(
+                        "{filename} line {line_no}: label {raw} is not 0 or 1 (0 = negative, "
+                        "1 = positive).",
+                        filename=filename, line_no=line_no, raw=repr(raw))
                 )
         if len(numeric) != len(rows):
             line_no, _, raw = next(row for row in rows if not _is_number(row[2]))
             raise InvalidInput(
-                f"{filename} line {line_no}: label {raw!r} is a name, but other rows use 0/1; "
-                "use one or the other."
+                lazy(
+                    "{filename} line {line_no}: label {raw} is a name, but other rows use "
+                    "0/1; use one or the other.",
+                    filename=filename, line_no=line_no, raw=repr(raw))
             )
         return [int(float(row[2])) for row in rows], DEFAULT_LABEL_NAMES
 
@@ -236,13 +266,18 @@ def _labels(rows: list[tuple[int, str, str]], filename: str) -> tuple[list[int],
         if len(seen) == 2:
             first, second = sorted(seen)
             raise InvalidInput(
-                f"{filename} line {line_no}: a third label {raw!r}; the classifier has two "
-                f"classes and earlier rows already use {first!r} and {second!r}."
+                lazy(
+                    "{filename} line {line_no}: a third label {raw}; the classifier has two "
+                    "classes and earlier rows already use {first} and {second}.",
+                    filename=filename, line_no=line_no, raw=repr(raw), first=repr(first),
+                    second=repr(second))
             )
         if len(name) > MAX_LABEL_NAME_CHARS:
             raise InvalidInput(
-                f"{filename} line {line_no}: label {raw[:20]!r}... is longer than "
-                f"{MAX_LABEL_NAME_CHARS} characters."
+                lazy(
+                    "{filename} line {line_no}: label {raw}... is longer than {limit} characters.",
+                    filename=filename, line_no=line_no, raw=repr(raw[:20]),
+                    limit=MAX_LABEL_NAME_CHARS)
             )
         seen[name] = line_no
     names = sorted(seen)

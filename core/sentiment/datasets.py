@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import NotReady
+from core.i18n import lazy
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ def download_sst2(
     except (urllib.error.URLError, OSError) as exc:
         partial.unlink(missing_ok=True)
         raise NotReady(
-            f"Could not download SST-2 ({exc}). On a machine without internet, pass a local "
-            "file with --data instead."
+            lazy(
+                "Could not download SST-2 ({exc}). On a machine without internet, pass a "
+                "local file with --data instead.",
+                exc=exc)
         ) from None
     log.info("downloaded SST-2 to %s", target)
     return target

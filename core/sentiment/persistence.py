@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InvalidInput, NotReady
+from core.i18n import lazy
 from core.sentiment.classifier import (
     EncoderInfo,
     SentimentClassifier,
@@ -97,16 +98,20 @@ def load_classifier(directory: Path, *, expected: EncoderInfo) -> SentimentClass
             directory = backup
         else:
             raise NotReady(
-                "No sentiment classifier has been trained yet "
-                f"(nothing at {directory}); train one first."
+                lazy(
+                    "No sentiment classifier has been trained yet (nothing at {directory}); "
+                    "train one first.",
+                    directory=directory)
             )
     try:
         manifest = json.loads((directory / MANIFEST_NAME).read_text("utf-8"))
         version = manifest["format_version"]
         if version != FORMAT_VERSION:
             raise InvalidInput(
-                f"The sentiment classifier at {directory} has format version {version}; "
-                f"this bot reads version {FORMAT_VERSION}. Retrain it."
+                lazy(
+                    "The sentiment classifier at {directory} has format version {version}; "
+                    "this bot reads version {FORMAT_VERSION}. Retrain it.",
+                    directory=directory, version=version, FORMAT_VERSION=FORMAT_VERSION)
             )
         encoder = EncoderInfo.from_json(manifest["encoder"])
         label_names = pair_from_json(manifest["label_names"], str)
@@ -115,26 +120,34 @@ def load_classifier(directory: Path, *, expected: EncoderInfo) -> SentimentClass
         report = TrainingReport.from_json(manifest["report"]) if manifest["report"] else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidInput(
-            f"The sentiment classifier's manifest at {directory} is unreadable "
-            f"({type(exc).__name__}); retrain it."
+            lazy(
+                "The sentiment classifier's manifest at {directory} is unreadable ({error});"
+                " retrain it.",
+                directory=directory, error=type(exc).__name__)
         ) from None
 
     if encoder != expected:
         raise InvalidInput(
-            f"This classifier was trained on {encoder.describe()}, but the bot is configured "
-            f"for {expected.describe()}. Retrain it with the configured encoder, or configure "
-            "the encoder it was trained on."
+            lazy(
+                "This classifier was trained on {describe}, but the bot is configured for "
+                "{describe2}. Retrain it with the configured encoder, or configure the "
+                "encoder it was trained on.",
+                describe=encoder.describe(), describe2=expected.describe())
         )
     try:
         npz_bytes = (directory / NPZ_NAME).read_bytes()
     except OSError:
         raise InvalidInput(
-            f"{directory / NPZ_NAME} is missing; retrain the classifier."
+            lazy(
+                "{directory} is missing; retrain the classifier.",
+                directory=directory / NPZ_NAME)
         ) from None
     if hashlib.sha256(npz_bytes).hexdigest() != digest:
         raise InvalidInput(
-            f"{directory / NPZ_NAME} does not match its manifest (changed or corrupted "
-            "after training); retrain the classifier."
+            lazy(
+                "{directory} does not match its manifest (changed or corrupted after "
+                "training); retrain the classifier.",
+                directory=directory / NPZ_NAME)
         )
     try:
         with np.load(io.BytesIO(npz_bytes), allow_pickle=False) as arrays:
@@ -142,7 +155,9 @@ def load_classifier(directory: Path, *, expected: EncoderInfo) -> SentimentClass
             intercept = np.array(arrays["intercept"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise InvalidInput(
-            f"{directory / NPZ_NAME} is unreadable ({type(exc).__name__}); retrain it."
+            lazy(
+                "{directory} is unreadable ({error}); retrain it.",
+                directory=directory / NPZ_NAME, error=type(exc).__name__)
         ) from None
     if (
         coef.shape != (dim,)
@@ -153,9 +168,10 @@ def load_classifier(directory: Path, *, expected: EncoderInfo) -> SentimentClass
         or not np.all(np.isfinite(intercept))
     ):
         raise InvalidInput(
-            f"{directory / NPZ_NAME} holds arrays of the wrong shape or type (coef "
-            f"{coef.shape}, intercept {intercept.shape}; expected ({dim},) and (1,)); "
-            "retrain the classifier."
+            lazy(
+                "{directory} holds arrays of the wrong shape or type (coef {shape}, intercept"
+                " {shape2}; expected ({dim},) and (1,)); retrain the classifier.",
+                directory=directory / NPZ_NAME, shape=coef.shape, shape2=intercept.shape, dim=dim)
         )
     return SentimentClassifier(encoder, label_names, coef, float(intercept[0]), report)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.config import Config
 from core.errors import CoreError, InvalidInput, NotReady
+from core.i18n import lazy
 from core.inference.engine import InferenceEngine
 from core.inference.tasks.base import Timings
 from core.inference.tasks.explain import ExplainResult, ExplainSentimentRequest
@@ -139,7 +140,8 @@ class SentimentService:
     async def train(self, data: LabelledData) -> TrainingReport:
         """Train, save atomically, then swap the live classifier. One training at a time."""
         if self._training.locked():
-            raise InvalidInput("A classifier is already training. Wait for its report first.")
+            raise InvalidInput(lazy(
+                "A classifier is already training. Wait for its report first."))
         async with self._training:
             classifier, report = await train_classifier(data, self.featurize, self.encoder)
             await asyncio.to_thread(save_classifier, classifier, self.directory)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.sentiment.classifier import EncoderInfo, SentimentClassifier, TrainingReport
 from core.sentiment.data import LabelledData
 
@@ -72,8 +73,10 @@ async def train_classifier(
     smallest = min(data.class_counts())
     if smallest < 2 or n_test < 2 or n - n_test < 2:
         raise InvalidInput(
-            f"Too few examples to train and test ({n} rows, {smallest} in the smaller class); "
-            "give at least a handful of each class."
+            lazy(
+                "Too few examples to train and test ({n} rows, {smallest} in the smaller "
+                "class); give at least a handful of each class.",
+                n=n, smallest=smallest)
         )
     labels = np.asarray(data.labels, dtype=np.int64)
     train_idx, test_idx = train_test_split(

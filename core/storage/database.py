@@ -43,6 +43,7 @@ from typing import Any
 import aiosqlite
 
 from core.errors import ConfigError, ServiceError
+from core.i18n import lazy
 
 log = logging.getLogger(__name__)
 
@@ -117,18 +118,19 @@ def storage_problem(exc: BaseException, path: str) -> str:
 
 
 _FAULT_FOR_MEMBERS = {
-    "full": "the bot's disk is full",
-    "read-only": "the bot's database is read-only",
-    "damaged": "the bot's database is damaged",
+    "full": lazy("the bot's disk is full"),
+    "read-only": lazy("the bot's database is read-only"),
+    "damaged": lazy("the bot's database is damaged"),
 }
 
 
 def storage_error(exc: BaseException, path: str, what: str) -> StorageError:
     """A `StorageError` for members (no paths) after logging the operator's version once."""
     log.error("%s failed: %s", what, storage_problem(exc, path))
-    fault = _FAULT_FOR_MEMBERS.get(storage_fault_kind(exc), "the bot could not write its database")
-    return StorageError(f"Nothing was saved: {fault}. Please tell the bot's operator "
-                        "(the bot's log says what to do) and try again later.")
+    fault = _FAULT_FOR_MEMBERS.get(storage_fault_kind(exc),
+                                   lazy("the bot could not write its database"))
+    return StorageError(lazy("Nothing was saved: {fault}. Please tell the bot's operator (the "
+                             "bot's log says what to do) and try again later.", fault=fault))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Literal
 import aiosqlite
 
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.storage.database import Database, storage_error
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class GuildSettings:
     cooldowns: tuple[Cooldown, ...] = ()
     #: scope id (a channel's, or the guild's own for the whole server) -> "private"/"public".
     answer_visibility: tuple[tuple[int, str], ...] = ()
+    #: The language moderators chose for the server's public messages (`/config language`);
+    #: None: the server's own Discord language.
+    language: str | None = None
 
     def visibility_in(self, channel_id: int | None, parent_id: int | None = None) -> str | None:
         """"private"/"public" when a moderator forced answers so here (the channel, else a
@@ -123,7 +127,7 @@ class SettingsStore:
 
     async def _load(self, guild_id: int) -> GuildSettings:
         base = await self._db.fetchall(
-            "SELECT instructor_role_id, paused, retention_days FROM guild_settings"
+            "SELECT instructor_role_id, paused, retention_days, language FROM guild_settings"
             " WHERE guild_id = ?",
             (guild_id,),
         )
@@ -149,6 +153,7 @@ class SettingsStore:
             ),
             instructor_role_id=row["instructor_role_id"] if row else None,
             paused=bool(row["paused"]) if row else False,
+            language=row["language"] if row else None,
             retention_days=(
                 int(row["retention_days"])
                 if row and row["retention_days"] is not None
@@ -208,10 +213,16 @@ class SettingsStore:
     async def set_paused(self, guild_id: int, paused: bool) -> None:
         await self._upsert(guild_id, "paused", int(bool(paused)))
 
+    async def set_language(self, guild_id: int, language: str | None) -> None:
+        """The language of the server's public messages; None follows its Discord language."""
+        await self._upsert(guild_id, "language", language)
+
     async def set_retention(self, guild_id: int, days: int | None) -> None:
         """Keep this guild's query-log rows for `days`; None goes back to the default."""
         if days is not None and not 1 <= days <= MAX_RETENTION_DAYS:
-            raise InvalidInput(f"Retention must be between 1 and {MAX_RETENTION_DAYS} days.")
+            raise InvalidInput(lazy(
+                "Retention must be between 1 and {MAX_RETENTION_DAYS} days.",
+                MAX_RETENTION_DAYS=MAX_RETENTION_DAYS))
         await self._upsert(guild_id, "retention_days", days)
 
     async def set_cooldown(
@@ -220,7 +231,8 @@ class SettingsStore:
         """Limit each user to `uses` runs per `per_seconds`; `uses=None` removes the cooldown."""
         command = _command_name(command)
         if uses is not None and (uses < 1 or not per_seconds > 0):
-            raise InvalidInput("A cooldown needs at least 1 use and a period above 0 seconds.")
+            raise InvalidInput(lazy(
+                "A cooldown needs at least 1 use and a period above 0 seconds."))
         async with self._write(guild_id) as conn:
             if uses is None:
                 await conn.execute(
@@ -240,7 +252,7 @@ class SettingsStore:
         """Force answers "private" or "public" in a channel (or the server: its own id);
         None lets students choose again."""
         if mode not in (None, "private", "public"):
-            raise InvalidInput("Answers are private, public, or the student's choice.")
+            raise InvalidInput(lazy("Answers are private, public, or the student's choice."))
         async with self._write(guild_id) as conn:
             if mode is None:
                 await conn.execute(
@@ -265,8 +277,8 @@ class SettingsStore:
                 [(guild_id, name, seen) for guild_id, name in names.items()])
 
     async def _upsert(self, guild_id: int, column: str, value: object) -> None:
-        # `column` is one of three literals from this module, never user input.
-        assert column in ("instructor_role_id", "paused", "retention_days")
+        # `column` is one of four literals from this module, never user input.
+        assert column in ("instructor_role_id", "paused", "retention_days", "language")
         async with self._write(guild_id) as conn:
             await conn.execute(
                 f"INSERT INTO guild_settings (guild_id, {column}) VALUES (?, ?)"

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from core.errors import InvalidInput, UserError
+from core.i18n import Localised, lazy, plural_noun
 from core.inference.tasks.base import clean_text
 from core.inference.tasks.fill_mask import FillMaskRequest, FillMaskResult
 from core.inference.tasks.nexttoken import NextTokenRequest, NextTokenResult
@@ -147,8 +148,9 @@ class RevealCandidate:
 
 @dataclass(frozen=True)
 class TallyEntry:
-    #: The guessed word, or "hidden word N" when log_inputs keeps only digests.
-    label: str
+    #: The guessed word, or "hidden word N" (a catalog message) when log_inputs keeps only
+    #: digests.
+    label: str | Localised
     count: int
     #: 1-based rank of this word among the model's top-k, None if the model did not list it.
     model_rank: int | None
@@ -183,19 +185,25 @@ def normalise_guess(text: str) -> str:
     Raises `InvalidInput` with a message written for the student.
     """
     if not isinstance(text, str):
-        raise InvalidInput("Your guess must be text.")
+        raise InvalidInput(lazy("Your guess must be text."))
     word = unicodedata.normalize("NFC", text).strip()
     if not word:
-        raise InvalidInput("Your guess is empty. Type one word.")
+        raise InvalidInput(lazy("Your guess is empty. Type one word."))
     if any(ch.isspace() for ch in word):
-        raise InvalidInput(f"Guess one word, without spaces (got `{_shown(word)}`).")
+        raise InvalidInput(lazy(
+            "Guess one word, without spaces (got `{shown}`).",
+            shown=_shown(word)))
     if len(word) > MAX_GUESS_CHARS:
-        raise InvalidInput(f"That guess is {len(word)} characters long; the limit is "
-                           f"{MAX_GUESS_CHARS}. Guess one word.")
+        raise InvalidInput(lazy(
+            "That guess is {n_word} characters long; the limit is {MAX_GUESS_CHARS}. Guess "
+            "one word.",
+            n_word=len(word), MAX_GUESS_CHARS=MAX_GUESS_CHARS))
     if not (_WORD.fullmatch(word) or word in _PUNCTUATION):
         raise InvalidInput(
-            f"`{_shown(word)}` is not a word. Use letters or digits (an inner ' or - is fine), "
-            "or a single punctuation mark such as `,` or `.`."
+            lazy(
+                "`{shown}` is not a word. Use letters or digits (an inner ' or - is fine), or"
+                " a single punctuation mark such as `,` or `.`.",
+                shown=_shown(word))
         )
     return word.casefold()
 
@@ -204,13 +212,15 @@ def check_new_quiz(new: NewQuiz) -> NewQuiz:
     """Clean what the instructor typed; the prompt's own rules (one `[MASK]`...) are the model
     task's: validate `model_request(...)` with the engine too before creating the quiz."""
     if new.kind not in QUIZ_KINDS:
-        raise InvalidInput(f"A quiz is `mask` or `next`, not `{new.kind}`.")
+        raise InvalidInput(lazy("A quiz is `mask` or `next`, not `{kind}`.", kind=new.kind))
     if isinstance(new.seconds, bool) or not isinstance(new.seconds, int) or not (
             MIN_SECONDS <= new.seconds <= MAX_SECONDS):
         raise InvalidInput(
-            f"`seconds` goes from {MIN_SECONDS} to {MAX_SECONDS}; got {new.seconds}."
+            lazy(
+                "`seconds` goes from {MIN_SECONDS} to {MAX_SECONDS}; got {seconds}.",
+                MIN_SECONDS=MIN_SECONDS, MAX_SECONDS=MAX_SECONDS, seconds=new.seconds)
         )
-    what = "sentence" if new.kind == "mask" else "prompt"
+    what = lazy("sentence") if new.kind == "mask" else lazy("prompt")
     prompt = clean_text(new.prompt, what=what, max_chars=MAX_PROMPT_CHARS)
     return NewQuiz(new.guild_id, new.channel_id, new.kind, prompt, new.creator_id,
                    new.seconds, bool(new.show_names))
@@ -228,7 +238,7 @@ def model_request(kind: str, prompt: str,
         return FillMaskRequest(prompt, top_k=mask_top_k)
     if kind == "next":
         return NextTokenRequest(prompt)
-    raise InvalidInput(f"A quiz is `mask` or `next`, not `{kind}`.")
+    raise InvalidInput(lazy("A quiz is `mask` or `next`, not `{kind}`.", kind=kind))
 
 
 # --------------------------------------------------------------------------- storage
@@ -240,7 +250,7 @@ _QUIZ_COLUMNS = ("id, guild_id, channel_id, message_id, kind, prompt, seconds, s
 class QuizStore:
     """Quizzes and guesses in the bot's database. Does not own `db`."""
 
-    singular, plural = "quiz guess", "quiz guesses"
+    singular, plural = plural_noun("quiz guess", "quiz guesses")
 
     def __init__(self, db: Database, *, log_inputs: LogInputs = "full",
                  hash_salt: bytes = b"", default_retention_days: int = 90) -> None:
@@ -285,10 +295,10 @@ class QuizStore:
                 )
                 quiz_id = cursor.lastrowid
         except sqlite3.IntegrityError:
-            raise QuizAlreadyOpen(
+            raise QuizAlreadyOpen(lazy(
                 "A quiz is already running in this channel. Reveal it (or wait for its end) "
                 "before starting another."
-            ) from None
+            )) from None
         assert quiz_id is not None
         quiz = await self.get(quiz_id)
         assert quiz is not None
@@ -330,9 +340,9 @@ class QuizStore:
                 "SELECT closed_at, ends_at, guess_secret FROM quizzes WHERE id = ?",
                 (quiz_id,)))
             if not rows:
-                raise QuizNotFound("This quiz no longer exists.")
+                raise QuizNotFound(lazy("This quiz no longer exists."))
             if rows[0]["closed_at"] is not None or moment >= from_db_time(rows[0]["ends_at"]):
-                raise QuizClosed("This quiz has ended; guesses are no longer taken.")
+                raise QuizClosed(lazy("This quiz has ended; guesses are no longer taken."))
             before = list(await conn.execute_fetchall(
                 "SELECT 1 FROM quiz_guesses WHERE quiz_id = ? AND user_id = ?",
                 (quiz_id, user_id)))
@@ -370,7 +380,7 @@ class QuizStore:
             closed_now = cursor.rowcount == 1
         quiz = await self.get(quiz_id)
         if quiz is None:
-            raise QuizNotFound("This quiz no longer exists.")
+            raise QuizNotFound(lazy("This quiz no longer exists."))
         return quiz, closed_now
 
     # ----------------------------------------------------------- student data
@@ -525,7 +535,7 @@ def build_reveal(quiz: Quiz, guesses: Sequence[StoredGuess],
             label = stored
         else:
             hidden += 1
-            label = f"hidden word {hidden}"
+            label = lazy("hidden word {n}", n=hidden)
         who = by_guess[stored] if quiz.show_names else []
         entries.append(TallyEntry(
             label=label,

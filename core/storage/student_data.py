@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
+from core.i18n import ngettext, tr
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +41,8 @@ class StudentDataStore(Protocol):
     """A store of student data: what it holds about one member of one server, how to erase
     it, and how to drop what is past its server's retention."""
 
-    #: How one and several of its items are called ("quiz guess", "quiz guesses").
+    #: How one and several of its items are called ("quiz guess", "quiz guesses"), in English:
+    #: mark them with `core.i18n.plural_noun` so the catalog translates them.
     singular: str
     plural: str
 
@@ -143,9 +146,11 @@ class StudentData:
     def describe(self, counts: Mapping[str, int], *, zeros: bool = True) -> str:
         """"1 feedback vote, 4 query-log rows and 0 quiz guesses", in registration order
         (`zeros=False`: the stores that hold something only)."""
-        parts = [f"{counts.get(s.plural, 0)} "
-                 f"{s.singular if counts.get(s.plural, 0) == 1 else s.plural}"
-                 for s in self._stores if zeros or counts.get(s.plural, 0)]
+        parts = [str(n) + " " + ngettext(s.singular, s.plural, n)
+                 for s, n in ((s, counts.get(s.plural, 0)) for s in self._stores)
+                 if zeros or n]
         if not parts:
-            return "nothing"
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+            return tr("nothing")
+        if len(parts) == 1:
+            return parts[0]
+        return tr("{items} and {last}", items=", ".join(parts[:-1]), last=parts[-1])

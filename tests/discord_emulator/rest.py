@@ -303,7 +303,8 @@ class RestMixin:
                "channel_id": str(channel_id), "author": self.bot_user,
                "content": payload.get("content") or "", "embeds": payload.get("embeds") or [],
                "components": payload.get("components") or [],
-               "attachments": [self._store_file(channel_id, n, d) for n, d in files],
+               "attachments": _described([self._store_file(channel_id, n, d) for n, d in files],
+                                         payload),
                "mentions": [], "mention_roles": [], "mention_everyone": False, "pinned": False,
                "tts": bool(payload.get("tts")), "timestamp": _now_iso(),
                "edited_timestamp": None, "flags": payload.get("flags") or 0}
@@ -352,8 +353,8 @@ class RestMixin:
         if v2:
             updated["content"], updated["embeds"] = "", []
         channel_id = int(message["channel_id"])
-        updated["attachments"] = attachments + [self._store_file(channel_id, n, d)
-                                                for n, d in rec.files]
+        updated["attachments"] = attachments + _described(
+            [self._store_file(channel_id, n, d) for n, d in rec.files], data)
         if message_is_empty(updated):
             return self._error(rec, 400, 50006, "Cannot send an empty message", inter=inter,
                                violation="edit leaves the message empty")
@@ -626,3 +627,14 @@ class RestMixin:
         if member is None:
             return self._error(rec, 404, 10007, "Unknown Member")
         return _json(member)
+
+
+def _described(stored: list[dict[str, Any]], payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each new file's alt text (`description`), which the client sends in payload_json's
+    `attachments` under the file's index as its id, as Discord keeps it on the attachment."""
+    given = {str(a.get("id")): a.get("description") for a in payload.get("attachments") or []
+             if isinstance(a, dict)}
+    for index, attachment in enumerate(stored):
+        if given.get(str(index)):
+            attachment["description"] = given[str(index)]
+    return stored

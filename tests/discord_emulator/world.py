@@ -46,6 +46,10 @@ class Guild:
         self.channels: dict[int, dict[str, Any]] = {}
         self.roles: dict[int, dict[str, Any]] = {}
         self.members: dict[int, dict[str, Any]] = {}
+        #: The server's language (`guild_locale` in every interaction from it).
+        self.locale = "en-US"
+        #: Each member's client language (`locale` in their interactions); default en-US.
+        self.member_locales: dict[int, str] = {}
         self._permission_overrides: dict[int, int] = {}
         self._add_role(self.id, "@everyone", EVERYONE_PERMISSIONS)  # @everyone's id is the guild's
 
@@ -116,7 +120,7 @@ class Guild:
                 "mfa_level": 0, "system_channel_id": None, "system_channel_flags": 0,
                 "rules_channel_id": None, "max_members": 500000, "vanity_url_code": None,
                 "description": None, "banner": None, "premium_tier": 0,
-                "premium_subscription_count": 0, "preferred_locale": "en-US",
+                "premium_subscription_count": 0, "preferred_locale": self.locale,
                 "public_updates_channel_id": None, "nsfw_level": 0,
                 "premium_progress_bar_enabled": False, "joined_at": _now_iso(), "large": False,
                 "unavailable": False, "member_count": len(self.members),

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.config import Config, ModelSpec
 from core.errors import CoreError, ModelUnavailable, Overloaded
+from core.i18n import lazy
 from core.inference.lanes import BUSY, Pending, resolve, resolve_all
 from core.inference.models import LoadState
 from core.inference.serving.cluster import (
@@ -43,7 +44,7 @@ from core.inference.serving.cluster import (
 from core.inference.tasks.base import Timings
 
 log = logging.getLogger(__name__)
-REPLICA_LOST = ("The model server restarted while answering. Please try again in a moment.")
+REPLICA_LOST = lazy("The model server restarted while answering. Please try again in a moment.")
 NOT_DEPLOYED = "it is not deployed on the Ray cluster (run `tlm-bot serve`)"
 
 
@@ -116,7 +117,8 @@ class RayBackend:
             if state is LoadState.READY:
                 return
             if state is LoadState.FAILED:
-                raise ModelUnavailable(f"The model `{spec}` is not available: {error}")
+                raise ModelUnavailable(lazy("The model `{model}` is not available: {error}",
+                                            model=str(spec), error=str(error)))
             await self._refreshed.wait()
 
     # ------------------------------------------------------------------------- calls

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from core.errors import InvalidInput
+from core.i18n import Localised, join, lazy, number
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Role, Task, Timings, clean_text, too_long
 from core.pictures import charts
@@ -83,11 +84,13 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
         return request.model
 
     def validate(self, request: AttentionRequest) -> AttentionRequest:
-        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        text = clean_text(request.text, what=lazy("text"), max_chars=self.limits.max_text_chars)
         check_model_choice(request.model)
         for name, value in (("layer", request.layer), ("head", request.head)):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise InvalidInput(f"`{name}` counts from 1; got {value}.")
+                raise InvalidInput(lazy(
+                    "`{name}` counts from 1; got {value}.",
+                    name=name, value=value))
         return AttentionRequest(text, request.model, request.layer, request.head)
 
     def batch_key(self, request: AttentionRequest) -> tuple[str, str]:
@@ -98,19 +101,24 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
         num_layers, num_heads = config.num_hidden_layers, config.num_attention_heads
         ids = model.tokenizer(request.text)["input_ids"]
         if error := too_long(
-            model, len(ids), cap=MAX_ATTENTION_TOKENS, advice="Try a shorter sentence.",
-            cap_reason=f"the attention picture stays readable up to {MAX_ATTENTION_TOKENS}",
+            model, len(ids), cap=MAX_ATTENTION_TOKENS, advice=lazy("Try a shorter sentence."),
+            cap_reason=lazy("the attention picture stays readable up to {n}",
+                            n=MAX_ATTENTION_TOKENS),
         ):
             raise error
         layer = request.layer or num_layers
         if layer > num_layers:
             raise InvalidInput(
-                f"`{model.spec}` has {num_layers} layers: pick a layer from 1 to {num_layers}."
+                lazy(
+                    "`{spec}` has {num_layers} layers: pick a layer from 1 to {num_layers}.",
+                    spec=model.spec, num_layers=num_layers)
             )
         if request.head is not None and request.head > num_heads:
             raise InvalidInput(
-                f"`{model.spec}` has {num_heads} heads per layer: pick a head from 1 to "
-                f"{num_heads}, or leave it out for the average."
+                lazy(
+                    "`{spec}` has {num_heads} heads per layer: pick a head from 1 to "
+                    "{num_heads}, or leave it out for the average.",
+                    spec=model.spec, num_heads=num_heads)
             )
         return _Input(request.model, ids, layer, request.head)
 
@@ -144,9 +152,10 @@ class AttentionTask(Task[AttentionRequest, AttentionResult]):
         causal = request.model == "generate"
         labels = token_labels(model.tokenizer, prepared.ids)
         top = _top_attended(weights)
-        which = ("average of all heads" if prepared.head is None
-                 else f"head {prepared.head} of {num_heads}")
-        title = f"{model.spec.short_name}: layer {prepared.layer} of {num_layers}, {which}"
+        which = (lazy("average of all heads") if prepared.head is None
+                 else lazy("head {head} of {heads}", head=prepared.head, heads=num_heads))
+        title = lazy("{model}: layer {layer} of {layers}, {which}", model=model.spec.short_name,
+                     layer=prepared.layer, layers=num_layers, which=which)
         return AttentionResult(
             model_id=str(model.spec),
             text=request.text,
@@ -192,8 +201,10 @@ def eager_attention(module: Any) -> Iterator[None]:
 def check_model_choice(choice: str) -> None:
     if choice not in MODEL_CHOICES:
         raise InvalidInput(
-            f"`model` must be `mask` (DistilBERT, reads both ways) or `generate` (GPT-2, reads "
-            f"left to right); got `{choice}`."
+            lazy(
+                "`model` must be `mask` (DistilBERT, reads both ways) or `generate` (GPT-2, "
+                "reads left to right); got `{choice}`.",
+                choice=choice)
         )
 
 
@@ -221,20 +232,15 @@ def _top_attended(weights: np.ndarray) -> tuple[tuple[tuple[int, float], ...], .
     return tuple(rows)
 
 
-def _alt_text(title: str, labels: Sequence[str], top: Sequence[Sequence[tuple[int, float]]],
-              causal: bool) -> str:
-    lines = [
-        f"Attention heatmap, {title}, {len(labels)} tokens. Rows are tokens, columns the tokens "
+def _alt_text(title: Localised, labels: Sequence[str],
+              top: Sequence[Sequence[tuple[int, float]]], causal: bool) -> Localised:
+    strongest = join("; ", (join("", (label, " -> ", labels[best[0][0]], " (",
+                                      number(best[0][1], "0.00"), ")"))
+                            for label, best in zip(labels, top) if best))
+    return charts.alt_text(lazy(
+        "Attention heatmap, {title}, {n} tokens. Rows are tokens, columns the tokens "
         "they attend to; brighter means more attention, on a fixed scale from 0 to 1."
-        + (" The upper triangle is empty: GPT-2 cannot look ahead." if causal else "")
-    ]
-    for label, best in zip(labels, top):
-        if best:
-            j, weight = best[0]
-            lines.append(f"{label} -> {labels[j]} ({weight:.2f})")
-    return _clip(" ".join(lines[:1]) + " Strongest: " + "; ".join(lines[1:]))
+        "{causal} Strongest: {strongest}", title=title, n=len(labels),
+        causal=(lazy(" The upper triangle is empty: GPT-2 cannot look ahead.") if causal
+                else ""), strongest=strongest))
 
-
-def _clip(text: str, limit: int = 1000) -> str:
-    """Discord caps an attachment description at 1024 characters."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,13 +17,14 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from core.config import EngineConfig, LimitsConfig, ModelsConfig, ModelSpec
 from core.errors import InputTooLong, InvalidInput, UserError
+from core.i18n import Localised, lazy, number
 from core.inference.models import Head, LoadedModel
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
 #: A model's role: its key in the config's `[models]` table.
-Role = Literal["mask", "qa", "generate", "features"]
+Role = Literal["mask", "qa", "generate", "features", "multilingual"]
 ROLES: tuple[Role, ...] = ("mask", "qa", "generate", "features")
 
 
@@ -176,32 +177,32 @@ def _one_by_one(task: Task, model: LoadedModel, inputs: Sequence[Any],
             yield j, task.forward_one(model, prepared)
 
 
-def clean_text(text: str, *, what: str, max_chars: int) -> str:
+def clean_text(text: str, *, what: str | Localised, max_chars: int) -> str:
     """Normalise what a student typed; reject what no model can use.
 
     Control characters (other than newlines and tabs) are dropped because tokenizers map them to
     nothing and the reply would not match the input; NFC keeps offsets stable for highlighting.
     """
     if not isinstance(text, str):
-        raise InvalidInput(f"The {what} must be text.")
+        raise InvalidInput(lazy("The {what} must be text.", what=what))
     text = unicodedata.normalize("NFC", text)
     text = "".join(
         ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
     )
     text = text.strip()
     if not text:
-        raise InvalidInput(f"The {what} is empty. Type some text and try again.")
+        raise InvalidInput(lazy("The {what} is empty. Type some text and try again.",
+                                what=what))
     if len(text) > max_chars:
-        raise InputTooLong(
-            f"The {what} is {len(text)} characters long; the limit is {max_chars}. "
-            "Try a shorter one."
-        )
+        raise InputTooLong(lazy(
+            "The {what} is {count} characters long; the limit is {limit}. Try a shorter one.",
+            what=what, count=len(text), limit=max_chars))
     return text
 
 
-def too_long(model: LoadedModel, count: int, *, what: str = "That text", reserve: int = 0,
-             cap: int | None = None, cap_reason: str = "",
-             advice: str = "Try a shorter one.") -> InputTooLong | None:
+def too_long(model: LoadedModel, count: int, *, what: str | Localised | None = None,
+             reserve: int = 0, cap: int | None = None, cap_reason: str | Localised = "",
+             advice: str | Localised | None = None) -> InputTooLong | None:
     """The one token-length check: `count` tokens must fit what the model reads.
 
     The window is the model's `max_length` less `reserve` (room a task needs after the input,
@@ -210,15 +211,21 @@ def too_long(model: LoadedModel, count: int, *, what: str = "That text", reserve
     do), or None when it fits.
     """
     window = model.max_length - reserve
+    reason: str | Localised
     if cap is not None and cap < window:
-        limit, reason = cap, cap_reason or f"this command reads at most {cap}"
+        limit, reason = cap, cap_reason or lazy("this command reads at most {n}", n=cap)
+    elif reserve:
+        limit, reason = window, lazy("`{model}` reads at most {n} (of its {total}, leaving "
+                                     "room for {reserve} more)", model=str(model.spec),
+                                     n=window, total=model.max_length, reserve=reserve)
     else:
-        limit, reason = window, f"`{model.spec}` reads at most {window}"
-        if reserve:
-            reason += f" (of its {model.max_length}, leaving room for {reserve} more)"
+        limit, reason = window, lazy("`{model}` reads at most {n}", model=str(model.spec),
+                                     n=window)
     if count <= limit:
         return None
-    return InputTooLong(f"{what} is {count} tokens; {reason}. {advice}")
+    return InputTooLong(lazy("{what} is {count} tokens; {reason}. {advice}",
+                             what=what or lazy("That text"), count=count, reason=reason,
+                             advice=advice or lazy("Try a shorter one.")))
 
 
 def check_range(
@@ -227,4 +234,7 @@ def check_range(
     ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
-        raise InvalidInput(f"`{name}` must be in {bracket}{low}, {high}], got {value}.")
+        raise InvalidInput(lazy("`{name}` must be in {bracket}{low}, {high}], got {value}.",
+                                name=name, bracket=bracket, low=low, high=high,
+                                value=number(value, "0.0##") if isinstance(value, float)
+                                else value))

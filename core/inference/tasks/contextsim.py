@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.errors import InvalidInput
+from core.i18n import Localised, join, lazy, number
 from core.inference.models import LoadedModel
 from core.inference.tasks.attention import (
     MODEL_CHOICE_NEEDS,
@@ -72,14 +73,14 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
         return request.model
 
     def validate(self, request: ContextSimRequest) -> ContextSimRequest:
-        word = clean_text(request.word, what="word", max_chars=MAX_WORD_CHARS)
+        word = clean_text(request.word, what=lazy("word"), max_chars=MAX_WORD_CHARS)
         if any(ch.isspace() for ch in word):
             raise InvalidInput(
-                f"Give one word, without spaces (got `{word}`), e.g. `bank`."
+                lazy("Give one word, without spaces (got `{word}`), e.g. `bank`.", word=word)
             )
         limit = self.limits.max_text_chars
-        a = clean_text(request.sentence_a, what="first sentence", max_chars=limit)
-        b = clean_text(request.sentence_b, what="second sentence", max_chars=limit)
+        a = clean_text(request.sentence_a, what=lazy("first sentence"), max_chars=limit)
+        b = clean_text(request.sentence_b, what=lazy("second sentence"), max_chars=limit)
         check_model_choice(request.model)
         return ContextSimRequest(word, a, b, request.model)
 
@@ -111,7 +112,8 @@ class ContextSimTask(Task[ContextSimRequest, ContextSimResult]):
         similarities, static_similarity = output
         pieces = [tuple(token_labels(model.tokenizer, [ids[p] for p in positions]))
                   for ids, positions in prepared.found]
-        title = f"'{request.word}' in two sentences ({model.spec.short_name})"
+        title = lazy("'{word}' in two sentences ({model})", word=request.word,
+                     model=model.spec.short_name)
         return ContextSimResult(
             model_id=str(model.spec),
             word=request.word,
@@ -142,14 +144,16 @@ def locate_word(model: LoadedModel, word: str, sentence: str,
     encoding = model.tokenizer(sentence, return_offsets_mapping=True,
                                return_special_tokens_mask=True)
     ids = encoding["input_ids"]
-    error = too_long(model, len(ids), what=f"Sentence {which}")
+    error = too_long(model, len(ids), what=lazy("Sentence {which}", which=which))
     if error:
         raise error
     match = re.search(rf"(?<!\w){re.escape(word)}(?!\w)", sentence, flags=re.IGNORECASE)
     if match is None:
         raise InvalidInput(
-            f"`{word}` is not a word of sentence {which}. Use a word that appears in both "
-            "sentences, spelled the same way (upper/lower case does not matter)."
+            lazy(
+                "`{word}` is not a word of sentence {which}. Use a word that appears in both "
+                "sentences, spelled the same way (upper/lower case does not matter).",
+                word=word, which=which)
         )
     start, end = match.span()
     positions: list[int] = []
@@ -163,21 +167,27 @@ def locate_word(model: LoadedModel, word: str, sentence: str,
             continue
         if s < start or e > end:
             raise InvalidInput(
-                f"In sentence {which} the tokenizer does not cut `{word}` off on its own (a piece "
-                f"spans `{sentence[s:e]}`), so it has no vector of its own. Try another word."
+                lazy(
+                    "In sentence {which} the tokenizer does not cut `{word}` off on its own "
+                    "(a piece spans `{sentence}`), so it has no vector of its own. Try "
+                    "another word.",
+                    which=which, word=word, sentence=sentence[s:e])
             )
         positions.append(position)
     if not positions:
-        raise InvalidInput(f"`{word}` has no tokens of its own in sentence {which}.")
+        raise InvalidInput(lazy(
+            "`{word}` has no tokens of its own in sentence {which}.",
+            word=word, which=which))
     return ids, positions
 
 
-def _alt_text(word: str, similarities: Sequence[float], static: float) -> str:
-    values = ", ".join(
-        f"{'embeddings' if i == 0 else f'layer {i}'} {v:.2f}" for i, v in enumerate(similarities)
-    )
-    return (
-        f"Line chart of the cosine similarity of '{word}' between the two sentences at each "
-        f"layer: {values}. The dashed line is the static input embedding's similarity, "
-        f"{static:.2f}."
-    )[:1000]
+def _alt_text(word: str, similarities: Sequence[float], static: float) -> Localised:
+    values = join(", ", (
+        join(" ", (lazy("embeddings") if i == 0 else lazy("layer {layer}", layer=i),
+                   number(v, "0.00")))
+        for i, v in enumerate(similarities)))
+    return charts.alt_text(lazy(
+        "Line chart of the cosine similarity of '{word}' between the two sentences at "
+        "each layer: {values}. The dashed line is the static input embedding's "
+        "similarity, {static}.", word=word, values=values,
+        static=number(static, "0.00")))

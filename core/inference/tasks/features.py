@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, clean_text
 from core.inference.tasks.padding import hidden_by_length
@@ -45,8 +46,10 @@ class FeaturesTask(Task[FeaturesRequest, FeaturesResult]):
 
     def validate(self, request: FeaturesRequest) -> FeaturesRequest:
         if request.pooling not in ("cls", "mean"):
-            raise InvalidInput(f"pooling must be 'cls' or 'mean', got {request.pooling!r}")
-        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+            raise InvalidInput(lazy(
+                "pooling must be 'cls' or 'mean', got {pooling}",
+                pooling=repr(request.pooling)))
+        text = clean_text(request.text, what=lazy("text"), max_chars=self.limits.max_text_chars)
         return FeaturesRequest(text, request.pooling)
 
     def forward(self, model: LoadedModel, inputs: Sequence[FeaturesRequest],

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, check_range, clean_text, too_long
 from core.inference.tasks.padding import hidden_by_length
@@ -54,15 +55,17 @@ class FillMaskTask(Task[FillMaskRequest, FillMaskResult]):
     request_type = FillMaskRequest
 
     def validate(self, request: FillMaskRequest) -> FillMaskRequest:
-        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        text = clean_text(request.text, what=lazy("text"), max_chars=self.limits.max_text_chars)
         check_range("top_k", request.top_k, 1, self.limits.max_mask_top_k)
         masks = len(MASK_SPELLINGS.findall(text))
         if masks != 1:
-            found = "no [MASK]" if masks == 0 else f"{masks} masks"
-            raise InvalidInput(
-                f"Your text has {found}. Put exactly one `[MASK]` where the missing word goes, "
-                "e.g. `Paris is the [MASK] of France.`"
-            )
+            if masks == 0:
+                raise InvalidInput(lazy(
+                    "Your text has no [MASK]. Put exactly one `[MASK]` where the missing word "
+                    "goes, e.g. `Paris is the [MASK] of France.`"))
+            raise InvalidInput(lazy(
+                "Your text has {n} masks. Put exactly one `[MASK]` where the missing word goes, "
+                "e.g. `Paris is the [MASK] of France.`", n=masks))
         return FillMaskRequest(text, int(request.top_k))
 
     def preprocess(self, model: LoadedModel, request: FillMaskRequest) -> str:

@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache
 
 from core.config import EngineConfig
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, check_range, clean_text, too_long
 
@@ -108,7 +109,8 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
         return min(engine.max_batch_size, engine.max_generate_batch)
 
     def validate(self, request: GenerateRequest) -> GenerateRequest:
-        prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
+        prompt = clean_text(request.prompt, what=lazy("prompt"),
+                            max_chars=self.limits.max_text_chars)
         check_range("max_new_tokens", request.max_new_tokens, 1, self.limits.max_new_tokens)
         check_range("temperature", request.temperature, 0, 2)
         check_range("top_k", request.top_k, 1, MAX_TOP_K)
@@ -133,8 +135,9 @@ class GenerateTask(Task[GenerateRequest, GenerateResult]):
 
     def preprocess(self, model: LoadedModel, request: GenerateRequest) -> _Prompt:
         ids = model.tokenizer(request.prompt)["input_ids"]
-        if error := too_long(model, len(ids), what="The prompt", reserve=request.max_new_tokens,
-                             advice="Shorten the prompt or ask for fewer new tokens."):
+        if error := too_long(model, len(ids), what=lazy("The prompt"),
+                             reserve=request.max_new_tokens,
+                             advice=lazy("Shorten the prompt or ask for fewer new tokens.")):
             raise error
         # An unseeded request still gets a seed, reported back, so a student can repeat a
         # sample they liked; 31 bits fit the slash command's `seed` option.

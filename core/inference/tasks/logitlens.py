@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from core.errors import InputTooLong, InvalidInput
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.attention import token_labels
 from core.inference.tasks.base import Task, Timings, clean_text
@@ -90,12 +91,16 @@ class LogitLensTask(Task[LogitLensRequest, LogitLensResult]):
     request_type = LogitLensRequest
 
     def validate(self, request: LogitLensRequest) -> LogitLensRequest:
-        prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
+        prompt = clean_text(request.prompt, what=lazy("prompt"),
+                            max_chars=self.limits.max_text_chars)
         position = request.position
         if position is not None and (isinstance(position, bool) or not isinstance(position, int)
                                      or position < 1):
             raise InvalidInput(
-                f"`position` counts tokens from 1 (the first token of the prompt); got {position}."
+                lazy(
+                    "`position` counts tokens from 1 (the first token of the prompt); got "
+                    "{position}.",
+                    position=position)
             )
         return LogitLensRequest(prompt, position)
 
@@ -105,14 +110,18 @@ class LogitLensTask(Task[LogitLensRequest, LogitLensResult]):
         limit = min(MAX_LENS_TOKENS, model.max_length)
         if len(ids) > limit:
             raise InputTooLong(
-                f"The prompt is {len(ids)} tokens; the logit lens reads at most {limit}. "
-                "Try a shorter prompt."
+                lazy(
+                    "The prompt is {count} tokens; the logit lens reads at most {limit}. Try "
+                    "a shorter prompt.",
+                    count=len(ids), limit=limit)
             )
         position = request.position or len(ids)
         if position > len(ids):
             raise InvalidInput(
-                f"The prompt has {len(ids)} tokens, so `position` goes from 1 to {len(ids)}; "
-                f"got {position}. Leave it out to read the last token."
+                lazy(
+                    "The prompt has {count} tokens, so `position` goes from 1 to {count}; got"
+                    " {position}. Leave it out to read the last token.",
+                    count=len(ids), position=position)
             )
         return ids, position
 

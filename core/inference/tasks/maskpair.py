@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from core.errors import InvalidInput, UserError
+from core.i18n import Localised, join, lazy, number
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, check_range, too_long
 from core.inference.tasks.fill_mask import (
@@ -93,7 +94,8 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
             try:
                 sentences.append(fill_mask.validate(FillMaskRequest(text, request.top_k)).text)
             except UserError as exc:
-                raise type(exc)(f"Sentence {which}: {exc.message}") from None
+                raise type(exc)(lazy("Sentence {which}: {message}", which=which,
+                                     message=exc.message)) from None
         return MaskPairRequest(sentences[0], sentences[1], int(request.top_k),
                                _clean_targets(request.targets))
 
@@ -103,7 +105,7 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
         for which, text in (("A", request.sentence_a), ("B", request.sentence_b)):
             text = with_mask_token(tokenizer, text)
             if error := too_long(model, len(tokenizer(text)["input_ids"]),
-                                 what=f"Sentence {which}"):
+                                 what=lazy("Sentence {which}", which=which)):
                 raise error
             texts.append(text)
         return _Input(texts[0], texts[1], [_target_id(tokenizer, t) for t in request.targets])
@@ -137,8 +139,9 @@ class MaskPairTask(Task[MaskPairRequest, MaskPairResult]):
                 charts.paired_bars, [r.token for r in table], [r.prob_a for r in table],
                 [r.prob_b for r in table], name_a=f"A: {request.sentence_a}",
                 name_b=f"B: {request.sentence_b}",
-                title=f"Fillers for {mask_token} in two sentences ({model.spec.short_name})",
-                xlabel="probability of the filler", highlight=[r.target for r in table],
+                title=lazy("Fillers for {mask} in two sentences ({model})", mask=mask_token,
+                           model=model.spec.short_name),
+                xlabel=lazy("probability of the filler"), highlight=[r.target for r in table],
             ),
             alt_text=_alt_text(table),
         )
@@ -175,10 +178,14 @@ def _clean_targets(targets: tuple[str, ...] | str) -> tuple[str, ...]:
         targets = tuple(_TARGET_SEPARATORS.split(targets))
     words = tuple(dict.fromkeys(t.strip() for t in targets if t and t.strip()))
     if len(words) > MAX_TARGETS:
-        raise InvalidInput(f"Ask about at most {MAX_TARGETS} target words (got {len(words)}).")
+        raise InvalidInput(lazy(
+            "Ask about at most {MAX_TARGETS} target words (got {count}).",
+            MAX_TARGETS=MAX_TARGETS, count=len(words)))
     for word in words:
         if any(ch.isspace() for ch in word) or len(word) > 50:
-            raise InvalidInput(f"Each target must be one short word; `{word[:50]}` is not.")
+            raise InvalidInput(lazy(
+                "Each target must be one short word; `{word}` is not.",
+                word=word[:50]))
     return words
 
 
@@ -188,13 +195,17 @@ def _target_id(tokenizer, word: str) -> int:
     if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
         pieces = " ".join(tokenizer.convert_ids_to_tokens(ids))
         raise InvalidInput(
-            f"The target `{word}` is not a single token of the model's vocabulary (it becomes "
-            f"`{pieces}`), so it can never fill the mask. Try a more common word."
+            lazy(
+                "The target `{word}` is not a single token of the model's vocabulary (it "
+                "becomes `{pieces}`), so it can never fill the mask. Try a more common word.",
+                word=word, pieces=pieces)
         )
     return ids[0]
 
 
-def _alt_text(rows: Sequence[MaskPairRow]) -> str:
-    parts = [f"{r.token.strip()}: A {r.prob_a:.3f}, B {r.prob_b:.3f}" for r in rows]
-    return ("Bar chart of mask fillers, each with its probability in sentence A (blue) and "
-            "sentence B (orange). " + "; ".join(parts))[:1000]
+def _alt_text(rows: Sequence[MaskPairRow]) -> Localised:
+    parts = join("; ", (join("", (r.token.strip(), ": A ", number(r.prob_a, "0.000"), ", B ",
+                                  number(r.prob_b, "0.000"))) for r in rows))
+    return charts.alt_text(lazy(
+        "Bar chart of mask fillers, each with its probability in sentence A (blue) and "
+        "sentence B (orange). {parts}", parts=parts))

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from core.errors import InputTooLong, InvalidInput
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.attention import encoder_of, token_labels
 from core.inference.tasks.base import Task, Timings, check_range, clean_text
@@ -81,16 +82,20 @@ class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
     request_type = NeighboursRequest
 
     def validate(self, request: NeighboursRequest) -> NeighboursRequest:
-        word = clean_text(request.word, what="word", max_chars=MAX_WORD_CHARS)
+        word = clean_text(request.word, what=lazy("word"), max_chars=MAX_WORD_CHARS)
         if any(ch.isspace() for ch in word):
-            raise InvalidInput(f"Give one word, without spaces (got `{word}`), e.g. `bank`.")
-        sentence = clean_text(request.sentence, what="sentence",
+            raise InvalidInput(lazy(
+                "Give one word, without spaces (got `{word}`), e.g. `bank`.",
+                word=word))
+        sentence = clean_text(request.sentence, what=lazy("sentence"),
                               max_chars=self.limits.max_text_chars)
         layer = request.layer
         if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)
                                   or layer < 0):
             raise InvalidInput(
-                f"`layer` is 0 (the embeddings) or a layer number from 1; got {layer}."
+                lazy(
+                    "`layer` is 0 (the embeddings) or a layer number from 1; got {layer}.",
+                    layer=layer)
             )
         check_range("top_k", request.top_k, 1, MAX_NEIGHBOURS)
         return NeighboursRequest(word, sentence, layer, int(request.top_k))
@@ -100,8 +105,10 @@ class NeighboursTask(Task[NeighboursRequest, NeighboursResult]):
         layer = num_layers if request.layer is None else request.layer
         if layer > num_layers:
             raise InvalidInput(
-                f"`{model.spec}` has {num_layers} layers: pick a layer from 0 (the "
-                f"embeddings) to {num_layers}."
+                lazy(
+                    "`{spec}` has {num_layers} layers: pick a layer from 0 (the embeddings) "
+                    "to {num_layers}.",
+                    spec=model.spec, num_layers=num_layers)
             )
         try:
             ids, positions = locate_word(model, request.word, request.sentence, "")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core.i18n import Localised, join, lazy, lazy_ngettext, number
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, check_range, clean_text, too_long
 from core.inference.tasks.generate import MAX_TOP_K, sampling_candidates
@@ -73,7 +74,8 @@ class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
     request_type = NextTokenRequest
 
     def validate(self, request: NextTokenRequest) -> NextTokenRequest:
-        prompt = clean_text(request.prompt, what="prompt", max_chars=self.limits.max_text_chars)
+        prompt = clean_text(request.prompt, what=lazy("prompt"),
+                            max_chars=self.limits.max_text_chars)
         check_range("temperature", request.temperature, 0, 2)
         check_range("top_k", request.top_k, 1, MAX_TOP_K)
         check_range("top_p", request.top_p, 0, 1, low_open=True)
@@ -83,7 +85,7 @@ class NextTokenTask(Task[NextTokenRequest, NextTokenResult]):
     def preprocess(self, model: LoadedModel, request: NextTokenRequest) -> list[int]:
         ids = model.tokenizer(request.prompt)["input_ids"]
         # Room for one more: the position of the token predicted.
-        if error := too_long(model, len(ids), what="The prompt", reserve=1):
+        if error := too_long(model, len(ids), what=lazy("The prompt"), reserve=1):
             raise error
         return ids
 
@@ -136,12 +138,14 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
     kept_mask = final > 0
     kept = int(kept_mask.sum())
     greedy = request.temperature == 0
-    knobs = ("greedy (temperature 0)" if greedy else
-             f"temperature {request.temperature:g}, top-k {request.top_k}, "
-             f"top-p {request.top_p:g}")
+    knobs = (lazy("greedy (temperature 0)") if greedy else
+             lazy("temperature {t}, top-k {k}, top-p {p}", t=number(request.temperature),
+                  k=request.top_k, p=number(request.top_p)))
     hidden = kept - sum(1 for c in candidates if c.final_prob > 0)
-    footnote = f"{kept} token{'s' if kept != 1 else ''} can be sampled" + (
-        f"; {hidden} of them are not shown" if hidden > 0 else "")
+    footnote = (lazy_ngettext("{n} token can be sampled; {hidden} of them are not shown",
+                              "{n} tokens can be sampled; {hidden} of them are not shown",
+                              kept, hidden=hidden) if hidden > 0 else
+                lazy_ngettext("{n} token can be sampled", "{n} tokens can be sampled", kept))
     labels = [charts.visible_token(c.token) for c in candidates]
     return NextTokenResult(
         model_id=str(model.spec),
@@ -157,15 +161,21 @@ def _result(model: LoadedModel, request: NextTokenRequest, logits: torch.Tensor)
             charts.next_token_bars, labels, [c.model_prob for c in candidates],
             [c.scaled_prob for c in candidates],
             [c.final_prob for c in candidates],
-            title=f"Next token after '{request.prompt[-60:]}' ({knobs})", footnote=footnote,
+            title=lazy("Next token after '{prompt}' ({knobs})", prompt=request.prompt[-60:],
+                       knobs=knobs), footnote=footnote,
         ),
         alt_text=_alt_text(knobs, labels, candidates, kept),
     )
 
 
-def _alt_text(knobs: str, labels: Sequence[str], candidates: Sequence[NextTokenCandidate],
-              kept: int) -> str:
-    parts = [f"{label} {c.model_prob:.3f} -> {c.final_prob:.3f}"
-             for label, c in zip(labels, candidates)]
-    return (f"Bar chart of the most likely next tokens, model probability then the sampling "
-            f"probability with {knobs}; {kept} tokens can be sampled. " + "; ".join(parts))[:1000]
+def _alt_text(knobs: Localised, labels: Sequence[str],
+              candidates: Sequence[NextTokenCandidate], kept: int) -> Localised:
+    parts = join("; ", (join(" ", (label, number(c.model_prob, "0.000"), "->",
+                                   number(c.final_prob, "0.000")))
+                        for label, c in zip(labels, candidates)))
+    return charts.alt_text(lazy_ngettext(
+        "Bar chart of the most likely next tokens, model probability then the sampling "
+        "probability with {knobs}; {n} token can be sampled. {parts}",
+        "Bar chart of the most likely next tokens, model probability then the sampling "
+        "probability with {knobs}; {n} tokens can be sampled. {parts}",
+        kept, knobs=knobs, parts=parts))

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, clean_text, too_long
 from core.inference.tasks.padding import length_slices
@@ -52,10 +53,10 @@ class QATask(Task[QARequest, QAResult]):
 
     def validate(self, request: QARequest) -> QARequest:
         question = clean_text(
-            request.question, what="question", max_chars=self.limits.max_question_chars
+            request.question, what=lazy("question"), max_chars=self.limits.max_question_chars
         )
         context = clean_text(
-            request.context, what="context", max_chars=self.limits.max_context_chars
+            request.context, what=lazy("context"), max_chars=self.limits.max_context_chars
         )
         return QARequest(question, context)
 
@@ -63,10 +64,10 @@ class QATask(Task[QARequest, QAResult]):
         # The question must leave room for a useful slice of context.
         cap = model.max_length // 2
         if error := too_long(
-            model, len(model.tokenizer(request.question)["input_ids"]), what="The question",
-            cap=cap, advice="Try a shorter question.",
-            cap_reason=f"the model must read the context beside it, so a question may have "
-                       f"at most {cap}",
+            model, len(model.tokenizer(request.question)["input_ids"]), what=lazy("The question"),
+            cap=cap, advice=lazy("Try a shorter question."),
+            cap_reason=lazy("the model must read the context beside it, so a question may "
+                            "have at most {n}", n=cap),
         ):
             raise error
         return request

@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.errors import InvalidInput
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Role, Task, Timings, clean_text
 
-TokenizerChoice = Literal["wordpiece", "bpe"]
+#: "multilingual": `[models] multilingual`'s tokenizer, when the config names one.
+TokenizerChoice = Literal["wordpiece", "bpe", "multilingual"]
+_ROLES: dict[str, Role] = {"wordpiece": "mask", "bpe": "generate",
+                           "multilingual": "multilingual"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ class TokensResult:
 
 class TokensTask(Task[TokensRequest, TokensResult]):
     name = "tokens"
-    needs = {"mask": frozenset({Head.TOKENIZER}), "generate": frozenset({Head.TOKENIZER})}
+    needs = {"mask": frozenset({Head.TOKENIZER}), "generate": frozenset({Head.TOKENIZER}),
+             "multilingual": frozenset({Head.TOKENIZER})}
     request_type = TokensRequest
     #: A tokenizer call is so light that queueing behind forwards would cost it far more than
     #: its own time (benchmarks/RESULTS.md, "Figures behind the code").
@@ -58,12 +63,13 @@ class TokensTask(Task[TokensRequest, TokensResult]):
     tokenizer_only = True
 
     def role(self, request: TokensRequest) -> Role:
-        return "mask" if request.tokenizer == "wordpiece" else "generate"
+        return _ROLES[request.tokenizer]
 
     def validate(self, request: TokensRequest) -> TokensRequest:
-        if request.tokenizer not in ("wordpiece", "bpe"):
-            raise InvalidInput("Choose the tokenizer `wordpiece` (DistilBERT) or `bpe` (GPT-2).")
-        text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
+        if request.tokenizer not in _ROLES:
+            raise InvalidInput(lazy(
+                "Choose the tokenizer `wordpiece` (DistilBERT) or `bpe` (GPT-2)."))
+        text = clean_text(request.text, what=lazy("text"), max_chars=self.limits.max_text_chars)
         return TokensRequest(text, request.tokenizer)
 
     # No length check in `preprocess`: cutting text into pieces needs no model window, and

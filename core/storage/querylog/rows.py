@@ -86,6 +86,8 @@ class QueryRecord:
     #: The input and free-text options are single words a student picked (a quiz guess): a
     #: digest of one is reversed by hashing a word list, so "hashed" keeps nothing of them.
     dictionary_words: bool = False
+    #: The language the reply was given in ("it", "en"; `core.i18n`).
+    locale: str = ""
 
     def __post_init__(self) -> None:
         if self.created_at is None:
@@ -113,6 +115,7 @@ class QueryRow:
     total_ms: float | None
     user_name: str = ""
     feedback: int | None = None
+    locale: str = ""
 
 
 class StoredRow(NamedTuple):
@@ -134,6 +137,7 @@ class StoredRow(NamedTuple):
     inference_ms: float | None
     total_ms: float | None
     interaction_id: int | None
+    locale: str
 
 
 INSERT_SQL = (
@@ -145,7 +149,7 @@ INSERT_SQL = (
 COLUMNS: tuple[str, ...] = (
     "id", "created_at", "guild_id", "channel_id", "user_id", "user_name", "command", "options",
     "input_text", "status", "output_summary", "error", "model_id",
-    "queue_ms", "inference_ms", "total_ms", "feedback",
+    "queue_ms", "inference_ms", "total_ms", "feedback", "locale",
 )  # fmt: skip
 COLUMNS_SQL = ", ".join(COLUMNS)
 
@@ -189,6 +193,7 @@ class RowBuilder:
             inference_ms=_opt_float(rec.inference_ms),
             total_ms=_opt_float(rec.total_ms),
             interaction_id=_opt_int(rec.interaction_id),
+            locale=storable_text(rec.locale)[:16],
         )
 
     def kept_text(self, value: object, *, dictionary_word: bool = False) -> str:
@@ -217,6 +222,7 @@ def row_from_db(r: Any) -> QueryRow:
         total_ms=r["total_ms"],
         user_name=r["user_name"],
         feedback=r["feedback"],
+        locale=r["locale"],
     )
 
 

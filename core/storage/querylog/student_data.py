@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from core.i18n import plural_noun
 from core.storage.querylog.reads import QueryFilter
 from core.storage.querylog.service import QueryLog
 from core.storage.student_data import HeldItem
@@ -17,7 +18,7 @@ from core.storage.student_data import HeldItem
 class QueryRows:
     """Every row of the query log about a student."""
 
-    singular, plural = "query-log row", "query-log rows"
+    singular, plural = plural_noun("query-log row", "query-log rows")
 
     def __init__(self, querylog: QueryLog) -> None:
         self._log = querylog
@@ -42,7 +43,7 @@ class QueryRows:
 class FeedbackVotes:
     """The 👍/👎 votes a student gave on their own answers."""
 
-    singular, plural = "feedback vote", "feedback votes"
+    singular, plural = plural_noun("feedback vote", "feedback votes")
 
     def __init__(self, querylog: QueryLog) -> None:
         self._log = querylog
