@@ -31,11 +31,11 @@ SHOWN_KEYWORDS = {"content", "title", "description", "label", "placeholder", "te
 SHOWN_CALLS = {"Reply", "Embed", "add_field", "set_footer", "error_reply", "Decision", "done",
                "_done", "send_message", "send", "edit_original_response", "OneTextModal",
                "Button", "TextInput", "Modal", "SelectOption", "render_quiz_failed",
-               "notice", "BadFilter"}
+               "notice", "BadFilter", "Pick"}
 #: Calls inside a shown expression that hand their text on to the member (the others are
 #: opaque: what they make is checked where they make it).
 PASS_THROUGH = {"clip", "safe", "code", "bold_input", "printable", "str", "join", "format",
-                "strip", "replace"}
+                "strip", "replace", "_label"}
 WORDS = re.compile(r"[A-Za-z]{3,}")
 #: Words that are names, not language: the same in every language.
 NOT_WORDS = re.compile(
@@ -106,7 +106,10 @@ def _literals(node: ast.AST) -> list[ast.Constant]:
                 if isinstance(item.func, ast.Attribute):
                     todo.append(item.func.value)  # "…".join(...), text.strip()
             continue  # a catalog call, or one that makes its own text (checked there)
-        if isinstance(item, (ast.Lambda, ast.Compare)):
+        if isinstance(item, ast.Lambda):
+            todo.append(item.body)  # a table's lambda makes shown words when called
+            continue
+        if isinstance(item, ast.Compare):
             continue
         if isinstance(item, ast.Dict):
             todo.extend(v for v in item.values if v is not None)  # keys are identifiers

@@ -53,7 +53,7 @@ from bot.interactions.turn import (
     with_defaults,
 )
 from core.errors import CoreError, InvalidInput
-from core.i18n import SOURCE, Localised, current_language, lazy, tr
+from core.i18n import SOURCE, Localised, current_language, lazy, number, tr
 from core.inference.models import LoadState
 from core.outcomes import Status
 from core.pictures.charts import visible_token
@@ -567,7 +567,8 @@ class Pick:
 
     #: The knob's letter in the custom_id (`KNOB_TYPES`).
     knob: str
-    placeholder: str
+    #: A `core.i18n.lazy` text, like the choices' labels written in the answer's language.
+    placeholder: str | Localised
     #: (result, knobs) -> the (label, value) choices, at most 25 (Discord's limit).
     choices: Callable[[Any, Knobs], list[tuple[str, str]]]
 
@@ -594,8 +595,10 @@ def _attention_note(result: Any, knobs: Knobs) -> str:
     token = int(knobs.get("o", 0))
     if not 1 <= token <= len(result.top):
         return ""
-    looks = " · ".join(f"{safe(result.tokens[j], 40)} {w:.2f}" for j, w in result.top[token - 1])
-    return f"**{safe(result.tokens[token - 1], 40)}** (token {token}) looks most at: {looks}"
+    looks = " · ".join(f"{safe(result.tokens[j], 40)} {number(w, '0.00')}"
+                       for j, w in result.top[token - 1])
+    return tr("**{token}** (token {n}) looks most at: {looks}",
+              token=safe(result.tokens[token - 1], 40), n=token, looks=looks)
 
 
 def _contextsim_note(result: Any, knobs: Knobs) -> str:
@@ -603,10 +606,13 @@ def _contextsim_note(result: Any, knobs: Knobs) -> str:
     layer = int(knobs.get("l", len(sims) - 1))
     if not 0 <= layer < len(sims):
         return ""
-    where = "the embeddings" if layer == 0 else f"layer {layer}"
+    where = tr("the embeddings") if layer == 0 else tr("layer {layer}", layer=layer)
     change = sims[layer] - result.static_similarity
-    return (f"At {where}, the two vectors have similarity **{sims[layer]:.3f}** "
-            f"({change:+.3f} from the static embedding's {result.static_similarity:.3f}).")
+    return tr("At {where}, the two vectors have similarity **{similarity}** ({change} from "
+              "the static embedding's {static}).", where=where,
+              similarity=number(sims[layer], "0.000"),
+              change=number(change, "+0.000;-0.000"),
+              static=number(result.static_similarity, "0.000"))
 
 
 def _positions(result: Any, knobs: Knobs) -> list[tuple[str, str]]:
@@ -618,11 +624,11 @@ def _positions(result: Any, knobs: Knobs) -> list[tuple[str, str]]:
 EXPLORE: dict[str, Explorable] = {
     "attention": Explorable(
         picks=(
-            Pick("l", "Layer", lambda r, k: [(f"Layer {i}", str(i))
-                                             for i in range(1, r.num_layers + 1)][:25]),
-            Pick("h", "Head", lambda r, k: ([("Average of all heads", "0")] + [
-                (f"Head {i}", str(i)) for i in range(1, r.num_heads + 1)])[:25]),
-            Pick("o", "Token: what does it look at?", lambda r, k: [
+            Pick("l", lazy("Layer"), lambda r, k: [
+                (tr("Layer {n}", n=i), str(i)) for i in range(1, r.num_layers + 1)][:25]),
+            Pick("h", lazy("Head"), lambda r, k: ([(tr("Average of all heads"), "0")] + [
+                (tr("Head {n}", n=i), str(i)) for i in range(1, r.num_heads + 1)])[:25]),
+            Pick("o", lazy("Token: what does it look at?"), lambda r, k: [
                 (_label(f"{i} · {t}"), str(i)) for i, t in enumerate(r.tokens[:25], 1)]),
         ),
         knobs=lambda values, r: {"m": 0 if values["model"] == "distilbert" else 1,
@@ -633,13 +639,13 @@ EXPLORE: dict[str, Explorable] = {
         note=_attention_note,
     ),
     "logitlens": Explorable(
-        picks=(Pick("x", "Position: whose next token?", _positions),),
+        picks=(Pick("x", lazy("Position: whose next token?"), _positions),),
         knobs=lambda values, r: {"x": r.position},
         options=lambda inputs, k: {"prompt": inputs[0], "position": k["x"]},
     ),
     "contextsim": Explorable(
-        picks=(Pick("l", "Layer: how similar there?", lambda r, k: [
-            ("Embeddings" if i == 0 else f"Layer {i}", str(i))
+        picks=(Pick("l", lazy("Layer: how similar there?"), lambda r, k: [
+            (tr("Embeddings") if i == 0 else tr("Layer {n}", n=i), str(i))
             for i in range(len(r.layer_similarities))][:25]),),
         knobs=lambda values, r: {"l": len(r.layer_similarities) - 1},
         options=lambda inputs, k: {"word": inputs[0], "sentence_a": inputs[1],
@@ -647,8 +653,8 @@ EXPLORE: dict[str, Explorable] = {
         note=_contextsim_note,
     ),
     "neighbours": Explorable(
-        picks=(Pick("l", "Layer", lambda r, k: ([("Embeddings (layer 0)", "0")] + [
-            (f"Layer {i}", str(i)) for i in range(1, r.num_layers + 1)])[:25]),),
+        picks=(Pick("l", lazy("Layer"), lambda r, k: ([(tr("Embeddings (layer 0)"), "0")] + [
+            (tr("Layer {n}", n=i), str(i)) for i in range(1, r.num_layers + 1)])[:25]),),
         knobs=lambda values, r: {"l": r.layer},
         options=lambda inputs, k: {"word": inputs[0], "sentence": inputs[1], "layer": k["l"]},
     ),
@@ -669,7 +675,7 @@ def explore_layout(asked: int, owner: int, command: StudentCommand,
             continue
         controls.append(PickSelect(command.name, pick.knob, asked, owner, encoded,
                                    choices=choices, current=current,
-                                   placeholder=pick.placeholder))
+                                   placeholder=str(pick.placeholder)))
     inputs = [str(values[name]) for name in command.input_options]
     below = [FeedbackButton(vote, asked) for vote in ("up", "down")]
     return picture_layout(reply, inputs, controls, below, note=explorable.note(result, knobs))
@@ -707,8 +713,9 @@ class PickSelect(discord.ui.DynamicItem[discord.ui.Select],
     def precheck(self, turn: Turn) -> None:
         check_age(turn.host, self.asked)
         if turn.interaction.user.id != self.owner:
-            raise NotYourAnswer("Only the student who asked can turn these controls. Run the "
-                                f"command yourself to explore: `/{self.command}`.")
+            raise NotYourAnswer(lazy("Only the student who asked can turn these controls. Run "
+                                     "the command yourself to explore: `/{command}`.",
+                                     command=self.command))
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         status = await enter(interaction, Action(
@@ -727,8 +734,8 @@ class PickSelect(discord.ui.DynamicItem[discord.ui.Select],
         knobs = {**decode_knobs(self.knobs), self.knob: int(picked[0])}
         inputs = input_texts(turn.interaction.message, len(command.input_options))
         if inputs is None:
-            raise InvalidInput("This answer no longer shows its text whole, so its "
-                               "controls cannot run it again.")
+            raise InvalidInput(lazy("This answer no longer shows its text whole, so its "
+                                    "controls cannot run it again."))
         try:
             options = EXPLORE[self.command].options(inputs, knobs)
         except KeyError:  # a knob the command needs is not in the custom_id

@@ -287,8 +287,9 @@ def render_generate_partial(request: GenerateRequest, partial: GeneratePartial) 
         head = f"**{i}.** " if len(partial.continuations) > 1 else ""
         blocks.append(f"{head}{bold_input(request.prompt)}{safe(text)}{'' if done else ' ▌'}")
     embed = discord.Embed(description=clip("\n\n".join(blocks), 4000), colour=WRITING_COLOUR)
-    embed.set_footer(text=f"✍️ writing… {max(partial.new_tokens, default=0)} of "
-                          f"{request.max_new_tokens} tokens")
+    embed.set_footer(text="✍️ " + tr("writing… {n} of {total} tokens",
+                                     n=max(partial.new_tokens, default=0),
+                                     total=request.max_new_tokens))
     return Reply(embeds=[embed])
 
 
