@@ -136,15 +136,30 @@ async def test_a_picture_is_drawn_and_described_in_the_askers_language(h):
     asked = {"text": "The cat sat on the mat.", "private": True}
     it_record = await ask(h, "attention", asked, user_id=italian)
     en_record = await ask(h, "attention", asked)
-    [it_file] = it_record.visible_messages[0]["attachments"]
-    [en_file] = en_record.visible_messages[0]["attachments"]
-    assert it_file["description"].startswith("Mappa di calore dell'attenzione, "), it_file
-    assert "strato" in it_file["description"] and "I più forti:" in it_file["description"]
-    assert en_file["description"].startswith("Attention heatmap, "), en_file
-    assert embed_of(it_record)["title"].startswith("Attenzione · strato")
+    it_texts, it_alts = shown_in_layout(it_record.visible_messages[0])
+    en_texts, en_alts = shown_in_layout(en_record.visible_messages[0])
+    [it_alt], [en_alt] = it_alts, en_alts
+    assert it_alt.startswith("Mappa di calore dell'attenzione, "), it_alt
+    assert "strato" in it_alt and "I più forti:" in it_alt
+    assert en_alt.startswith("Attention heatmap, "), en_alt
+    assert it_texts[0].startswith("### Attenzione · strato"), it_texts
+    assert en_texts[0].startswith("### Attention · layer"), en_texts
     # The same weights drawn twice: only the words on the picture differ (title, axes).
     [(_, it_png)], [(_, en_png)] = it_record.files, en_record.files
     assert it_png[:8] == en_png[:8] == b"\x89PNG\r\n\x1a\n" and it_png != en_png
+
+
+def shown_in_layout(message: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A Components V2 message's text displays and its media gallery's alt texts."""
+    texts, alts = [], []
+    todo = list(message.get("components") or [])
+    while todo:
+        item = todo.pop(0)
+        if item.get("type") == 10:
+            texts.append(item["content"])
+        alts += [m["description"] for m in item.get("items") or [] if m.get("description")]
+        todo += item.get("components") or []
+    return texts, alts
 
 
 async def test_a_quiz_card_in_an_italian_server_is_italian(h):
