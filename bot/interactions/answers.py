@@ -450,7 +450,7 @@ class WhyButton(discord.ui.DynamicItem[discord.ui.Button],
     def __init__(self, source: str, asked: int) -> None:
         self.source, self.asked = source, asked
         super().__init__(discord.ui.Button(
-            label="Why?", emoji="💡", row=0, style=discord.ButtonStyle.secondary,
+            label=tr("Why?"), emoji="💡", row=0, style=discord.ButtonStyle.secondary,
             custom_id=f"tlm:why:{source}:{asked}"))
 
     @classmethod
@@ -471,8 +471,8 @@ class WhyButton(discord.ui.DynamicItem[discord.ui.Button],
         why, message = WHY[self.source], turn.interaction.message
         shown = why.read(message.embeds[0]) if message and message.embeds else None
         if shown is None:
-            raise InvalidInput("This answer no longer shows its text whole, so its "
-                               "buttons cannot run it again.")
+            raise InvalidInput(lazy("This answer no longer shows its text whole, so its "
+                                    "buttons cannot run it again."))
         return await _answer(turn, COMMANDS[why.runs], with_defaults(turn.host, why.runs, shown))
 
 

@@ -268,7 +268,7 @@ def render_generate_steps(picture: StepScoresPicture) -> Reply:
     embed = reply.embeds[0]
     if len(picture.results) > 1:
         greedy = picture.results[1]
-        embed.add_field(name="Greedy, for comparison (temperature 0)",
+        embed.add_field(name=tr("Greedy, for comparison (temperature 0)"),
                         value=clip(bold_input(greedy.prompt) + safe(greedy.continuations[0]),
                                    EMBED_FIELD_LIMIT), inline=False)
     embed.set_image(url="attachment://steps.png")
@@ -497,22 +497,27 @@ def render_nexttoken(result: NextTokenResult) -> Reply:
 def render_explain(result: ExplainResult) -> Reply:
     """The picture (words shaded by contribution) and, in text, the words that counted most
     with their numbers: for screen readers, and for students who copy them."""
-    embed = discord.Embed(title=clip(f"Why {safe(result.prediction, 120)}?", EMBED_TITLE_LIMIT),
-                          colour=COLOUR)
+    embed = discord.Embed(title=clip(tr("Why {prediction}?",
+                                        prediction=safe(str(result.prediction), 120)),
+                                     EMBED_TITLE_LIMIT), colour=COLOUR)
     lines = [f"`{w.score:+.3g}` {safe(w.word, 60)}" for w in result.top_words(8)]
-    unread = [f"⚠️ {p.unread_tokens} tokens of the {p.label or 'text'} were beyond the "
-              "model's window: not read, so not scored." for p in result.passages
-              if p.unread_tokens]
+    unread = [tr("⚠️ {n} tokens of the {part} were beyond the model's window: not read, so not "
+                 "scored.", n=p.unread_tokens, part=p.label or tr("text"))
+              for p in result.passages if p.unread_tokens]
+    how = str(HOW_TO_READ)
     embed.description = clip(
-        f"Words that counted most for the {safe(result.score_name, 120)} "
-        "(+ toward, − against):\n" + "\n".join(lines) + "\n\n" + "\n".join(unread)
-        + ("\n" if unread else "") + f"*{HOW_TO_READ}*", 4000)
+        tr("Words that counted most for the {score} (+ toward, − against):",
+           score=safe(str(result.score_name), 120))
+        + "\n" + "\n".join(lines) + "\n\n" + "\n".join(unread)
+        + ("\n" if unread else "") + f"*{how}*", 4000)
     change = result.score - result.baseline_score
-    share = (f" ({abs(result.delta) / abs(change):.1%} of the change)" if change else "")
+    share = (" " + tr("({share} of the change)", share=percent(abs(result.delta) / abs(change),
+                                                               "0.0%")) if change else "")
     embed.set_footer(text=clip(
-        footer(result.model_id, result.timings) + f" · integrated gradients, {result.steps} "
-        f"steps, baseline: {result.baseline} · completeness delta {result.delta:+.2g}{share}",
-        2048))
+        footer(result.model_id, result.timings) + " · "
+        + tr("integrated gradients, {steps} steps, baseline: {baseline} · completeness delta "
+             "{delta}", steps=result.steps, baseline=result.baseline,
+             delta=format(result.delta, "+.2g")) + share, 2048))
     top = result.top_words(1)
     return _picture(embed, "explain.png", result.png, result.alt_text,
                     f"{result.family}: {result.prediction}"

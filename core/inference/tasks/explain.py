@@ -43,6 +43,7 @@ import torch
 
 from core.config import EngineConfig
 from core.errors import InvalidInput, ModelUnavailable
+from core.i18n import lazy
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, clean_text, too_long
 from core.inference.tasks.fill_mask import MASK_SPELLINGS, mlm_head, with_mask_token
@@ -202,8 +203,9 @@ def reference_id(tokenizer: Any) -> int:
         value = getattr(tokenizer, name, None)
         if value is not None:
             return int(value)
-    raise ModelUnavailable("This model's tokenizer has no padding, unknown or end token to "
-                           "build an attribution baseline from.")
+    raise ModelUnavailable(lazy(
+        "This model's tokenizer has no padding, unknown or end token to build an attribution "
+        "baseline from."))
 
 
 def single_token(tokenizer: Any, word: str, *, what: str, space: bool = False) -> int:
@@ -212,8 +214,10 @@ def single_token(tokenizer: Any, word: str, *, what: str, space: bool = False) -
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1 or ids[0] == getattr(tokenizer, "unk_token_id", None):
         pieces = " ".join(tokenizer.convert_ids_to_tokens(ids))
-        raise InvalidInput(f"The {what} `{word.strip()[:40]}` is not a single token of the "
-                           f"model's vocabulary (it becomes `{pieces}`). Try a more common word.")
+        raise InvalidInput(lazy(
+            "The {what} `{strip}` is not a single token of the model's vocabulary (it becomes"
+            " `{pieces}`). Try a more common word.",
+            what=what, strip=word.strip()[:40], pieces=pieces))
     return int(ids[0])
 
 
@@ -307,9 +311,11 @@ class ExplainTask(Task[Any, ExplainResult]):
         fast_path = spec.quantize != "none" or spec.backend != "torch"
         if fast_path and str(model.device).startswith("cpu"):  # on a GPU they are ignored
             raise ModelUnavailable(
-                f"`{spec}` runs on a CPU fast path (int8 or ONNX Runtime), which has no "
-                "gradients: /explain needs it on plain torch (an operator can change "
-                "`quantize`/`backend` in the config).")
+                lazy(
+                    "`{spec}` runs on a CPU fast path (int8 or ONNX Runtime), which has no "
+                    "gradients: /explain needs it on plain torch (an operator can change "
+                    "`quantize`/`backend` in the config).",
+                    spec=spec))
         module = self.module(model)
         embedding = module.get_input_embeddings()
         with torch.inference_mode(False), torch.enable_grad():
@@ -414,7 +420,9 @@ class ExplainSentimentTask(ExplainTask):
     def validate(self, request: ExplainSentimentRequest) -> ExplainSentimentRequest:
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         if request.pooling not in ("cls", "mean"):
-            raise InvalidInput(f"pooling must be 'cls' or 'mean', got {request.pooling!r}")
+            raise InvalidInput(lazy(
+                "pooling must be 'cls' or 'mean', got {pooling}",
+                pooling=repr(request.pooling)))
         return ExplainSentimentRequest(text, tuple(map(float, request.coef)),
                                        float(request.intercept), tuple(request.label_names),
                                        request.pooling)
@@ -427,8 +435,9 @@ class ExplainSentimentTask(ExplainTask):
         encoded = encode(model.tokenizer, [("", request.text)], max_length=model.max_length)
         width = getattr(self.module(model).config, "hidden_size", None)
         if width is not None and width != len(request.coef):
-            raise InvalidInput("The sentiment classifier was trained on another encoder: "
-                               "train it again for this model.")
+            raise InvalidInput(lazy(
+                "The sentiment classifier was trained on another encoder: train it again for "
+                "this model."))
         encoded.extra["request"] = request
         return encoded
 
@@ -469,8 +478,9 @@ class ExplainMaskTask(ExplainTask):
     def validate(self, request: ExplainMaskRequest) -> ExplainMaskRequest:
         text = clean_text(request.text, what="text", max_chars=self.limits.max_text_chars)
         if len(MASK_SPELLINGS.findall(text)) != 1:
-            raise InvalidInput("Put exactly one `[MASK]` in your text, where the missing word "
-                               "goes, e.g. `Paris is the [MASK] of France.`")
+            raise InvalidInput(lazy(
+                "Put exactly one `[MASK]` in your text, where the missing word goes, e.g. "
+                "`Paris is the [MASK] of France.`"))
         return ExplainMaskRequest(text, *_target_versus(request.target, request.versus))
 
     def module(self, model: LoadedModel) -> Any:
@@ -598,7 +608,8 @@ class ExplainQATask(ExplainTask):
         spans = best_spans(starts[row, :n].cpu(), ends[row, :n].cpu(), in_context,
                            self.limits.max_answer_tokens, 1)
         if not spans:
-            raise InvalidInput("The model read none of the context. Try a shorter question.")
+            raise InvalidInput(lazy(
+                "The model read none of the context. Try a shorter question."))
         _, s, e = spans[0]
         context = encoded.passages[1].text
         words = words_of(context)
@@ -614,8 +625,8 @@ class ExplainQATask(ExplainTask):
 def _target_versus(target: str | None, versus: str | None) -> tuple[str | None, str | None]:
     target, versus = _clean_word(target), _clean_word(versus)
     if versus is not None and target is None:
-        raise InvalidInput("Give a `target` too: `versus` asks why the target rather than "
-                           "that word.")
+        raise InvalidInput(lazy(
+            "Give a `target` too: `versus` asks why the target rather than that word."))
     return target, versus
 
 
@@ -631,7 +642,9 @@ def _clean_word(word: str | None) -> str | None:
     if word is None or not word.strip():
         return None
     if len(word.strip()) > 40 or len(word.split()) > 1:
-        raise InvalidInput(f"A target is one word; `{word.strip()[:40]}` is not.")
+        raise InvalidInput(lazy(
+            "A target is one word; `{strip}` is not.",
+            strip=word.strip()[:40]))
     return word.strip()
 
 
