@@ -50,7 +50,8 @@ async def h(tiny_config, tmp_path, caplog):
 async def test_synced_commands_carry_italian_descriptions_for_every_option_and_choice(h):
     [put] = h.emu.find_requests("PUT", r"/applications/\d+/commands$")[-1:]
     synced = {c["name"]: c for c in put.json}
-    assert set(COMMANDS) <= set(synced), "every student command is synced"
+    # A subcommand ("explain mask") is checked inside its group, option by option.
+    assert {name.split()[0] for name in COMMANDS} <= set(synced), "every student command"
     missing = []
 
     def check(path: str, item: dict[str, Any]) -> None:
