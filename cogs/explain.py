@@ -23,7 +23,8 @@ class Explain(commands.Cog):
         self.bot = bot
 
     explain = app_commands.Group(
-        name="explain", description="Which of your words pushed the model's answer?")
+        name="explain",
+        description=app_commands.locale_str("Which of your words pushed the model's answer?"))
 
     @explain.command(name="sentiment")
     async def sentiment(self, interaction: discord.Interaction, text: TEXT,

@@ -301,7 +301,9 @@ async def test_batched_explanations_equal_unbatched(tiny_config: Config) -> None
         single = [await engine.submit(r) for r in requests]
     for one, alone in zip(batched, single):
         assert alone.timings.batch_size == 1
-        assert one.prediction == alone.prediction
+        # As shown (a message with its percentage rounded), in both languages.
+        assert one.prediction.render("en") == alone.prediction.render("en")
+        assert one.prediction.render("it") == alone.prediction.render("it")
         assert [w.score for w in one.words] == pytest.approx(
             [w.score for w in alone.words], abs=1e-5)
 
@@ -359,6 +361,49 @@ def test_the_picture_shades_words_on_a_scale_centred_on_zero() -> None:
     assert abs(blue - orange) < 0.5 * max(blue, orange)  # the two boxes shaded alike, mirrored
 
 
+def _drawn_words(monkeypatch: pytest.MonkeyPatch, drawing, language: str) -> str:
+    """Every text a drawing puts on its figure, drawn here (not in a drawing process) in
+    `language` as the drawing stage would (`drawn_in`)."""
+    from matplotlib.text import Text
+
+    from core.pictures import explain_charts
+    from core.pictures.stage import drawn_in
+
+    figures = []
+    monkeypatch.setattr(explain_charts, "png", lambda fig: figures.append(fig) or b"")
+    drawn_in(language, drawing)
+    return "\n".join(t.get_text() for t in figures[0].findobj(Text))
+
+
+async def test_an_explanation_and_its_picture_speak_the_requests_language(
+        engine: InferenceEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawn in Italian, the picture's title, passage names, colour bar, footnote and how-to-
+    read are the catalog's Italian (numbers with a decimal comma), as are the prediction, the
+    score's name, the baseline and the alt text; the same result drawn in English is English."""
+    from core.i18n import number
+    from core.inference.tasks.explain import _with_picture
+
+    mask, qa = await asyncio.gather(engine.submit(ExplainMaskRequest(MASK_TEXT)),
+                                    engine.submit(ExplainQARequest(QUESTION, CONTEXT)))
+    italian = _drawn_words(monkeypatch, _with_picture(mask).drawing, "it")
+    english = _drawn_words(monkeypatch, _with_picture(mask).drawing, "en")
+    delta = number(mask.delta, "+@@;-@@")
+    assert "Perché “" in italian and "al posto di [MASK] (" in italian
+    assert "← contro la previsione · contributo · verso la previsione →" in italian
+    assert "il logit di “" in italian and "passi, delta " + delta.render("it") in italian
+    assert "," in delta.render("it") and "Le parole in blu" in italian
+    assert not any(word in italian for word in ("Why", "against", "logit of", "Blue words"))
+    assert "Why “" in english and "against the prediction" in english
+    assert "steps, delta " + delta.render("en") in english and "Perché" not in english
+    assert mask.score_name.render("it").startswith("il logit di “")
+    assert mask.baseline.render("it").startswith("ogni parola sostituita da ")
+    assert str(mask.alt_text.render("it")).startswith(
+        "Il testo con ogni parola colorata secondo il suo contributo per il logit di “")
+    qa_italian = _drawn_words(monkeypatch, _with_picture(qa).drawing, "it")
+    assert "DOMANDA:" in qa_italian and "CONTESTO:" in qa_italian
+    assert qa.score_name.render("it") == "i logit di inizio + fine della risposta"
+
+
 # ------------------------------------------------------------------ /generate step scores
 
 
@@ -397,6 +442,8 @@ async def test_generate_step_scores_are_the_models_probability_rank_and_entropy(
                                            engine.pictures.reserve())
     assert picture.png.startswith(b"\x89PNG") and picture.results == (greedy, sampled)
     assert "greedy" in picture.alt_text and "sampled" in picture.alt_text
+    italian = picture.alt_text.render("it")
+    assert "campionato: temperatura 1,5" in italian and "entropia media" in italian
 
 
 async def test_a_cpu_fast_path_model_says_it_cannot_explain(tiny_models, tmp_path) -> None:

@@ -45,14 +45,7 @@ NOT_WORDS = re.compile(
     r"\[MASK\]|\[CLS\]|\[SEP\]|GPT-2|DistilBERT|WordPiece|BPE|tlm-bot|https?://\S+|"
     r"attachment://\S+|tlm:\S*|top_[kp]|\b(?:png|txt|csv|utf-8|CSV|JSON)\b|<t:[^>]*>")
 #: The files not yet converted, with what they hold (see the module docstring).
-NOT_YET: dict[str, str] = {
-    # The /explain branch arrived after the catalog: its errors are converted, these are not.
-    "cogs/explain.py": "the /explain group's description (a Group(description=...) string)",
-    "core/inference/tasks/explain.py": "score names ('logit of X', 'X rather than Y'), "
-                                        "HOW_TO_READ, the picture's title",
-    "core/pictures/explain_charts.py": "the /explain and /generate picture:True charts' "
-                                       "axis labels, legends and titles",
-}
+NOT_YET: dict[str, str] = {}
 
 
 #: What a member (or an instructor on the dashboard) reads; the CLI, the composition root and

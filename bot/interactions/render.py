@@ -273,7 +273,8 @@ def render_generate_steps(picture: StepScoresPicture) -> Reply:
                                    EMBED_FIELD_LIMIT), inline=False)
     embed.set_image(url="attachment://steps.png")
     return Reply(embeds=[embed], files=[*reply.files, ("steps.png", picture.png)],
-                 summary=reply.summary, alt_text={"steps.png": clip(picture.alt_text, 1000)})
+                 summary=reply.summary,
+                 alt_text={"steps.png": clip(printable(str(picture.alt_text)), 1000)})
 
 
 WRITING_COLOUR = discord.Colour.light_grey()

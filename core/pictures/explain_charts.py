@@ -10,6 +10,9 @@ shaded on a diverging scale centred on zero (blue: toward the prediction, orange
 Okabe-Ito hues, readable with the common colour-vision deficiencies), with a colour bar as the
 legend. Words are laid out in a monospaced font, so a line's width is known without asking the
 renderer and long texts wrap the same way on every machine.
+
+Words are the catalog's, as in `charts`: drawn in the request's language
+(`core.pictures.stage.drawn_in`), titles and notes handed in as lazy messages and rendered here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,17 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 
-from core.pictures.charts import DPI, RENDER_LOCK, drawing, figure, label, png, visible_token
+from core.i18n import Localised, join, lazy, lazy_ngettext, ngettext, number, render, tr
+from core.pictures.charts import (
+    DPI,
+    RENDER_LOCK,
+    alt_text,
+    drawing,
+    figure,
+    label,
+    png,
+    visible_token,
+)
 from core.pictures.stage import PictureResult
 
 #: Toward the prediction (blue) and against it (orange), through white at zero.
@@ -37,6 +50,8 @@ _WORD_CHARS = 30
 
 #: (start, end, score) of each word of a passage, in characters of its text.
 Words = Sequence[tuple[int, int, float]]
+#: A passage's name ("question", a lazy message; "" for the only passage).
+Name = str | Localised
 
 
 def centred_scale(scores: Sequence[float]) -> Normalize:
@@ -47,15 +62,17 @@ def centred_scale(scores: Sequence[float]) -> Normalize:
     return Normalize(-limit, limit)
 
 
-def attribution_text(passages: Sequence[tuple[str, str, Words, int]], *, title: str,
-                     footnote: str, note: str, width: int = 1000) -> bytes:
+def attribution_text(passages: Sequence[tuple[Name, str, Words, int]], *,
+                     title: str | Localised, footnote: str | Localised, note: str | Localised,
+                     width: int = 1000) -> bytes:
     """Each passage (label, text, words, unread tokens) as typed, each word on a box shaded
     by its score; a colour bar centred on zero; `note` says how to read it."""
     norm = centred_scale([s for _, _, words, _ in passages for _, _, s in words])
     limit = norm.vmax
     per_line = max(10, int((width - 2 * _MARGIN_PX) / _CHAR_PX))
     layout: list[list[tuple[int, str, float | None]]] = []  # per line: (column, text, score)
-    for name, text, words, unread in passages:
+    for passage, text, words, unread in passages:
+        name = render(passage)
         line: list[tuple[int, str, float | None]] = []
         if name:
             line.append((0, name.upper() + ":", None))
@@ -68,7 +85,8 @@ def attribution_text(passages: Sequence[tuple[str, str, Words, int]], *, title: 
             line.append((column, word, score))
             column += len(word) + 1
         if unread:
-            more = f"(+{unread} token{'s' if unread != 1 else ''} not read: beyond the window)"
+            more = ngettext("(+{n} token not read: beyond the window)",
+                            "(+{n} tokens not read: beyond the window)", unread)
             if column and column + len(more) > per_line:
                 layout.append(line)
                 line, column = [], 0
@@ -78,7 +96,8 @@ def attribution_text(passages: Sequence[tuple[str, str, Words, int]], *, title: 
     height = int(text_px + 260)
     with RENDER_LOCK:
         return png(_attribution_figure(layout, norm, limit, text_px, width, height,
-                                          title=title, footnote=footnote, note=note))
+                                       title=render(title), footnote=render(footnote),
+                                       note=render(note)))
 
 
 def _attribution_figure(layout: list[list[tuple[int, str, float | None]]], norm: Normalize,
@@ -111,7 +130,7 @@ def _attribution_figure(layout: list[list[tuple[int, str, float | None]]], norm:
                   extent=(-limit, limit, 0, 1))
     bar_ax.set_yticks([])
     bar_ax.tick_params(axis="x", labelsize=10)
-    bar_ax.set_xlabel("← against the prediction · contribution · toward the prediction →",
+    bar_ax.set_xlabel(tr("← against the prediction · contribution · toward the prediction →"),
                       fontsize=11)
     fig.text(0.5, 62 / height, label(footnote, limit=140), ha="center", fontsize=10,
              color="#444444")
@@ -120,8 +139,9 @@ def _attribution_figure(layout: list[list[tuple[int, str, float | None]]], norm:
     return fig
 
 
-def step_scores(runs: Sequence[tuple[str, Sequence[str], Sequence[float], Sequence[int],
-                                     Sequence[float]]], *, title: str,
+def step_scores(runs: Sequence[tuple[str | Localised, Sequence[str], Sequence[float],
+                                     Sequence[int], Sequence[float]]], *,
+                title: str | Localised,
                 size: tuple[int, int] = (1100, 800)) -> bytes:
     """Per generated token, for each run (name, tokens, probabilities, ranks, entropies):
     its probability (bars), its rank among the candidates (a number on the bar, 1 = the
@@ -130,7 +150,7 @@ def step_scores(runs: Sequence[tuple[str, Sequence[str], Sequence[float], Sequen
         return png(_step_figure(runs, title, size))
 
 
-def _step_figure(runs, title: str, size: tuple[int, int]):
+def _step_figure(runs, title: str | Localised, size: tuple[int, int]):
     with_width = max(1, len(runs))
     fig = figure(size)
     axes = fig.subplots(with_width, 1, squeeze=False)[:, 0]
@@ -141,32 +161,33 @@ def _step_figure(runs, title: str, size: tuple[int, int]):
         bars = ax.bar(x, probs, color=colours)
         ax.bar_label(bars, labels=[f"#{r}" for r in ranks], fontsize=10, padding=1)
         ax.set_ylim(0, 1.15)
-        ax.set_ylabel("probability", fontsize=11)
+        ax.set_ylabel(tr("probability"), fontsize=11)
         ax.set_xticks(x, [label(t, limit=10) for t in tokens], rotation=60, ha="right",
                       fontsize=10 if len(tokens) > 20 else 11)
-        ax.set_title(label(name, limit=90), fontsize=12)
+        ax.set_title(label(render(name), limit=90), fontsize=12)
         twin = ax.twinx()
         twin.plot(x, entropies, color="#009E73", marker="o", markersize=3)
         twin.set_ylim(0, math.ceil(top_entropy * 1.1))
-        twin.set_ylabel("entropy (bits)", fontsize=11, color="#009E73")
+        twin.set_ylabel(tr("entropy (bits)"), fontsize=11, color="#009E73")
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(label(title, limit=110), fontsize=14)
-    fig.supxlabel("blue: the likeliest token was chosen (#1); orange: a less likely one "
-                  "(#rank). Green line: how unsure the model was at that step.", fontsize=10,
+    fig.suptitle(label(render(title), limit=110), fontsize=14)
+    fig.supxlabel(tr("blue: the likeliest token was chosen (#1); orange: a less likely one "
+                     "(#rank). Green line: how unsure the model was at that step."), fontsize=10,
                   color="#444444")
     return fig
 
 
-def step_runs(results: Sequence[Any]) -> list[tuple[str, list[str], list[float], list[int],
-                                                    list[float]]]:
+def step_runs(results: Sequence[Any]) -> list[tuple[Localised, list[str], list[float],
+                                                    list[int], list[float]]]:
     """`step_scores`' runs from `GenerateResult`s asked with `step_scores=True` (their first
     sequence each), named by their knobs: pass a greedy and a sampled result side by side."""
     runs = []
     for result in results:
         steps = result.steps[0] if result.steps else ()
-        name = ("greedy (temperature 0)" if result.greedy else
-                f"sampled: temperature {result.temperature:g}, top_k {result.top_k}, "
-                f"top_p {result.top_p:g}, seed {result.seed}")
+        name = (lazy("greedy (temperature 0)") if result.greedy else
+                lazy("sampled: temperature {temperature}, top_k {top_k}, top_p {top_p}, "
+                     "seed {seed}", temperature=number(result.temperature),
+                     top_k=result.top_k, top_p=number(result.top_p), seed=result.seed))
         runs.append((name, [visible_token(s.token) for s in steps],
                      [s.probability for s in steps], [s.rank for s in steps],
                      [s.entropy for s in steps]))
@@ -191,20 +212,25 @@ def step_scores_picture(results: Sequence[Any], prompt: str) -> StepScoresPictur
     return StepScoresPicture(
         results=tuple(results),
         drawing=drawing(step_scores, step_runs(results),
-                        title=f"Each new token after '{prompt[-50:]}': probability, rank, "
-                              "entropy"),
+                        title=lazy("Each new token after '{prompt}': probability, rank, "
+                                   "entropy", prompt=prompt[-50:])),
         alt_text=step_scores_alt_text(results))
 
 
-def step_scores_alt_text(results: Sequence[Any]) -> str:
-    """The step-scores picture in words, for the attachment's description."""
+def step_scores_alt_text(results: Sequence[Any]) -> Localised:
+    """The step-scores picture in words, for the attachment's description (a lazy message,
+    written in the reply's language)."""
     parts = []
     for name, tokens, probs, ranks, entropies in step_runs(results):
-        risky = [f"{t} (#{r}, p {p:.2f})" for t, p, r in zip(tokens, probs, ranks) if r > 1]
-        parts.append(f"{name}: {len(tokens)} tokens, mean entropy "
-                     f"{(sum(entropies) / len(entropies)) if entropies else 0:.2f} bits; "
-                     f"not the likeliest: {', '.join(risky[:10]) or 'none'}.")
-    return (" ".join(parts))[:1000]
+        risky = [join("", (t, " (#", r, ", p ", number(p, "0.00"), ")"))
+                 for t, p, r in zip(tokens, probs, ranks) if r > 1]
+        parts.append(lazy_ngettext(
+            "{name}: {n} token, mean entropy {entropy} bits; not the likeliest: {risky}.",
+            "{name}: {n} tokens, mean entropy {entropy} bits; not the likeliest: {risky}.",
+            len(tokens), name=name,
+            entropy=number(sum(entropies) / len(entropies) if entropies else 0, "0.00"),
+            risky=join(", ", risky[:10]) if risky else lazy("none")))
+    return alt_text(join(" ", parts))
 
 
 def _wrapped(text: str, width: int) -> str:

@@ -43,7 +43,7 @@ import torch
 
 from core.config import EngineConfig
 from core.errors import InvalidInput, ModelUnavailable
-from core.i18n import lazy
+from core.i18n import Localised, join, lazy, number, percent
 from core.inference.models import Head, LoadedModel
 from core.inference.tasks.base import Task, Timings, clean_text, too_long
 from core.inference.tasks.fill_mask import MASK_SPELLINGS, mlm_head, with_mask_token
@@ -62,11 +62,15 @@ MAX_EXPLAIN_BATCH = 4
 #: otherwise keep every layer's activations of tens of thousands of tokens at once).
 TOKENS_PER_CHUNK = 8192
 
-HOW_TO_READ = (
+#: Under the picture and the answer: a lazy message, written in the reader's language.
+HOW_TO_READ = lazy(
     "Blue words pushed the model toward this prediction and orange words against it, compared "
     "with a baseline where every word is blank. It shows what the model's score leaned on, not "
     "what causes what; another baseline gives other numbers."
 )
+#: A score with three significant digits and its sign, the language's decimal sign (a CLDR
+#: pattern: "+0.0123", "-1,23").
+SIGNED = "+@@@;-@@@"
 
 _WORD = re.compile(r"\S+")
 
@@ -123,7 +127,9 @@ class WordScore:
 class Passage:
     """One text the student typed (QA has two: the question and the context)."""
 
-    label: str
+    #: The passage's name in the picture and the answer ("question"), a lazy message; "" when
+    #: there is one passage.
+    label: str | Localised
     text: str
     words: tuple[WordScore, ...]
     #: Tokens of this text beyond the model's window: not read, so they have no score.
@@ -135,17 +141,19 @@ class ExplainResult(PictureResult):
     model_id: str
     family: Family
     passages: tuple[Passage, ...]
-    #: What was explained, for the title: "positive (87%)", "“Paris” at [MASK]"...
-    prediction: str
+    #: What was explained, for the title: "positive (87%)", "“Paris” at [MASK]"... (a message
+    #: of the catalog, written in the reader's language when shown).
+    prediction: str | Localised
     #: What the numbers are contributions to: "log-odds of positive", "logit of “Paris”".
-    score_name: str
+    score_name: str | Localised
     #: The explained score on the input and on the baseline.
     score: float
     baseline_score: float
     #: captum's convergence delta: sum of the attributions - (score - baseline_score).
     delta: float
     steps: int
-    baseline: str
+    #: The baseline in words ("every word replaced by [PAD]").
+    baseline: str | Localised
     timings: Timings | None = None
 
     @property
@@ -221,8 +229,8 @@ def single_token(tokenizer: Any, word: str, *, what: str, space: bool = False) -
     return int(ids[0])
 
 
-def encode(tokenizer: Any, texts: Sequence[tuple[str, str]], *, keep: Iterable[int] = (),
-           max_length: int | None = None) -> Encoded:
+def encode(tokenizer: Any, texts: Sequence[tuple[str | Localised, str]], *,
+           keep: Iterable[int] = (), max_length: int | None = None) -> Encoded:
     """Tokenize one or two texts (label, text) as the model reads them, with a baseline and
     each token's word. Tokens past `max_length` (the second text's end first) are counted
     per passage, not read. Special tokens and ids in `keep` (the mask) stay in the baseline."""
@@ -291,7 +299,7 @@ class ExplainTask(Task[Any, ExplainResult]):
         raise NotImplementedError
 
     def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
-               row: int) -> tuple[list[int], str, str]:
+               row: int) -> tuple[list[int], Localised, Localised]:
         """From the plain forward's `output` (row `row`): the integers `score` reads for this
         row (which output to explain), the prediction in words and the score's name."""
         raise NotImplementedError
@@ -355,7 +363,7 @@ class ExplainTask(Task[Any, ExplainResult]):
             model_id=str(model.spec), family=self.family, passages=passages,
             prediction=prediction, score_name=score_name, score=score, baseline_score=base,
             delta=delta, steps=self.limits.explain_steps,
-            baseline=f"every word replaced by {reference}",
+            baseline=lazy("every word replaced by {token}", token=reference),
         )
         return _with_picture(result)
 
@@ -456,13 +464,15 @@ class ExplainSentimentTask(ExplainTask):
         return (pooled.double() * given[:, :-2]).sum(-1) + given[:, -2]
 
     def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
-               row: int) -> tuple[list[int], str, str]:
+               row: int) -> tuple[list[int], Localised, Localised]:
         request: ExplainSentimentRequest = encoded.extra["request"]
         log_odds = float(output[row])
         label = 1 if log_odds > 0 else 0
         p = 1 / (1 + np.exp(-abs(log_odds)))
         name = request.label_names[label]
-        return [label], f"{name} ({p:.0%})", f"log-odds of {name}"
+        # The label's name is the classifier's own (its training data's), shown as it is.
+        return ([label], join("", (name, " (", percent(p), ")")),
+                lazy("log-odds of {label}", label=name))
 
     def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         # The log-odds of the label it predicts: label 0's are the negative of label 1's.
@@ -514,9 +524,9 @@ class ExplainMaskTask(ExplainTask):
         return head(hidden[rows, positions]).float()
 
     def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
-               row: int) -> tuple[list[int], str, str]:
+               row: int) -> tuple[list[int], Localised, Localised]:
         return _choose_token(model.tokenizer, encoded, output[row],
-                             at=f" at {model.tokenizer.mask_token}")
+                             mask=model.tokenizer.mask_token)
 
     def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         return _token_score(output, choice)
@@ -558,8 +568,8 @@ class ExplainNextTask(ExplainTask):
         return module.get_output_embeddings()(hidden[rows, given[:, 0].long()]).float()
 
     def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
-               row: int) -> tuple[list[int], str, str]:
-        return _choose_token(model.tokenizer, encoded, output[row], at=" next")
+               row: int) -> tuple[list[int], Localised, Localised]:
+        return _choose_token(model.tokenizer, encoded, output[row], mask=None)
 
     def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         return _token_score(output, choice)
@@ -588,8 +598,8 @@ class ExplainQATask(ExplainTask):
                              what="The question", cap=cap, advice="Try a shorter question."):
             raise error
         # One window: the question and as much of the context as fits; the rest is said.
-        encoded = encode(tokenizer, [("question", request.question),
-                                     ("context", request.context)],
+        encoded = encode(tokenizer, [(lazy("question"), request.question),
+                                     (lazy("context"), request.context)],
                          max_length=model.max_length)
         encoded.extra["in_context"] = [owner is not None and owner[0] == 1
                                        for owner in encoded.owners]
@@ -601,7 +611,7 @@ class ExplainQATask(ExplainTask):
         return out.start_logits.float(), out.end_logits.float()
 
     def choose(self, model: LoadedModel, encoded: Encoded, output: Any,
-               row: int) -> tuple[list[int], str, str]:
+               row: int) -> tuple[list[int], Localised, Localised]:
         starts, ends = output
         n = len(encoded.ids)
         in_context = torch.tensor(encoded.extra["in_context"], dtype=torch.bool)
@@ -614,7 +624,8 @@ class ExplainQATask(ExplainTask):
         context = encoded.passages[1].text
         words = words_of(context)
         first, last = words[encoded.owners[s][1]], words[encoded.owners[e][1]]  # type: ignore
-        return [s, e], f"“{context[first[1]:last[2]][:80]}”", "start + end logits of the answer"
+        return ([s, e], join("", ("“", context[first[1]:last[2]][:80], "”")),
+                lazy("start + end logits of the answer"))
 
     def score(self, output: Any, given: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         starts, ends = output
@@ -649,20 +660,25 @@ def _clean_word(word: str | None) -> str | None:
 
 
 def _choose_token(tokenizer: Any, encoded: Encoded, logits: torch.Tensor, *,
-                  at: str) -> tuple[list[int], str, str]:
+                  mask: str | None) -> tuple[list[int], Localised, Localised]:
     """[target, versus (-1: none)] and the words for them: the top token unless the student
-    named a target."""
+    named a target; `mask` is the mask's spelling (`/explain mask`), None for the next token."""
     target = encoded.extra["target"]
     if target is None:
         target = int(logits.argmax())
     versus = encoded.extra["versus"]
     name = _quoted(tokenizer.decode([target]))
     if versus is None:
-        p = float(logits.softmax(-1)[target])
-        return ([target, -1], f"{name}{at} ({p:.0%})", f"logit of {name}")
+        p = percent(float(logits.softmax(-1)[target]))
+        prediction = (lazy("{token} at {mask} ({p})", token=name, mask=mask, p=p)
+                      if mask is not None else lazy("{token} next ({p})", token=name, p=p))
+        return [target, -1], prediction, lazy("logit of {token}", token=name)
     other = _quoted(tokenizer.decode([versus]))
-    return ([target, versus], f"{name} rather than {other}{at}",
-            f"logit of {name} - logit of {other}")
+    prediction = (lazy("{token} rather than {other} at {mask}", token=name, other=other,
+                       mask=mask) if mask is not None else
+                  lazy("{token} rather than {other} next", token=name, other=other))
+    return ([target, versus], prediction,
+            lazy("logit of {token} - logit of {other}", token=name, other=other))
 
 
 def _token_score(logits: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
@@ -678,16 +694,22 @@ def _with_picture(result: ExplainResult) -> ExplainResult:
 
     passages = [(p.label, p.text, [(w.start, w.end, w.score) for w in p.words],
                  p.unread_tokens) for p in result.passages]
-    title = f"Why {result.prediction}?"
-    footnote = (f"{result.score_name}: {result.score:.3g} (baseline {result.baseline_score:.3g})"
-                f" · {result.steps} steps, delta {result.delta:+.2g}")
-    top = ", ".join(f"{w.word} {w.score:+.3g}" for w in result.top_words(8))
-    alt = (f"The text with each word shaded by its contribution to {result.score_name}: "
-           f"blue toward, orange against. Largest: {top}.")
+    # Lazy messages: the drawing process writes them in the request's language
+    # (`core.pictures.stage.drawn_in`), the reply writes the alt text in its own.
+    title = lazy("Why {prediction}?", prediction=result.prediction)
+    footnote = lazy(
+        "{score}: {value} (baseline {baseline}) · {steps} steps, delta {delta}",
+        score=result.score_name, value=number(result.score, "@@@"),
+        baseline=number(result.baseline_score, "@@@"), steps=result.steps,
+        delta=number(result.delta, "+@@;-@@"))
+    top = join(", ", (join(" ", (w.word, number(w.score, SIGNED)))
+                      for w in result.top_words(8)))
+    alt = lazy("The text with each word shaded by its contribution to {score}: blue toward, "
+               "orange against. Largest: {top}.", score=result.score_name, top=top)
     return replace(result, drawing=charts.drawing(
         explain_charts.attribution_text, passages, title=title, footnote=footnote,
         note=HOW_TO_READ),
-        alt_text=alt[:1000])
+        alt_text=charts.alt_text(alt))
 
 
 EXPLAIN_TASK_TYPES: tuple[type[ExplainTask], ...] = (
