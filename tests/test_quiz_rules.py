@@ -73,12 +73,15 @@ def test_quiz_lengths_at_both_limits_are_taken(seconds):
     assert check_new_quiz(_quiz(seconds=seconds)).seconds == seconds
 
 
-@pytest.mark.parametrize("seconds", [MIN_SECONDS - 1, MAX_SECONDS + 1, 30.0, True, "30"])
-def test_quiz_lengths_outside_the_limits_or_not_whole_seconds_are_refused(seconds):
+@pytest.mark.parametrize("seconds, shown", [
+    (MIN_SECONDS - 1, str(MIN_SECONDS - 1)), (MAX_SECONDS + 1, str(MAX_SECONDS + 1)),
+    (30.0, "30"), (True, "True"), ("30", "30"),  # a number is shown the language's way
+])
+def test_quiz_lengths_outside_the_limits_or_not_whole_seconds_are_refused(seconds, shown):
     with pytest.raises(InvalidInput) as refused:
         check_new_quiz(_quiz(seconds=seconds))
     assert refused.value.message == (
-        f"`seconds` goes from {MIN_SECONDS} to {MAX_SECONDS}; got {seconds}.")
+        f"`seconds` goes from {MIN_SECONDS} to {MAX_SECONDS}; got {shown}.")
 
 
 def test_an_empty_prompt_is_named_as_the_kind_calls_it():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from core.config import Config, ModelSpec
 from core.inference.models import Head, failure_reason, load_model
 from core.inference.task_table import TASK_TYPES, model_needs
-from core.inference.tasks.base import ROLES
+from core.inference.tasks.base import OPTIONAL_ROLES, ROLES
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def try_loads(config: Config, roles: Iterable[str] | None = None) -> list[RoleLo
     """Load each configured model (blocking; call from a thread in async code) and report
     per role. Roles that share a model share one load. Nothing stays loaded afterwards."""
     # The optional multilingual tokenizer too, when the config names one (no Ray replica).
-    wanted = [r for r in (*ROLES, "multilingual") if roles is None or r in set(roles)]
+    wanted = [r for r in (*ROLES, *OPTIONAL_ROLES) if roles is None or r in set(roles)]
     tasks = [task_type(config.models, config.limits) for task_type in TASK_TYPES]
     needs = model_needs(config, tasks, wanted)
     outcomes: dict[ModelSpec, tuple[bool, str, float]] = {}

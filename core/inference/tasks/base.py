@@ -26,6 +26,8 @@ Res = TypeVar("Res")
 #: A model's role: its key in the config's `[models]` table.
 Role = Literal["mask", "qa", "generate", "features", "multilingual"]
 ROLES: tuple[Role, ...] = ("mask", "qa", "generate", "features")
+#: Roles a config may leave unset (`[models] multilingual`: a third tokenizer for /tokens).
+OPTIONAL_ROLES: tuple[Role, ...] = ("multilingual",)
 
 
 class Emit(Protocol):
