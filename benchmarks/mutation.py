@@ -312,10 +312,14 @@ def settle_equivalents(tally: Tally, diffs: dict[str, str]) -> Tally:
 
 #: A string literal that is SQL, as this code writes it (keywords in capitals, so a sentence
 #: that starts with "Set" or holds "where" is not taken for SQL): it opens like a statement
-#: or a continuation line, or it holds a placeholder, an `excluded.` column or a null test.
+#: or a continuation line, or it holds a placeholder, an `excluded.` column or a null test, or
+#: it is a line of a column list.
 SQL_TEXT = re.compile(
     r"^\s*\(?\s*(SELECT|INSERT|UPDATE|DELETE|VALUES|WHERE|AND|OR|NOT IN|SET|ORDER BY"
     r"|BEGIN|COMMIT)\b|\bLIMIT\s+\?|[=<>(,]\s*\?|=\s*(?i:excluded)\.|\bIS\s+(NOT\s+)?NULL\b")
+#: A line of a column list: lower-case names between commas, one at least with an underscore
+#: (`guess_secret`), which a list of words in a sentence does not have.
+COLUMN_LIST = re.compile(r"^\s*\(?\s*[a-z_]+(\s*,\s*[a-z_]+)+\s*\)?\s*,?\s*$")
 #: Codec names, which Python looks up ignoring case ("UTF-8" is "utf-8").
 CODECS = frozenset({"utf-8", "utf8", "ascii"})
 #: A subscript of a database row (`row["id"]`, `r["guild_id"]`, `rows[0]["closed_at"]`).
@@ -352,7 +356,8 @@ def equivalence(diff: str) -> str | None:
             continue
         if re.search(r"'[^']*[A-Za-z][^']*'", text):
             return None
-        if not (SQL_TEXT.search(text) or ROW_KEY.search(before[:o.start()])):
+        column_list = COLUMN_LIST.match(text) is not None and "_" in text
+        if not (SQL_TEXT.search(text) or column_list or ROW_KEY.search(before[:o.start()])):
             return None
     return "SQL or an sqlite3.Row key in other letter case (both ignore case)"
 

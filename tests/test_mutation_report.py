@@ -28,6 +28,8 @@ def _diff(before: str, after: str) -> str:
     ('    custom = {int(r["guild_id"]): 1 for r in overrides}',
      '    custom = {int(r["GUILD_ID"]): 1 for r in overrides}'),
     ('        conn.execute("COMMIT")', '        conn.execute("commit")'),
+    ('                "show_names, creator_id, created_at, ends_at, guess_secret) "',
+     '                "SHOW_NAMES, CREATOR_ID, CREATED_AT, ENDS_AT, GUESS_SECRET) "'),
     ('    yield "".join(buffer).encode("utf-8")', '    yield "".join(buffer).encode("UTF-8")'),
 ])
 def test_sql_row_keys_and_codecs_in_other_case_are_equivalent(before, after):
@@ -41,6 +43,8 @@ def test_sql_row_keys_and_codecs_in_other_case_are_equivalent(before, after):
     # Words that happen to be SQL words, in a message.
     ('    raise InvalidInput("Set a value where it is needed.")',
      '    raise InvalidInput("SET A VALUE WHERE IT IS NEEDED.")'),
+    # A list of words in a message.
+    ('    note = "red, green, blue"', '    note = "RED, GREEN, BLUE"'),
     # A quoted SQL value: its case is data.
     ('    conn.execute("SELECT 1 FROM t WHERE status = \'ok\'")',
      '    conn.execute("select 1 from t where status = \'OK\'")'),

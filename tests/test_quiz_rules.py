@@ -23,6 +23,7 @@ from core.storage.quizzes import (
     MAX_SECONDS,
     MIN_SECONDS,
     NewQuiz,
+    QuizAlreadyOpen,
     QuizClosed,
     QuizNotFound,
     QuizStore,
@@ -99,6 +100,16 @@ async def test_a_missing_quiz_is_said_for_guesses_and_for_closing(db):
         assert refused.value.message == "This quiz no longer exists."
 
 
+async def test_a_second_quiz_in_a_channel_is_refused_with_what_to_do(db):
+    store = QuizStore(db)
+    await store.create(_quiz())
+    with pytest.raises(QuizAlreadyOpen) as refused:
+        await store.create(_quiz(kind="next", prompt="Once upon a"))
+    assert refused.value.message == (
+        "A quiz is already running in this channel. Reveal it (or wait for its end) "
+        "before starting another.")
+
+
 async def test_a_guess_after_the_end_is_refused_with_the_reason(db):
     store = QuizStore(db)
     quiz = await store.create(_quiz(seconds=30), now=START)
@@ -146,6 +157,9 @@ async def test_a_quiz_from_before_quiz_secrets_falls_back_to_the_salted_digest(d
 async def test_under_full_the_word_and_the_name_are_kept(db):
     store = QuizStore(db, log_inputs="full")
     quiz = await store.create(_quiz())
+    # The words themselves are kept: no secret to key them by is made.
+    [[secret]] = await db.fetchall("SELECT guess_secret FROM quizzes WHERE id = ?", (quiz.id,))
+    assert secret is None
     await store.guess(quiz.id, 1, "Dog", user_name="Ada")
     await store.guess(quiz.id, 2, "Cat")  # no name given: none stored
     assert [(g.guess, g.user_name) for g in await store.guesses(quiz.id)] == [
