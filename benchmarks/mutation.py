@@ -134,7 +134,9 @@ TARGETS: tuple[Target, ...] = (
     # Discord, so they name no module of the interaction layer.
     Target("gate", "bot/interactions/turn.py",
            ("tests/test_cooldown_refunds.py",
-            "tests/test_moderation_e2e.py::test_threads_and_voice_chats_follow_channel_rules"),
+            "tests/test_moderation_e2e.py::test_threads_and_voice_chats_follow_channel_rules",
+            "tests/test_interactions.py::test_a_flood_of_votes_changes_the_vote_once",
+            "tests/test_front_door.py"),
            functions=("xǁTurnǁgate", "xǁTurnǁrefund", "x_enter")),
 )
 

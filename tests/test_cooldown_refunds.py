@@ -212,7 +212,8 @@ async def test_a_direct_message_is_refused_before_any_model_work(tiny_config, tm
     monkeypatch.setattr(FillMaskTask, "run_batch", run_batch)
     async with bot(tiny_config, tmp_path, caplog, discord={"allow_dms": False}) as h:
         record = await done(await h.emu.invoke("mask", VALID, dm=True))
-        assert record.ephemeral and "only answers in a server" in record.text, record.text
+        assert record.ephemeral, record.text
+        assert "tlm-bot only answers in a server, not in direct messages." in record.text
         assert record.first_response["type"] == 4  # no "thinking…" ever shown
         rows = await h.rows()
         # The same student in the server is answered (the refusal was the DM's, not theirs).

@@ -166,7 +166,7 @@ class Turn:
 
     # -------------------------------------------------------------------------- 1. gate
 
-    async def gate(self, policy_name: str, kind: Kind = "student", *,
+    async def gate(self, policy_name: str, kind: Kind, *,
                    rate: Cooldown | None = None) -> None:
         """Raise `Refused`, or return having counted a use against the cooldown (given back
         by `conclude` if the core never admits the work). Once per interaction."""

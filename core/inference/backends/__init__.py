@@ -40,7 +40,8 @@ def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = 
                         label, placement.device, placement.dtype)
         return module.to(device=placement.device, dtype=placement.torch_dtype)
     if not fast:
-        if placement.dtype != "float32":
+        dtype = placement.dtype_for(decoder=is_decoder(module))
+        if dtype != "float32":
             module = module.to(dtype=placement.torch_dtype)
         return module
     if placement.dtype != "float32" and not placement.dtype_auto:
@@ -58,10 +59,17 @@ def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = 
     return module
 
 
+def is_decoder(module: Any) -> bool:
+    """A causal LM (GPT-2 and kin), as opposed to an encoder."""
+    config = getattr(module, "config", None)
+    return bool(getattr(config, "is_decoder", False)
+                or getattr(config, "model_type", "") in _DECODERS)
+
+
 def _onnx_encoder(module: Any, spec: ModelSpec, placement: Placement, label: str) -> Any:
     from core.inference.backends import onnx
 
-    if getattr(module.config, "is_decoder", False) or module.config.model_type in _DECODERS:
+    if is_decoder(module):
         log.info("%s: the onnxruntime backend covers encoders; this decoder runs on torch%s",
                  label, " (int8)" if spec.quantize == "int8" else "")
         return None
@@ -101,6 +109,9 @@ def describe_runtime(config: Config) -> list[str]:
         lines = [f"runtime: {placement.device}, {placement.dtype} ({placement.reason})"]
     except ConfigError as exc:
         return [f"runtime: cannot run here: {exc}"]
+    if placement.dtype_for(decoder=True) != placement.dtype:
+        lines.append(f"models.generate: {placement.dtype_for(decoder=True)} (dtype auto keeps "
+                     "a decoder in float32 on the CPU: faster and exact there)")
     seen: set[ModelSpec] = set()
     for role in ("mask", "qa", "generate", "features"):
         spec = getattr(config.models, role)
