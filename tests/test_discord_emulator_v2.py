@@ -99,16 +99,8 @@ async def emu() -> AsyncIterator[DiscordEmulator]:
 @pytest.fixture
 async def bot(emu: DiscordEmulator, caplog: pytest.LogCaptureFixture) -> AsyncIterator[LayoutBot]:
     caplog.set_level(logging.INFO, logger="discord")
-    probe = LayoutBot()
-    await probe.login(emu.token)
-    runner = asyncio.create_task(probe.connect())
-    await emu.wait_ready()
-    await asyncio.wait_for(probe.wait_until_ready(), 5)
-    probe.tree.copy_global_to(guild=discord.Object(emu.guild_id))
-    await probe.tree.sync(guild=discord.Object(emu.guild_id))
-    yield probe
-    await probe.close()
-    await asyncio.wait_for(runner, 5)
+    async with emu.connected(LayoutBot()) as probe:
+        yield probe
     assert emu.unhandled == []
 
 

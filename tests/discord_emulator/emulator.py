@@ -13,7 +13,7 @@ import collections
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,24 @@ class DiscordEmulator(ComponentsMixin, InteractionsMixin, GatewayMixin, RestMixi
     @property
     def gateway_url(self) -> str:
         return self.url.replace("http://", "ws://", 1) + "/gateway/"
+
+    @contextlib.asynccontextmanager
+    async def connected(self, client: Any) -> AsyncIterator[Any]:
+        """`client` (a discord.py bot) logged in, ready, its commands synced to the guild;
+        closed, and its connection ended, afterwards. Inside `patch_discord`."""
+        import discord
+
+        await client.login(self.token)
+        runner = asyncio.create_task(client.connect())
+        await self.wait_ready()
+        await asyncio.wait_for(client.wait_until_ready(), 5)
+        client.tree.copy_global_to(guild=discord.Object(self.guild_id))
+        await client.tree.sync(guild=discord.Object(self.guild_id))
+        try:
+            yield client
+        finally:
+            await client.close()
+            await asyncio.wait_for(runner, 5)
 
     @contextlib.contextmanager
     def patch_discord(self) -> Iterator[DiscordEmulator]:
