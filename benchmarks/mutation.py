@@ -115,7 +115,8 @@ TARGETS: tuple[Target, ...] = (
     Target("engine-admission", "core/inference/engine.py",
            (*(f"tests/test_engine.py::{t}" for t in ENGINE_ADMISSION_TESTS),
             "tests/test_pictures.py::test_pictures_beyond_the_queue_are_refused_as_busy",
-            "tests/test_pictures.py::test_a_caller_that_goes_away_gives_its_place_back"),
+            "tests/test_pictures.py::test_a_caller_that_goes_away_gives_its_place_back",
+            "tests/test_streaming.py::test_streamed_text_is_the_unstreamed_answer"),
            functions=("xǁInferenceEngineǁadmit", "xǁInferenceEngineǁ_admit")),
     # The queue itself: the limit counts live callers only; a batch skips callers that left.
     Target("lanes-admission", "core/inference/lanes.py",
