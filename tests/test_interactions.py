@@ -168,6 +168,21 @@ async def test_a_flood_of_votes_changes_the_vote_once(tiny_config, tmp_path, cap
             ["cooldown"] * 19 + ["ok"])
 
 
+async def test_each_member_s_votes_have_their_own_rate(tiny_config, tmp_path, caplog):
+    """The feedback rate is per member: two members voting at the same moment on their own
+    answers are both saved (a rate shared by the class would refuse one of them)."""
+    async with running_bot(config_for(tiny_config, tmp_path), caplog) as h:
+        await models_ready(h)
+        members = (h.emu.student_id, h.emu.moderator_id)
+        asked = [await answered(await h.emu.invoke(
+            "mask", {"text": "Paris is the [MASK]."}, user_id=m)) for m in members]
+        clicks = await asyncio.gather(*(
+            click(h, record, "👍", user_id=m) for record, m in zip(asked, members)))
+        assert all("saved" in c.text for c in clicks), [c.text for c in clicks]
+        rows = await h.rows()
+        assert [r["feedback"] for r in rows if r["command"] == "mask"] == [1, 1]
+
+
 async def test_buttons_work_after_a_restart_and_expire(tiny_config, tmp_path, caplog):
     async with DiscordEmulator() as emu:
         config = config_for(tiny_config, tmp_path)
