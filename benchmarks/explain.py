@@ -173,6 +173,9 @@ def main() -> None:
     text = render(raw, steps=config.limits.explain_steps, seconds=args.seconds,
                   clients=args.clients, load=load, models=models, tokens=tokens)
     print(text)
+    if args.tiny and args.out == OUTPUT:
+        print("a --tiny smoke run writes no figures into RESULTS.md (give --out to keep them)")
+        return
     try:
         write_block(args.out, "explain", text, loads=[before],
                     record_noisy=args.record_noisy or args.tiny)

@@ -179,13 +179,21 @@ def _missing(language: str, msgid: str, why: str) -> None:
                     why)
 
 
+def _entry(language: str, msgid: str) -> str | tuple[str, ...] | None:
+    """`msgid`'s entry in `language`'s catalog (a plural's forms as a tuple), or None, the
+    miss logged once."""
+    found = catalog(language).messages.get(msgid)
+    if found is None:
+        _missing(language, msgid, "not in the catalog")
+    return found
+
+
 def _translate(language: str, msgid: str, plural: str | None, n: int | None) -> str:
     english = msgid if plural is None or n == 1 else plural
     if language == SOURCE:
         return english
-    found = catalog(language).messages.get(msgid)
+    found = _entry(language, msgid)
     if found is None:
-        _missing(language, msgid, "not in the catalog")
         return english
     if isinstance(found, tuple):
         index = catalog(language).plural(int(n or 0))
@@ -199,9 +207,8 @@ def lookup(language: str, msgid: str) -> str | None:
     language = pick(language)
     if language == SOURCE:
         return None
-    found = catalog(language).messages.get(msgid)
+    found = _entry(language, msgid)
     if found is None:
-        _missing(language, msgid, "not in the catalog")
         return None
     return found if isinstance(found, str) else found[0]
 
