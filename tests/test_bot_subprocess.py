@@ -173,3 +173,59 @@ async def test_verbose_log_holds_no_student_text_and_no_interaction_token(tiny_m
     for record in records:
         assert record.token not in log
     assert "--debug-discord" not in log  # no warning without the flag
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
+async def test_tlm_bot_run_speaks_the_member_s_language_explains_and_streams(tiny_models,
+                                                                              tmp_path):
+    """This round's surfaces through the real entry point: an Italian member's error in
+    Italian, a Why? click under /mask (gated and logged as `explain mask`), a streamed
+    /generate's final text, and the dashboard switched to Italian."""
+    async with DiscordEmulator() as emu:
+        italian = emu.guild.add_member("studentessa", roles=["Student"])
+        emu.guild.member_locales[italian] = "it"
+        config = write_tiny_config(
+            tmp_path / "config.toml", tiny_models,
+            discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
+        )
+        log_path = tmp_path / "bot.log"
+        async with tlm_bot_run(emu, config, log_path) as proc:
+            error = await emu.invoke("mask", {"text": "Paris is the capital."}, user_id=italian)
+            await error.wait_done(timeout=60)
+            mask = await final_answer(await emu.invoke("mask", {"text": "Paris is the [MASK]."}))
+            why_id = next(c["custom_id"] for c in mask.components if c.get("label") == "Why?")
+            why = await final_answer(await emu.click(mask.message, why_id))
+            generated = await final_answer(await emu.invoke(
+                "generate", {"prompt": "Once upon a time", "max_new_tokens": 12, "seed": 3}))
+            page = await _dashboard_page(emu, "?lang=it")
+        code = proc.returncode
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert error.ephemeral and "Il tuo testo non contiene [MASK]" in error.text, error.text
+    assert why.visible_messages[0]["embeds"][0]["title"].startswith("Why “")
+    assert generated.visible_messages[0]["embeds"][0]["description"].strip()
+    assert "Panoramica" in page and "<html lang=it>" in page
+    assert emu.unhandled == [] and emu.violations == []
+    with sqlite3.connect(tmp_path / "tlm.db") as db:
+        rows = db.execute("SELECT command, status, locale FROM queries ORDER BY id").fetchall()
+    db.close()
+    assert ("mask", "user_error", "it") in rows, rows
+    assert ("explain mask", "ok", "en") in rows, rows
+    assert [r[1] for r in rows if r[0] == "generate"] == ["ok"], rows
+
+
+async def _dashboard_page(emu: DiscordEmulator, query: str) -> str:
+    """The overview page, reached through `/logs dashboard`'s link, with `query` added."""
+    record = await emu.invoke("logs", subcommand="dashboard", user_id=emu.moderator_id)
+    await record.wait_done(timeout=30)
+    match = LINK.search(record.text)
+    assert match, record.text
+    link = URL(match.group(1))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(link) as response:
+            assert response.status == 200, await response.text()
+        async with browser.get(f"{link.origin()}/g/{emu.guild_id}/{query}") as response:
+            assert response.status == 200
+            return await response.text()
