@@ -75,13 +75,12 @@ class EngineConfig:
     #: "ray": replicas on a Ray Serve cluster (`tlm-bot serve`, the `[ray]` section); the bot
     #: keeps validation, batching, `/tokens`, policy, rendering and logging on its side.
     backend: Literal["local", "ray"] = "local"
-    #: Worker threads. Two single-threaded workers let a GPT-2 batch and a DistilBERT batch
-    #: progress side by side without fighting over the two cores.
+    #: Worker threads. Two let a GPT-2 batch and a DistilBERT batch progress side by side.
     workers: int = 2
-    #: torch intra-op threads per batch. 0 = auto: all cores for a batch that runs alone, one
-    #: each when two run at once (`InferenceEngine.threads_for_next_batch`). Measured here it
-    #: beat every fixed setting (benchmarks/RESULTS.md); on a machine shared with other busy
-    #: processes set 1: fixed 2-thread forwards ran 2.5-9x slower whenever a neighbour was busy.
+    #: torch intra-op threads per batch. 0 = auto: every core for a batch that runs alone, one
+    #: each when two run at once, and only one worker ever uses more than one
+    #: (`core.inference.worker.WorkerThreads`). On a machine shared with other busy processes
+    #: set 1: multi-threaded forwards slow down several times whenever a neighbour is busy.
     torch_threads: int = 0
     max_batch_size: int = 32
     #: How long the batcher waits for company after the first request of a batch.

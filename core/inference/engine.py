@@ -4,8 +4,9 @@ Why this shape: batching beats threads on the small CPU machines the bot targets
 forward for many fill-mask requests is several times faster than single forwards, and two
 forwards in parallel threads only fight for the cores (benchmarks/RESULTS.md, "Figures behind
 the code"). So each model gets one *lane* (`core.inference.lanes`): a bounded queue and a batcher
-that hands one batch at a time to its runner; a couple of single-threaded workers let different
-models' lanes progress side by side.
+that hands one batch at a time to its runner; a couple of worker threads let different models'
+lanes progress side by side (`core.inference.worker.WorkerThreads`: one of them may spread a
+lone batch over every core, the others use one each).
 
 The engine validates on the event loop (a bad request never takes a queue slot), picks the
 request's lane and admits it there. Where a lane's batches run is its `BatchRunner`: here,
@@ -22,7 +23,6 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from core.inference.models import Head, LoadedModel, LoadState, ModelRegistry
 from core.inference.streams import Stream
 from core.inference.task_table import TASK_TYPES, model_needs
 from core.inference.tasks.base import Task
-from core.inference.worker import run_batch, start_worker
+from core.inference.worker import WorkerThreads, run_batch
 from core.pictures.stage import PictureStage, Ticket, auto_workers
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,13 @@ class InferenceEngine:
             needs = {spec: {Head.TOKENIZER} for spec, heads in needs.items()
                      if Head.TOKENIZER in heads}
         self.registry = ModelRegistry(needs, self.placement)
-        self._pool: ThreadPoolExecutor | None = None
+        self._workers: WorkerThreads | None = None
         self._lanes: dict[tuple[ModelSpec, str | None], Lane] = {}
         self.pictures = PictureStage(
             workers=auto_workers(config.engine.picture_workers, usable_cores()),
             queue_size=config.engine.picture_queue_size,
         )
         self._closed = False
-        #: Batches in worker threads right now (updated on the event loop).
-        self.running_batches = 0
         #: A picture request's answer future -> its forward's lane future (`queue_place`).
         self._forward_of: weakref.WeakKeyDictionary[asyncio.Future, asyncio.Future] = (
             weakref.WeakKeyDictionary())
@@ -140,13 +138,8 @@ class InferenceEngine:
     async def start(self) -> None:
         if self.remote is not None:
             await self.remote.start()
-        threads = self.config.engine.torch_threads or 1
-        self._pool = ThreadPoolExecutor(
-            max_workers=self.config.engine.workers,
-            thread_name_prefix="tlm-worker",
-            initializer=start_worker,
-            initargs=(threads,),
-        )
+        self._workers = WorkerThreads(self.config.engine.workers, usable_cores(),
+                                      self.config.engine.torch_threads)
         if self.config.models.load_at_start:
             self.registry.start_all()
             self.pictures.start()
@@ -188,7 +181,7 @@ class InferenceEngine:
 
     def _admit(self, request: Any, timeout: float | None,
                stream: Stream[Any] | None) -> asyncio.Future[Any]:
-        if self._closed or self._pool is None:
+        if self._closed or self._workers is None:
             raise EngineClosed(RESTARTING)
         task = self.task_for(request)
         request = task.validate(request)
@@ -306,22 +299,14 @@ class InferenceEngine:
         await self.registry.aclose()
         if self.remote is not None:
             await self.remote.aclose()
-        if self._pool is not None:
+        if self._workers is not None:
             # Off the loop: a worker may still be finishing an abandoned batch.
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            await asyncio.to_thread(self._workers.shutdown)
 
-    def threads_for_next_batch(self) -> int:
-        """torch threads for a batch about to start.
-
-        A fixed `torch_threads` is used as is. 0 means auto: every core when no other batch
-        is running, one when another is (two lanes then share the cores instead of fighting
-        over them). Two threads speed up a lone batch on idle cores but slow everything down
-        once a neighbour is busy (benchmarks/RESULTS.md, "Figures behind the code").
-        """
-        fixed = self.config.engine.torch_threads
-        if fixed:
-            return fixed
-        return max(1, usable_cores() - self.running_batches)
+    @property
+    def running_batches(self) -> int:
+        """Batches in worker threads right now (tokenizer-only ones not counted)."""
+        return self._workers.running if self._workers is not None else 0
 
     def model_state(self, spec: ModelSpec) -> LoadState | None:
         """Loading, ready or failed, wherever the model runs; None for a model not served."""
@@ -344,10 +329,10 @@ class InferenceEngine:
         return self._lanes
 
     @property
-    def pool(self) -> ThreadPoolExecutor:
-        if self._pool is None:
+    def workers(self) -> WorkerThreads:
+        if self._workers is None:
             raise EngineClosed(lazy("The engine has not started."))
-        return self._pool
+        return self._workers
 
 
 def _expire(future: asyncio.Future) -> None:
@@ -359,7 +344,7 @@ def _expire(future: asyncio.Future) -> None:
 
 class LocalRunner:
     """A lane's batches in this process: its model from the registry, one batch at a time in
-    the engine's worker pool (`core.inference.worker.run_batch`)."""
+    the engine's worker threads (`core.inference.worker.run_batch`)."""
 
     #: One batch per lane at a time: two forwards of one model in parallel threads only fight
     #: over the cores; different models' lanes still progress side by side.
@@ -382,16 +367,10 @@ class LocalRunner:
 
     async def run(self, batch: list[Pending]) -> None:
         assert self.model is not None, "run() before ready()"
-        engine = self.engine
         loop = asyncio.get_running_loop()
-        threads = engine.threads_for_next_batch()
         # A tokenizer-only batch takes a millisecond: it should not cost a forward its threads.
-        counted = 0 if batch and batch[0].task.tokenizer_only else 1
-        engine.running_batches += counted
-        try:
-            await loop.run_in_executor(engine.pool, run_batch, loop, self.model, batch, threads)
-        finally:
-            engine.running_batches -= counted
+        uses_cores = not (batch and batch[0].task.tokenizer_only)
+        await self.engine.workers.run(run_batch, loop, self.model, batch, uses_cores=uses_cores)
 
 
 __all__ = ["InferenceEngine", "LocalRunner", "ModelStatus", "QueuePlace", "QueueState", "UserError"]

@@ -149,10 +149,18 @@ def load_model(spec: ModelSpec, heads: frozenset[Head],
     offline machine fails in seconds with what to do instead of a long series of retries.
     """
     local_only = where_to_load(spec)  # before importing transformers: that alone takes seconds
+    import torch
     import transformers
 
-    with LOAD_LOCK:
-        loaded = _load_model_locked(transformers, spec, heads, local_only, placement)
+    # One core: a loading thread that used more would keep OpenMP helper threads for life, and
+    # past one helper per core every forward in the process slows (`WorkerThreads`).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with LOAD_LOCK:
+            loaded = _load_model_locked(transformers, spec, heads, local_only, placement)
+    finally:
+        torch.set_num_threads(threads)
     # What a fast path replaced (float32 Linear layers, in reference cycles) must be collected
     # now: the registry then freezes every live object out of the collector's reach, and a
     # frozen float copy would stay in memory beside the int8 one, keeping the checkpoint's

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -115,6 +116,70 @@ def run_batch(
             fail(position)
 
 
+class WorkerThreads:
+    """The engine's worker threads: one *wide* thread that may spread a batch over every core,
+    the others one core each.
+
+    Why not one pool whose threads all pick their torch threads per batch: torch's CPU threads
+    are GNU OpenMP's (libgomp). Each thread that once ran torch on n > 1 cores keeps n - 1 helper
+    threads for life, and once the helpers of all threads outnumber the cores libgomp
+    *throttles*: helpers stop spinning between parallel regions and sleep in the kernel. A
+    forward is hundreds of small parallel regions, so every forward in the process slowed by
+    ~70% the moment a second thread had used two cores (benchmarks/RESULTS.md, "Figures behind
+    the code", "One wide worker"). So only the wide worker ever uses more than one core, and
+    model loading runs on one (`core.inference.models.load_model`).
+
+    A batch goes to the wide worker when it is free, with every core no other batch is using;
+    else to a narrow worker, with one core. An explicit `[engine] torch_threads` wins
+    everywhere (the operator's choice, throttling included).
+    """
+
+    def __init__(self, count: int, cores: int, fixed_threads: int = 0) -> None:
+        self.cores = max(1, cores)
+        self.fixed_threads = fixed_threads
+        first = fixed_threads or 1
+        self._wide = ThreadPoolExecutor(1, thread_name_prefix="tlm-worker-wide",
+                                        initializer=start_worker, initargs=(first,))
+        self._narrow_count = max(1, count) - 1
+        self._narrow = (ThreadPoolExecutor(self._narrow_count, thread_name_prefix="tlm-worker",
+                                           initializer=start_worker, initargs=(first,))
+                        if self._narrow_count else None)
+        self._free = asyncio.Semaphore(max(1, count))
+        self._wide_busy = False
+        self._narrow_busy = 0
+        #: Batches running now that use a core (a tokenizer-only batch does not count).
+        self.running = 0
+
+    async def run(self, fn: Callable[..., None], *args: Any, uses_cores: bool = True) -> None:
+        """Run `fn(*args, threads)` on a free worker; `threads` is the torch threads it gets.
+        A tokenizer-only batch (`uses_cores=False`) leaves the wide worker to a forward."""
+        loop = asyncio.get_running_loop()
+        async with self._free:
+            narrow_free = self._narrow_busy < self._narrow_count
+            wide = not self._wide_busy and (uses_cores or not narrow_free)
+            threads = self.fixed_threads or (max(1, self.cores - self.running) if wide else 1)
+            if wide:
+                self._wide_busy = True
+            else:
+                self._narrow_busy += 1
+            self.running += 1 if uses_cores else 0
+            try:
+                executor = self._wide if wide else self._narrow
+                await loop.run_in_executor(executor, fn, *args, threads)
+            finally:
+                self.running -= 1 if uses_cores else 0
+                if wide:
+                    self._wide_busy = False
+                else:
+                    self._narrow_busy -= 1
+
+    def shutdown(self) -> None:
+        """Wait for the batches in flight; drop those not started."""
+        for executor in (self._wide, self._narrow):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+
 def start_worker(threads: int) -> None:
     """A worker thread's initializer: its torch threads, and a lower CPU priority than the
     event loop.
@@ -131,4 +196,4 @@ def start_worker(threads: int) -> None:
         pass
 
 
-__all__ = ["GPU_FULL", "run_batch", "start_worker"]
+__all__ = ["GPU_FULL", "WorkerThreads", "run_batch", "start_worker"]
