@@ -168,6 +168,25 @@ async def test_full_serve_queue_answers_busy(ray_cluster):
     assert all("busy" in o.message for o in busy)
 
 
+async def test_a_burst_right_after_a_burst_is_split_over_every_replica_slot(ray_cluster):
+    """The lane splits a batch over the slots free when it collects; a slot must be free as
+    soon as its callers have their answers, not after Ray's end-of-stream message. Seen
+    failing (the second burst went whole, batch_size 8) with the stream read to its end."""
+    # This bot believes in 2 `/mask` replicas (the cluster runs one, which queues the other's
+    # batch): what is checked is how the lane splits, by the batch sizes the replica reports.
+    ray = dataclasses.replace(ray_cluster.config.ray, mask=dataclasses.replace(
+        ray_cluster.config.ray.mask, replicas=2))
+    engine = dataclasses.replace(ray_cluster.config.engine, max_wait_ms=0.0)
+    config = dataclasses.replace(ray_cluster.config, ray=ray, engine=engine)
+    masks = [FillMaskRequest(f"Paris is the [MASK] of country {i}.") for i in range(8)]
+    async with InferenceEngine(config) as ray_engine:
+        sizes = []
+        for _ in range(4):
+            results = await asyncio.gather(*(ray_engine.submit(m, timeout=60) for m in masks))
+            sizes.append(sorted({r.timings.batch_size for r in results}))
+    assert sizes == [[4]] * 4, sizes
+
+
 async def test_replica_killed_during_a_burst(ray_cluster, ray_engine):
     from ray import serve
 

@@ -156,6 +156,11 @@ class RayBackend:
             try:
                 async for index, outcome in response:
                     resolve(todo[index].future, _arrived(outcome, todo[index], sent))
+                    if all(item.future.done() for item in todo):
+                        # Every caller has its outcome: free the lane's slot now, not after
+                        # Ray's end-of-stream message. A burst that follows at once otherwise
+                        # found one slot of two busy and went to one replica whole.
+                        break
                 return
             except RequestCancelledError:
                 return
