@@ -91,9 +91,10 @@ def ray_env(base: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool = True,
-                    sizing: dict | None = None, **ray_section: object
-                    ) -> Iterator[RayTestCluster]:
-    """A cluster with `models` deployed (tiny ones here; the benchmarks pass real-size ones)."""
+                    sizing: dict | None = None, engine: dict | None = None,
+                    **ray_section: object) -> Iterator[RayTestCluster]:
+    """A cluster with `models` deployed (tiny ones here; the benchmarks pass real-size ones).
+    `engine` overrides the tests' `[engine]` settings (the benchmarks run the shipped dtype)."""
     base = Path(tempfile.mkdtemp(prefix="tlm-ray-", dir="/tmp"))  # unix socket paths are short
     home = base / "home"
     home.mkdir()
@@ -137,6 +138,7 @@ def running_cluster(models: TinyModelPaths, *, num_cpus: int = 2, strace: bool =
                 if attempt == 2:
                     raise
         raw = tiny_config_dict(models)
+        raw["engine"].update(engine or {})
         raw["engine"]["backend"] = "ray"
         raw["database"] = {"path": str(base / "tlm.db")}
         raw["ray"] = {"address": address, **(TEST_SIZING if sizing is None else sizing),

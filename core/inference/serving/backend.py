@@ -131,9 +131,17 @@ class RayBackend:
         if spec not in self._handles:
             from ray import serve
 
-            handle = serve.get_app_handle(self.plans[spec].name)
-            self._handles[spec] = handle.options(stream=True)
+            self._handles[spec] = serve.get_app_handle(self.plans[spec].name)
         return self._handles[spec]
+
+    def _call(self, spec: ModelSpec, requests: list[Any], streams: bool) -> Any:
+        """One batch's remote call. A task whose results come one by one (`Task.streams`,
+        /generate) streams them back as each is ready; any other's come back in one reply,
+        which costs one message fewer than a stream of one batch (its end-of-stream)."""
+        handle = self._handle(spec)
+        if streams:
+            return handle.options(stream=True).run_batch.remote(requests)
+        return handle.run_batch_whole.remote(requests)
 
     async def run(self, spec: ModelSpec, batch: list[Pending]) -> None:
         """Send one batch; resolve each caller's future as its outcome streams back."""
@@ -145,7 +153,8 @@ class RayBackend:
             todo = [item for item in batch if not item.future.done()]
             if not todo:
                 return
-            response = self._handle(spec).run_batch.remote([item.request for item in todo])
+            streams = todo[0].task.streams
+            response = self._call(spec, [item.request for item in todo], streams)
 
             def cancel_when_abandoned(_: asyncio.Future, todo=todo, response=response) -> None:
                 if all(i.future.done() for i in todo) and any(i.future.cancelled() for i in todo):
@@ -154,6 +163,10 @@ class RayBackend:
             for item in todo:
                 item.future.add_done_callback(cancel_when_abandoned)
             try:
+                if not streams:
+                    for index, outcome in await response:
+                        resolve(todo[index].future, _arrived(outcome, todo[index], sent))
+                    return
                 async for index, outcome in response:
                     resolve(todo[index].future, _arrived(outcome, todo[index], sent))
                     if all(item.future.done() for item in todo):

@@ -88,6 +88,10 @@ class ModelServer:
                     item.future.cancel()
                 await asyncio.shield(work)  # hold the lock until the thread is free again
 
+    async def run_batch_whole(self, requests: Sequence[Any]) -> list[tuple[int, Any]]:
+        """`run_batch`'s outcomes in one reply, for a task whose results come together."""
+        return [outcome async for outcome in self.run_batch(requests)]
+
     def pid(self) -> int:
         """The replica's process id (the fault tests kill it)."""
         return os.getpid()
