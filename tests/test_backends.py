@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,6 +271,65 @@ async def test_onnxruntime_matches_torch_and_falls_back_for_attention(
     np.testing.assert_allclose(picture.weights, reference.weights, atol=1e-6)
 
 
+def _track_torch_encoders(monkeypatch) -> list:
+    """Weak references to every torch DistilBERT encoder built from now on."""
+    import weakref
+
+    from transformers import DistilBertModel
+
+    built: list = []
+    real = DistilBertModel.__init__
+
+    def init(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        built.append(weakref.ref(self))
+
+    monkeypatch.setattr(DistilBertModel, "__init__", init)
+    return built
+
+
+def _alive(built: list) -> int:
+    import gc
+
+    gc.collect()
+    return sum(ref() is not None for ref in built)
+
+
+@needs_ort
+async def test_onnxruntime_holds_no_torch_encoder_until_attention_asks(
+        tiny_models, tmp_path, onnx_cache, monkeypatch, caplog):
+    """Memory: the torch encoder (weights as large as the session's) is not kept beside the
+    ONNX session; /attention loads it on first need, once, and still gets torch's maps."""
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(onnx_cache))
+    config = config_with(tiny_models, tmp_path, engine={"device": "cpu"}, backend="onnxruntime")
+    caplog.set_level(logging.INFO)
+    built = _track_torch_encoders(monkeypatch)
+    async with InferenceEngine(config) as engine:
+        await engine.submit(FillMaskRequest(MASK_TEXTS[0], 3))
+        await engine.submit(FeaturesRequest("A fine film.", "mean"))
+        await engine.submit(QUESTION)
+        mlm = (await engine.registry.get(config.models.mask)).module(Head.MASKED_LM)
+        qa = (await engine.registry.get(config.models.qa)).module(Head.QA)
+        for encoder in (mlm.base_model, qa.base_model):
+            assert type(encoder).__name__ == "OnnxEncoder" and not encoder.torch_loaded
+            assert not [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(built) == 2 and _alive(built) == 0  # the mask and QA models' encoders
+        # One word-embedding table: the projector's, looked up in torch for the graph.
+        assert mlm.base_model.get_input_embeddings().weight is mlm.vocab_projector.weight
+        assert "loading the torch encoder" not in caplog.text
+
+        first = await engine.submit(AttentionRequest("The cat sat on the mat.", "mask"))
+        again = await engine.submit(AttentionRequest("The cat sat on the mat.", "mask"))
+        assert mlm.base_model.torch_loaded and not qa.base_model.torch_loaded
+        assert len(built) == 3 and _alive(built) == 1
+        assert caplog.text.count("loading the torch encoder") == 1
+        assert (mlm.base_model.torch_encoder.get_input_embeddings()
+                is mlm.base_model.get_input_embeddings())
+        np.testing.assert_array_equal(first.weights, again.weights)
+        filled = await engine.submit(FillMaskRequest(MASK_TEXTS[0], 3))  # still the ONNX path
+        assert filled.fillers
+
+
 @needs_ort
 async def test_onnxruntime_with_int8_keeps_top1_fillers(
         tiny_models, tmp_path, float32, onnx_cache, monkeypatch):
@@ -306,38 +366,53 @@ async def test_out_of_memory_splits_the_batch_until_it_fits(engine, monkeypatch,
     assert "ran out of GPU memory; splitting it" in caplog.text
 
 
-def _mapped(folder) -> list[str]:
-    from pathlib import Path
-
-    return [line for line in Path("/proc/self/maps").read_text().splitlines()
-            if str(folder) in line]
+def _peak_kb() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
-async def test_int8_keeps_no_view_of_the_float32_checkpoint(tiny_models, tmp_path):
-    """RSS: once the engine has loaded a quantized model (and frozen the survivors out of the
-    collector's reach), nothing keeps the checkpoint's mapping, and every page of it that
-    quantization read, alive beside the int8 weights."""
-    import gc
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("family", ["distilbert", "gpt2"])
+def test_int8_hands_back_the_float_weights_pages_as_it_quantizes(tiny_models, tmp_path, family):
+    """Peak RSS: quantization reads every float weight of the (memory-mapped) checkpoint once.
+    The pages it read are handed back layer by layer, so loading an int8 model never holds all
+    the float weights at once, and afterwards only a sliver of the checkpoint stays resident;
+    the tables still in use read back the checkpoint's very bytes."""
     import shutil
 
+    import transformers
+
+    from core.inference.backends.pages import resident_bytes
     from core.inference.models import load_model
 
-    for role in ("mlm", "gpt2"):
-        source = tiny_models.masked_lm if role == "mlm" else tiny_models.causal_lm
-        shutil.copytree(source, tmp_path / role)
-    plain = load_model(ModelSpec(str(tmp_path / "mlm")), frozenset({Head.MASKED_LM}))
-    assert _mapped(tmp_path / "mlm"), "float32 weights are expected to be memory-mapped"
-    del plain
-    gc.collect()
-    raw = tiny_config_dict(tiny_models)
-    raw["models"] = {"mask": {"id": str(tmp_path / "mlm"), "quantize": "int8"},
-                     "features": {"id": str(tmp_path / "mlm"), "quantize": "int8"},
-                     "generate": {"id": str(tmp_path / "gpt2"), "quantize": "int8"},
-                     "qa": raw["models"]["qa"]}
-    async with InferenceEngine(parse_config(raw, base_dir=tmp_path), tasks={"mask", "generate"}
-                               ) as engine:
-        models = await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
-        projector = models[0].module(Head.MASKED_LM).vocab_projector
-        assert "quantized" in type(projector).__module__
-        assert not _mapped(tmp_path / "mlm") and not _mapped(tmp_path / "gpt2")
+    # The tiny models' weights fit in a few pages; a wider copy makes pages measurable.
+    source = tiny_models.masked_lm if family == "distilbert" else tiny_models.causal_lm
+    config = transformers.AutoConfig.from_pretrained(source)
+    if family == "distilbert":
+        config.update({"dim": 512, "hidden_dim": 2048, "n_heads": 8, "n_layers": 4})
+        cls, head = transformers.AutoModelForMaskedLM, Head.MASKED_LM
+    else:
+        config.update({"n_embd": 512, "n_head": 8, "n_layer": 4})
+        cls, head = transformers.AutoModelForCausalLM, Head.CAUSAL_LM
+    folder = tmp_path / family
+    torch.manual_seed(0)
+    cls.from_config(config).save_pretrained(folder)
+    for name in source.iterdir():
+        if name.name.startswith(("tokenizer", "vocab", "merges", "special")):
+            shutil.copy(name, folder / name.name)
+    float_bytes = (folder / "model.safetensors").stat().st_size
+    reference = load_model(ModelSpec(str(folder)), frozenset({head})).module(head)
+    table = reference.get_input_embeddings().weight.clone()
+    del reference
+
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _peak_kb()
+    model = load_model(ModelSpec(str(folder), quantize="int8"), frozenset({head})).module(head)
+    grown = (_peak_kb() - before) * 1024
+    assert "quantized" in type(model.get_output_embeddings()).__module__
+    # Before: every float page read and all resident at once beside the int8 copies (> 1x).
+    assert grown < 0.6 * float_bytes, (grown, float_bytes)
+    assert resident_bytes(str(folder)) < 0.1 * float_bytes
+    assert torch.equal(model.get_input_embeddings().weight, table)
+
+

@@ -49,12 +49,14 @@ def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = 
     onnx_encoder = None
     if spec.backend == "onnxruntime":
         onnx_encoder = _onnx_encoder(module, spec, placement, label)
+    if onnx_encoder is not None:
+        # First: the torch encoder's weights are then never read here (nor quantized), and
+        # nothing but the word-embedding table keeps them.
+        module = _swap_encoder(module, onnx_encoder)
     if spec.quantize == "int8":
         from core.inference.backends.int8 import quantize_int8
 
         module = quantize_int8(module)
-    if onnx_encoder is not None:
-        module = _swap_encoder(module, onnx_encoder)
     return module
 
 
@@ -66,6 +68,7 @@ def is_decoder(module: Any) -> bool:
 
 
 def _onnx_encoder(module: Any, spec: ModelSpec, placement: Placement, label: str) -> Any:
+    """A function of the torch encoder giving its `OnnxEncoder` (None: this one stays torch)."""
     from core.inference.backends import onnx
 
     if is_decoder(module):
@@ -76,13 +79,21 @@ def _onnx_encoder(module: Any, spec: ModelSpec, placement: Placement, label: str
         raise RuntimeError(
             "backend = 'onnxruntime' needs the onnxruntime package: pip install 'tlm-bot[onnx]'"
         )
-    path = onnx.export_encoder(module.base_model, spec.id, spec.revision,
-                               int8=spec.quantize == "int8")
+    encoder = module.base_model
+    kind = type(encoder).__name__
+    int8 = spec.quantize == "int8"
+    path = onnx.export_encoder(spec.id, spec.revision, kind, encoder.config, int8=int8)
     threads = placement.cpu_threads or usable_cores()
     log.info("%s: encoder runs in ONNX Runtime (%s, %d thread(s))", label, path.parent.name,
              threads)
-    return lambda torch_encoder: onnx.OnnxEncoder(torch_encoder, onnx.session(path, threads),
-                                                  label)
+    ort_session = onnx.session(path, threads, int8=int8)
+    load_torch = onnx.torch_loader(spec.id, spec.revision, kind, encoder.config)
+
+    def make(torch_encoder: Any) -> Any:
+        return onnx.OnnxEncoder(torch_encoder.config, torch_encoder.get_input_embeddings(),
+                                ort_session, label, load_torch, type(torch_encoder))
+
+    return make
 
 
 def _swap_encoder(module: Any, make: Any) -> Any:
@@ -126,8 +137,9 @@ def describe_runtime(config: Config) -> list[str]:
                 parts.append("backend onnxruntime NOT INSTALLED (pip install 'tlm-bot[onnx]')")
             else:
                 precision = "int8" if spec.quantize == "int8" else "float32"
-                parts.append(f"encoder in ONNX Runtime ({precision}; attention maps and hidden "
-                             "states from torch; decoders stay torch)")
+                parts.append(f"encoder in ONNX Runtime ({precision}; the torch encoder is loaded "
+                             "only when attention maps or hidden states are asked for; decoders "
+                             "stay torch)")
         if spec.quantize == "int8":
             parts.append("torch layers int8 (dynamic quantization)")
         lines.append(f"models.{role}: " + "; ".join(parts))

@@ -19,7 +19,8 @@ activations are quantized per tensor at run time, and those layers' inputs have 
 Keeping them in float32 would give back most of the speed (they hold most of the FLOPs).
 
 GPT-2 implements its projections as transformers' `Conv1D` (a Linear with the weight stored
-transposed), which dynamic quantization does not know: they become `nn.Linear` first.
+transposed), which dynamic quantization does not know: they become `nn.Linear` first (views of
+the same weights, not copies).
 
 `torch.ao.quantization` is deprecated in favour of torchao, but still ships and works in the
 torch this project pins (<3), has no extra dependency, and is what was measured; its
@@ -49,7 +50,8 @@ def conv1d_to_linear(module: nn.Module) -> int:
                 in_features, out_features = child.weight.shape
                 linear = nn.Linear(in_features, out_features, bias=False, device="meta")
                 # Views, not copies: a float copy of every projection, freed once quantized,
-                # would stay in the allocator's heap (RSS above float32's).
+                # would stay in the allocator's heap (RSS above float32's), and the view's
+                # checkpoint pages can be handed back once quantized (`quantize_int8`).
                 linear.weight = nn.Parameter(child.weight.detach().t(), requires_grad=False)
                 linear.bias = (None if child.bias is None
                                else nn.Parameter(child.bias.detach(), requires_grad=False))
@@ -58,40 +60,37 @@ def conv1d_to_linear(module: nn.Module) -> int:
     return replaced
 
 
-def own_tensors(module: nn.Module, *, only: type | None = None, names: tuple[str, ...] = ()
-                ) -> None:
-    """Copy parameters and buffers of `module` (of its `only`-type children, named `names`)
-    out of the checkpoint's memory mapping.
-
-    transformers loads safetensors memory-mapped: each tensor is a view into one mapping of the
-    whole file, and the mapping lives while any view does. Quantization reads every page (so
-    they become resident) and keeps a few float tensors (the Linear biases inside the packed
-    int8 weights, the embeddings, the layer norms): one view left keeps the whole file's pages
-    in RSS beside the int8 copies, more memory than float32 itself. So the biases are copied
-    before quantizing and everything left after it; the float weights themselves are never
-    copied (a copy freed later stays in the allocator's heap) and the mapping goes with them."""
-    with torch.no_grad():
-        for child in module.modules():
-            if only is not None and not isinstance(child, only):
-                continue
-            for tensors in (child._parameters, child._buffers):
-                for name, tensor in tensors.items():
-                    if tensor is not None and (not names or name in names):
-                        tensor.data = tensor.data.clone()
-
-
 def quantize_int8(module: Any) -> Any:
-    """The module with its Linear layers (and GPT-2's Conv1D) as dynamic int8; in place."""
+    """The module with its Linear layers (and GPT-2's Conv1D) as dynamic int8; in place.
+
+    Layer by layer, each float weight's checkpoint pages handed back as soon as its int8 copy
+    exists (`core.inference.backends.pages`), so the float weights are never all resident at
+    once: peak RSS stays near the int8 model's. The float tensors that remain (embeddings,
+    layer norms, biases) stay views of the checkpoint, resident only where a forward reads them
+    (an embedding table: the rows of the tokens seen), as in float32."""
+    from torch.ao.nn.quantized import dynamic as quantized_dynamic
+
+    from core.inference.backends.pages import Mappings
+
     converted = conv1d_to_linear(module)
-    own_tensors(module, only=nn.Linear, names=("bias",))
+    pages = Mappings.read()
+    linear_weights = {id(m.weight) for m in module.modules() if type(m) is nn.Linear}
+    kept = [t for m in module.modules() if type(m) is not nn.Linear
+            for t in m.parameters(recurse=False) if id(t) in linear_weights]  # tied tables
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices; see the module docstring
-        quantization = torch.ao.quantization
-        quantized = quantization.quantize_dynamic(
-            module, {nn.Linear: quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8,
-            inplace=True,
-        )
-    own_tensors(quantized)
-    log.info("%s: int8 dynamic quantization (%d Conv1D converted to Linear first)",
-             type(module).__name__, converted)
-    return quantized
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is not nn.Linear:
+                    continue
+                child.qconfig = qconfig
+                setattr(parent, name, quantized_dynamic.Linear.from_float(child))
+                if all(child.weight is not t for t in kept):
+                    pages.release(child.weight)
+    for table in kept:  # read whole by its projection's quantization; used a row at a time
+        pages.release(table, in_use=True)
+    log.info("%s: int8 dynamic quantization (%d Conv1D converted to Linear first; %d MB of "
+             "checkpoint pages handed back)", type(module).__name__, converted,
+             pages.released // 2**20)
+    return module
