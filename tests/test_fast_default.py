@@ -107,3 +107,13 @@ def test_bfloat16_is_within_tolerance_of_float32():
     got, dtype = features("bfloat16", {"dtype": "bfloat16"})
     assert dtype == "bfloat16"
     assert_within_tolerance("bfloat16", got)
+
+
+def test_onnxruntime_float32_gives_float32_features(tmp_path, monkeypatch):
+    """The ONNX Runtime path in float32 is exact, not merely within tolerance: its graph takes
+    the word embeddings looked up in torch and must give torch's features (within 1e-4)."""
+    pytest.importorskip("onnxruntime", reason="pip install 'tlm-bot[onnx]'")
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(tmp_path))
+    reference, _ = features("float32", {"dtype": "float32"})
+    got, _ = features("onnxruntime", {"dtype": "float32"}, {"backend": "onnxruntime"})
+    np.testing.assert_allclose(got, reference, atol=1e-4)
