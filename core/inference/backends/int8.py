@@ -24,7 +24,11 @@ the same weights, not copies).
 
 `torch.ao.quantization` is deprecated in favour of torchao, but still ships and works in the
 torch this project pins (<3), has no extra dependency, and is what was measured; its
-deprecation warnings are silenced here only, around the one call.
+deprecation warnings are silenced here only, around the quantization loop. The loop is its
+`quantize_dynamic` done one Linear at a time (`nnqd.Linear.from_float`, as it swaps modules), so
+that each float weight's checkpoint pages can be handed back as soon as its int8 copy exists:
+memory never holds all the float weights beside the int8 ones (peak RSS under float32's;
+`core.inference.backends.pages`).
 """
 
 from __future__ import annotations
