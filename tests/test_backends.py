@@ -371,21 +371,13 @@ def _peak_kb() -> int:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-@pytest.mark.parametrize("family", ["distilbert", "gpt2"])
-def test_int8_hands_back_the_float_weights_pages_as_it_quantizes(tiny_models, tmp_path, family):
-    """Peak RSS: quantization reads every float weight of the (memory-mapped) checkpoint once.
-    The pages it read are handed back layer by layer, so loading an int8 model never holds all
-    the float weights at once, and afterwards only a sliver of the checkpoint stays resident;
-    the tables still in use read back the checkpoint's very bytes."""
+def _wide_copy(tiny_models, tmp_path, family: str):
+    """A wider copy of a tiny model (random weights, its tokenizer): the tiny models' weights fit
+    in a few pages, a wider copy makes pages measurable. (folder, head)."""
     import shutil
 
     import transformers
 
-    from core.inference.backends.pages import resident_bytes
-    from core.inference.models import load_model
-
-    # The tiny models' weights fit in a few pages; a wider copy makes pages measurable.
     source = tiny_models.masked_lm if family == "distilbert" else tiny_models.causal_lm
     config = transformers.AutoConfig.from_pretrained(source)
     if family == "distilbert":
@@ -400,6 +392,20 @@ def test_int8_hands_back_the_float_weights_pages_as_it_quantizes(tiny_models, tm
     for name in source.iterdir():
         if name.name.startswith(("tokenizer", "vocab", "merges", "special")):
             shutil.copy(name, folder / name.name)
+    return folder, head
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("family", ["distilbert", "gpt2"])
+def test_int8_hands_back_the_float_weights_pages_as_it_quantizes(tiny_models, tmp_path, family):
+    """Peak RSS: quantization reads every float weight of the (memory-mapped) checkpoint once.
+    The pages it read are handed back layer by layer, so loading an int8 model never holds all
+    the float weights at once, and afterwards only a sliver of the checkpoint stays resident;
+    the tables still in use read back the checkpoint's very bytes."""
+    from core.inference.backends.pages import resident_bytes
+    from core.inference.models import load_model
+
+    folder, head = _wide_copy(tiny_models, tmp_path, family)
     float_bytes = (folder / "model.safetensors").stat().st_size
     reference = load_model(ModelSpec(str(folder)), frozenset({head})).module(head)
     table = reference.get_input_embeddings().weight.clone()
@@ -416,3 +422,22 @@ def test_int8_hands_back_the_float_weights_pages_as_it_quantizes(tiny_models, tm
     assert torch.equal(model.get_input_embeddings().weight, table)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_int8_never_hands_back_a_page_someone_wrote_to(tiny_models, tmp_path):
+    """A handed-back page comes back as the file's bytes: were any page of the checkpoint's
+    mapping privately modified, a table still in use (GPT-2's wte, tied to the quantized
+    projection) would silently lose the change. Then nothing of that file is handed back."""
+    import transformers
+
+    from core.inference.backends.int8 import quantize_int8
+
+    folder, _ = _wide_copy(tiny_models, tmp_path, "gpt2")
+    module = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    table = module.get_input_embeddings().weight
+    row = table.shape[0] // 2
+    with torch.no_grad():
+        table[row] += 1.0  # copy-on-write: that page of the mapping is now this process's own
+    expected = table[row].clone()
+    quantize_int8(module)
+    assert "quantized" in type(module.get_output_embeddings()).__module__
+    assert torch.equal(module.get_input_embeddings().weight[row], expected)

@@ -78,9 +78,7 @@ def quantize_int8(module: Any) -> Any:
 
     converted = conv1d_to_linear(module)
     pages = Mappings.read()
-    linear_weights = {id(m.weight) for m in module.modules() if type(m) is nn.Linear}
-    kept = [t for m in module.modules() if type(m) is not nn.Linear
-            for t in m.parameters(recurse=False) if id(t) in linear_weights]  # tied tables
+    swapped: dict[int, nn.Module] = {}  # a Linear registered twice is quantized once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices; see the module docstring
         qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
@@ -88,12 +86,13 @@ def quantize_int8(module: Any) -> Any:
             for name, child in list(parent.named_children()):
                 if type(child) is not nn.Linear:
                     continue
-                child.qconfig = qconfig
-                setattr(parent, name, quantized_dynamic.Linear.from_float(child))
-                if all(child.weight is not t for t in kept):
+                if id(child) not in swapped:
+                    child.qconfig = qconfig
+                    swapped[id(child)] = quantized_dynamic.Linear.from_float(child)
+                    # Read whole once; from now on only an embedding table tied to it (the
+                    # MLM's vocabulary, GPT-2's wte) is read again, a row at a time.
                     pages.release(child.weight)
-    for table in kept:  # read whole by its projection's quantization; used a row at a time
-        pages.release(table, in_use=True)
+                setattr(parent, name, swapped[id(child)])
     log.info("%s: int8 dynamic quantization (%d Conv1D converted to Linear first; %d MB of "
              "checkpoint pages handed back)", type(module).__name__, converted,
              pages.released // 2**20)

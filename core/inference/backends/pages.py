@@ -8,13 +8,13 @@ its int8 copy; without this, all those pages stay resident until the last view o
 
 `release(tensor)` drops this process's pages under one tensor (`madvise(MADV_DONTNEED)`, on
 the whole pages inside the tensor, so no neighbour loses a page). The file is not touched: a
-later read of those bytes faults them in again from the page cache. Two rules keep that exact:
+later read of those bytes faults them in again from the page cache, the very bytes that were
+there, under two rules:
 - only ranges inside a mapping of a `*.safetensors` file are released (never heap memory,
   which the allocator may have handed to someone else);
-- a tensor still in use (an embedding table tied to a quantized projection) is released only
-  when its mapping has no privately modified page (`Anonymous: 0 kB` in /proc/self/smaps):
-  then faulting it in again gives the very bytes that were there. A dead tensor (the float
-  weight a quantized layer replaced) is released regardless: nobody reads it again.
+- only while that mapping has no privately modified page (`Anonymous: 0 kB` in
+  /proc/self/smaps, read before the first release; quantization only reads): a page someone
+  wrote to would come back as the file's bytes, so then nothing of that file is released.
 Linux only; elsewhere `Mappings.read()` finds none and nothing is released.
 """
 
@@ -76,7 +76,7 @@ class Mappings:
             found.append(Mapping(*current, clean=anonymous == 0))
         return cls(found)
 
-    def release(self, tensor: Any, *, in_use: bool = False) -> int:
+    def release(self, tensor: Any) -> int:
         """Drop the resident pages under `tensor`; the bytes released (0 if none may be)."""
         if tensor is None or not self.mappings or tensor.device.type != "cpu":
             return 0
@@ -85,7 +85,7 @@ class Mappings:
                          if size > 0) if tensor.numel() else 0
         end = start + extent * tensor.element_size()
         mapping = next((m for m in self.mappings if m.start <= start and end <= m.end), None)
-        if mapping is None or (in_use and not mapping.clean):
+        if mapping is None or not mapping.clean:
             return 0
         first = -(-start // PAGE) * PAGE
         last = end // PAGE * PAGE
