@@ -441,3 +441,31 @@ def test_int8_never_hands_back_a_page_someone_wrote_to(tiny_models, tmp_path):
     quantize_int8(module)
     assert "quantized" in type(module.get_output_embeddings()).__module__
     assert torch.equal(module.get_input_embeddings().weight[row], expected)
+
+
+@needs_ort
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_onnxruntime_never_reads_the_encoder_weights_in_this_process(
+        tiny_models, tmp_path, monkeypatch, quantize):
+    """Peak and steady RSS, first start included: the export (which reads every weight and
+    writes them out again, several copies at once) runs in a child process, and the torch
+    encoder is dropped unread, so this process holds the session and never the checkpoint's
+    encoder pages."""
+    from core.inference.backends.pages import resident_bytes
+    from core.inference.models import load_model
+
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(tmp_path / "onnx"))  # empty: exports now
+    folder, head = _wide_copy(tiny_models, tmp_path, "distilbert")
+    float_bytes = (folder / "model.safetensors").stat().st_size
+    spec = ModelSpec(str(folder), quantize=quantize, backend="onnxruntime")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _peak_kb()
+    model = load_model(spec, frozenset({head})).module(head)
+    grown = (_peak_kb() - before) * 1024
+    assert type(model.base_model).__name__ == "OnnxEncoder"
+    assert list((tmp_path / "onnx").glob("*/encoder.onnx"))
+    # What stays: the session (the encoder's weights in float32, a quarter of them in int8).
+    # Exported here, the peak was the float weights read, traced and serialized besides.
+    assert grown < (1.4 if quantize == "none" else 0.6) * float_bytes, (grown, float_bytes)
+    assert resident_bytes(str(folder)) < 0.1 * float_bytes

@@ -111,9 +111,11 @@ _EXPORT_LOCK = threading.Lock()
 
 
 def export_encoder(model_id: str, revision: str, encoder_class: str, config: Any, *,
-                   int8: bool, local_only: bool = True) -> Path:
+                   int8: bool) -> Path:
     """The cached ONNX file of this checkpoint's encoder, exported (and quantized) the first
-    time by a child process (see the module docstring for why not here)."""
+    time by a child process (see the module docstring for why not here). The child reads the
+    checkpoint from local files only: this process has just loaded it from them (or from the
+    cache it downloaded to)."""
     folder = cache_dir() / export_key(model_id, revision, config, int8=int8)
     target = folder / "encoder.onnx"
     with _EXPORT_LOCK:
@@ -123,7 +125,7 @@ def export_encoder(model_id: str, revision: str, encoder_class: str, config: Any
         log.info("exporting the %s encoder to ONNX (once, in a child process; cached in %s)",
                  model_id, folder)
         job = {"model_id": model_id, "revision": revision, "encoder_class": encoder_class,
-               "target": str(target), "int8": int8, "local_only": local_only}
+               "target": str(target), "int8": int8}
         # The child imports this package from wherever this process did.
         path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
         done = subprocess.run(
@@ -142,8 +144,7 @@ def _export_here(job: dict) -> None:
 
     target = Path(job["target"])
     encoder = getattr(transformers, job["encoder_class"]).from_pretrained(
-        job["model_id"], revision=job["revision"], trust_remote_code=False,
-        local_files_only=job["local_only"],
+        job["model_id"], revision=job["revision"], trust_remote_code=False, local_files_only=True,
     ).eval()
     written = target.with_name(f"encoder.fp32.{os.getpid()}.onnx")
     _export(encoder, written)
