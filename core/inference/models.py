@@ -163,8 +163,9 @@ def load_model(spec: ModelSpec, heads: frozenset[Head],
         torch.set_num_threads(threads)
     # What a fast path replaced (float32 Linear layers, in reference cycles) must be collected
     # now: the registry then freezes every live object out of the collector's reach, and a
-    # frozen float copy would stay in memory beside the int8 one, keeping the checkpoint's
-    # mapping resident too. Here, in the loading thread, while few objects are unfrozen.
+    # frozen float Linear would stay in memory beside the int8 one (its weights' pages read
+    # back in by whatever touches them). Here, in the loading thread, while few objects are
+    # unfrozen.
     gc.collect()
     return loaded
 
