@@ -138,7 +138,7 @@ TARGETS: tuple[Target, ...] = (
             "tests/test_moderation_e2e.py::test_threads_and_voice_chats_follow_channel_rules",
             "tests/test_interactions.py::test_a_flood_of_votes_changes_the_vote_once",
             "tests/test_interactions.py::test_each_member_s_votes_have_their_own_rate",
-            "tests/test_front_door.py"),
+            "tests/test_front_door.py", "tests/test_gate.py"),
            functions=("xǁTurnǁgate", "xǁTurnǁrefund", "x_enter")),
 )
 
