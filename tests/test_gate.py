@@ -7,6 +7,7 @@ SQLite against the loopback Discord - the cases the gate's mutation run found un
 - a body that fails unexpectedly leaves its traceback in the log, not only a "failed" row;
 - a member's own rated action (👍/👎, `Policy.throttle`) has its own rate per server and per
   action, and a try the core never admitted gives its use back;
+- so does a class activity's start a moderator opened to students (its cooldown);
 - the owner's command (`/sync`) is the owner's wherever they are: past the pause and a channel
   rule; anyone else is refused.
 """
@@ -187,3 +188,23 @@ async def test_the_owner_syncs_past_the_pause_and_a_channel_rule(tiny_config, tm
         rows = await rows_of(h, "sync")
     assert [(r["user_id"], r["status"]) for r in rows] == [
         (emu.moderator_id, "user_error"), (emu.owner_id, "ok")]
+
+
+async def test_an_activity_s_refused_start_gives_its_use_back(tiny_config, tmp_path, caplog):
+    """A class activity a moderator opened to students has the student cooldown too: a quiz
+    start refused as a bad prompt gives its use back (the next good start is served), the
+    served one uses it."""
+    one_use = {"default_cooldown_uses": 1, "default_cooldown_seconds": 3600.0}
+    async with running_bot(bot_config(tiny_config, tmp_path, discord=one_use), caplog) as h:
+        await models_ready(h)
+        emu = h.emu
+        await h.services.settings.set_rule(emu.guild_id, "guild", emu.guild_id, "quiz", True)
+        starts = [await h.run("quiz", {"sentence": sentence}, subcommand="mask")
+                  for sentence in ("No blank in this one.", SENTENCE, SENTENCE)]
+        assert [s.ephemeral for s in starts] == [True] * 3
+        assert "[MASK]" in starts[0].text, starts[0].text
+        assert "started" in starts[1].text, starts[1].text
+        assert "too fast" in starts[2].text, starts[2].text
+        rows = await rows_of(h, "quiz mask")
+    assert [(r["user_id"], r["status"]) for r in rows] == [
+        (emu.student_id, "user_error"), (emu.student_id, "ok"), (emu.student_id, "cooldown")]
