@@ -377,6 +377,35 @@ DECISIONS = [
        f"role rules for all commands (*): <@&{STUDENTS}> denies, <@&{MUTED}> denies "
        "(an allowing role wins)",
        "refused: /mask is turned off for your roles by the moderators."), "refused")),
+    ("an instructor command by the instructor role", settings(instructor_role_id=TEACHERS),
+     student(TEACHERS), "logs", "instructor", None,
+     (True, f"you have the instructor role <@&{TEACHERS}>",
+      ("/logs is an instructor command", f"allowed: you have the instructor role <@&{TEACHERS}>"),
+      "refused")),
+    ("an instructor command by a student", settings(instructor_role_id=TEACHERS),
+     student(STUDENTS), "logs", "instructor", None,
+     (False, f"Only instructors (<@&{TEACHERS}>) can use /logs.",
+      ("/logs is an instructor command",
+       f"refused: Only instructors (<@&{TEACHERS}>) can use /logs."), "refused")),
+    ("a channel rule allows", settings(chan("mask", True), guild("*", False)), student(),
+     "mask", "student", None,
+     (True, f"/mask is allowed in <#{CH}>",
+      ("/mask is a student command", f"channel rule in <#{CH}> for /mask: allows",
+       f"allowed: /mask is allowed in <#{CH}>"), "refused")),
+    ("a server-wide rule allows", settings(guild("mask", True)), student(), "mask", "student",
+     None,
+     (True, "/mask is allowed in this server",
+      ("/mask is a student command", f"no channel rule in <#{CH}>",
+       "no role rule for your roles", "server-wide rule for /mask: allows",
+       "allowed: /mask is allowed in this server"), "refused")),
+    ("an activity by a student, no rule", settings(), student(STUDENTS), "quiz", "activity",
+     None,
+     (False, "Only instructors can start /quiz, unless a moderator allows it "
+      "(`/config allow command:quiz`).",
+      ("/quiz is an activity command (instructors, or whom a moderator allows)",
+       f"no channel rule in <#{CH}>", "no role rule for your roles", "no server-wide rule",
+       "refused: Only instructors can start /quiz, unless a moderator allows it "
+       "(`/config allow command:quiz`)."), "refused")),
 ]
 
 
@@ -486,6 +515,36 @@ async def test_emptied_cooldown_windows_are_forgotten(store: SettingsStore,
         assert (await policy.check(G, CH, student(user=user), "mask", "student")).allowed
     assert len(policy._uses) == len(policy._expires) == 5
     assert not (await policy.check(G, CH, student(user=4), "mask", "student")).allowed
+
+
+async def test_emptied_throttle_windows_are_forgotten_and_live_ones_kept(
+        store: SettingsStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The votes' windows are swept like the cooldowns': kept while they still count (a vote
+    a moment ago still refuses the next), forgotten once they emptied."""
+    monkeypatch.setattr(Policy, "_SWEEP_EVERY", 4)
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    rate = Cooldown("feedback", 1, 3.0)
+    for user in (1, 2, 3):  # checks 1-3
+        assert policy.throttle(G, user, "feedback", rate).allowed
+    clock.now += 2.9
+    assert policy.throttle(G, 4, "feedback", rate).allowed  # the 4th check sweeps: all live
+    assert set(policy._uses) == set(policy._expires) == {(G, u, "feedback") for u in (1, 2, 3, 4)}
+    assert not policy.throttle(G, 1, "feedback", rate).allowed  # check 5
+    clock.now += 3.0  # every window has emptied
+    for user in (5, 6, 7):  # checks 6-8: the 8th sweeps
+        assert policy.throttle(G, user, "feedback", rate).allowed
+    assert set(policy._uses) == set(policy._expires) == {(G, u, "feedback") for u in (5, 6, 7)}
+
+
+async def test_a_cooldown_s_seconds_read_with_two_decimals_at_most(store: SettingsStore) -> None:
+    """The refusal a student reads rounds the cooldown's seconds to two decimals."""
+    clock = FakeClock()
+    policy = Policy(store, clock=clock)
+    await store.set_cooldown(G, "mask", 1, 2.125)
+    assert (await policy.check(G, CH, student(), "mask", "student")).allowed
+    refused = await policy.check(G, CH, student(), "mask", "student")
+    assert refused.reason == "You're using /mask too fast (1 per 2.12 s). Try again in 3 s."
 
 
 async def test_throttle_counts_a_fixed_rate_in_a_sliding_window(store: SettingsStore) -> None:
