@@ -55,6 +55,7 @@ async def db(tmp_path):
     (" \t", "Your guess is empty. Type one word."),
     ("dog!", "`dog!` is not a word. Use letters or digits (an inner ' or - is fine), "
              "or a single punctuation mark such as `,` or `.`."),
+    (" big `dog` ", "Guess one word, without spaces (got `big 'dog'`)."),
     ("a" * (MAX_GUESS_CHARS + 1),
      f"That guess is {MAX_GUESS_CHARS + 1} characters long; the limit is {MAX_GUESS_CHARS}. "
      "Guess one word."),
@@ -85,11 +86,23 @@ def test_quiz_lengths_outside_the_limits_or_not_whole_seconds_are_refused(second
         f"`seconds` goes from {MIN_SECONDS} to {MAX_SECONDS}; got {shown}.")
 
 
+def test_a_quiz_of_an_unknown_kind_is_refused_naming_it():
+    with pytest.raises(InvalidInput) as refused:
+        check_new_quiz(_quiz(kind="cloze"))
+    assert refused.value.message == "A quiz is `mask` or `next`, not `cloze`."
+
+
 def test_an_empty_prompt_is_named_as_the_kind_calls_it():
     with pytest.raises(InvalidInput, match="sentence is empty"):
         check_new_quiz(_quiz(kind="mask", prompt="  "))
     with pytest.raises(InvalidInput, match="prompt is empty"):
         check_new_quiz(_quiz(kind="next", prompt="  "))
+
+
+async def test_a_new_quiz_is_logged_with_its_kind_channel_and_length(db, caplog):
+    caplog.set_level(logging.INFO, logger="core.storage.quizzes")
+    quiz = await QuizStore(db).create(_quiz(kind="next", prompt="Once upon a", seconds=45))
+    assert caplog.messages[-1] == f"quiz {quiz.id} (next) opened in channel {CHANNEL} for 45s"
 
 
 async def test_a_missing_quiz_is_said_for_guesses_and_for_closing(db):
