@@ -87,6 +87,8 @@ ENGINE_ADMISSION_TESTS = (
     "test_a_user_error_raised_by_a_task_reaches_the_student",
     "test_tokens_do_not_wait_behind_the_model_s_forward_passes",
     "test_with_a_remote_backend_forwards_go_remote_and_tokens_stay_here",
+    "test_a_waiting_picture_request_knows_its_place_in_line",
+    "test_an_answered_request_leaves_no_error_behind",
 )
 
 TARGETS: tuple[Target, ...] = (

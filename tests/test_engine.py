@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -157,6 +158,46 @@ async def test_callers_that_went_away_free_their_queue_places(tiny_config, monke
         for future in admitted:
             assert isinstance(await future, FillMaskResult)
         assert left[0].cancelled()
+
+
+async def test_a_waiting_picture_request_knows_its_place_in_line(tiny_config, monkeypatch):
+    """A picture request's future is the drawing stage's, not the lane's: its place in line
+    (what "in line" shows a student) is still found while it waits, and None once it ran."""
+    from core.inference.tasks.attention import AttentionRequest
+    from core.inference.tasks.fill_mask import FillMaskTask
+
+    release = threading.Event()
+    original = FillMaskTask.run_batch
+
+    def held(self, model, requests, emit):
+        if any("held" in r.text for r in requests):
+            assert release.wait(30), "the test never released the batch"
+        return original(self, model, requests, emit)
+
+    monkeypatch.setattr(FillMaskTask, "run_batch", held)
+    config = with_engine(tiny_config, max_batch_size=1)
+    async with _engine(config) as engine:
+        try:
+            busy = engine.admit(FillMaskRequest("The held one is [MASK]."))
+            lane = engine.lanes[(config.models.mask, None)]
+            await _wait_until(lambda: not lane.pending)  # in a worker, holding the lane
+            picture = engine.admit(AttentionRequest("Paris is in France."))
+            place = engine.queue_place(picture)
+            assert place is not None and place.place == 1
+        finally:
+            release.set()
+        assert isinstance(await busy, FillMaskResult)
+        assert (await picture).png
+        assert engine.queue_place(picture) is None
+
+
+async def test_an_answered_request_leaves_no_error_behind(engine, caplog):
+    """The timer that would stop a request too slow is cancelled by a done callback once it
+    is answered: nothing is logged as an error along the way."""
+    caplog.set_level(logging.WARNING)
+    assert isinstance(await engine.submit(MASK), FillMaskResult)
+    await asyncio.sleep(0.01)  # the done callbacks have run
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_cancelled_caller_in_flight_does_not_hurt_its_batch(engine):
