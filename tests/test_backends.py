@@ -198,20 +198,24 @@ async def test_bfloat16_on_the_cpu_agrees_with_float32(tiny_models, tmp_path, fl
     assert sum(a == b for a, b in zip(got["top1"], float32["top1"])) >= len(MASK_TEXTS) - 1
 
 
-def test_auto_moves_every_model_to_bfloat16_on_a_cpu_with_bfloat16_units(tiny_models):
+def test_auto_keeps_a_decoder_in_float32_on_the_cpu_and_moves_encoders_to_bfloat16(
+        tiny_models):
     """Through the production loader: under `dtype = "auto"` on a CPU with bfloat16 units the
-    encoders and GPT-2 run in bfloat16 (its greedy text is stated as not exact); on a CPU
-    without them, float32."""
+    encoders run in bfloat16, GPT-2 stays float32; an explicit bfloat16 moves GPT-2 too."""
     from core.inference.models import load_model
 
-    for cpuinfo, dtype in ((AMX_CPU, torch.bfloat16), (AVX2_CPU, torch.float32)):
-        placement = resolve_placement("cpu", "auto", cpuinfo=cpuinfo)
+    auto = resolve_placement("cpu", "auto", cpuinfo=AMX_CPU)
+    explicit = resolve_placement("cpu", "bfloat16")
+    for placement, gpt2_dtype in ((auto, torch.float32), (explicit, torch.bfloat16)):
         gpt2 = load_model(ModelSpec(str(tiny_models.causal_lm)), frozenset({Head.CAUSAL_LM}),
                           placement).modules[Head.CAUSAL_LM]
         bert = load_model(ModelSpec(str(tiny_models.masked_lm)), frozenset({Head.MASKED_LM}),
                           placement).modules[Head.MASKED_LM]
-        assert next(gpt2.parameters()).dtype == dtype, cpuinfo
-        assert next(bert.parameters()).dtype == dtype, cpuinfo
+        assert next(gpt2.parameters()).dtype == gpt2_dtype, placement
+        assert next(bert.parameters()).dtype == torch.bfloat16, placement
+    assert auto.dtype_for(decoder=True) == "float32"
+    assert resolve_placement("cpu", "auto", cpuinfo=AVX2_CPU).dtype_for(decoder=False) == (
+        "float32")
 
 
 # --- int8 -------------------------------------------------------------------------------------

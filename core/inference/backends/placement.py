@@ -11,11 +11,11 @@ within 0.5 point on the real MiniLM weights: tests/test_fast_default.py):
 - on a CPU with bfloat16 matrix units (Intel AMX `amx_bf16`, or `avx512_bf16`), bfloat16: oneDNN
   runs its Linear layers there at several times float32's speed (benchmarks/RESULTS.md);
 - on any other CPU, float32: without those units bfloat16 is emulated and slower than float32.
-GPT-2 included: its decode steps at batch 16 took half float32's CPU time in bfloat16
-(benchmarks/RESULTS.md, fastpath, "/generate at batch 16"; an earlier figure of "half the
-rate" was libgomp's throttling, `core.inference.worker.WorkerThreads`). Its greedy text is not
-exact: it can leave float32's after some tokens (how often: the same table); set
-`dtype = "float32"` for float32's text.
+On the CPU a decoder (GPT-2) stays float32 under `auto` (`dtype_for`): through the engine's
+decode loop (left-padded batch, attention mask, KV cache) its batched generation ran at about
+0.6x float32's rate in bfloat16, although a bare decode step without a mask took half float32's
+CPU time (benchmarks/RESULTS.md, fastpath, "/generate at batch 16", re-measured once libgomp's
+throttling was gone), and its greedy text can leave float32's after some tokens.
 An explicit dtype always wins. float16 on the CPU is refused: most CPU kernels lack it, so it is
 slower than float32 and some layers fail; bfloat16 is the CPU's half precision.
 """
@@ -61,6 +61,13 @@ class Placement:
 
     def __str__(self) -> str:
         return f"{self.device}, {self.dtype} ({self.reason})"
+
+    def dtype_for(self, *, decoder: bool) -> str:
+        """The dtype one model runs in: the placement's, except a decoder on the CPU under
+        `auto`, which stays float32 (see the module docstring)."""
+        if self.dtype_auto and self.is_cpu and decoder and self.dtype == "bfloat16":
+            return "float32"
+        return self.dtype
 
 
 CPU_FLOAT32 = Placement("cpu", "float32", "the default")
