@@ -16,7 +16,6 @@ import copy
 import enum
 import gc
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +26,9 @@ from core.errors import ModelUnavailable
 from core.i18n import lazy
 from core.inference import backends
 from core.inference.backends.placement import CPU_FLOAT32, Placement
+from core.inference.load_lock import LOAD_LOCK
 
 log = logging.getLogger(__name__)
-
-#: `from_pretrained` is not thread-safe: transformers' `no_tie_weights()` swaps
-#: `PreTrainedModel.tie_weights` for a no-op and restores it afterwards, so two overlapping loads
-#: can leave it a no-op for the rest of the process, and every later model keeps its tied
-#: weights (GPT-2's lm_head) on the `meta` device. So loads take turns, and anything else in
-#: the process that loads a model (tests, benchmarks) takes this lock too.
-LOAD_LOCK = threading.Lock()
 
 
 class Head(enum.Enum):

@@ -214,9 +214,9 @@ def torch_loader(model_id: str, revision: str, encoder_class: str, config: Any
     def load() -> nn.Module:
         import transformers
 
-        from core.inference.models import LOAD_LOCK
+        from core.inference.load_lock import LOAD_LOCK
 
-        with LOAD_LOCK:  # transformers' loading is not thread-safe (see models.load_model)
+        with LOAD_LOCK:  # transformers' loading is not thread-safe
             encoder = getattr(transformers, encoder_class).from_pretrained(
                 model_id, revision=revision, config=config, trust_remote_code=False,
                 local_files_only=True,
@@ -317,7 +317,8 @@ class OnnxEncoder(nn.Module):
 
 def main(argv: list[str] | None = None) -> int:
     """The export child: `python -m core.inference.backends.onnx '<job as JSON>'`."""
-    parser = argparse.ArgumentParser(description="Export one encoder to ONNX (internal).")
+    # No description: an internal entry point, started by `export_encoder` only.
+    parser = argparse.ArgumentParser(prog="python -m core.inference.backends.onnx")
     parser.add_argument("job")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
