@@ -124,9 +124,9 @@ class WorkerThreads:
     are GNU OpenMP's (libgomp). Each thread that once ran torch on n > 1 cores keeps n - 1 helper
     threads for life, and once the helpers of all threads outnumber the cores libgomp
     *throttles*: helpers stop spinning between parallel regions and sleep in the kernel. A
-    forward is hundreds of small parallel regions, so every forward in the process slowed by
-    ~70% the moment a second thread had used two cores (benchmarks/RESULTS.md, "Figures behind
-    the code", "One wide worker"). So only the wide worker ever uses more than one core, and
+    forward is hundreds of small parallel regions, so every forward in the process slowed the
+    moment a second thread had used two cores (benchmarks/RESULTS.md, "Figures behind the
+    code", "one wide worker"). So only the wide worker ever uses more than one core, and
     model loading runs on one (`core.inference.models.load_model`).
 
     A batch goes to the wide worker when it is free, with every core no other batch is using;

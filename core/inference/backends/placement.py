@@ -12,9 +12,9 @@ within 0.5 point on the real MiniLM weights: tests/test_fast_default.py):
   runs its Linear layers there at several times float32's speed (benchmarks/RESULTS.md);
 - on any other CPU, float32: without those units bfloat16 is emulated and slower than float32.
 On the CPU a decoder (GPT-2) stays float32 under `auto` (`dtype_for`): through the engine's
-decode loop (left-padded batch, attention mask, KV cache) its batched generation ran at about
-0.6x float32's rate in bfloat16, although a bare decode step without a mask took half float32's
-CPU time (benchmarks/RESULTS.md, fastpath, "/generate at batch 16", re-measured once libgomp's
+decode loop (left-padded batch, attention mask, KV cache) its batched generation ran slower in
+bfloat16 than in float32, although a bare decode step without a mask ran faster
+(benchmarks/RESULTS.md, fastpath, "/generate at batch 16", re-measured once libgomp's
 throttling was gone), and its greedy text can leave float32's after some tokens.
 An explicit dtype always wins. float16 on the CPU is refused: most CPU kernels lack it, so it is
 slower than float32 and some layers fail; bfloat16 is the CPU's half precision.
