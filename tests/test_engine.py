@@ -121,9 +121,8 @@ async def test_cancelled_waiting_caller_is_skipped(engine):
     assert isinstance(await engine.submit(MASK), FillMaskResult)
 
 
-async def test_callers_that_went_away_free_their_queue_places(tiny_config, monkeypatch):
-    """A full queue whose callers left (one cancelled, one timed out) admits new requests while
-    their entries still sit in the queue: places are counted for callers still waiting."""
+def _hold_masks_saying_held(monkeypatch) -> threading.Event:
+    """Fill-mask batches with "held" in a text wait in their worker until the event is set."""
     from core.inference.tasks.fill_mask import FillMaskTask
 
     release = threading.Event()
@@ -135,6 +134,14 @@ async def test_callers_that_went_away_free_their_queue_places(tiny_config, monke
         return original(self, model, requests, emit)
 
     monkeypatch.setattr(FillMaskTask, "run_batch", held)
+    return release
+
+
+async def test_callers_that_went_away_free_their_queue_places(tiny_config, monkeypatch):
+    """A full queue whose callers left (one cancelled, one timed out) admits new requests while
+    their entries still sit in the queue: places are counted for callers still waiting."""
+
+    release = _hold_masks_saying_held(monkeypatch)
     config = with_engine(tiny_config, queue_size=2, max_batch_size=1)
     async with _engine(config) as engine:
         try:
@@ -164,17 +171,8 @@ async def test_a_waiting_picture_request_knows_its_place_in_line(tiny_config, mo
     """A picture request's future is the drawing stage's, not the lane's: its place in line
     (what "in line" shows a student) is still found while it waits, and None once it ran."""
     from core.inference.tasks.attention import AttentionRequest
-    from core.inference.tasks.fill_mask import FillMaskTask
 
-    release = threading.Event()
-    original = FillMaskTask.run_batch
-
-    def held(self, model, requests, emit):
-        if any("held" in r.text for r in requests):
-            assert release.wait(30), "the test never released the batch"
-        return original(self, model, requests, emit)
-
-    monkeypatch.setattr(FillMaskTask, "run_batch", held)
+    release = _hold_masks_saying_held(monkeypatch)
     config = with_engine(tiny_config, max_batch_size=1)
     async with _engine(config) as engine:
         try:
