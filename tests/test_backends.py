@@ -344,6 +344,70 @@ async def test_onnxruntime_with_int8_keeps_top1_fillers(
     assert cosine(got["features"], float32["features"]).min() >= 0.99
 
 
+def _record_mask_batches(monkeypatch, meet: bool) -> list[dict]:
+    """Record each /mask batch the engine runs: its size, tokenizer and the most /mask batches
+    running at once. With `meet`, each batch waits (up to 5 s) until a second is running too."""
+    import threading
+
+    import core.inference.engine as engine_module
+    from core.inference.tasks.fill_mask import FillMaskTask
+
+    real = engine_module.run_batch
+    seen: list[dict] = []
+    running = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(2, timeout=5)
+
+    def recording(loop, model, batch, threads):
+        if not isinstance(batch[0].task, FillMaskTask):
+            return real(loop, model, batch, threads)
+        with lock:
+            running[0] += 1
+            seen.append({"size": len(batch), "tokenizer": id(model.tokenizer),
+                         "at_once": running[0]})
+        try:
+            if meet:
+                barrier.wait()
+            return real(loop, model, batch, threads)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(engine_module, "run_batch", recording)
+    return seen
+
+
+@needs_ort
+async def test_an_onnx_lane_runs_a_batch_per_worker_each_with_its_own_tokenizer(
+        tiny_models, tmp_path, float32, onnx_cache, monkeypatch):
+    """ONNX Runtime's one-thread sessions: a burst is split over both workers, which run
+    side by side (each waits for the other at a barrier), with two tokenizers, and the answers
+    are the one-lane answers."""
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(onnx_cache))
+    config = config_with(tiny_models, tmp_path, engine={"device": "cpu", "workers": 2},
+                         backend="onnxruntime")
+    seen = _record_mask_batches(monkeypatch, meet=True)
+    async with InferenceEngine(config) as engine:
+        await engine.registry.get(config.models.mask)
+        masks = await asyncio.gather(*(engine.submit(FillMaskRequest(t, 3))
+                                       for t in MASK_TEXTS))
+    assert sorted(b["size"] for b in seen) == [3, 3]
+    assert len({b["tokenizer"] for b in seen}) == 2
+    assert [m.fillers[0].token_id for m in masks] == float32["top1"]
+
+
+async def test_a_torch_lane_runs_one_batch_at_a_time(tiny_models, tmp_path, monkeypatch):
+    """torch spreads one batch over the free cores instead: the burst stays one batch, and
+    never two /mask batches run at once."""
+    config = config_with(tiny_models, tmp_path, engine={"device": "cpu", "workers": 2})
+    seen = _record_mask_batches(monkeypatch, meet=False)
+    async with InferenceEngine(config) as engine:
+        await engine.registry.get(config.models.mask)
+        await asyncio.gather(*(engine.submit(FillMaskRequest(t, 3)) for t in MASK_TEXTS * 3))
+    assert seen and max(b["at_once"] for b in seen) == 1
+    assert seen[0]["size"] == len(MASK_TEXTS) * 3
+
+
 # --- GPU out of memory ------------------------------------------------------------------------
 
 async def test_out_of_memory_splits_the_batch_until_it_fits(engine, monkeypatch, caplog):

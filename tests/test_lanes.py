@@ -180,24 +180,48 @@ async def test_an_answered_caller_no_longer_counts_as_live():
     await lane.stop(1)
 
 
-async def test_a_lone_request_waits_at_most_a_share_of_the_lane_s_batch_time():
-    """Once the lane knows its batches take ~0.2 s, a request alone waits for company at most a
-    quarter of that (`WAIT_SHARE`), not the whole `max_wait_ms`."""
-    lane, runner = await _lane(max_batch_size=8, max_wait_ms=400)
+def _slow(runner: RecordingRunner, seconds: float) -> list[float]:
+    """Make each of `runner`'s batches take `seconds`; returns when each batch was sent."""
     real_run = runner.run
     sent_at: list[float] = []
 
     async def slow_run(batch: list[Pending]) -> None:
         sent_at.append(time.perf_counter())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(seconds)
         await real_run(batch)
 
     runner.run = slow_run
-    assert await asyncio.wait_for(lane.put(Echo("first"), TASK), 5) == "first"
+    return sent_at
+
+
+async def test_a_lone_request_waits_at_most_a_share_of_the_lane_s_batch_time():
+    """Once the lane knows its batches take ~0.2 s, a request alone waits for company at most a
+    quarter of that (`WAIT_SHARE`), not the whole `max_wait_ms`, while requests have been
+    coming closer together than a batch time (here: four at once)."""
+    lane, runner = await _lane(max_batch_size=8, max_wait_ms=400)
+    sent_at = _slow(runner, 0.2)
+    burst = [lane.put(Echo(f"first{i}"), TASK) for i in range(4)]
+    await asyncio.wait_for(asyncio.gather(*burst), 5)
     while lane.batch_seconds is None:  # set once the batch returns
         await asyncio.sleep(0.01)
     started = time.perf_counter()
     assert await asyncio.wait_for(lane.put(Echo("alone"), TASK), 5) == "alone"
-    assert sent_at[1] - started < 0.2 * WAIT_SHARE + 0.1
+    waited = sent_at[1] - started
+    assert 0.2 * WAIT_SHARE * 0.8 <= waited < 0.2 * WAIT_SHARE + 0.1, waited
     assert lane.company_wait() <= WAIT_SHARE * lane.batch_seconds
+    await lane.stop(1)
+
+
+async def test_a_sparse_request_is_sent_at_once():
+    """Requests further apart than a batch time seldom find company: the next one is sent at
+    once, not after a share of the batch time (issue 26, one /mask alone)."""
+    lane, runner = await _lane(max_batch_size=8, max_wait_ms=400)
+    sent_at = _slow(runner, 0.2)
+    for label in ("one", "two"):  # 0.4 s wait, 0.2 s batch, 0.3 s apart: gaps > batch time
+        assert await asyncio.wait_for(lane.put(Echo(label), TASK), 5) == label
+        await asyncio.sleep(0.3)
+    assert lane.arrival_gap > lane.batch_seconds
+    started = time.perf_counter()
+    assert await asyncio.wait_for(lane.put(Echo("alone"), TASK), 5) == "alone"
+    assert sent_at[-1] - started < 0.02, sent_at[-1] - started
     await lane.stop(1)

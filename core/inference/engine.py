@@ -197,7 +197,11 @@ class InferenceEngine:
             if self.remote is not None and not task.tokenizer_only:
                 runner = self.remote.runner(spec)
             else:
-                runner = LocalRunner(self, spec, own_tokenizer=key[1])
+                # An ONNX encoder's main lane: a batch per worker at once (`LocalRunner`).
+                side_by_side = (key[1] is None and spec.backend == "onnxruntime"
+                                and spec != self.config.models.generate)
+                runner = LocalRunner(self, spec, own_tokenizer=key[1],
+                                     slots=self.config.engine.workers if side_by_side else 1)
             name = str(spec) if key[1] is None else f"{spec} ({key[1]})"
             lane = self._lanes[key] = Lane(name, self.config.engine, runner)
         # A picture request is admitted by the drawing stage first: refused while it is full,
@@ -343,34 +347,56 @@ def _expire(future: asyncio.Future) -> None:
 
 
 class LocalRunner:
-    """A lane's batches in this process: its model from the registry, one batch at a time in
-    the engine's worker threads (`core.inference.worker.run_batch`)."""
+    """A lane's batches in this process: its model from the registry, run in the engine's
+    worker threads (`core.inference.worker.run_batch`), up to `slots` batches at once.
 
-    #: One batch per lane at a time: two forwards of one model in parallel threads only fight
-    #: over the cores; different models' lanes still progress side by side.
-    slots = 1
+    An ONNX Runtime encoder's main lane runs as many batches at once as there are workers,
+    each session on one thread: its int8 encoder gained 1.1-1.4x from a second thread, while
+    two one-thread batches side by side did 1.9x the work of one (benchmarks/RESULTS.md,
+    "Figures behind the code", "two batches of one lane"). A torch lane runs one batch at a time
+    on every free core: two of its batches side by side held no more /mask requests a second
+    than one on two cores, and a second batch beside a two-core one oversubscribes the cores.
+    Each batch running at once gets its own copy of the tokenizer: a fast tokenizer used from
+    two threads at once fails ("Already borrowed") when one of them pads or truncates.
+    """
 
     def __init__(self, engine: InferenceEngine, spec: ModelSpec, *,
-                 own_tokenizer: str | None = None) -> None:
+                 own_tokenizer: str | None = None, slots: int = 1) -> None:
         self.engine = engine
         self.spec = spec
         #: A lane beside the model's main lane (named by its task) must not share its
-        #: tokenizer: a fast tokenizer used from two threads at once fails ("Already
-        #: borrowed") when one of them pads or truncates.
+        #: tokenizer with it either.
         self.own_tokenizer = own_tokenizer
+        self.slots = max(1, slots)
         self.model: LoadedModel | None = None
+        #: Tokenizer owners of the batches running now (`_view`).
+        self._busy: set[int] = set()
 
     async def ready(self) -> None:
         model = await self.engine.registry.get(self.spec)
         self.model = (model if self.own_tokenizer is None
                       else model.with_own_tokenizer(self.own_tokenizer))
 
-    async def run(self, batch: list[Pending]) -> None:
+    def _view(self, slot: int) -> LoadedModel:
+        """The model with slot `slot`'s tokenizer: the lane's own for the first slot, a copy
+        (made once, then reused) for each other."""
         assert self.model is not None, "run() before ready()"
+        if slot == 0:
+            return self.model
+        return self.model.with_own_tokenizer(f"{self.own_tokenizer or ''}#slot{slot}")
+
+    async def run(self, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
-        # A tokenizer-only batch takes a millisecond: it should not cost a forward its threads.
-        uses_cores = not (batch and batch[0].task.tokenizer_only)
-        await self.engine.workers.run(run_batch, loop, self.model, batch, uses_cores=uses_cores)
+        slot = min(set(range(self.slots)) - self._busy)  # the lane never runs more than slots
+        self._busy.add(slot)
+        try:
+            # A tokenizer-only batch takes a millisecond: it should not cost a forward its
+            # threads.
+            uses_cores = not (batch and batch[0].task.tokenizer_only)
+            await self.engine.workers.run(run_batch, loop, self._view(slot), batch,
+                                          uses_cores=uses_cores)
+        finally:
+            self._busy.discard(slot)
 
 
 __all__ = ["InferenceEngine", "LocalRunner", "ModelStatus", "QueuePlace", "QueueState", "UserError"]

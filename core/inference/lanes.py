@@ -113,6 +113,9 @@ class Lane:
         self.pending: collections.deque[Pending] = collections.deque()
         #: Seconds per batch, smoothed (for `place_of`'s estimate); None before the first.
         self.batch_seconds: float | None = None
+        #: Seconds between arrivals, smoothed (for `company_wait`); None before the second.
+        self.arrival_gap: float | None = None
+        self.last_arrival: float | None = None
         #: Batches the runner may still take now, and their senders in flight.
         self.free = max(1, runner.slots)
         self.in_flight: set[asyncio.Task] = set()
@@ -132,7 +135,13 @@ class Lane:
         if self.waiting() >= self.config.queue_size:
             raise Overloaded(BUSY)
         future = asyncio.get_running_loop().create_future()
-        self.pending.append(Pending(request, task, task.batch_key(request), future, stream))
+        item = Pending(request, task, task.batch_key(request), future, stream)
+        if self.last_arrival is not None:
+            gap = item.enqueued_at - self.last_arrival
+            self.arrival_gap = gap if self.arrival_gap is None else (
+                0.7 * self.arrival_gap + 0.3 * gap)
+        self.last_arrival = item.enqueued_at
+        self.pending.append(item)
         self.wakeup.set()
         return future
 
@@ -197,15 +206,25 @@ class Lane:
         return batch
 
     def company_wait(self) -> float:
-        """Seconds the first request of a batch waits for company: `max_wait_ms`, but never more
-        than `WAIT_SHARE` of this lane's recent batch time. Waiting w can save a request that
-        would have missed the batch at most one batch time, while a request alone pays w in
-        full: where a forward is short (an encoder in bfloat16), a long wait only adds latency;
-        where it is long (a /generate batch), the full wait pays for itself."""
+        """Seconds the first request of a batch waits for company.
+
+        Waiting w lets a request that arrives within w share this batch instead of waiting up
+        to a whole batch time B for the next one; a request alone pays w in full. With arrivals
+        every g seconds on average that saves about w * B / g and costs w, so:
+        - where requests come further apart than one batch time (g > B), the batch is sent at
+          once: a lone /mask answers one forward after it arrives (issue 26);
+        - otherwise it waits `max_wait_ms`, but never more than `WAIT_SHARE` of B: where a
+          forward is short (an encoder in bfloat16) a long wait only adds latency, where it is
+          long (a /generate batch) the full wait pays for itself.
+        Before the lane has timed a batch and seen two arrivals it waits `max_wait_ms`.
+        (The batcher asks only when a slot is free, so the wait never idles a busy runner.)
+        """
         wait = self.config.max_wait_ms / 1000
-        if self.batch_seconds is not None:
-            wait = min(wait, WAIT_SHARE * self.batch_seconds)
-        return wait
+        if self.batch_seconds is None:
+            return wait
+        if self.arrival_gap is not None and self.arrival_gap > self.batch_seconds:
+            return 0.0
+        return min(wait, WAIT_SHARE * self.batch_seconds)
 
     async def _batch_forever(self) -> None:
         try:
