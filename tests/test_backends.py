@@ -198,24 +198,17 @@ async def test_bfloat16_on_the_cpu_agrees_with_float32(tiny_models, tmp_path, fl
     assert sum(a == b for a, b in zip(got["top1"], float32["top1"])) >= len(MASK_TEXTS) - 1
 
 
-def test_auto_keeps_a_decoder_in_float32_on_the_cpu_and_moves_encoders_to_bfloat16(
-        tiny_models):
+def test_auto_moves_every_model_to_bfloat16_on_a_cpu_with_bfloat16_units(tiny_models):
     """Through the production loader: under `dtype = "auto"` on a CPU with bfloat16 units the
-    encoders run in bfloat16, GPT-2 stays float32; an explicit bfloat16 moves GPT-2 too."""
+    encoders and GPT-2 run in bfloat16 (GPT-2's batched decoding is faster there too)."""
     from core.inference.models import load_model
 
     auto = resolve_placement("cpu", "auto", cpuinfo=AMX_CPU)
-    explicit = resolve_placement("cpu", "bfloat16")
-    for placement, gpt2_dtype in ((auto, torch.float32), (explicit, torch.bfloat16)):
-        gpt2 = load_model(ModelSpec(str(tiny_models.causal_lm)), frozenset({Head.CAUSAL_LM}),
-                          placement).modules[Head.CAUSAL_LM]
-        bert = load_model(ModelSpec(str(tiny_models.masked_lm)), frozenset({Head.MASKED_LM}),
-                          placement).modules[Head.MASKED_LM]
-        assert next(gpt2.parameters()).dtype == gpt2_dtype, placement
-        assert next(bert.parameters()).dtype == torch.bfloat16, placement
-    assert auto.dtype_for(decoder=True) == "float32"
-    assert resolve_placement("cpu", "auto", cpuinfo=AVX2_CPU).dtype_for(decoder=False) == (
-        "float32")
+    for spec, head in ((tiny_models.causal_lm, Head.CAUSAL_LM),
+                       (tiny_models.masked_lm, Head.MASKED_LM)):
+        module = load_model(ModelSpec(str(spec)), frozenset({head}), auto).modules[head]
+        assert next(module.parameters()).dtype == torch.bfloat16, spec
+    assert resolve_placement("cpu", "auto", cpuinfo=AVX2_CPU).dtype == "float32"
 
 
 # --- int8 -------------------------------------------------------------------------------------
@@ -537,3 +530,32 @@ def test_onnxruntime_never_reads_the_encoder_weights_in_this_process(
     # Exported here, the peak was the float weights read, traced and serialized besides.
     assert grown < (1.4 if quantize == "none" else 0.6) * float_bytes, (grown, float_bytes)
     assert resident_bytes(str(folder)) < 0.1 * float_bytes
+
+
+def test_a_decode_batch_projects_each_step_s_last_positions_in_one_product(tiny_models):
+    """The vocabulary projection of a batch's first step runs on a gathered, contiguous last
+    position: transformers' `logits_to_keep=1` slice made matmul copy the vocabulary matrix once
+    per row in bfloat16 (an `aten::bmm` as large as the batch), and that first step outlasted
+    the rest of a 30-token batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from core.config import LimitsConfig, ModelsConfig
+    from core.inference.models import load_model
+    from core.inference.tasks.generate import GenerateTask
+
+    model = load_model(ModelSpec(str(tiny_models.causal_lm)),
+                       frozenset({Head.CAUSAL_LM, Head.TOKENIZER}),
+                       resolve_placement("cpu", "bfloat16"))
+    task = GenerateTask(ModelsConfig(), LimitsConfig())
+    requests = [GenerateRequest(p, max_new_tokens=3, greedy=True) for p in PROMPTS]
+    results = []
+
+    def emit(index, outcome):
+        results.append(outcome)
+
+    emit.wanted = lambda index: True
+    emit.progress = lambda index: None
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as trace:
+        task.run_batch(model, [task.validate(r) for r in requests], emit)
+    assert len(results) == len(PROMPTS) and not any(isinstance(r, Exception) for r in results)
+    assert not [e for e in trace.events() if e.name == "aten::bmm"]

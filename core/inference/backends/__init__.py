@@ -40,8 +40,7 @@ def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = 
                         label, placement.device, placement.dtype)
         return module.to(device=placement.device, dtype=placement.torch_dtype)
     if not fast:
-        dtype = placement.dtype_for(decoder=is_decoder(module))
-        if dtype != "float32":
+        if placement.dtype != "float32":
             module = module.to(dtype=placement.torch_dtype)
         return module
     if placement.dtype != "float32" and not placement.dtype_auto:
@@ -123,9 +122,6 @@ def describe_runtime(config: Config) -> list[str]:
         lines = [f"runtime: {placement.device}, {placement.dtype} ({placement.reason})"]
     except ConfigError as exc:
         return [f"runtime: cannot run here: {exc}"]
-    if placement.dtype_for(decoder=True) != placement.dtype:
-        lines.append(f"models.generate: {placement.dtype_for(decoder=True)} (dtype auto keeps "
-                     "a decoder in float32 on the CPU: faster and exact there)")
     seen: set[ModelSpec] = set()
     for role in ("mask", "qa", "generate", "features"):
         spec = getattr(config.models, role)

@@ -11,11 +11,9 @@ within 0.5 point on the real MiniLM weights: tests/test_fast_default.py):
 - on a CPU with bfloat16 matrix units (Intel AMX `amx_bf16`, or `avx512_bf16`), bfloat16: oneDNN
   runs its Linear layers there at several times float32's speed (benchmarks/RESULTS.md);
 - on any other CPU, float32: without those units bfloat16 is emulated and slower than float32.
-On the CPU a decoder (GPT-2) stays float32 under `auto` (`dtype_for`): through the engine's
-decode loop (left-padded batch, attention mask, KV cache) its batched generation ran slower in
-bfloat16 than in float32, although a bare decode step without a mask ran faster
-(benchmarks/RESULTS.md, fastpath, "/generate at batch 16", re-measured once libgomp's
-throttling was gone), and its greedy text can leave float32's after some tokens.
+GPT-2 included: its batched decoding runs faster in bfloat16 than in float32 on such a CPU;
+its greedy text can leave float32's after some tokens, and the fastpath benchmark says how
+often (benchmarks/RESULTS.md, "/generate at batch 16").
 An explicit dtype always wins. float16 on the CPU is refused: most CPU kernels lack it, so it is
 slower than float32 and some layers fail; bfloat16 is the CPU's half precision.
 """
@@ -61,13 +59,6 @@ class Placement:
 
     def __str__(self) -> str:
         return f"{self.device}, {self.dtype} ({self.reason})"
-
-    def dtype_for(self, *, decoder: bool) -> str:
-        """The dtype one model runs in: the placement's, except a decoder on the CPU under
-        `auto`, which stays float32 (see the module docstring)."""
-        if self.dtype_auto and self.is_cpu and decoder and self.dtype == "bfloat16":
-            return "float32"
-        return self.dtype
 
 
 CPU_FLOAT32 = Placement("cpu", "float32", "the default")
