@@ -21,7 +21,7 @@ import torch
 from core.config import ModelSpec, parse_config
 from core.errors import ConfigError, Overloaded
 from core.inference.backends import describe_runtime, resolve_placement
-from core.inference.backends.int8 import conv1d_to_linear
+from core.inference.backends.linear import conv1d_to_linear
 from core.inference.backends.placement import auto_dtype
 from core.inference.engine import InferenceEngine
 from core.inference.models import Head
@@ -209,6 +209,27 @@ def test_auto_moves_every_model_to_bfloat16_on_a_cpu_with_bfloat16_units(tiny_mo
         module = load_model(ModelSpec(str(spec)), frozenset({head}), auto).modules[head]
         assert next(module.parameters()).dtype == torch.bfloat16, spec
     assert resolve_placement("cpu", "auto", cpuinfo=AVX2_CPU).dtype == "float32"
+
+
+def test_bfloat16_gpt2_runs_its_projections_as_linear_layers_of_their_own(tiny_models):
+    """GPT-2's Conv1D projections become Linear layers holding a contiguous [out, in] copy
+    (oneDNN's faster bfloat16 layout), and the logits stay the Conv1D model's."""
+    from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    from core.inference.models import load_model
+
+    gpt2 = load_model(ModelSpec(str(tiny_models.causal_lm)), frozenset({Head.CAUSAL_LM}),
+                      resolve_placement("cpu", "bfloat16")).modules[Head.CAUSAL_LM]
+    reference = AutoModelForCausalLM.from_pretrained(str(tiny_models.causal_lm)).to(
+        torch.bfloat16).eval()
+    assert not [m for m in gpt2.modules() if isinstance(m, Conv1D)]
+    projections = [m for m in gpt2.transformer.h.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(projections) == 4 * len(gpt2.transformer.h)
+    assert all(m.weight.is_contiguous() for m in projections)
+    ids = torch.tensor([[5, 17, 42, 8, 99]])
+    with torch.inference_mode():
+        torch.testing.assert_close(gpt2(ids).logits, reference(ids).logits, atol=0.05, rtol=0.02)
 
 
 # --- int8 -------------------------------------------------------------------------------------

@@ -40,28 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.inference.backends.linear import conv1d_to_linear
+
 log = logging.getLogger(__name__)
-
-
-def conv1d_to_linear(module: nn.Module) -> int:
-    """Replace every transformers `Conv1D` inside `module` by an equal `nn.Linear`; the count."""
-    from transformers.pytorch_utils import Conv1D
-
-    replaced = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Conv1D):
-                in_features, out_features = child.weight.shape
-                linear = nn.Linear(in_features, out_features, bias=False, device="meta")
-                # Views, not copies: a float copy of every projection, freed once quantized,
-                # would stay in the allocator's heap (RSS above float32's), and the view's
-                # checkpoint pages can be handed back once quantized (`quantize_int8`).
-                linear.weight = nn.Parameter(child.weight.detach().t(), requires_grad=False)
-                linear.bias = (None if child.bias is None
-                               else nn.Parameter(child.bias.detach(), requires_grad=False))
-                setattr(parent, name, linear)
-                replaced += 1
-    return replaced
 
 
 def quantize_int8(module: Any) -> Any:
