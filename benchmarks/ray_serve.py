@@ -111,16 +111,19 @@ async def measure(cluster, config: Config, rounds: int) -> dict:
     out: dict = {"load_before": await asyncio.to_thread(settled_load)}
     async with InferenceEngine(local_of(config)) as local:
         await asyncio.gather(*(local.registry.get(s) for s in local.registry.specs))
+        await local.pictures.warmed()  # each engine's drawing processes import at its start
         out["local_seq_p50_ms"] = await sequential_p50(local, rounds * 8)
         out["local_burst_ms"] = await burst_wall(local, rounds)
         out["local_mixed"] = await mixed(local)
     async with InferenceEngine(local_of(config, threads=1)) as local1:
         await asyncio.gather(*(local1.registry.get(s) for s in local1.registry.specs))
+        await local1.pictures.warmed()
         # The same work as a replica of one CPU (one torch thread): what Ray itself adds.
         out["local1_seq_p50_ms"] = await sequential_p50(local1, rounds * 8)
         out["local1_burst_ms"] = await burst_wall(local1, rounds)
     one = with_replicas(config, 1)
     async with InferenceEngine(one) as ray1:
+        await ray1.pictures.warmed()
         out["ray_seq_p50_ms"] = await sequential_p50(ray1, rounds * 8)
         out["ray1_burst_ms"] = await burst_wall(ray1, rounds)
         out["ray_mixed"] = await mixed(ray1)
@@ -129,6 +132,7 @@ async def measure(cluster, config: Config, rounds: int) -> dict:
     await asyncio.to_thread(redeploy, cluster, 2)  # the same application, updated in place
     out["scale_up_s"] = time.perf_counter() - started
     async with InferenceEngine(two) as ray2:
+        await ray2.pictures.warmed()
         out["ray2_burst_ms"] = await burst_wall(ray2, rounds)
     out["load_after"] = loadavg()
     return out

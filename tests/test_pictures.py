@@ -108,3 +108,14 @@ async def test_aclose_stops_the_drawing_processes(tiny_config):
     for process in drawers:
         process.join(5)
         assert not process.is_alive()
+
+
+async def test_warmed_waits_until_every_drawing_process_has_imported_matplotlib(tiny_config):
+    """Benchmarks measure after `warmed`: a drawing process still importing takes most of a
+    core. Once it returns, every import `start` sent has finished."""
+    config = with_engine(tiny_config, picture_workers=2)
+    async with InferenceEngine(config) as engine:
+        warming = list(engine.pictures._warming)
+        assert len(warming) == 2
+        await engine.pictures.warmed()
+        assert all(f.done() and f.exception() is None for f in warming)

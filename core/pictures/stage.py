@@ -107,6 +107,7 @@ class PictureStage:
         self._idle = asyncio.Event()  # binds no loop until awaited (3.10+)
         self._idle.set()
         self._closed = False
+        self._warming: list[concurrent.futures.Future] = []
 
     @property
     def in_flight(self) -> int:
@@ -121,8 +122,16 @@ class PictureStage:
         """
         pool = self._ensure_pool()
         if pool is not None:
-            for _ in range(self.workers):
-                pool.submit(_import_matplotlib)
+            self._warming = [pool.submit(_import_matplotlib) for _ in range(self.workers)]
+
+    async def warmed(self) -> None:
+        """Wait until the drawing processes `start` began have imported matplotlib. For
+        benchmarks: a process still importing takes most of a core for a second or two."""
+        for future in self._warming:
+            try:
+                await asyncio.wrap_future(future)
+            except Exception:  # a broken pool draws in a thread instead; nothing to wait for
+                return
 
     def reserve(self) -> Ticket:
         """Admit one picture request or refuse it with `Overloaded`."""
