@@ -83,7 +83,8 @@ class EngineConfig:
     #: set 1: multi-threaded forwards slow down several times whenever a neighbour is busy.
     torch_threads: int = 0
     max_batch_size: int = 32
-    #: How long the batcher waits for company after the first request of a batch.
+    #: The longest the batcher waits for company after the first request of a batch (only while
+    #: requests come closer together than a batch takes: `core.inference.lanes.Lane.company_wait`).
     max_wait_ms: float = 10.0
     #: Requests waiting per model before new ones get `Overloaded`.
     queue_size: int = 128
