@@ -197,10 +197,10 @@ def _slow(runner: RecordingRunner, seconds: float) -> list[float]:
 async def test_a_lone_request_waits_at_most_a_share_of_the_lane_s_batch_time():
     """Once the lane knows its batches take ~0.2 s, a request alone waits for company at most a
     quarter of that (`WAIT_SHARE`), not the whole `max_wait_ms`, while requests have been
-    coming closer together than a batch time (here: four at once)."""
+    coming closer together than half a batch time (here: a full batch at once)."""
     lane, runner = await _lane(max_batch_size=8, max_wait_ms=400)
     sent_at = _slow(runner, 0.2)
-    burst = [lane.put(Echo(f"first{i}"), TASK) for i in range(4)]
+    burst = [lane.put(Echo(f"first{i}"), TASK) for i in range(8)]
     await asyncio.wait_for(asyncio.gather(*burst), 5)
     while lane.batch_seconds is None:  # set once the batch returns
         await asyncio.sleep(0.01)
@@ -217,11 +217,28 @@ async def test_a_sparse_request_is_sent_at_once():
     once, not after a share of the batch time (issue 26, one /mask alone)."""
     lane, runner = await _lane(max_batch_size=8, max_wait_ms=400)
     sent_at = _slow(runner, 0.2)
-    for label in ("one", "two"):  # 0.4 s wait, 0.2 s batch, 0.3 s apart: gaps > batch time
+    for label in ("one", "two"):  # 0.4 s wait, 0.2 s batch, 0.3 s apart: gaps > half of it
         assert await asyncio.wait_for(lane.put(Echo(label), TASK), 5) == label
         await asyncio.sleep(0.3)
     assert lane.arrival_gap > lane.batch_seconds
     started = time.perf_counter()
     assert await asyncio.wait_for(lane.put(Echo("alone"), TASK), 5) == "alone"
     assert sent_at[-1] - started < 0.02, sent_at[-1] - started
+    await lane.stop(1)
+
+
+@pytest.mark.parametrize("gap, expected", [
+    (None, WAIT_SHARE * 0.2),  # no arrivals measured yet: wait
+    (0.05, WAIT_SHARE * 0.2),  # four requests a batch time: wait a share of it
+    (0.099, WAIT_SHARE * 0.2),
+    (0.101, 0.0),  # under two a batch time, as one student's back-to-back requests: send
+    (0.15, 0.0),
+    (0.3, 0.0),
+])
+async def test_the_wait_for_company_by_how_often_requests_come(gap, expected):
+    """The rule's table, with a batch time of 0.2 s: company is worth waiting for only while
+    more than two requests come per batch time."""
+    lane, _ = await _lane(max_batch_size=8, max_wait_ms=400)
+    lane.batch_seconds, lane.arrival_gap = 0.2, gap
+    assert lane.company_wait() == pytest.approx(expected)
     await lane.stop(1)

@@ -14,6 +14,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import torch
 
 from core.inference import backends
@@ -74,6 +75,33 @@ async def test_a_lone_batch_gets_every_core_and_a_second_one_core() -> None:
         probe.release["d"].set()
         await workers.run(probe, "d")
         assert probe.seen["d"] == (probe.seen["a"][0], 2)
+        assert workers.running == 0
+    finally:
+        for event in probe.release.values():
+            event.set()
+        workers.shutdown()
+
+
+async def test_a_cancelled_batch_holds_its_worker_until_its_thread_is_free() -> None:
+    """A thread cannot be stopped: cancelling its caller (shutdown) must not free the wide
+    worker's cores for another batch while the first still runs on them."""
+    workers = WorkerThreads(count=2, cores=2)
+    probe = Probe()
+    try:
+        first = asyncio.create_task(workers.run(probe, "a"))
+        await _started(probe, "a")
+        first.cancel()
+        await asyncio.sleep(0.05)
+        assert not first.done()  # the caller waits for its thread
+        assert workers.running == 1
+        second = asyncio.create_task(workers.run(probe, "b"))
+        await _started(probe, "b")
+        assert probe.seen["b"][1] == 1 and probe.seen["b"][0] != probe.seen["a"][0]
+        probe.release["a"].set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        probe.release["b"].set()
+        await second
         assert workers.running == 0
     finally:
         for event in probe.release.values():

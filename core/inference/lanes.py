@@ -210,9 +210,11 @@ class Lane:
 
         Waiting w lets a request that arrives within w share this batch instead of waiting up
         to a whole batch time B for the next one; a request alone pays w in full. With arrivals
-        every g seconds on average that saves about w * B / g and costs w, so:
-        - where requests come further apart than one batch time (g > B), the batch is sent at
-          once: a lone /mask answers one forward after it arrives (issue 26);
+        every g seconds on average that saves about w * B / g and costs w: it pays only where
+        g < B, and little until g is well under B. So:
+        - where requests come further apart than half a batch time (g > B / 2), the batch is
+          sent at once: a lone /mask answers one forward after it arrives (issue 26). The half
+          keeps one student's back-to-back requests (g just above B, noisy) from waiting;
         - otherwise it waits `max_wait_ms`, but never more than `WAIT_SHARE` of B: where a
           forward is short (an encoder in bfloat16) a long wait only adds latency, where it is
           long (a /generate batch) the full wait pays for itself.
@@ -222,7 +224,7 @@ class Lane:
         wait = self.config.max_wait_ms / 1000
         if self.batch_seconds is None:
             return wait
-        if self.arrival_gap is not None and self.arrival_gap > self.batch_seconds:
+        if self.arrival_gap is not None and self.arrival_gap > self.batch_seconds / 2:
             return 0.0
         return min(wait, WAIT_SHARE * self.batch_seconds)
 

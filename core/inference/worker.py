@@ -152,7 +152,11 @@ class WorkerThreads:
 
     async def run(self, fn: Callable[..., None], *args: Any, uses_cores: bool = True) -> None:
         """Run `fn(*args, threads)` on a free worker; `threads` is the torch threads it gets.
-        A tokenizer-only batch (`uses_cores=False`) leaves the wide worker to a forward."""
+        A tokenizer-only batch (`uses_cores=False`) leaves the wide worker to a forward.
+
+        Cancelling the caller does not stop the thread: its worker stays counted as busy (and
+        the caller waits) until the thread is free, so a batch routed meanwhile is never told it
+        has cores, or a worker, that a running batch still holds."""
         loop = asyncio.get_running_loop()
         async with self._free:
             narrow_free = self._narrow_busy < self._narrow_count
@@ -165,7 +169,7 @@ class WorkerThreads:
             self.running += 1 if uses_cores else 0
             try:
                 executor = self._wide if wide else self._narrow
-                await loop.run_in_executor(executor, fn, *args, threads)
+                await _until_done(loop.run_in_executor(executor, fn, *args, threads))
             finally:
                 self.running -= 1 if uses_cores else 0
                 if wide:
@@ -178,6 +182,24 @@ class WorkerThreads:
         for executor in (self._wide, self._narrow):
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def _until_done(future: asyncio.Future) -> None:
+    """Await a thread's future; if cancelled meanwhile, still wait for the thread to finish (a
+    thread cannot be stopped), then raise the cancellation. The executor drops a batch that
+    never started (shutdown), which ends the wait at once."""
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            if future.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    future.result()
 
 
 def start_worker(threads: int) -> None:
