@@ -21,7 +21,7 @@ import torch
 from core.config import ModelSpec, parse_config
 from core.errors import ConfigError, Overloaded
 from core.inference.backends import describe_runtime, resolve_placement
-from core.inference.backends.linear import conv1d_to_linear
+from core.inference.backends.layer_forms import conv1d_to_linear
 from core.inference.backends.placement import auto_dtype
 from core.inference.engine import InferenceEngine
 from core.inference.models import Head
@@ -211,10 +211,12 @@ def test_auto_moves_every_model_to_bfloat16_on_a_cpu_with_bfloat16_units(tiny_mo
     assert resolve_placement("cpu", "auto", cpuinfo=AVX2_CPU).dtype == "float32"
 
 
-def test_bfloat16_gpt2_runs_its_projections_as_linear_layers_of_their_own(tiny_models):
+def test_bfloat16_gpt2_runs_its_layers_in_the_cpu_kernels_forms(tiny_models):
     """GPT-2's Conv1D projections become Linear layers holding a contiguous [out, in] copy
-    (oneDNN's faster bfloat16 layout), and the logits stay the Conv1D model's."""
+    (oneDNN's faster bfloat16 layout), its tanh GELU torch's one op, and the logits stay the
+    transformers model's."""
     from transformers import AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
     from transformers.pytorch_utils import Conv1D
 
     from core.inference.models import load_model
@@ -223,7 +225,9 @@ def test_bfloat16_gpt2_runs_its_projections_as_linear_layers_of_their_own(tiny_m
                       resolve_placement("cpu", "bfloat16")).modules[Head.CAUSAL_LM]
     reference = AutoModelForCausalLM.from_pretrained(str(tiny_models.causal_lm)).to(
         torch.bfloat16).eval()
-    assert not [m for m in gpt2.modules() if isinstance(m, Conv1D)]
+    assert not [m for m in gpt2.modules() if isinstance(m, (Conv1D, NewGELUActivation))]
+    assert len([m for m in gpt2.modules() if isinstance(m, torch.nn.GELU)]) == len(
+        gpt2.transformer.h)
     projections = [m for m in gpt2.transformer.h.modules() if isinstance(m, torch.nn.Linear)]
     assert len(projections) == 4 * len(gpt2.transformer.h)
     assert all(m.weight.is_contiguous() for m in projections)

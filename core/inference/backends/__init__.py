@@ -42,9 +42,10 @@ def prepare(module: Any, spec: ModelSpec, placement: Placement, *, label: str = 
     if not fast:
         if placement.dtype != "float32":
             module = module.to(dtype=placement.torch_dtype)
-            from core.inference.backends.linear import conv1d_to_linear
+            from core.inference.backends.layer_forms import conv1d_to_linear, fuse_tanh_gelu
 
-            conv1d_to_linear(module, contiguous=True)  # GPT-2's projections, for oneDNN
+            conv1d_to_linear(module, contiguous=True)  # GPT-2's layers, in oneDNN's forms
+            fuse_tanh_gelu(module)
         return module
     if placement.dtype != "float32" and not placement.dtype_auto:
         log.warning("%s: the CPU fast path runs in float32 (engine.dtype = %s ignored for it)",

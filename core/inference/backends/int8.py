@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.inference.backends.linear import conv1d_to_linear
+from core.inference.backends.layer_forms import conv1d_to_linear
 
 log = logging.getLogger(__name__)
 

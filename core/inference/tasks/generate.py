@@ -271,10 +271,14 @@ def step_scores(logits: torch.Tensor, chosen: torch.Tensor) -> list[tuple[float,
 def _choose(requests: list[GenerateRequest], generators: list[torch.Generator],
             logits: torch.Tensor) -> torch.Tensor:
     """Next token per row: argmax for greedy rows, else temperature -> top-k -> top-p -> sample."""
-    chosen = logits.argmax(dim=-1)
     sampled = [j for j, r in enumerate(requests) if not r.is_greedy]
     if not sampled:
-        return chosen
+        return logits.argmax(dim=-1)
+    # The argmax over the vocabulary only for the greedy rows: a sampled row never reads it.
+    chosen = torch.zeros(len(requests), dtype=torch.long)
+    greedy = [j for j, r in enumerate(requests) if r.is_greedy]
+    if greedy:
+        chosen[greedy] = logits[greedy].argmax(dim=-1)
     probs, ids = sampling_candidates(
         logits[torch.tensor(sampled)],
         [requests[j].temperature for j in sampled],
