@@ -170,9 +170,10 @@ def render(r: dict, when: str) -> str:
     half = r.get("local1_half_burst_ms")
     ceiling = "" if not half else (
         f" Half the burst (16 `/mask`) on one thread locally took {half:.0f} ms against "
-        f"{r['local1_burst_ms']:.0f} ms for all 32: a batch's fixed cost (its weights read "
-        f"once per forward) caps two replicas at {r['local1_burst_ms'] / half:.2f}x one "
-        "on a 32-request burst, before any Ray cost.")
+        f"{r['local1_burst_ms']:.0f} ms for all 32: a batch's cost grows slower than its "
+        "size (its weights read once per forward, larger products faster per row), which "
+        f"caps two replicas at {r['local1_burst_ms'] / half:.2f}x one on a 32-request burst, "
+        "before any Ray cost.")
     lm, rm = r["local_mixed"], r["ray_mixed"]
     rows = "\n".join(
         f"| {name} | {lm.get(name, 0):.0f} | {rm.get(name, 0):.0f} |"
