@@ -70,6 +70,22 @@ async def sequential_p50(engine: InferenceEngine, rounds: int) -> float:
     return statistics.median(times)
 
 
+async def noop_p50(engine: InferenceEngine, rounds: int) -> float:
+    """Serve's own round trip: a call of the replica's no-op `pid` method through a handle of
+    the `/mask` application, as the bot's calls go (the floor under the per-request overhead)."""
+    from ray import serve
+
+    spec = engine.config.models.mask
+    handle = serve.get_app_handle(engine.remote.plans[spec].name)
+    await handle.pid.remote()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await handle.pid.remote()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 async def burst_wall(engine: InferenceEngine, rounds: int, texts: list[str] = MASK_TEXTS
                      ) -> float:
     await asyncio.gather(*(engine.submit(FillMaskRequest(t)) for t in texts))  # warm
@@ -129,6 +145,7 @@ async def measure(cluster, config: Config, rounds: int) -> dict:
     async with InferenceEngine(one) as ray1:
         await ray1.pictures.warmed()
         out["ray_seq_p50_ms"] = await sequential_p50(ray1, rounds * 8)
+        out["ray_noop_p50_ms"] = await noop_p50(ray1, rounds * 8)
         out["ray1_burst_ms"] = await burst_wall(ray1, rounds)
         out["ray_mixed"] = await mixed(ray1)
     two = with_replicas(config, 2)
@@ -167,6 +184,8 @@ def render(r: dict, when: str) -> str:
     same_threads = r["local1_seq_p50_ms"]
     overhead = r["ray_seq_p50_ms"] - same_threads
     ratio = r["ray1_burst_ms"] / r["ray2_burst_ms"]
+    noop = ("" if "ray_noop_p50_ms" not in r else
+            f"; Serve's own round trip (a no-op call) {r['ray_noop_p50_ms']:.1f} ms")
     half = r.get("local1_half_burst_ms")
     ceiling = "" if not half else (
         f" Half the burst (16 `/mask`) on one thread locally took {half:.0f} ms against "
@@ -190,7 +209,7 @@ GPT-2 each); the local engine in the same process, measured first.
 |---|---|---|---|
 | one `/mask` at a time, p50 | engine auto {r['local_seq_p50_ms']:.1f} ms, \
 1 thread {same_threads:.1f} ms | 1 replica of 1 CPU {r['ray_seq_p50_ms']:.1f} ms | \
-overhead over 1 thread {overhead:.1f} ms (<= 5 ms) |
+overhead over 1 thread {overhead:.1f} ms (<= 5 ms){noop} |
 | 32 concurrent `/mask`, median of rounds | engine auto {r['local_burst_ms']:.0f} ms, \
 1 thread {r['local1_burst_ms']:.0f} ms | 1 replica {r['ray1_burst_ms']:.0f} ms, \
 2 replicas {r['ray2_burst_ms']:.0f} ms | 2 replicas / 1 = {ratio:.2f}x (>= 1.7x) |

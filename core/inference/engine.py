@@ -351,8 +351,8 @@ class LocalRunner:
     worker threads (`core.inference.worker.run_batch`), up to `slots` batches at once.
 
     An ONNX Runtime encoder's main lane runs as many batches at once as there are workers,
-    each session on one thread: its int8 encoder gained 1.1-1.4x from a second thread, while
-    two one-thread batches side by side did 1.9x the work of one (benchmarks/RESULTS.md,
+    each session on one thread: its int8 encoder gained little from a second thread, while two
+    one-thread batches side by side did nearly twice the work of one (benchmarks/RESULTS.md,
     "Figures behind the code", "two batches of one lane"). A torch lane runs one batch at a time
     on every free core: two of its batches side by side held no more /mask requests a second
     than one on two cores, and a second batch beside a two-core one oversubscribes the cores.

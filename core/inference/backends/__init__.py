@@ -87,9 +87,9 @@ def _onnx_encoder(module: Any, spec: ModelSpec, placement: Placement, label: str
     kind = type(encoder).__name__
     int8 = spec.quantize == "int8"
     path = onnx.export_encoder(spec.id, spec.revision, kind, encoder.config, int8=int8)
-    # One thread per session unless told (a Ray replica's CPUs): ONNX Runtime's int8 encoder
-    # gained 1.1-1.4x from a second thread, two one-thread batches side by side 1.9x
-    # (`core.inference.engine.LocalRunner`; benchmarks/RESULTS.md, "Figures behind the code").
+    # One thread per session unless told (a Ray replica's CPUs): two one-thread batches side by
+    # side beat one batch on two threads (`core.inference.engine.LocalRunner`;
+    # benchmarks/RESULTS.md, "Figures behind the code", "two batches of one lane").
     threads = placement.cpu_threads or 1
     log.info("%s: encoder runs in ONNX Runtime (%s, %d thread(s))", label, path.parent.name,
              threads)

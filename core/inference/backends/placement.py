@@ -41,7 +41,8 @@ class Placement:
     device: str
     dtype: str
     reason: str
-    #: Threads an ONNX Runtime session may use on the CPU (0 = every usable core).
+    #: Threads an ONNX Runtime session may use on the CPU (0 = one: `LocalRunner` runs a batch per
+    #: worker side by side instead).
     cpu_threads: int = 0
     #: The dtype was chosen by `auto`, not written in the config (a per-model CPU fast path then
     #: takes precedence over it without a warning).
