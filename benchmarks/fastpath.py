@@ -285,17 +285,21 @@ async def section_capacity(paths, quick: bool) -> dict:
             log.info("alone %s: %s", backend, out["alone"][backend])
             for stream, make in (("mask", mask_only), ("mixed", mixed)):
                 await open_loop(engine, make, 10, 1.0, seed=0)  # warm up
-                runs, best = [], None
+                runs, best, missed = [], None, 0
                 for rate in rates[stream]:
                     run = await open_loop(engine, make, rate, seconds, seed=int(rate))
                     run["load"] = loadavg()
                     runs.append(run)
                     log.info("capacity %s %s %s/s: mask p95 %.0f ms, refused %d", backend,
                              stream, rate, run["p95"].get("mask", 0) * 1000, run["refused"])
+                    # One rate over the line on a shared machine can be a neighbour's spike: the
+                    # climb ends at the second miss in a row (every rate tried is shown).
                     if run["p95"].get("mask", 9) <= 0.100 and not run["refused"]:
-                        best = rate
+                        best, missed = rate, 0
                     else:
-                        break
+                        missed += 1
+                        if missed == 2 or run["refused"]:
+                            break
                 double = None
                 if best:
                     double = await open_loop(engine, make, 2 * best, seconds, seed=7)
@@ -442,9 +446,9 @@ def render(raw: dict) -> str:
     if cap:
         lines += ["### Open-loop capacity (Poisson arrivals)", "",
                   f"Each rate runs {cap['seconds']:.0f} s of Poisson arrivals; latency is "
-                  "submit -> answer. Rates rise until /mask p95 > 100 ms or a refusal (a "
-                  "request not "
-                  "answered within 10 s counts as refused). Mixed: "
+                  "submit -> answer. Rates rise until /mask p95 > 100 ms at two rates in a row, "
+                  "or a refusal (a request not answered within 10 s counts as refused); the "
+                  "highest rate held is shown. Mixed: "
                   "60% /mask, 20% /tokens, 20% /qa (two SST-2 sentences as context). "
                   "Targets: /mask >= 120 req/s at p95 <= 100 ms by default, >= 300 req/s with "
                   "the fastest path (onnxruntime int8).", "",
