@@ -124,7 +124,8 @@ TARGETS: tuple[Target, ...] = (
     Target("lanes-admission", "core/inference/lanes.py",
            ("tests/test_lanes.py",
             *(f"tests/test_engine.py::{t}" for t in ENGINE_ADMISSION_TESTS[:5])),
-           functions=("xǁPendingǁlive", "xǁLaneǁwaiting", "xǁLaneǁput", "xǁLaneǁcollect")),
+           functions=("xǁPendingǁlive", "xǁLaneǁwaiting", "xǁLaneǁput", "xǁLaneǁcollect",
+                      "xǁLaneǁcompany_wait")),
     # The rules, not the reveal's layout (build_reveal and its helpers are display).
     Target("quiz-rules", "core/storage/quizzes.py",
            ("tests/test_quiz_rules.py", "tests/test_quiz.py"),

@@ -216,7 +216,8 @@ def _decode(model: LoadedModel, requests: Sequence[GenerateRequest], rows: list[
         # row, and the first step of a batch of 16 took longer than the other 29 together.
         # Indexing gathers the rows into a contiguous tensor instead.
         out = lm(input_ids, cache, attention_mask=mask, position_ids=positions,
-                 use_cache=True, logits_to_keep=torch.tensor([input_ids.shape[1] - 1]))
+                 use_cache=True,
+                 logits_to_keep=torch.tensor([input_ids.shape[1] - 1], device=device))
         logits = out.logits[:, -1, :].float().cpu()
         next_ids = _choose([requests[rows[a].request] for a in active],
                            [rows[a].generator for a in active], logits)
