@@ -231,6 +231,7 @@ async def test_a_sparse_request_is_sent_at_once():
     (None, WAIT_SHARE * 0.2),  # no arrivals measured yet: wait
     (0.05, WAIT_SHARE * 0.2),  # four requests a batch time: wait a share of it
     (0.099, WAIT_SHARE * 0.2),
+    (0.1, WAIT_SHARE * 0.2),  # exactly two a batch time: still worth the wait
     (0.101, 0.0),  # under two a batch time, as one student's back-to-back requests: send
     (0.15, 0.0),
     (0.3, 0.0),
@@ -242,3 +243,20 @@ async def test_the_wait_for_company_by_how_often_requests_come(gap, expected):
     lane.batch_seconds, lane.arrival_gap = 0.2, gap
     assert lane.company_wait() == pytest.approx(expected)
     await lane.stop(1)
+
+
+async def test_the_time_between_arrivals_is_smoothed_over_the_last_few():
+    """`arrival_gap` follows the arrivals (70% the old estimate, 30% the newest gap): three
+    requests 50 ms apart read ~50 ms, and a fourth 200 ms later moves it to ~95 ms, not to
+    200 ms (one pause in a busy class does not end the waiting)."""
+    lane, _ = await _lane(max_batch_size=8, max_wait_ms=10)
+    lane.runner.ready = asyncio.Event().wait  # nothing drains: only arrivals are measured
+    for gap in (None, 0.05, 0.05):
+        if gap:
+            await asyncio.sleep(gap)
+        lane.put(Echo("x"), TASK)
+    assert 0.045 <= lane.arrival_gap <= 0.07, lane.arrival_gap
+    await asyncio.sleep(0.2)
+    lane.put(Echo("x"), TASK)
+    assert 0.085 <= lane.arrival_gap <= 0.115, lane.arrival_gap
+    lane.batcher.cancel()
