@@ -85,7 +85,7 @@ async def mask_load(engine: InferenceEngine, clients: int, seconds: float) -> li
 
 async def measure(config, seconds: float, clients: int) -> dict:
     async with InferenceEngine(config) as engine:
-        await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
+        await engine.settled()
         # Warm up: first forwards, the drawing processes, the explain lane.
         await engine.submit(ExplainMaskRequest(SENTENCE), timeout=600)
         await mask_load(engine, clients, min(2.0, seconds))

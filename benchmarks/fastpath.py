@@ -98,8 +98,7 @@ async def started(cfg, specs=None):
 
     engine = InferenceEngine(cfg)
     await engine.start()
-    await asyncio.gather(*(engine.registry.get(s) for s in specs or engine.registry.specs))
-    await engine.pictures.warmed()  # drawing processes still importing take most of a core
+    await engine.settled(specs)
     return engine
 
 

@@ -99,7 +99,7 @@ async def measure(paths, device: str, dtype: str, rounds: int) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     async with InferenceEngine(config_for(paths, device, dtype)) as engine:
-        await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
+        await engine.settled()
         masks = await asyncio.gather(*(engine.submit(FillMaskRequest(t, 5)) for t in MASK_TEXTS))
         feats = await asyncio.gather(*(engine.submit(FeaturesRequest(t.replace("[MASK]", "word")))
                                        for t in MASK_TEXTS))

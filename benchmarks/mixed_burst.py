@@ -161,7 +161,7 @@ async def run(args: argparse.Namespace) -> str:
         # Built as the bot builds its services (bot.compose), minus Discord and the web view.
         async with open_services(config, ASK) as services:
             engine = services.engine
-            await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
+            await engine.settled()
             # Warm every lane and the drawing processes, as a running bot would be.
             for _, _, make in MIX:
                 await engine.submit(make("warm-up"))

@@ -127,14 +127,12 @@ async def mixed(engine: InferenceEngine) -> dict:
 async def measure(cluster, config: Config, rounds: int) -> dict:
     out: dict = {"load_before": await asyncio.to_thread(settled_load)}
     async with InferenceEngine(local_of(config)) as local:
-        await asyncio.gather(*(local.registry.get(s) for s in local.registry.specs))
-        await local.pictures.warmed()  # each engine's drawing processes import at its start
+        await local.settled()  # models loaded, drawing processes done importing
         out["local_seq_p50_ms"] = await sequential_p50(local, rounds * 8)
         out["local_burst_ms"] = await burst_wall(local, rounds)
         out["local_mixed"] = await mixed(local)
     async with InferenceEngine(local_of(config, threads=1)) as local1:
-        await asyncio.gather(*(local1.registry.get(s) for s in local1.registry.specs))
-        await local1.pictures.warmed()
+        await local1.settled()
         # The same work as a replica of one CPU (one torch thread): what Ray itself adds.
         out["local1_seq_p50_ms"] = await sequential_p50(local1, rounds * 8)
         out["local1_burst_ms"] = await burst_wall(local1, rounds)
@@ -143,7 +141,7 @@ async def measure(cluster, config: Config, rounds: int) -> dict:
                                                        MASK_TEXTS[:len(MASK_TEXTS) // 2])
     one = with_replicas(config, 1)
     async with InferenceEngine(one) as ray1:
-        await ray1.pictures.warmed()
+        await ray1.settled()
         out["ray_seq_p50_ms"] = await sequential_p50(ray1, rounds * 8)
         out["ray_noop_p50_ms"] = await noop_p50(ray1, rounds * 8)
         out["ray1_burst_ms"] = await burst_wall(ray1, rounds)
@@ -153,7 +151,7 @@ async def measure(cluster, config: Config, rounds: int) -> dict:
     await asyncio.to_thread(redeploy, cluster, 2)  # the same application, updated in place
     out["scale_up_s"] = time.perf_counter() - started
     async with InferenceEngine(two) as ray2:
-        await ray2.pictures.warmed()
+        await ray2.settled()
         out["ray2_burst_ms"] = await burst_wall(ray2, rounds)
     out["load_after"] = loadavg()
     return out

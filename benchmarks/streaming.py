@@ -56,7 +56,7 @@ async def run(model: str, requests: int, new_tokens: int, rounds: int,
     rates: dict[str, list[float]] = {"off": [], "on": []}
     texts: dict[str, list[tuple[str, ...]]] = {}
     async with InferenceEngine(config, tasks={"generate"}) as engine:
-        await asyncio.gather(*(engine.registry.get(s) for s in engine.registry.specs))
+        await engine.settled()
         await asyncio.gather(*(engine.submit(a) for a in asks[:2]))  # warm up
         for n in range(rounds):
             for mode in (("off", "on") if n % 2 == 0 else ("on", "off")):

@@ -144,6 +144,13 @@ class InferenceEngine:
             self.registry.start_all()
             self.pictures.start()
 
+    async def settled(self, specs: Iterable[ModelSpec] | None = None) -> None:
+        """Wait until the models (`specs`, default every one) are loaded and the drawing
+        processes have started: what a measurement waits for, since a drawing process still
+        importing matplotlib takes most of a core for a second or two."""
+        await asyncio.gather(*(self.registry.get(s) for s in specs or self.registry.specs))
+        await self.pictures.warmed()
+
     def task_for(self, request: Any) -> Task:
         try:
             return self._tasks[type(request)]
@@ -197,11 +204,7 @@ class InferenceEngine:
             if self.remote is not None and not task.tokenizer_only:
                 runner = self.remote.runner(spec)
             else:
-                # An ONNX encoder's main lane: a batch per worker at once (`LocalRunner`).
-                side_by_side = (key[1] is None and spec.backend == "onnxruntime"
-                                and spec != self.config.models.generate)
-                runner = LocalRunner(self, spec, own_tokenizer=key[1],
-                                     slots=self.config.engine.workers if side_by_side else 1)
+                runner = LocalRunner(self, spec, own_tokenizer=key[1])
             name = str(spec) if key[1] is None else f"{spec} ({key[1]})"
             lane = self._lanes[key] = Lane(name, self.config.engine, runner)
         # A picture request is admitted by the drawing stage first: refused while it is full,
@@ -361,13 +364,15 @@ class LocalRunner:
     """
 
     def __init__(self, engine: InferenceEngine, spec: ModelSpec, *,
-                 own_tokenizer: str | None = None, slots: int = 1) -> None:
+                 own_tokenizer: str | None = None) -> None:
         self.engine = engine
         self.spec = spec
         #: A lane beside the model's main lane (named by its task) must not share its
         #: tokenizer with it either.
         self.own_tokenizer = own_tokenizer
-        self.slots = max(1, slots)
+        side_by_side = (own_tokenizer is None and spec.backend == "onnxruntime"
+                        and spec != engine.config.models.generate)
+        self.slots = max(1, engine.config.engine.workers) if side_by_side else 1
         self.model: LoadedModel | None = None
         #: Tokenizer owners of the batches running now (`_view`).
         self._busy: set[int] = set()
