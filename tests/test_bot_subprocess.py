@@ -229,3 +229,64 @@ async def _dashboard_page(emu: DiscordEmulator, query: str) -> str:
         async with browser.get(f"{link.origin()}/g/{emu.guild_id}/{query}") as response:
             assert response.status == 200
             return await response.text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ENTRY_POINT.exists(), reason="tlm-bot is not installed in this venv")
+async def test_tlm_bot_run_with_the_shipped_engine_settings_and_the_fastest_path(
+        tiny_models, tmp_path, monkeypatch):
+    """The engine as it ships (`dtype = "auto"`: bfloat16 on a CPU with bfloat16 units, GPT-2
+    too; `torch_threads = 0`) and the opt-in fastest path on the /mask model (ONNX Runtime int8:
+    one-thread sessions, a batch per worker side by side), all through `tlm-bot run`: a burst
+    of /mask from several students, /generate, /qa, an attention picture (torch's encoder,
+    loaded on first need) and the dashboard."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("TLM_BOT_ONNX_CACHE", str(tmp_path / "onnx"))
+    async with DiscordEmulator() as emu:
+        students = [emu.guild.add_member(f"student{i}", roles=["Student"]) for i in range(6)]
+        config = write_tiny_config(
+            tmp_path / "config.toml", tiny_models,
+            discord={"dev_guild": emu.guild_id, "default_cooldown_uses": 0},
+            engine={"dtype": "auto", "torch_threads": 0},
+        )
+        fastest = (f'{{ id = "{tiny_models.masked_lm}", backend = "onnxruntime", '
+                   'quantize = "int8" }')
+        text = config.read_text(encoding="utf-8")
+        for role in ("mask", "features"):
+            text = text.replace(f'{role} = "{tiny_models.masked_lm}"', f"{role} = {fastest}")
+        config.write_text(text, encoding="utf-8")
+        log_path = tmp_path / "bot.log"
+        async with tlm_bot_run(emu, config, log_path) as proc:
+            burst = await asyncio.gather(*(
+                emu.invoke("mask", {"text": f"Student {i} is the [MASK] of the class."},
+                           user_id=student) for i, student in enumerate(students)))
+            masks = await asyncio.gather(*(final_answer(record) for record in burst))
+            attention = next(c["custom_id"] for c in masks[0].components
+                             if c.get("label") == "Attention")
+            picture, generated, answer = await asyncio.gather(
+                final_answer(await emu.click(masks[0].message, attention)),
+                final_answer(await emu.invoke(
+                    "generate", {"prompt": "Once upon a time", "max_new_tokens": 8,
+                                 "seed": 3})),
+                final_answer(await emu.invoke("qa", {
+                    "question": "Where do students ask?",
+                    "context": "Students ask the bot questions in the class channel."})))
+            pages = await _open_dashboard(emu)
+        code = proc.returncode
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert "encoder runs in ONNX Runtime" in log, log
+    assert all(m.visible_messages[0]["embeds"][0]["title"] == "Fillers for [MASK]"
+               for m in masks)
+    assert generated.visible_messages[0]["embeds"][0]["description"].strip()
+    assert emu.unhandled == [] and emu.violations == []
+    with sqlite3.connect(tmp_path / "tlm.db") as db:
+        rows = db.execute("SELECT command, status FROM queries ORDER BY id").fetchall()
+    db.close()
+    assert sorted(rows) == sorted(
+        [("mask", "ok")] * len(students)
+        + [("attention", "ok"), ("generate", "ok"), ("qa", "ok"), ("logs dashboard", "ok")]
+    ), rows
+    assert picture.visible_messages and answer.visible_messages
+    assert set(pages.values()) == {200}, pages
